@@ -1,0 +1,388 @@
+//! Fault injection: latency, failed requests, reset connections, partitions.
+//!
+//! Random choices (a latency within a range) come from a generator seeded by
+//! [`FakeApiServerBuilder::seed`](super::FakeApiServerBuilder::seed), so the same requests in
+//! the same order meet the same faults.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::log::Verb;
+use super::request::RequestInfo;
+use super::rng::Rng;
+use super::status::ApiError;
+
+/// Which requests a [`Fault`] applies to. Every condition that is set must hold; an empty
+/// matcher matches every request, discovery included.
+///
+/// # Examples
+///
+/// ```
+/// use lockheed::testing::{RequestMatcher, Verb};
+///
+/// // Writes to one lock's ConfigMap.
+/// let writes = RequestMatcher::any()
+///     .verb(Verb::Update)
+///     .verb(Verb::Create)
+///     .resource("configmaps")
+///     .name("lockheed-db");
+/// # let _ = writes;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use = "a matcher does nothing until a fault uses it"]
+pub struct RequestMatcher {
+    verbs: Vec<Verb>,
+    resource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+impl RequestMatcher {
+    /// Matches every request.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// Also matches requests with this verb (the first call restricts to it; later calls add).
+    pub fn verb(mut self, verb: Verb) -> Self {
+        self.verbs.push(verb);
+        self
+    }
+
+    /// Only requests about this resource (the plural, such as `configmaps`).
+    pub fn resource(mut self, resource: &str) -> Self {
+        self.resource = Some(resource.to_owned());
+        self
+    }
+
+    /// Only requests in this namespace.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// Only requests about the object with this name.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    pub(crate) fn matches(&self, info: &RequestInfo) -> bool {
+        (self.verbs.is_empty() || self.verbs.contains(&info.verb))
+            && self
+                .resource
+                .as_ref()
+                .is_none_or(|r| info.resource.as_ref() == Some(r))
+            && self
+                .namespace
+                .as_ref()
+                .is_none_or(|n| info.namespace.as_ref() == Some(n))
+            && self
+                .name
+                .as_ref()
+                .is_none_or(|n| info.name.as_ref() == Some(n))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    Latency { min: Duration, max: Duration },
+    Status { code: u16, retry_after: Option<u64> },
+    Reset,
+}
+
+/// A fault to inject with [`FakeApiServer::inject`](super::FakeApiServer::inject).
+///
+/// Latency applies to every matching request until cleared; a failure or a reset applies to
+/// the next matching request only. [`Fault::times`] and [`Fault::always`] change that.
+/// Latencies of several matching faults add up; of several matching failures, the one injected
+/// first applies.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f(server: &lockheed::testing::FakeApiServer) {
+/// use std::time::Duration;
+/// use lockheed::testing::{Fault, RequestMatcher, Verb};
+///
+/// // The next three updates fail with 503, every request takes 20 ms more.
+/// server.inject(Fault::status(503).times(3).on(RequestMatcher::any().verb(Verb::Update)));
+/// server.inject(Fault::latency(Duration::from_millis(20)));
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a fault does nothing until injected"]
+pub struct Fault {
+    action: Action,
+    matcher: RequestMatcher,
+    remaining: Option<u64>,
+}
+
+impl Fault {
+    /// Delays matching requests by `delay` before they are handled.
+    pub fn latency(delay: Duration) -> Self {
+        Self::latency_between(delay, delay)
+    }
+
+    /// Delays matching requests by a time drawn uniformly from `min..=max` (seeded).
+    pub fn latency_between(min: Duration, max: Duration) -> Self {
+        let (min, max) = if min <= max { (min, max) } else { (max, min) };
+        Self {
+            action: Action::Latency { min, max },
+            matcher: RequestMatcher::any(),
+            remaining: None,
+        }
+    }
+
+    /// Answers the next matching request with this HTTP status and a `metav1.Status` body
+    /// worded like kube-apiserver's (500 `InternalError`, 503 `ServiceUnavailable`, 504
+    /// `Timeout`, 409 `Conflict`, 429 `TooManyRequests`, ...), without handling it.
+    pub fn status(code: u16) -> Self {
+        Self {
+            action: Action::Status {
+                code,
+                retry_after: None,
+            },
+            matcher: RequestMatcher::any(),
+            remaining: Some(1),
+        }
+    }
+
+    /// Answers the next matching request with 429 and `Retry-After: <seconds>`, as the API
+    /// server's priority and fairness does when overloaded.
+    pub fn too_many_requests(retry_after: Duration) -> Self {
+        Self {
+            action: Action::Status {
+                code: 429,
+                retry_after: Some(retry_after.as_secs().max(1)),
+            },
+            ..Self::status(429)
+        }
+    }
+
+    /// Drops the connection of the next matching request without answering it.
+    pub fn reset_connection() -> Self {
+        Self {
+            action: Action::Reset,
+            matcher: RequestMatcher::any(),
+            remaining: Some(1),
+        }
+    }
+
+    /// Applies only to requests that `matcher` matches.
+    pub fn on(mut self, matcher: RequestMatcher) -> Self {
+        self.matcher = matcher;
+        self
+    }
+
+    /// Applies to the next `n` matching requests, then expires.
+    pub fn times(mut self, n: u64) -> Self {
+        self.remaining = Some(n);
+        self
+    }
+
+    /// Applies to every matching request until [`FakeApiServer::clear_faults`](super::FakeApiServer::clear_faults).
+    pub fn always(mut self) -> Self {
+        self.remaining = None;
+        self
+    }
+}
+
+/// What the faults decided for one request.
+#[derive(Debug, Default)]
+pub(crate) struct Decision {
+    pub(crate) latency: Duration,
+    pub(crate) outcome: Option<Outcome>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Fail(ApiError),
+    Reset,
+}
+
+/// The injected faults and the partition state.
+#[derive(Debug)]
+pub(crate) struct Faults {
+    rules: Vec<Fault>,
+    rng: Rng,
+    partition: Partition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partition {
+    None,
+    UntilHealed,
+    Until(Instant),
+}
+
+impl Faults {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            rules: Vec::new(),
+            rng: Rng::new(seed),
+            partition: Partition::None,
+        }
+    }
+
+    pub(crate) fn inject(&mut self, fault: Fault) {
+        if fault.remaining != Some(0) {
+            self.rules.push(fault);
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// Starts a partition that ends at `until` (`None`: when healed).
+    pub(crate) fn partition(&mut self, until: Option<Instant>) {
+        self.partition = until.map_or(Partition::UntilHealed, Partition::Until);
+    }
+
+    pub(crate) fn heal(&mut self) {
+        self.partition = Partition::None;
+    }
+
+    pub(crate) fn partitioned(&mut self) -> bool {
+        match self.partition {
+            Partition::Until(until) if Instant::now() >= until => {
+                self.partition = Partition::None;
+                false
+            }
+            Partition::Until(_) | Partition::UntilHealed => true,
+            Partition::None => false,
+        }
+    }
+
+    pub(crate) fn decide(&mut self, info: &RequestInfo) -> Decision {
+        let mut decision = Decision::default();
+        for rule in &mut self.rules {
+            if !rule.matcher.matches(info) {
+                continue;
+            }
+            match &rule.action {
+                Action::Latency { min, max } => {
+                    let spread = max.saturating_sub(*min).as_nanos();
+                    let extra = if spread == 0 {
+                        0
+                    } else {
+                        self.rng
+                            .below(u64::try_from(spread).unwrap_or(u64::MAX).saturating_add(1))
+                    };
+                    decision.latency += *min + Duration::from_nanos(extra);
+                }
+                Action::Status { .. } | Action::Reset if decision.outcome.is_some() => continue,
+                Action::Status { code, retry_after } => {
+                    let mut err = ApiError::injected(*code);
+                    err.retry_after = *retry_after;
+                    decision.outcome = Some(Outcome::Fail(err));
+                }
+                Action::Reset => decision.outcome = Some(Outcome::Reset),
+            }
+            if let Some(n) = rule.remaining.as_mut() {
+                *n -= 1;
+            }
+        }
+        self.rules.retain(|r| r.remaining != Some(0));
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(verb: Verb, name: &str) -> RequestInfo {
+        RequestInfo {
+            verb,
+            group: String::new(),
+            resource: Some("configmaps".into()),
+            namespace: Some("default".into()),
+            name: Some(name.into()),
+        }
+    }
+
+    #[test]
+    fn failures_count_down_and_match() {
+        let mut faults = Faults::new(1);
+        faults.inject(
+            Fault::status(503)
+                .times(2)
+                .on(RequestMatcher::any().verb(Verb::Update)),
+        );
+        assert!(faults.decide(&info(Verb::Get, "a")).outcome.is_none());
+        for _ in 0..2 {
+            match faults.decide(&info(Verb::Update, "a")).outcome {
+                Some(Outcome::Fail(e)) => assert_eq!(e.code, 503),
+                other => panic!("expected a failure, got {other:?}"),
+            }
+        }
+        assert!(faults.decide(&info(Verb::Update, "a")).outcome.is_none());
+    }
+
+    #[test]
+    fn first_failure_wins_and_later_ones_wait() {
+        let mut faults = Faults::new(1);
+        faults.inject(Fault::reset_connection());
+        faults.inject(Fault::too_many_requests(Duration::from_secs(2)));
+        assert!(matches!(
+            faults.decide(&info(Verb::Get, "a")).outcome,
+            Some(Outcome::Reset)
+        ));
+        match faults.decide(&info(Verb::Get, "a")).outcome {
+            Some(Outcome::Fail(e)) => assert_eq!((e.code, e.retry_after), (429, Some(2))),
+            other => panic!("expected 429, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn latency_ranges_are_seeded() {
+        let draw = |seed| {
+            let mut faults = Faults::new(seed);
+            faults.inject(Fault::latency_between(
+                Duration::from_millis(10),
+                Duration::from_millis(20),
+            ));
+            (0..20)
+                .map(|_| faults.decide(&info(Verb::Get, "a")).latency)
+                .collect::<Vec<_>>()
+        };
+        let a = draw(42);
+        assert_eq!(a, draw(42));
+        assert_ne!(a, draw(43));
+        assert!(
+            a.iter()
+                .all(|d| (Duration::from_millis(10)..=Duration::from_millis(20)).contains(d))
+        );
+    }
+
+    #[test]
+    fn matcher_fields() {
+        let m = RequestMatcher::any()
+            .resource("configmaps")
+            .namespace("default")
+            .name("x");
+        assert!(m.matches(&info(Verb::Get, "x")));
+        assert!(!m.matches(&info(Verb::Get, "y")));
+        assert!(
+            !RequestMatcher::any()
+                .resource("leases")
+                .matches(&info(Verb::Get, "x"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn partitions_heal_on_time() {
+        let mut faults = Faults::new(1);
+        faults.partition(Some(Instant::now() + Duration::from_secs(5)));
+        assert!(faults.partitioned());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(!faults.partitioned());
+        faults.partition(None);
+        assert!(faults.partitioned());
+        faults.heal();
+        assert!(!faults.partitioned());
+    }
+}

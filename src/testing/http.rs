@@ -1,0 +1,575 @@
+//! The HTTP side: one hyper connection per client connection, and the request handler that
+//! applies partitions, faults and access control before dispatching to the store.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::access::Verdict;
+use super::faults::Outcome;
+use super::log::{RequestRecord, Verb};
+use super::request::{self, RequestInfo, ResourcePath, Route};
+use super::resources::Registry;
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::store::{PatchBody, Preconditions, Selectors};
+use super::watch::{self, Closers, WatchParams};
+
+/// kube-apiserver refuses request bodies over 3 MiB.
+const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// A response body: all at once, or a watch stream.
+#[derive(Debug)]
+pub(crate) enum ResponseBody {
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Self::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Returned to hyper to make it drop the connection without answering.
+#[derive(Debug)]
+pub(crate) struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the fake API server")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Serves one TCP connection until it closes or the server shuts down.
+pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let shutdown = shared.shutdown.clone();
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        // Errors here are clients going away or injected resets: nothing to report.
+        _ = conn => {}
+        () = shutdown.cancelled() => {}
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response<ResponseBody> {
+    let bytes = serde_json::to_vec(body).expect("JSON values always serialize");
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(ResponseBody::Full(Some(Bytes::from(bytes))))
+        .expect("a valid response")
+}
+
+fn error_response(err: &ApiError) -> Response<ResponseBody> {
+    let mut response = json_response(err.code, &err.to_status());
+    if let Some(secs) = err.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// What the request is, before anything is done about it.
+fn classify(method: &Method, route: &Route, query: &BTreeMap<String, String>) -> RequestInfo {
+    match route {
+        Route::Resource(path) => {
+            let verb =
+                request::verb_of(method, path, request::flag(query, "watch")).unwrap_or(Verb::Get);
+            let name = path.name.clone().or_else(|| {
+                // RBAC authorizes list and watch of one name through the field selector.
+                query.get("fieldSelector").and_then(|s| {
+                    s.split(',').find_map(|term| {
+                        let (field, value) = term.split_once('=')?;
+                        (field.trim() == "metadata.name")
+                            .then(|| value.trim_start_matches('=').trim().to_owned())
+                    })
+                })
+            });
+            RequestInfo {
+                verb,
+                group: path.group.clone(),
+                resource: Some(path.plural.clone()),
+                namespace: path.namespace.clone(),
+                name,
+            }
+        }
+        _ => RequestInfo {
+            verb: Verb::Discovery,
+            group: String::new(),
+            resource: None,
+            namespace: None,
+            name: None,
+        },
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Dropped> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let raw_query = req.uri().query().unwrap_or_default().to_owned();
+    let route = Route::parse(&path);
+    let query = request::parse_query(&raw_query);
+    let info = classify(&method, &route, query.as_ref().unwrap_or(&BTreeMap::new()));
+    let mut record = RequestRecord {
+        method: method.to_string(),
+        verb: info.verb,
+        resource: info.resource.clone(),
+        namespace: info.namespace.clone(),
+        name: info.name.clone(),
+        path,
+        query: raw_query,
+        status: None,
+        latency: Duration::ZERO,
+        user: None,
+    };
+    let result = respond(&shared, req, &route, query, &info, &mut record).await;
+    record.latency = started.elapsed();
+    record.status = result.as_ref().ok().map(|r| r.status().as_u16());
+    tracing::debug!(
+        target: "lockheed::testing",
+        method = %record.method, path = %record.path, query = %record.query,
+        status = ?record.status, "fake API server request"
+    );
+    shared.log().record(record);
+    result
+}
+
+async fn respond(
+    shared: &Shared,
+    req: Request<Incoming>,
+    route: &Route,
+    query: Result<BTreeMap<String, String>, ApiError>,
+    info: &RequestInfo,
+    record: &mut RequestRecord,
+) -> Result<Response<ResponseBody>, Dropped> {
+    if shared.faults().partitioned() {
+        return Err(Dropped);
+    }
+    let decision = shared.faults().decide(info);
+    if !decision.latency.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(decision.latency) => {}
+            () = shared.shutdown.cancelled() => return Err(Dropped),
+        }
+        if shared.faults().partitioned() {
+            return Err(Dropped);
+        }
+    }
+    match decision.outcome {
+        Some(Outcome::Reset) => return Err(Dropped),
+        Some(Outcome::Fail(err)) => return Ok(error_response(&err)),
+        None => {}
+    }
+    if let Some(access) = shared.access().as_ref() {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match access.check(token, info) {
+            Verdict::Allowed { user } => record.user = user,
+            Verdict::Denied(err) => return Ok(error_response(&err)),
+        }
+    }
+    let query = match query {
+        Ok(query) => query,
+        Err(err) => return Ok(error_response(&err)),
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+        .unwrap_or_default();
+    let method = req.method().clone();
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            return Ok(error_response(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
+            )));
+        }
+        Err(_) => return Err(Dropped),
+    };
+    let incoming = Accepted {
+        method,
+        query,
+        content_type,
+        body,
+    };
+    Ok(match dispatch(shared, route, &incoming) {
+        Ok(Reply::Json(status, body)) => json_response(status, &body),
+        Ok(Reply::Watch(rx)) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::TRANSFER_ENCODING, "chunked")
+            .body(ResponseBody::Stream(rx))
+            .expect("a valid response"),
+        Err(err) => error_response(&err),
+    })
+}
+
+/// A request that passed the network, the faults and access control.
+struct Accepted {
+    method: Method,
+    query: BTreeMap<String, String>,
+    content_type: String,
+    body: Bytes,
+}
+
+impl Accepted {
+    fn json(&self) -> Result<Value, ApiError> {
+        if self.content_type == "application/vnd.kubernetes.protobuf" {
+            return super::protobuf::decode(&self.body).map_err(|e| {
+                ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("cannot read the protobuf body: {e}"),
+                )
+            });
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    }
+
+    fn dry_run(&self) -> Result<bool, ApiError> {
+        match self.query.get("dryRun").map(String::as_str) {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "unsupported dryRun value {other:?}: only \"All\" is supported"
+            ))),
+        }
+    }
+
+    fn selectors(&self) -> Result<Selectors, ApiError> {
+        let label = self.query.get("labelSelector").map_or("", String::as_str);
+        let field = self.query.get("fieldSelector").map_or("", String::as_str);
+        Ok(Selectors {
+            label: LabelSelector::parse(label).map_err(ApiError::bad_request)?,
+            field: FieldSelector::parse(field).map_err(ApiError::bad_request)?,
+        })
+    }
+}
+
+enum Reply {
+    Json(u16, Value),
+    Watch(mpsc::Receiver<Bytes>),
+}
+
+fn dispatch(shared: &Shared, route: &Route, incoming: &Accepted) -> Result<Reply, ApiError> {
+    let discovery = |value: Value| {
+        if incoming.method == Method::GET {
+            Ok(Reply::Json(200, value))
+        } else {
+            Err(ApiError::method_not_allowed(incoming.method.as_str()))
+        }
+    };
+    match route {
+        Route::Version => discovery(Registry::version()),
+        Route::CoreVersions => discovery(Registry::api_versions(&shared.addr.to_string())),
+        Route::Groups => discovery(shared.store().registry.api_group_list()),
+        Route::Resources { group, version } => {
+            let list = shared.store().registry.api_resource_list(group, version);
+            discovery(list.ok_or_else(ApiError::no_route)?)
+        }
+        Route::Unknown => Err(ApiError::no_route()),
+        Route::Resource(path) => resource(shared, path, incoming),
+    }
+}
+
+fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result<Reply, ApiError> {
+    if path.subresource.is_some() {
+        return Err(ApiError::no_route());
+    }
+    let verb = request::verb_of(
+        &incoming.method,
+        path,
+        request::flag(&incoming.query, "watch"),
+    )
+    .ok_or_else(|| ApiError::method_not_allowed(incoming.method.as_str()))?;
+    let body = match verb {
+        Verb::Create | Verb::Update | Verb::Patch => Some(incoming.json()?),
+        _ => None,
+    };
+    let kind_hint = body
+        .as_ref()
+        .filter(|_| verb == Verb::Create)
+        .and_then(|b| b["kind"].as_str());
+    let mut store = shared.store();
+    let rt = store
+        .registry
+        .resolve(&path.group, &path.version, &path.plural, kind_hint);
+    if rt.namespaced != path.namespace.is_some() && (path.name.is_some() || !rt.namespaced) {
+        return Err(ApiError::no_route());
+    }
+    let namespace = path.namespace.as_deref().unwrap_or_default();
+    let name = path.name.as_deref().unwrap_or_default();
+    let dry_run = incoming.dry_run()?;
+    if incoming.query.contains_key("force") && !is_apply(&incoming.content_type) {
+        return Err(patch_options_invalid(
+            "force",
+            "Forbidden",
+            "Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    let ok = |v| Ok(Reply::Json(200, v));
+    match verb {
+        Verb::Get => ok(store.get(&rt, namespace, name)?),
+        Verb::List => {
+            let limit = match incoming.query.get("limit") {
+                Some(l) => Some(
+                    l.parse::<usize>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+                ),
+                None => None,
+            };
+            ok(store.list(
+                &rt,
+                path.namespace.as_deref(),
+                &incoming.selectors()?,
+                limit,
+                incoming
+                    .query
+                    .get("continue")
+                    .map(String::as_str)
+                    .filter(|c| !c.is_empty()),
+            )?)
+        }
+        Verb::Watch => start_watch(shared, store, &rt, path, incoming),
+        Verb::Create => {
+            let created = store.create(&rt, namespace, body.unwrap_or_default(), dry_run)?;
+            Ok(Reply::Json(201, created))
+        }
+        Verb::Update => {
+            ok(store.update(&rt, namespace, name, body.unwrap_or_default(), dry_run)?)
+        }
+        Verb::Patch => {
+            let body = patch_body(
+                &incoming.content_type,
+                &incoming.query,
+                body.unwrap_or_default(),
+            )?;
+            let existed = store.get(&rt, namespace, name).is_ok();
+            let patched = store.patch(&rt, namespace, name, &body, dry_run)?;
+            Ok(Reply::Json(if existed { 200 } else { 201 }, patched))
+        }
+        Verb::Delete => {
+            let (preconditions, options_dry_run) = delete_options(incoming)?;
+            ok(store.delete(
+                &rt,
+                namespace,
+                name,
+                &preconditions,
+                dry_run || options_dry_run,
+            )?)
+        }
+        Verb::DeleteCollection => ok(store.delete_collection(
+            &rt,
+            path.namespace.as_deref(),
+            &incoming.selectors()?,
+            dry_run,
+        )),
+        Verb::Discovery => unreachable!("resource paths have resource verbs"),
+    }
+}
+
+/// Starts a watch: its events flow through a channel into the response body.
+fn start_watch(
+    shared: &Shared,
+    store: std::sync::MutexGuard<'_, super::store::Store>,
+    rt: &super::resources::ResourceType,
+    path: &ResourcePath,
+    incoming: &Accepted,
+) -> Result<Reply, ApiError> {
+    let params = watch_params(shared, rt, path, incoming)?;
+    // With sendInitialEvents the watch starts with the current state whatever the
+    // resourceVersion (which can only be older: NotOlderThan).
+    let from = incoming
+        .query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .filter(|_| !params.initial_events_end);
+    let start = store.watch(rt, path.namespace.as_deref(), from);
+    drop(store);
+    let (tx, rx) = mpsc::channel(256);
+    match start {
+        Ok(start) => {
+            let closers = Closers {
+                shutdown: shared.shutdown.clone(),
+                close: shared.watch_closer.subscribe(),
+            };
+            tokio::spawn(watch::run(start, params, closers, tx));
+        }
+        // Like the watch cache: 200, one ERROR event, end of stream.
+        Err(err) => {
+            let _ = tx.try_send(watch::error_frame(&err));
+        }
+    }
+    Ok(Reply::Watch(rx))
+}
+
+/// The preconditions and dry-run flag of a DELETE's `DeleteOptions` body.
+fn delete_options(incoming: &Accepted) -> Result<(Preconditions, bool), ApiError> {
+    if incoming.body.is_empty() {
+        return Ok((Preconditions::default(), false));
+    }
+    let options = incoming.json()?;
+    let preconditions = Preconditions {
+        uid: options["preconditions"]["uid"].as_str().map(str::to_owned),
+        resource_version: options["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_owned),
+    };
+    let dry_run = options["dryRun"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|v| v == "All"));
+    Ok((preconditions, dry_run))
+}
+
+fn is_apply(content_type: &str) -> bool {
+    content_type == "application/apply-patch+yaml"
+}
+
+fn patch_options_invalid(field: &str, reason: &'static str, message: &str) -> ApiError {
+    let mut err = ApiError::new(
+        422,
+        "Invalid",
+        format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {message}"),
+    );
+    err.details = Some(json!({
+        "group": "meta.k8s.io",
+        "kind": "PatchOptions",
+        "causes": [{ "reason": format!("Field{reason}"), "message": message, "field": field }],
+    }));
+    err
+}
+
+fn patch_body(
+    content_type: &str,
+    query: &BTreeMap<String, String>,
+    body: Value,
+) -> Result<PatchBody, ApiError> {
+    Ok(match content_type {
+        "application/merge-patch+json" => PatchBody::Merge(body),
+        "application/strategic-merge-patch+json" => PatchBody::Strategic(body),
+        "application/json-patch+json" => PatchBody::Json(body),
+        "application/apply-patch+yaml" => {
+            let manager = query
+                .get("fieldManager")
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| {
+                    patch_options_invalid(
+                        "fieldManager",
+                        "ValueRequired",
+                        "Required value: is required for apply patch",
+                    )
+                })?;
+            PatchBody::Apply {
+                config: body,
+                manager: manager.clone(),
+                force: request::flag(query, "force"),
+            }
+        }
+        other => {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                format!(
+                    "the body of the request was in an unknown format ({other:?}) - accepted media \
+                     types include: application/json-patch+json, application/merge-patch+json, \
+                     application/apply-patch+yaml, application/strategic-merge-patch+json"
+                ),
+            ));
+        }
+    })
+}
+
+fn watch_params(
+    shared: &Shared,
+    rt: &super::resources::ResourceType,
+    path: &ResourcePath,
+    incoming: &Accepted,
+) -> Result<WatchParams, ApiError> {
+    let query = &incoming.query;
+    let timeout = match query.get("timeoutSeconds") {
+        Some(t) => Duration::from_secs(
+            t.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+        ),
+        None => shared.default_watch_timeout,
+    };
+    let initial_events_end = request::flag(query, "sendInitialEvents");
+    if initial_events_end
+        && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+    {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: \
+             sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    Ok(WatchParams {
+        rt: rt.clone(),
+        namespace: path.namespace.clone(),
+        selectors: incoming.selectors()?,
+        bookmarks: request::flag(query, "allowWatchBookmarks"),
+        initial_events_end,
+        timeout,
+        bookmark_interval: shared.bookmark_interval,
+    })
+}

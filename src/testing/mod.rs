@@ -1,0 +1,64 @@
+//! An in-process Kubernetes API server for tests (feature `testing`).
+//!
+//! [`FakeApiServer`] speaks the Kubernetes REST API over real HTTP on `127.0.0.1`, so the code
+//! under test uses an ordinary [`kube::Client`] (or `kubectl`) and cannot tell it from a
+//! cluster for what lock libraries use: get, list, watch, create, update, the four patch types
+//! and delete of namespaced objects, with kube-apiserver's optimistic concurrency, validation
+//! limits and error statuses. On top of that it offers what a real cluster cannot: fault
+//! injection, request counters, access control by token, and an injectable clock.
+//!
+//! # What it does not emulate
+//!
+//! Admission (webhooks, quotas, limit ranges), finalizers and graceful deletion (a delete
+//! removes the object at once), garbage collection by owner references, subresources
+//! (`/status`, `/scale`: 404), `managedFields` (server-side apply tracks ownership of the
+//! fields it applied per manager, but update and patch take none and nothing is shown in the
+//! object), `metadata.generation`, protobuf and table output (`kubectl get` prints its own
+//! table), authentication other than bearer tokens, TLS, YAML request bodies (send JSON, which
+//! is YAML too), aggregated discovery, OpenAPI documents, and the legacy `/api/v1/watch/...`
+//! paths. Reads are always from the latest state (`resourceVersion` on a get or list is not a
+//! lower bound), and a namespace is deleted at once with its contents.
+//!
+//! # Examples
+//!
+//! ```
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//! use lockheed::testing::{FakeApiServer, Verb};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FakeApiServer::start().await?;
+//! let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+//! let mut cm = ConfigMap::default();
+//! cm.metadata.name = Some("demo".into());
+//! let created = api.create(&PostParams::default(), &cm).await?;
+//! assert!(created.metadata.resource_version.is_some());
+//! assert_eq!(server.counts().get(Verb::Create), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+mod access;
+mod faults;
+mod http;
+mod log;
+mod patch;
+mod protobuf;
+mod request;
+mod resources;
+mod rng;
+mod selector;
+mod server;
+mod status;
+mod store;
+mod validation;
+mod watch;
+
+pub use self::access::{ADMIN_TOKEN, AccessControl};
+pub use self::faults::{Fault, RequestMatcher};
+pub use self::log::{RequestCounts, RequestRecord, Verb};
+pub use self::resources::ResourceType;
+pub use self::server::{FakeApiServer, FakeApiServerBuilder, StartError};
+
+pub(crate) use self::server::Shared;

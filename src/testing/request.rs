@@ -1,0 +1,209 @@
+//! Turning an HTTP request line into what the API server should do.
+
+use std::collections::BTreeMap;
+
+use super::log::Verb;
+use super::status::ApiError;
+
+/// The parts of a request that access control, fault matching and the log look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestInfo {
+    pub(crate) verb: Verb,
+    pub(crate) group: String,
+    pub(crate) resource: Option<String>,
+    pub(crate) namespace: Option<String>,
+    /// The object named in the path, or for list and watch the `metadata.name` that the field
+    /// selector asks for (RBAC authorizes `resourceNames` that way).
+    pub(crate) name: Option<String>,
+}
+
+/// A request for a resource or collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResourcePath {
+    pub(crate) group: String,
+    pub(crate) version: String,
+    pub(crate) plural: String,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) subresource: Option<String>,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    Version,
+    /// `/api`
+    CoreVersions,
+    /// `/apis`
+    Groups,
+    /// `/api/v1`, `/apis/<group>/<version>`
+    Resources {
+        group: String,
+        version: String,
+    },
+    Resource(ResourcePath),
+    /// Anything else: 404.
+    Unknown,
+}
+
+impl Route {
+    pub(crate) fn parse(path: &str) -> Self {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let (group, version, rest) = match segments.as_slice() {
+            ["version"] => return Self::Version,
+            ["api"] => return Self::CoreVersions,
+            ["apis"] => return Self::Groups,
+            ["api", version, rest @ ..] => ("", *version, rest),
+            ["apis", group, version, rest @ ..] => (*group, *version, rest),
+            _ => return Self::Unknown,
+        };
+        let resource =
+            |plural: &str, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+                Self::Resource(ResourcePath {
+                    group: group.to_owned(),
+                    version: version.to_owned(),
+                    plural: plural.to_owned(),
+                    namespace: namespace.map(str::to_owned),
+                    name: name.map(str::to_owned),
+                    subresource: sub.map(str::to_owned),
+                })
+            };
+        match rest {
+            [] => Self::Resources {
+                group: group.to_owned(),
+                version: version.to_owned(),
+            },
+            // Namespaces are cluster-scoped objects that also contain namespaced ones.
+            ["namespaces", ns, sub @ ("status" | "finalize")] => {
+                resource("namespaces", None, Some(ns), Some(sub))
+            }
+            ["namespaces", ns, plural] => resource(plural, Some(ns), None, None),
+            ["namespaces", ns, plural, name] => resource(plural, Some(ns), Some(name), None),
+            ["namespaces", ns, plural, name, sub] => {
+                resource(plural, Some(ns), Some(name), Some(sub))
+            }
+            [plural] => resource(plural, None, None, None),
+            [plural, name] => resource(plural, None, Some(name), None),
+            [plural, name, sub] => resource(plural, None, Some(name), Some(sub)),
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Decodes a URL query into its parameters (the last value of a repeated key wins).
+pub(crate) fn parse_query(query: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((percent_decode(key)?, percent_decode(value)?))
+        })
+        .collect()
+}
+
+fn percent_decode(input: &str) -> Result<String, ApiError> {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("invalid URL escape in {input:?}"))
+                    })?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| ApiError::bad_request(format!("invalid UTF-8 in {input:?}")))
+}
+
+/// Whether a boolean query parameter is set (`true`, `1`).
+pub(crate) fn flag(query: &BTreeMap<String, String>, key: &str) -> bool {
+    query.get(key).is_some_and(|v| v == "true" || v == "1")
+}
+
+/// The verb of a request for `path`, by method (`None`: the method is not allowed there).
+pub(crate) fn verb_of(method: &http::Method, path: &ResourcePath, watch: bool) -> Option<Verb> {
+    let one = path.name.is_some();
+    Some(match (method.as_str(), one) {
+        ("GET", true) => Verb::Get,
+        ("GET", false) if watch => Verb::Watch,
+        ("GET", false) => Verb::List,
+        ("POST", false) => Verb::Create,
+        ("PUT", true) => Verb::Update,
+        ("PATCH", true) => Verb::Patch,
+        ("DELETE", true) => Verb::Delete,
+        ("DELETE", false) => Verb::DeleteCollection,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rp(group: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> Route {
+        Route::Resource(ResourcePath {
+            group: group.into(),
+            version: "v1".into(),
+            plural: plural.into(),
+            namespace: ns.map(Into::into),
+            name: name.map(Into::into),
+            subresource: None,
+        })
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/version"), Route::Version);
+        assert_eq!(Route::parse("/api"), Route::CoreVersions);
+        assert_eq!(Route::parse("/apis/"), Route::Groups);
+        assert_eq!(
+            Route::parse("/apis/coordination.k8s.io/v1"),
+            Route::Resources {
+                group: "coordination.k8s.io".into(),
+                version: "v1".into()
+            }
+        );
+        assert_eq!(
+            Route::parse("/api/v1/namespaces/d/configmaps"),
+            rp("", "configmaps", Some("d"), None)
+        );
+        assert_eq!(
+            Route::parse("/apis/coordination.k8s.io/v1/namespaces/d/leases/x"),
+            rp("coordination.k8s.io", "leases", Some("d"), Some("x"))
+        );
+        assert_eq!(
+            Route::parse("/api/v1/configmaps"),
+            rp("", "configmaps", None, None)
+        );
+        assert_eq!(
+            Route::parse("/api/v1/namespaces/d"),
+            rp("", "namespaces", None, Some("d"))
+        );
+        assert_eq!(
+            Route::parse("/api/v1/namespaces"),
+            rp("", "namespaces", None, None)
+        );
+        assert_eq!(Route::parse("/openapi/v2"), Route::Unknown);
+    }
+
+    #[test]
+    fn queries() {
+        let q = parse_query("labelSelector=a%3Db%2Cc+in+%28x%29&watch=1&empty").unwrap();
+        assert_eq!(q["labelSelector"], "a=b,c in (x)");
+        assert!(flag(&q, "watch"));
+        assert_eq!(q["empty"], "");
+        assert!(parse_query("bad=%zz").is_err());
+    }
+}

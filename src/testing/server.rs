@@ -1,0 +1,478 @@
+//! [`FakeApiServer`]: starting, stopping, and the handles tests use to steer and observe it.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use kube::config::{
+    AuthInfo, Cluster, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::access::{ADMIN_TOKEN, AccessControl};
+use super::faults::{Fault, Faults};
+use super::log::{RequestCounts, RequestLog, RequestRecord};
+use super::resources::ResourceType;
+use super::status::ApiError;
+use super::store::Store;
+use crate::clock::{Clock, SystemClock};
+
+/// Why the fake API server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Binding the listening socket failed (the port is taken, for example).
+    #[error("cannot listen on 127.0.0.1:{port}")]
+    Bind {
+        /// The port asked for (0: any).
+        port: u16,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the server's tasks and its handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    store: Mutex<Store>,
+    log: Mutex<RequestLog>,
+    faults: Mutex<Faults>,
+    access: Mutex<Option<AccessControl>>,
+    /// Bumped to close every open watch.
+    pub(crate) watch_closer: watch::Sender<u64>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) addr: SocketAddr,
+    pub(crate) bookmark_interval: Duration,
+    pub(crate) default_watch_timeout: Duration,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data half-changed in a way
+    // that matters to a test double; keep serving.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.store)
+    }
+
+    pub(crate) fn log(&self) -> MutexGuard<'_, RequestLog> {
+        lock(&self.log)
+    }
+
+    pub(crate) fn faults(&self) -> MutexGuard<'_, Faults> {
+        lock(&self.faults)
+    }
+
+    pub(crate) fn access(&self) -> MutexGuard<'_, Option<AccessControl>> {
+        lock(&self.access)
+    }
+
+    fn close_watches(&self) {
+        self.watch_closer.send_modify(|epoch| *epoch += 1);
+    }
+}
+
+/// Options for a [`FakeApiServer`]; [`FakeApiServer::start`] uses the defaults.
+#[derive(Debug)]
+#[must_use = "the builder does nothing until `start` is called"]
+pub struct FakeApiServerBuilder {
+    port: u16,
+    seed: u64,
+    clock: Arc<dyn Clock>,
+    watch_history: usize,
+    bookmark_interval: Duration,
+    default_watch_timeout: Duration,
+    log_capacity: usize,
+    access: Option<AccessControl>,
+    resources: Vec<ResourceType>,
+}
+
+impl Default for FakeApiServerBuilder {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            seed: 0,
+            clock: Arc::new(SystemClock),
+            watch_history: 1000,
+            bookmark_interval: Duration::from_secs(60),
+            default_watch_timeout: Duration::from_secs(1800),
+            log_capacity: 100_000,
+            access: None,
+            resources: Vec::new(),
+        }
+    }
+}
+
+impl FakeApiServerBuilder {
+    /// The port to listen on. Default: 0, any free port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The seed of everything random the server does (uids, generated names, latency within a
+    /// range). Default: 0.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The clock for `creationTimestamp`. Default: [`SystemClock`]. Timers (latency, watch
+    /// timeouts, bookmarks, partitions) run on Tokio's clock, so a paused test clock
+    /// controls them.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How many events the watch history keeps (like etcd before compaction): a watch from a
+    /// resourceVersion older than the history gets `410 Expired`. Default: 1000.
+    pub fn watch_history(mut self, events: usize) -> Self {
+        self.watch_history = events;
+        self
+    }
+
+    /// How often a watch with `allowWatchBookmarks` gets a `BOOKMARK`. Default: 60 s, about
+    /// what kube-apiserver does.
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a watch without `timeoutSeconds` lasts. Default: 30 minutes (kube-apiserver
+    /// picks 30 to 60).
+    pub fn default_watch_timeout(mut self, timeout: Duration) -> Self {
+        self.default_watch_timeout = timeout;
+        self
+    }
+
+    /// How many requests the log keeps (the counters count all). Default: 100 000.
+    pub fn request_log_capacity(mut self, records: usize) -> Self {
+        self.log_capacity = records;
+        self
+    }
+
+    /// Turns access control on from the start. Default: off, every request is allowed.
+    pub fn access_control(mut self, access: AccessControl) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Registers a resource type, so that discovery lists it and its kind is known before
+    /// the first object is created.
+    pub fn resource(mut self, resource: ResourceType) -> Self {
+        self.resources.push(resource);
+        self
+    }
+
+    /// Starts the server on the current Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Bind`] when the port cannot be bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes leaves nothing running.
+    pub async fn start(self) -> Result<FakeApiServer, StartError> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, self.port))
+            .await
+            .map_err(|source| StartError::Bind {
+                port: self.port,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            port: self.port,
+            source,
+        })?;
+        let mut store = Store::new(self.clock, self.seed, self.watch_history);
+        for rt in self.resources {
+            store.registry.register(rt);
+        }
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            log: Mutex::new(RequestLog::new(self.log_capacity)),
+            faults: Mutex::new(Faults::new(self.seed.wrapping_add(1))),
+            access: Mutex::new(self.access),
+            watch_closer: watch::channel(0).0,
+            shutdown: CancellationToken::new(),
+            addr,
+            bookmark_interval: self.bookmark_interval,
+            default_watch_timeout: self.default_watch_timeout,
+        });
+        tokio::spawn(accept_loop(Arc::clone(&shared), listener));
+        tracing::debug!(target: "lockheed::testing", %addr, "fake API server listening");
+        Ok(FakeApiServer { shared })
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let stream = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors, for example: wait a little and go on.
+                    tracing::warn!(target: "lockheed::testing", %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        if shared.faults().partitioned() {
+            // Refused: the connection closes before a byte is read.
+            drop(stream);
+            continue;
+        }
+        tokio::spawn(super::http::serve_connection(Arc::clone(&shared), stream));
+    }
+}
+
+/// A Kubernetes API server in this process, for tests. See the [module docs](super) for
+/// what it emulates and what it does not.
+///
+/// It runs on the Tokio runtime that started it and stops when dropped: open connections and
+/// watches are closed, and later requests are refused.
+#[derive(Debug)]
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+impl FakeApiServer {
+    /// Starts a server with the default options on a free port of 127.0.0.1.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Bind`] when no port can be bound.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes leaves nothing running.
+    pub async fn start() -> Result<Self, StartError> {
+        Self::builder().start().await
+    }
+
+    /// Options for a server.
+    pub fn builder() -> FakeApiServerBuilder {
+        FakeApiServerBuilder::default()
+    }
+
+    /// The address the server listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// The server's URL, `http://127.0.0.1:<port>`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// A client configuration for the server as the administrator, with `default` as the
+    /// default namespace and kube's defaults otherwise (including its retries of 429, 503 and
+    /// 504; set `default_retry` to `false` to see every injected failure).
+    #[must_use]
+    pub fn config(&self) -> kube::Config {
+        self.config_for_token(ADMIN_TOKEN)
+    }
+
+    /// A client configuration that authenticates with `token` (see [`AccessControl`]).
+    ///
+    /// # Panics
+    ///
+    /// Never: the server's URL is always a valid URI.
+    #[must_use]
+    pub fn config_for_token(&self, token: &str) -> kube::Config {
+        let url = self.url().parse().expect("the server URL is a valid URI");
+        let mut config = kube::Config::new(url);
+        config.auth_info.token = Some(secrecy::SecretString::from(token.to_owned()));
+        config
+    }
+
+    /// A client for the server as the administrator.
+    ///
+    /// # Panics
+    ///
+    /// Never for this configuration (plain HTTP with a token); `kube::Client::try_from` only
+    /// fails on TLS and authentication plugin set-up.
+    #[must_use]
+    pub fn client(&self) -> kube::Client {
+        Self::client_from(self.config())
+    }
+
+    /// A client that authenticates with `token` (see [`AccessControl`]).
+    #[must_use]
+    pub fn client_for_token(&self, token: &str) -> kube::Client {
+        Self::client_from(self.config_for_token(token))
+    }
+
+    fn client_from(config: kube::Config) -> kube::Client {
+        kube::Client::try_from(config).expect("a plain HTTP client with a token always builds")
+    }
+
+    /// A kubeconfig with one cluster, user and context (all named `lockheed-fake`) that points
+    /// at the server as the administrator, with namespace `default`.
+    #[must_use]
+    pub fn kubeconfig(&self) -> Kubeconfig {
+        let name = "lockheed-fake".to_owned();
+        Kubeconfig {
+            api_version: Some("v1".into()),
+            kind: Some("Config".into()),
+            clusters: vec![NamedCluster {
+                name: name.clone(),
+                cluster: Some(Cluster {
+                    server: Some(self.url()),
+                    ..Cluster::default()
+                }),
+                ..NamedCluster::default()
+            }],
+            auth_infos: vec![NamedAuthInfo {
+                name: name.clone(),
+                auth_info: Some(AuthInfo {
+                    token: Some(secrecy::SecretString::from(ADMIN_TOKEN.to_owned())),
+                    ..AuthInfo::default()
+                }),
+                ..NamedAuthInfo::default()
+            }],
+            contexts: vec![NamedContext {
+                name: name.clone(),
+                context: Some(Context {
+                    cluster: name.clone(),
+                    user: Some(name.clone()),
+                    namespace: Some("default".into()),
+                    ..Context::default()
+                }),
+                ..NamedContext::default()
+            }],
+            current_context: Some(name),
+            ..Kubeconfig::default()
+        }
+    }
+
+    /// The kubeconfig of [`kubeconfig`](Self::kubeconfig) as a document (JSON, which
+    /// `kubectl` and every kubeconfig reader accept as YAML).
+    ///
+    /// # Panics
+    ///
+    /// Never: a kubeconfig always serializes.
+    #[must_use]
+    pub fn kubeconfig_document(&self) -> String {
+        serde_json::to_string_pretty(&self.kubeconfig()).expect("a kubeconfig always serializes")
+    }
+
+    /// Writes the kubeconfig to `path`, for command-line tools (`KUBECONFIG=<path>`).
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be written.
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_document() + "\n")
+    }
+
+    // --- Observability -------------------------------------------------------------------
+
+    /// The requests received since the last [`reset_counters`](Self::reset_counters), oldest
+    /// first (at most the builder's `request_log_capacity` newest).
+    #[must_use]
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.log().records()
+    }
+
+    /// Requests per verb since the last [`reset_counters`](Self::reset_counters).
+    #[must_use]
+    pub fn counts(&self) -> RequestCounts {
+        self.shared.log().counts()
+    }
+
+    /// Clears the request log and the counters.
+    pub fn reset_counters(&self) {
+        self.shared.log().reset();
+    }
+
+    /// The newest resourceVersion (the global revision).
+    #[must_use]
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store().resource_version()
+    }
+
+    // --- Faults --------------------------------------------------------------------------
+
+    /// Injects a fault (see [`Fault`]).
+    pub fn inject(&self, fault: Fault) {
+        self.shared.faults().inject(fault);
+    }
+
+    /// Removes every injected fault (not a partition: see [`heal`](Self::heal)).
+    pub fn clear_faults(&self) {
+        self.shared.faults().clear();
+    }
+
+    /// Ends every open watch stream now, as an API server restart or a load balancer would.
+    /// Clients see the stream end and must watch again.
+    pub fn close_watches(&self) {
+        self.shared.close_watches();
+    }
+
+    /// Cuts the server off until [`heal`](Self::heal): new connections are closed at once,
+    /// requests on open connections are dropped without an answer, and open watches end.
+    pub fn partition(&self) {
+        self.shared.faults().partition(None);
+        self.shared.close_watches();
+    }
+
+    /// Like [`partition`](Self::partition), healing by itself after `duration` (on Tokio's
+    /// clock).
+    pub fn partition_for(&self, duration: Duration) {
+        let until = tokio::time::Instant::now() + duration;
+        self.shared.faults().partition(Some(until));
+        self.shared.close_watches();
+    }
+
+    /// Ends a partition.
+    pub fn heal(&self) {
+        self.shared.faults().heal();
+    }
+
+    /// Drops the watch history, as etcd compaction does: a watch from any resourceVersion
+    /// older than now is answered with a `410 Expired` error event.
+    pub fn compact(&self) {
+        self.shared.store().compact();
+    }
+
+    // --- Access control and namespaces ---------------------------------------------------
+
+    /// Turns access control on with `access`, or off with `None`.
+    pub fn set_access_control(&self, access: Option<AccessControl>) {
+        *self.shared.access() = access;
+    }
+
+    /// Creates a namespace if it does not exist. Namespaces `default`, `kube-system`,
+    /// `kube-public` and `kube-node-lease` exist from the start; objects can only be created
+    /// in a namespace that exists (`404 NotFound` otherwise, like a real cluster).
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not a valid namespace name (a DNS-1123 label).
+    pub fn create_namespace(&self, name: &str) {
+        self.shared
+            .store()
+            .ensure_namespace(name)
+            .unwrap_or_else(|err: ApiError| {
+                panic!("cannot create namespace {name:?}: {}", err.message)
+            });
+    }
+}

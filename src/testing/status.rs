@@ -1,0 +1,256 @@
+//! `metav1.Status` responses, shaped and worded like kube-apiserver's.
+//!
+//! Every failure the fake server returns is one of these, so that `kube::Error::Api` carries the
+//! same `code`, `reason` and `message` a client would see from a real cluster.
+
+use serde_json::{Value, json};
+
+/// One cause of an `Invalid` (422) status: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cause {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+    pub(crate) field: String,
+}
+
+/// A failed request: the HTTP code plus the `metav1.Status` body that goes with it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ApiError {
+    pub(crate) code: u16,
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+    /// `details` of the Status, when the error concerns one object.
+    pub(crate) details: Option<Value>,
+    /// Extra response headers (`Retry-After` on 429).
+    pub(crate) retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub(crate) fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    fn with_details(mut self, name: &str, kind: &str) -> Self {
+        let mut details = json!({ "kind": kind });
+        if !name.is_empty() {
+            details["name"] = json!(name);
+        }
+        self.details = Some(details);
+        self
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub(crate) fn not_found(resource: &str, name: &str) -> Self {
+        Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
+            .with_details(name, resource)
+    }
+
+    /// 404 for a path the server does not serve at all.
+    pub(crate) fn no_route() -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+
+    pub(crate) fn method_not_allowed(method: &str) -> Self {
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {method}"),
+        )
+    }
+
+    pub(crate) fn already_exists(resource: &str, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        )
+        .with_details(name, resource)
+    }
+
+    /// 409 for a write whose resourceVersion is not the stored one.
+    pub(crate) fn conflict_modified(resource: &str, name: &str) -> Self {
+        Self::conflict(
+            resource,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    pub(crate) fn conflict(resource: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
+        )
+        .with_details(name, resource)
+    }
+
+    pub(crate) fn invalid(kind: &str, name: &str, causes: &[Cause]) -> Self {
+        let summary = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect::<Vec<_>>();
+        let summary = if summary.len() == 1 {
+            summary[0].clone()
+        } else {
+            format!("[{}]", summary.join(", "))
+        };
+        let mut err = Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(name, kind);
+        if let Some(details) = err.details.as_mut() {
+            details["causes"] = causes
+                .iter()
+                .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
+                .collect();
+        }
+        err
+    }
+
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    pub(crate) fn expired(message: impl Into<String>) -> Self {
+        Self::new(410, "Expired", message)
+    }
+
+    /// The status an injected fault answers with, worded like the real server's.
+    pub(crate) fn injected(code: u16) -> Self {
+        match code {
+            409 => Self::new(
+                409,
+                "Conflict",
+                "Operation cannot be fulfilled: conflict injected by the fake API server",
+            ),
+            429 => Self::new(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+            ),
+            500 => Self::new(
+                500,
+                "InternalError",
+                "Internal error occurred: injected by the fake API server",
+            ),
+            503 => Self::new(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+            ),
+            504 => Self::new(
+                504,
+                "Timeout",
+                "the server was unable to return a response in the time allotted",
+            ),
+            other => Self::new(
+                other,
+                "",
+                format!("error {other} injected by the fake API server"),
+            ),
+        }
+    }
+
+    /// The `metav1.Status` body of this error.
+    pub(crate) fn to_status(&self) -> Value {
+        let mut body = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "code": self.code,
+        });
+        if !self.reason.is_empty() {
+            body["reason"] = json!(self.reason);
+        }
+        if let Some(details) = &self.details {
+            body["details"] = details.clone();
+        }
+        if let Some(secs) = self.retry_after {
+            if body.get("details").is_none() {
+                body["details"] = json!({});
+            }
+            body["details"]["retryAfterSeconds"] = json!(secs);
+        }
+        body
+    }
+}
+
+/// The body of a successful DELETE of an object without finalizers.
+pub(crate) fn delete_success(resource: &str, name: &str, uid: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": { "name": name, "kind": resource, "uid": uid },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_wording_matches_kube_apiserver() {
+        let err = ApiError::conflict_modified("configmaps", "a");
+        assert_eq!(err.code, 409);
+        assert_eq!(
+            err.message,
+            "Operation cannot be fulfilled on configmaps \"a\": the object has been modified; \
+             please apply your changes to the latest version and try again"
+        );
+        let status = err.to_status();
+        assert_eq!(status["reason"], "Conflict");
+        assert_eq!(status["details"]["kind"], "configmaps");
+    }
+
+    #[test]
+    fn invalid_lists_every_cause() {
+        let causes = [
+            Cause {
+                reason: "FieldValueTooLong",
+                message: "Too long: must have at most 1048576 bytes".into(),
+                field: "data".into(),
+            },
+            Cause {
+                reason: "FieldValueInvalid",
+                message: "Invalid value: \"x\"".into(),
+                field: "metadata.name".into(),
+            },
+        ];
+        let status = ApiError::invalid("ConfigMap", "x", &causes).to_status();
+        assert_eq!(status["code"], 422);
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("ConfigMap \"x\" is invalid: [")
+        );
+        assert_eq!(status["details"]["causes"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn retry_after_is_in_details() {
+        let mut err = ApiError::injected(429);
+        err.retry_after = Some(3);
+        assert_eq!(err.to_status()["details"]["retryAfterSeconds"], 3);
+    }
+}

@@ -1,0 +1,823 @@
+//! Object storage with etcd's rules: one global, strictly increasing revision; every write is
+//! checked against the resourceVersion it names; a bounded history of events for watches.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::patch::{self, JsonPatchError, Owners};
+use super::resources::{Registry, ResourceType};
+use super::rng::Rng;
+use super::selector::{FieldSelector, LabelSelector};
+use super::status::{ApiError, delete_success};
+use super::validation;
+use crate::clock::Clock;
+
+/// Where an object lives. Cluster-scoped objects have an empty namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ObjectKey {
+    pub(crate) group: String,
+    pub(crate) plural: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+impl ObjectKey {
+    fn new(rt: &ResourceType, namespace: &str, name: &str) -> Self {
+        Self {
+            group: rt.group.clone(),
+            plural: rt.plural.clone(),
+            namespace: if rt.namespaced {
+                namespace.to_owned()
+            } else {
+                String::new()
+            },
+            name: name.to_owned(),
+        }
+    }
+
+    fn is_of(&self, rt: &ResourceType) -> bool {
+        self.group == rt.group && self.plural == rt.plural
+    }
+}
+
+/// What a write did to an object, as watch events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One committed change.
+#[derive(Debug)]
+pub(crate) struct Event {
+    pub(crate) rv: u64,
+    pub(crate) kind: EventType,
+    pub(crate) key: ObjectKey,
+    /// The object after the change; for `Deleted`, its last state stamped with the deletion's
+    /// revision.
+    pub(crate) object: Value,
+    /// The object before the change (`Modified` and `Deleted`).
+    pub(crate) previous: Option<Value>,
+}
+
+/// `labelSelector` and `fieldSelector` of a list, watch or deletecollection.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Selectors {
+    pub(crate) label: LabelSelector,
+    pub(crate) field: FieldSelector,
+}
+
+impl Selectors {
+    pub(crate) fn matches(&self, object: &Value) -> bool {
+        let meta = &object["metadata"];
+        let name = meta["name"].as_str().unwrap_or_default();
+        let namespace = meta["namespace"].as_str().unwrap_or_default();
+        self.field.matches(name, namespace) && self.label.matches(meta["labels"].as_object())
+    }
+}
+
+/// The body and options of a PATCH.
+#[derive(Debug, Clone)]
+pub(crate) enum PatchBody {
+    Merge(Value),
+    Strategic(Value),
+    Json(Value),
+    Apply {
+        config: Value,
+        manager: String,
+        force: bool,
+    },
+}
+
+/// `preconditions` of a DELETE.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Preconditions {
+    pub(crate) uid: Option<String>,
+    pub(crate) resource_version: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    object: Value,
+    /// Server-side apply ownership (not shown as `managedFields`).
+    owners: Owners,
+}
+
+/// A paginated list in progress: the rest of a consistent snapshot.
+#[derive(Debug)]
+struct Snapshot {
+    id: u64,
+    rv: u64,
+    items: Vec<Value>,
+}
+
+const MAX_SNAPSHOTS: usize = 32;
+
+/// Everything the server stores, behind one lock.
+#[derive(Debug)]
+pub(crate) struct Store {
+    clock: Arc<dyn Clock>,
+    rng: Rng,
+    rv: u64,
+    objects: BTreeMap<ObjectKey, Entry>,
+    history: VecDeque<Arc<Event>>,
+    history_limit: usize,
+    /// Watches must start at or after this revision; older ones are answered 410.
+    compacted: u64,
+    events: broadcast::Sender<Arc<Event>>,
+    snapshots: VecDeque<Snapshot>,
+    next_snapshot: u64,
+    pub(crate) registry: Registry,
+}
+
+/// What a watch starts with.
+#[derive(Debug)]
+pub(crate) struct WatchStart {
+    /// Events to send first: synthetic `ADDED`s, or the history after the requested version.
+    pub(crate) replay: Vec<Arc<Event>>,
+    /// Everything committed from now on.
+    pub(crate) live: broadcast::Receiver<Arc<Event>>,
+    /// The revision the watch starts at.
+    pub(crate) rv: u64,
+}
+
+fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
+    object["metadata"][field].as_str()
+}
+
+fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    if !object["metadata"].is_object() {
+        object["metadata"] = json!({});
+    }
+    object["metadata"]
+        .as_object_mut()
+        .expect("metadata was made an object")
+}
+
+impl Store {
+    pub(crate) fn new(clock: Arc<dyn Clock>, seed: u64, history_limit: usize) -> Self {
+        let (events, _) = broadcast::channel(history_limit.max(1024));
+        let mut store = Self {
+            clock,
+            rng: Rng::new(seed),
+            rv: 0,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+            compacted: 0,
+            events,
+            snapshots: VecDeque::new(),
+            next_snapshot: 0,
+            registry: Registry::default(),
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            store
+                .ensure_namespace(ns)
+                .expect("the built-in namespace names are valid");
+        }
+        store
+    }
+
+    pub(crate) fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    fn namespace_type(&mut self) -> ResourceType {
+        self.registry.resolve("", "v1", "namespaces", None)
+    }
+
+    /// Creates namespace `name` unless it exists.
+    pub(crate) fn ensure_namespace(&mut self, name: &str) -> Result<(), ApiError> {
+        let rt = self.namespace_type();
+        if self.objects.contains_key(&ObjectKey::new(&rt, "", name)) {
+            return Ok(());
+        }
+        self.create(&rt, "", json!({ "metadata": { "name": name } }), false)
+            .map(drop)
+    }
+
+    /// Drops the watch history: watches from any earlier revision now get 410 Expired.
+    pub(crate) fn compact(&mut self) {
+        self.history.clear();
+        self.compacted = self.rv;
+    }
+
+    /// The object as a client sees it: `apiVersion` and `kind` of the version it asked for.
+    pub(crate) fn present(rt: &ResourceType, object: &Value) -> Value {
+        let mut out = object.clone();
+        out["apiVersion"] = json!(rt.api_version());
+        out["kind"] = json!(rt.kind);
+        out
+    }
+
+    /// An item of a list: built-in types' items carry no `kind`/`apiVersion` (the list does).
+    fn list_item(rt: &ResourceType, object: &Value) -> Value {
+        let mut item = Self::present(rt, object);
+        if rt.builtin
+            && let Some(map) = item.as_object_mut()
+        {
+            map.remove("kind");
+            map.remove("apiVersion");
+        }
+        item
+    }
+
+    fn require_namespace(&self, rt: &ResourceType, namespace: &str) -> Result<(), ApiError> {
+        if !rt.namespaced {
+            return Ok(());
+        }
+        let key = ObjectKey {
+            group: String::new(),
+            plural: "namespaces".into(),
+            namespace: String::new(),
+            name: namespace.to_owned(),
+        };
+        if self.objects.contains_key(&key) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("namespaces", namespace))
+        }
+    }
+
+    fn entry(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<&Entry, ApiError> {
+        self.objects
+            .get(&ObjectKey::new(rt, namespace, name))
+            .ok_or_else(|| ApiError::not_found(&rt.plural, name))
+    }
+
+    pub(crate) fn get(
+        &self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        self.entry(rt, namespace, name)
+            .map(|e| Self::present(rt, &e.object))
+    }
+
+    fn matching<'a>(
+        &'a self,
+        rt: &'a ResourceType,
+        namespace: Option<&'a str>,
+        selectors: &'a Selectors,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a Entry)> + 'a {
+        self.objects.iter().filter(move |(key, entry)| {
+            key.is_of(rt)
+                && namespace.is_none_or(|ns| !rt.namespaced || key.namespace == ns)
+                && selectors.matches(&entry.object)
+        })
+    }
+
+    /// A list body; `limit` and `continue_token` paginate over one consistent snapshot.
+    pub(crate) fn list(
+        &mut self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        selectors: &Selectors,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let (rv, mut items) = match continue_token {
+            Some(token) => self.take_snapshot(token)?,
+            None => (
+                self.rv,
+                self.matching(rt, namespace, selectors)
+                    .map(|(_, e)| Self::list_item(rt, &e.object))
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        let mut metadata = json!({ "resourceVersion": rv.to_string() });
+        if let Some(limit) = limit.filter(|&l| l > 0 && l < items.len()) {
+            let rest = items.split_off(limit);
+            metadata["remainingItemCount"] = json!(rest.len());
+            let id = self.next_snapshot;
+            self.next_snapshot += 1;
+            metadata["continue"] = json!(format!("{id}.{rv}"));
+            self.snapshots.push_back(Snapshot {
+                id,
+                rv,
+                items: rest,
+            });
+            if self.snapshots.len() > MAX_SNAPSHOTS {
+                self.snapshots.pop_front();
+            }
+        }
+        Ok(json!({
+            "kind": format!("{}List", rt.kind),
+            "apiVersion": rt.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }))
+    }
+
+    fn take_snapshot(&mut self, token: &str) -> Result<(u64, Vec<Value>), ApiError> {
+        let id = token
+            .split_once('.')
+            .and_then(|(id, _)| id.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))?;
+        let position = self
+            .snapshots
+            .iter()
+            .position(|s| s.id == id)
+            .ok_or_else(|| {
+                ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list \
+                 result. You can start a new list without the continue parameter.",
+                )
+            })?;
+        let snapshot = self
+            .snapshots
+            .remove(position)
+            .expect("position is in range");
+        Ok((snapshot.rv, snapshot.items))
+    }
+
+    /// Stamps server-owned metadata, validates, and commits `object` at `key`, unless it equals
+    /// what is stored (kube-apiserver skips such no-op writes: no new revision, no event).
+    fn write(
+        &mut self,
+        rt: &ResourceType,
+        key: ObjectKey,
+        mut object: Value,
+        owners: Owners,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let previous = self.objects.get(&key).map(|e| e.object.clone());
+        object["apiVersion"] = json!(rt.api_version());
+        object["kind"] = json!(rt.kind);
+        {
+            let meta = metadata_mut(&mut object);
+            meta.remove("managedFields");
+            meta.remove("selfLink");
+            if rt.namespaced {
+                meta.insert("namespace".into(), json!(key.namespace));
+            } else {
+                meta.remove("namespace");
+            }
+        }
+        if let Some(old) = &previous {
+            let meta = metadata_mut(&mut object);
+            for field in ["uid", "creationTimestamp", "resourceVersion"] {
+                match old["metadata"].get(field) {
+                    Some(v) => meta.insert(field.into(), v.clone()),
+                    None => meta.remove(field),
+                };
+            }
+        } else {
+            let uid = self.rng.uuid().to_string();
+            let created = self.clock.now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let meta = metadata_mut(&mut object);
+            meta.insert("uid".into(), json!(uid));
+            meta.insert("creationTimestamp".into(), json!(created));
+            meta.remove("resourceVersion");
+            if rt.kind == "Namespace" && object["status"]["phase"].is_null() {
+                object["status"] = json!({ "phase": "Active" });
+            }
+        }
+        let causes = validation::validate(&rt.kind, &object);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.kind, &key.name, &causes));
+        }
+        if previous.as_ref() == Some(&object) {
+            if let Some(entry) = self.objects.get_mut(&key) {
+                entry.owners = owners;
+            }
+            return Ok(Self::present(rt, &object));
+        }
+        if dry_run {
+            return Ok(Self::present(rt, &object));
+        }
+        self.rv += 1;
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(self.rv.to_string()));
+        let kind = if previous.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.objects.insert(
+            key.clone(),
+            Entry {
+                object: object.clone(),
+                owners,
+            },
+        );
+        self.publish(kind, key, object.clone(), previous);
+        Ok(Self::present(rt, &object))
+    }
+
+    fn publish(&mut self, kind: EventType, key: ObjectKey, object: Value, previous: Option<Value>) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            kind,
+            key,
+            object,
+            previous,
+        });
+        self.history.push_back(Arc::clone(&event));
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.compacted = dropped.rv;
+            }
+        }
+        // No receivers is fine: nobody watches.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn create(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        mut object: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of a create must be an object",
+            ));
+        }
+        self.require_namespace(rt, namespace)?;
+        check_namespace_matches(rt, namespace, &object)?;
+        if meta_str(&object, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let mut name = meta_str(&object, "name").unwrap_or_default().to_owned();
+        if name.is_empty()
+            && let Some(prefix) = meta_str(&object, "generateName").filter(|p| !p.is_empty())
+        {
+            name = format!("{prefix}{}", self.rng.name_suffix());
+            metadata_mut(&mut object).insert("name".into(), json!(name));
+        }
+        let key = ObjectKey::new(rt, namespace, &name);
+        if !name.is_empty() && self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(&rt.plural, &name));
+        }
+        self.write(rt, key, object, Owners::new(), dry_run)
+    }
+
+    pub(crate) fn update(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        object: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of an update must be an object",
+            ));
+        }
+        check_namespace_matches(rt, namespace, &object)?;
+        let body_name = meta_str(&object, "name").unwrap_or_default();
+        if body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        self.require_namespace(rt, namespace)?;
+        let current = self.entry(rt, namespace, name)?.clone();
+        check_preconditions(rt, name, &current.object, &object)?;
+        let key = ObjectKey::new(rt, namespace, name);
+        self.write(rt, key, object, current.owners, dry_run)
+    }
+
+    pub(crate) fn patch(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        body: &PatchBody,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        self.require_namespace(rt, namespace)?;
+        let key = ObjectKey::new(rt, namespace, name);
+        let current = self.objects.get(&key).cloned();
+        if let PatchBody::Apply {
+            config,
+            manager,
+            force,
+        } = body
+        {
+            return self.apply(rt, key, current.as_ref(), config, manager, *force, dry_run);
+        }
+        let current = current.ok_or_else(|| ApiError::not_found(&rt.plural, name))?;
+        let mut patched = current.object.clone();
+        match body {
+            PatchBody::Merge(p) => {
+                require_object(p)?;
+                patch::merge_patch(&mut patched, p);
+            }
+            PatchBody::Strategic(p) => {
+                require_object(p)?;
+                patch::strategic_merge_patch(&mut patched, p).map_err(ApiError::bad_request)?;
+            }
+            PatchBody::Json(ops) => {
+                patched = patch::json_patch(&patched, ops).map_err(|e| match e {
+                    JsonPatchError::Malformed(m) => ApiError::bad_request(m),
+                    // The real server drops the library's reason and answers with this.
+                    JsonPatchError::Failed(_) => {
+                        let mut err = ApiError::new(
+                            422,
+                            "Invalid",
+                            "the server rejected our request due to an error in our request",
+                        );
+                        err.details = Some(json!({}));
+                        err
+                    }
+                })?;
+            }
+            PatchBody::Apply { .. } => unreachable!("handled above"),
+        }
+        if !patched.is_object() {
+            return Err(ApiError::bad_request("the patched object is not an object"));
+        }
+        // A resourceVersion that the patch itself sets is a precondition, as for an update.
+        check_preconditions(rt, name, &current.object, &patched)?;
+        if meta_str(&patched, "name") != Some(name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                meta_str(&patched, "name").unwrap_or_default()
+            )));
+        }
+        self.write(rt, key, patched, current.owners, dry_run)
+    }
+
+    #[allow(clippy::too_many_arguments)] // The one private step of patch() that apply needs.
+    fn apply(
+        &mut self,
+        rt: &ResourceType,
+        key: ObjectKey,
+        current: Option<&Entry>,
+        config: &Value,
+        manager: &str,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        require_object(config)?;
+        if meta_str(config, "name").is_some_and(|n| n != key.name) {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({})",
+                meta_str(config, "name").unwrap_or_default(),
+                key.name
+            )));
+        }
+        check_namespace_matches(rt, &key.namespace, config)?;
+        if let Some(current) = current {
+            check_preconditions(rt, &key.name, &current.object, config)?;
+        } else if meta_str(config, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::not_found(&rt.plural, &key.name));
+        }
+        let mut owners = current.map(|e| e.owners.clone()).unwrap_or_default();
+        let mut applied = patch::apply(
+            current.map(|e| &e.object),
+            config,
+            manager,
+            force,
+            &mut owners,
+        )
+        .map_err(|conflicts| apply_conflict(&conflicts))?;
+        metadata_mut(&mut applied).insert("name".into(), json!(key.name));
+        if current.is_none() {
+            metadata_mut(&mut applied).remove("resourceVersion");
+        }
+        self.write(rt, key, applied, owners, dry_run)
+    }
+
+    pub(crate) fn delete(
+        &mut self,
+        rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        preconditions: &Preconditions,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let current = self.entry(rt, namespace, name)?;
+        let uid = meta_str(&current.object, "uid")
+            .unwrap_or_default()
+            .to_owned();
+        let failed = |why: String| {
+            // kube-apiserver wraps the precondition failure in its storage error text.
+            ApiError::conflict(
+                &rt.plural,
+                name,
+                &format!(
+                    "StorageError: invalid object, Code: 4, Key: /registry/{}/{}{name}, \
+                     ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: {why}",
+                    rt.plural,
+                    if namespace.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{namespace}/")
+                    },
+                ),
+            )
+        };
+        if let Some(want) = &preconditions.uid
+            && *want != uid
+        {
+            return Err(failed(format!(
+                "UID in precondition: {want}, UID in object meta: {uid}"
+            )));
+        }
+        let have = meta_str(&current.object, "resourceVersion").unwrap_or_default();
+        if let Some(want) = &preconditions.resource_version
+            && want != have
+        {
+            return Err(failed(format!(
+                "ResourceVersion in precondition: {want}, ResourceVersion in object meta: {have}"
+            )));
+        }
+        if !dry_run {
+            let key = ObjectKey::new(rt, namespace, name);
+            self.remove(&key);
+            if rt.kind == "Namespace" {
+                let inside: Vec<ObjectKey> = self
+                    .objects
+                    .keys()
+                    .filter(|k| k.namespace == name)
+                    .cloned()
+                    .collect();
+                for key in &inside {
+                    self.remove(key);
+                }
+            }
+        }
+        Ok(delete_success(&rt.plural, name, &uid))
+    }
+
+    fn remove(&mut self, key: &ObjectKey) {
+        if let Some(entry) = self.objects.remove(key) {
+            self.rv += 1;
+            let mut last = entry.object.clone();
+            metadata_mut(&mut last).insert("resourceVersion".into(), json!(self.rv.to_string()));
+            self.publish(EventType::Deleted, key.clone(), last, Some(entry.object));
+        }
+    }
+
+    pub(crate) fn delete_collection(
+        &mut self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        selectors: &Selectors,
+        dry_run: bool,
+    ) -> Value {
+        let doomed: Vec<(ObjectKey, Value)> = self
+            .matching(rt, namespace, selectors)
+            .map(|(k, e)| (k.clone(), Self::list_item(rt, &e.object)))
+            .collect();
+        if !dry_run {
+            for (key, _) in &doomed {
+                self.remove(key);
+            }
+        }
+        json!({
+            "kind": format!("{}List", rt.kind),
+            "apiVersion": rt.api_version(),
+            "metadata": { "resourceVersion": self.rv.to_string() },
+            "items": doomed.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Starts a watch: `resource_version` `None` or `"0"` replays the current objects as
+    /// `ADDED`; a number replays the history after it, or fails with 410 Expired when that
+    /// part of the history is gone.
+    pub(crate) fn watch(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        resource_version: Option<&str>,
+    ) -> Result<WatchStart, ApiError> {
+        let live = self.events.subscribe();
+        let replay = match resource_version.filter(|rv| !rv.is_empty() && *rv != "0") {
+            None => self
+                .matching(rt, namespace, &Selectors::default())
+                .map(|(key, entry)| {
+                    Arc::new(Event {
+                        rv: self.rv,
+                        kind: EventType::Added,
+                        key: key.clone(),
+                        object: entry.object.clone(),
+                        previous: None,
+                    })
+                })
+                .collect(),
+            Some(rv) => {
+                let from: u64 = rv.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version {rv:?}"))
+                })?;
+                if from < self.compacted {
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {from} ({})",
+                        self.compacted
+                    )));
+                }
+                self.history
+                    .iter()
+                    .filter(|e| e.rv > from)
+                    .cloned()
+                    .collect()
+            }
+        };
+        Ok(WatchStart {
+            replay,
+            live,
+            rv: self.rv,
+        })
+    }
+}
+
+fn require_object(value: &Value) -> Result<(), ApiError> {
+    if value.is_object() {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("the patch must be a JSON object"))
+    }
+}
+
+fn check_namespace_matches(
+    rt: &ResourceType,
+    namespace: &str,
+    object: &Value,
+) -> Result<(), ApiError> {
+    match meta_str(object, "namespace") {
+        Some(ns) if rt.namespaced && !ns.is_empty() && ns != namespace => {
+            Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The optimistic-concurrency check of an update: a resourceVersion (and uid) in the new
+/// object must equal the stored one; none means an unconditional write.
+fn check_preconditions(
+    rt: &ResourceType,
+    name: &str,
+    current: &Value,
+    new: &Value,
+) -> Result<(), ApiError> {
+    if let Some(want) = meta_str(new, "resourceVersion").filter(|rv| !rv.is_empty())
+        && Some(want) != meta_str(current, "resourceVersion")
+    {
+        return Err(ApiError::conflict_modified(&rt.plural, name));
+    }
+    let have = meta_str(current, "uid").unwrap_or_default();
+    if let Some(want) = meta_str(new, "uid").filter(|uid| !uid.is_empty())
+        && want != have
+    {
+        return Err(ApiError::conflict(
+            &rt.plural,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn apply_conflict(conflicts: &[patch::ApplyConflict]) -> ApiError {
+    let message = match conflicts {
+        [one] => format!(
+            "Apply failed with 1 conflict: conflict with \"{}\": {}",
+            one.manager,
+            patch::describe_field(&one.field)
+        ),
+        many => {
+            let mut by_manager: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for c in many {
+                by_manager
+                    .entry(&c.manager)
+                    .or_default()
+                    .push(patch::describe_field(&c.field));
+            }
+            let parts: Vec<String> = by_manager
+                .into_iter()
+                .map(|(manager, fields)| {
+                    format!("conflicts with \"{manager}\":\n- {}", fields.join("\n- "))
+                })
+                .collect();
+            format!(
+                "Apply failed with {} conflicts: {}",
+                many.len(),
+                parts.join("\n")
+            )
+        }
+    };
+    let mut err = ApiError::new(409, "Conflict", message);
+    err.details = Some(json!({
+        "causes": conflicts.iter().map(|c| json!({
+            "reason": "FieldManagerConflict",
+            "message": format!("conflict with \"{}\"", c.manager),
+            "field": patch::describe_field(&c.field),
+        })).collect::<Vec<_>>(),
+    }));
+    err
+}

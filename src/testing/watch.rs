@@ -1,0 +1,220 @@
+//! Watch streams: replay, then live events, bookmarks, timeouts, and closing on demand.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::resources::ResourceType;
+use super::status::ApiError;
+use super::store::{Event, EventType, Selectors, Store, WatchStart};
+
+/// What one watch asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchParams {
+    pub(crate) rt: ResourceType,
+    pub(crate) namespace: Option<String>,
+    pub(crate) selectors: Selectors,
+    pub(crate) bookmarks: bool,
+    /// `sendInitialEvents=true`: end the initial `ADDED`s with a bookmark that says so.
+    pub(crate) initial_events_end: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) bookmark_interval: Duration,
+}
+
+/// How a watch can be ended from outside: the server dropping, or a test closing watches.
+#[derive(Debug, Clone)]
+pub(crate) struct Closers {
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) close: watch::Receiver<u64>,
+}
+
+fn frame(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object }))
+        .expect("JSON values always serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The single `ERROR` event of a watch that cannot start (410 Expired).
+pub(crate) fn error_frame(err: &ApiError) -> Bytes {
+    frame("ERROR", &err.to_status())
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes {
+    let mut object = json!({
+        "kind": rt.kind,
+        "apiVersion": rt.api_version(),
+        "metadata": { "resourceVersion": rv.to_string(), "creationTimestamp": null },
+    });
+    if initial_events_end {
+        object["metadata"]["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+    }
+    frame("BOOKMARK", &object)
+}
+
+/// The event a watcher with `params` sees for `event`, if any. Like kube-apiserver's cache, an
+/// object that starts matching the selectors is `ADDED` and one that stops matching is
+/// `DELETED`.
+fn translate(params: &WatchParams, event: &Event) -> Option<Bytes> {
+    if event.key.group != params.rt.group || event.key.plural != params.rt.plural {
+        return None;
+    }
+    if let Some(ns) = &params.namespace
+        && params.rt.namespaced
+        && event.key.namespace != *ns
+    {
+        return None;
+    }
+    let now = params.selectors.matches(&event.object);
+    let before = event
+        .previous
+        .as_ref()
+        .is_some_and(|p| params.selectors.matches(p));
+    let kind = match (event.kind, before, now) {
+        (EventType::Added, _, true) | (EventType::Modified, false, true) => "ADDED",
+        (EventType::Modified, true, true) => "MODIFIED",
+        (EventType::Modified, true, false) | (EventType::Deleted, true, _) => "DELETED",
+        _ => return None,
+    };
+    Some(frame(kind, &Store::present(&params.rt, &event.object)))
+}
+
+/// Runs one watch until it times out, is closed, or its client goes away, sending
+/// newline-delimited JSON events into `tx`.
+pub(crate) async fn run(
+    start: WatchStart,
+    params: WatchParams,
+    mut closers: Closers,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let WatchStart {
+        replay,
+        mut live,
+        rv,
+    } = start;
+    let mut last_rv = rv;
+    for event in &replay {
+        if let Some(bytes) = translate(&params, event)
+            && tx.send(bytes).await.is_err()
+        {
+            return;
+        }
+    }
+    if params.initial_events_end && tx.send(bookmark(&params.rt, last_rv, true)).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::sleep(params.timeout);
+    tokio::pin!(deadline);
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + params.bookmark_interval,
+        params.bookmark_interval,
+    );
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            () = closers.shutdown.cancelled() => return,
+            _ = closers.close.changed() => return,
+            () = &mut deadline => return,
+            () = tx.closed() => return,
+            received = live.recv() => match received {
+                Ok(event) => {
+                    last_rv = event.rv;
+                    match translate(&params, &event) {
+                        Some(bytes) => bytes,
+                        None => continue,
+                    }
+                }
+                // A watcher that falls behind is closed, as kube-apiserver closes slow
+                // watchers; the client resumes from its last resourceVersion.
+                Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ticker.tick(), if params.bookmarks => bookmark(&params.rt, last_rv, false),
+        };
+        if tx.send(bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::selector::LabelSelector;
+    use crate::testing::store::ObjectKey;
+
+    fn params(label: &str) -> WatchParams {
+        WatchParams {
+            rt: ResourceType::namespaced("", "v1", "configmaps", "ConfigMap"),
+            namespace: Some("default".into()),
+            selectors: Selectors {
+                label: LabelSelector::parse(label).unwrap(),
+                ..Selectors::default()
+            },
+            bookmarks: false,
+            initial_events_end: false,
+            timeout: Duration::from_secs(1),
+            bookmark_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn event(kind: EventType, before: Option<&str>, after: &str, ns: &str) -> Event {
+        let obj =
+            |app: &str| json!({"metadata": {"name": "x", "namespace": ns, "labels": {"app": app}}});
+        Event {
+            rv: 1,
+            kind,
+            key: ObjectKey {
+                group: String::new(),
+                plural: "configmaps".into(),
+                namespace: ns.into(),
+                name: "x".into(),
+            },
+            object: obj(after),
+            previous: before.map(obj),
+        }
+    }
+
+    fn kind_of(bytes: Option<Bytes>) -> Option<String> {
+        bytes.map(|b| {
+            serde_json::from_slice::<Value>(&b).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+    }
+
+    #[test]
+    fn selector_transitions() {
+        let p = params("app=web");
+        let t = |e: Event| kind_of(translate(&p, &e));
+        assert_eq!(
+            t(event(EventType::Added, None, "web", "default")).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(t(event(EventType::Added, None, "db", "default")), None);
+        assert_eq!(
+            t(event(EventType::Modified, Some("web"), "web", "default")).as_deref(),
+            Some("MODIFIED")
+        );
+        assert_eq!(
+            t(event(EventType::Modified, Some("db"), "web", "default")).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(
+            t(event(EventType::Modified, Some("web"), "db", "default")).as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(
+            t(event(EventType::Modified, Some("db"), "db", "default")),
+            None
+        );
+        assert_eq!(
+            t(event(EventType::Deleted, Some("web"), "web", "default")).as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(t(event(EventType::Added, None, "web", "other")), None);
+    }
+}
