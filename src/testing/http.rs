@@ -29,6 +29,9 @@ use super::status::ApiError;
 use super::store::{PatchBody, Preconditions, Selectors};
 use super::watch::{self, Closers, WatchParams};
 
+/// The media type parameters of aggregated discovery, as clients ask for it in `Accept`.
+const AGGREGATED_DISCOVERY: &str = "g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
 /// kube-apiserver refuses request bodies over 3 MiB.
 const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 
@@ -230,6 +233,12 @@ async fn respond(
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
     let method = req.method().clone();
+    let aggregated = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .is_some_and(|first| first.contains(AGGREGATED_DISCOVERY));
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -246,12 +255,22 @@ async fn respond(
     };
     let incoming = Accepted {
         method,
+        aggregated,
         query,
         content_type,
         body,
     };
     Ok(match dispatch(shared, route, &incoming) {
         Ok(Reply::Json(status, body)) => json_response(status, &body),
+        Ok(Reply::Aggregated(body)) => {
+            let mut response = json_response(200, &body);
+            let content_type = format!("application/json;{AGGREGATED_DISCOVERY}");
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(&content_type).expect("a valid header value"),
+            );
+            response
+        }
         Ok(Reply::Watch(rx)) => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/json")
@@ -265,6 +284,8 @@ async fn respond(
 /// A request that passed the network, the faults and access control.
 struct Accepted {
     method: Method,
+    /// The client prefers aggregated discovery (`apidiscovery.k8s.io/v2`).
+    aggregated: bool,
     query: BTreeMap<String, String>,
     content_type: String,
     body: Bytes,
@@ -307,6 +328,8 @@ impl Accepted {
 
 enum Reply {
     Json(u16, Value),
+    /// Aggregated discovery, with its own content type.
+    Aggregated(Value),
     Watch(mpsc::Receiver<Bytes>),
 }
 
@@ -320,6 +343,11 @@ fn dispatch(shared: &Shared, route: &Route, incoming: &Accepted) -> Result<Reply
     };
     match route {
         Route::Version => discovery(Registry::version()),
+        Route::CoreVersions | Route::Groups if incoming.aggregated => {
+            discovery(Value::Null)?;
+            let core = *route == Route::CoreVersions;
+            Ok(Reply::Aggregated(shared.store().registry.aggregated(core)))
+        }
         Route::CoreVersions => discovery(Registry::api_versions(&shared.addr.to_string())),
         Route::Groups => discovery(shared.store().registry.api_group_list()),
         Route::Resources { group, version } => {

@@ -9,15 +9,22 @@
 //!
 //! # What it does not emulate
 //!
-//! Admission (webhooks, quotas, limit ranges), finalizers and graceful deletion (a delete
-//! removes the object at once), garbage collection by owner references, subresources
-//! (`/status`, `/scale`: 404), `managedFields` (server-side apply tracks ownership of the
-//! fields it applied per manager, but update and patch take none and nothing is shown in the
-//! object), `metadata.generation`, protobuf and table output (`kubectl get` prints its own
-//! table), authentication other than bearer tokens, TLS, YAML request bodies (send JSON, which
-//! is YAML too), aggregated discovery, OpenAPI documents, and the legacy `/api/v1/watch/...`
-//! paths. Reads are always from the latest state (`resourceVersion` on a get or list is not a
-//! lower bound), and a namespace is deleted at once with its contents.
+//! Nobody should rely on these by mistake:
+//!
+//! - admission (webhooks, quotas, limit ranges) and the `fieldValidation` parameter;
+//! - finalizers and graceful deletion (a delete removes the object at once), garbage
+//!   collection by owner references, and namespace termination (a namespace is deleted at
+//!   once with its contents);
+//! - subresources (`/status`, `/scale`: 404) and the legacy `/api/v1/watch/...` paths;
+//! - `managedFields`: server-side apply tracks which apply manager owns which field, enough
+//!   for conflicts, `force` and removal of fields a manager stops applying, but update and
+//!   patch take no ownership and nothing is shown in the object; `metadata.generation`;
+//! - table output (`kubectl get` prints its own columns), OpenAPI documents, protobuf other
+//!   than the ConfigMap and Namespace bodies `kubectl create` sends (answers are JSON), YAML
+//!   request bodies (send JSON, which is YAML too);
+//! - authentication other than bearer tokens, and TLS;
+//! - consistent reads at a given `resourceVersion`: get and list always read the latest
+//!   state (pages of one list are consistent with each other).
 //!
 //! # Examples
 //!

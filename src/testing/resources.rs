@@ -244,6 +244,51 @@ impl Registry {
         }))
     }
 
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2`) of `/api` (`core`) or `/apis`: every
+    /// group with its versions and resources in one document.
+    pub(crate) fn aggregated(&self, core: bool) -> Value {
+        let mut groups: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+        for rt in self
+            .types
+            .values()
+            .filter(|rt| rt.group.is_empty() == core && !rt.kind_guessed)
+        {
+            let entry = rt.discovery_entry();
+            let resource = json!({
+                "resource": rt.plural,
+                "responseKind": { "group": rt.group, "version": rt.version, "kind": rt.kind },
+                "scope": if rt.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": entry["singularName"],
+                "verbs": entry["verbs"],
+                "shortNames": entry.get("shortNames").cloned().unwrap_or_else(|| json!([])),
+            });
+            groups
+                .entry(&rt.group)
+                .or_default()
+                .entry(&rt.version)
+                .or_default()
+                .push(resource);
+        }
+        let items: Vec<Value> = groups
+            .into_iter()
+            .map(|(group, versions)| {
+                let versions: Vec<Value> = versions
+                    .into_iter()
+                    .map(|(version, resources)| {
+                        json!({ "version": version, "resources": resources, "freshness": "Current" })
+                    })
+                    .collect();
+                json!({ "metadata": { "name": group }, "versions": versions })
+            })
+            .collect();
+        json!({
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {},
+            "items": items,
+        })
+    }
+
     /// `/version`
     pub(crate) fn version() -> Value {
         json!({
@@ -302,6 +347,18 @@ mod tests {
                 .iter()
                 .any(|g| g["name"] == "example.com")
         );
+    }
+
+    #[test]
+    fn aggregated_discovery_lists_groups_and_resources() {
+        let r = Registry::default();
+        let core = r.aggregated(true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        assert_eq!(core["items"][0]["metadata"]["name"], "");
+        let apis = r.aggregated(false);
+        let lease = &apis["items"][0]["versions"][0]["resources"][0];
+        assert_eq!(lease["responseKind"]["kind"], "Lease");
+        assert_eq!(lease["scope"], "Namespaced");
     }
 
     #[test]
