@@ -1,0 +1,16 @@
+//! Conformance tests of `lockheed::testing::FakeApiServer`: each drives the server through
+//! `kube::Api` (or `kubectl`) only, and checks status codes, Status reasons, resourceVersions
+//! and watch events the way kube-apiserver produces them.
+#![cfg(feature = "testing")]
+
+mod access;
+mod common;
+mod concurrency;
+mod crud;
+mod discovery;
+mod faults;
+mod kubectl;
+mod observe;
+mod patch;
+mod validation;
+mod watch;
