@@ -51,7 +51,9 @@ async fn main() {
     let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("bench".into());
-    api.create(&PostParams::default(), &cm).await.expect("create");
+    api.create(&PostParams::default(), &cm)
+        .await
+        .expect("create");
 
     let get = timed(ROUNDS, |_| {
         let api = api.clone();
@@ -78,7 +80,9 @@ async fn main() {
     for i in 0..1_000 {
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some(format!("item-{i}"));
-        api.create(&PostParams::default(), &cm).await.expect("create");
+        api.create(&PostParams::default(), &cm)
+            .await
+            .expect("create");
     }
     let list = timed(100, |_| {
         let api = api.clone();

@@ -1,13 +1,38 @@
 //! Distributed locks kept in Kubernetes ConfigMaps.
 //!
 //! `lockheed` is the Rust successor of the Go library lockheed and of the kube-lock command
-//! line. This release holds the foundation the lock API is built and tested on:
+//! line. A [`Lock`] names a mutex in a [`Locker`] (the backend); taking it yields a
+//! [`LockGuard`] that renews the lease in the background, tells you when the lock is lost,
+//! carries a fencing token, and releases the lock when dropped.
 //!
-//! - [`clock`]: wall-clock time that tests can inject, so that lease expiry and clock skew
-//!   are tested without sleeping.
+//! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
+//!   Rust and Go clients can share them.
+//! - [`MemoryLocker`] keeps them in process memory, for tests.
+//! - [`Condition`] filters locks when listing them ([`Locker::list`]) and allows forced
+//!   takeover ([`Lock::with_force`]).
+//! - [`clock`]: wall-clock time that tests can inject.
 //! - `testing` (feature `testing`): [`testing::FakeApiServer`], an in-process Kubernetes API
-//!   server over real HTTP, with fault injection, request counters and access control, for
-//!   this crate's tests and for users who test their own code against Kubernetes.
+//!   server over real HTTP, with fault injection, request counters and access control.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lockheed::{Lock, MemoryLocker};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lockheed::Error> {
+//! let locker = MemoryLocker::new(); // or KubeLocker::new(client, "namespace")
+//! let guard = Lock::new("reindex", locker)
+//!     .with_duration(Duration::from_secs(30))
+//!     .acquire()
+//!     .await?;
+//! tokio::select! {
+//!     () = guard.lost() => eprintln!("lost the lock: stop writing"),
+//!     () = async { /* the critical section */ } => {}
+//! }
+//! guard.release().await?;
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
@@ -24,6 +49,31 @@
 #![allow(clippy::module_name_repetitions)]
 
 pub mod clock;
+mod condition;
+mod error;
+mod gotime;
+mod guard;
+mod info;
+mod kube_locker;
+mod lock;
+mod locker;
+mod memory;
+mod names;
+mod rules;
+mod state;
+
+pub use self::condition::Condition;
+pub use self::error::Error;
+pub use self::gotime::GoTime;
+pub use self::guard::LockGuard;
+pub use self::info::{Holder, LockInfo};
+pub use self::kube_locker::{
+    DEFAULT_PREFIX, FENCING_ANNOTATION, KubeLocker, LOCK_LABEL, STATE_KEY,
+};
+pub use self::lock::{DEFAULT_DURATION, DEFAULT_RETRY_INTERVAL, Lock};
+pub use self::locker::{LockList, Locker, Record, Reservation, StoredStates, Written};
+pub use self::memory::MemoryLocker;
+pub use self::state::{Lease, LockState};
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -3,20 +3,17 @@
 use serde_json::{Map, Value};
 
 use super::status::Cause;
+pub(crate) use crate::names::dns1123_subdomain_errors;
+use crate::names::{DNS1123_SUBDOMAIN_MAX, is_dns1123_label_shape};
 
 /// Largest total of the `data` and `binaryData` values of a ConfigMap or Secret, in bytes.
 pub(crate) const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
 /// Largest total of all annotation keys and values of one object, in bytes.
 pub(crate) const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
-const DNS1123_SUBDOMAIN_MAX: usize = 253;
 const DNS1123_LABEL_MAX: usize = 63;
 const LABEL_VALUE_MAX: usize = 63;
 const QUALIFIED_NAME_MAX: usize = 63;
 
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
-alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character \
-(e.g. 'example.com', regex used for validation is \
-'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case \
 alphanumeric characters or '-', and must start and end with an alphanumeric character \
 (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
@@ -30,32 +27,6 @@ const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric charact
 const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', \
 '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is \
 '[-._a-zA-Z0-9]+')";
-
-fn is_alnum_lower(c: char) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
-}
-
-/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, without the length limit.
-fn is_dns1123_label_shape(s: &str) -> bool {
-    !s.is_empty()
-        && s.starts_with(is_alnum_lower)
-        && s.ends_with(is_alnum_lower)
-        && s.chars().all(|c| is_alnum_lower(c) || c == '-')
-}
-
-/// Why `name` is not a DNS-1123 subdomain (empty when it is one).
-pub(crate) fn dns1123_subdomain_errors(name: &str) -> Vec<String> {
-    let mut errors = Vec::new();
-    if name.len() > DNS1123_SUBDOMAIN_MAX {
-        errors.push(format!(
-            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
-        ));
-    }
-    if !name.split('.').all(is_dns1123_label_shape) {
-        errors.push(DNS1123_SUBDOMAIN_MSG.to_owned());
-    }
-    errors
-}
 
 /// Why `name` is not a DNS-1123 label (empty when it is one).
 pub(crate) fn dns1123_label_errors(name: &str) -> Vec<String> {

@@ -1,0 +1,168 @@
+//! The crate's error type.
+
+use crate::info::Holder;
+
+/// Why a lock operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lock name cannot be used: it would not form a valid object name for the backend.
+    /// Checked before any request.
+    #[error("invalid lock name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The lock's configuration is inconsistent (a renew interval not shorter than the
+    /// duration, an empty tag). Checked before any request.
+    #[error("invalid configuration of lock {lock:?}: {reason}")]
+    InvalidConfig {
+        /// The lock's name.
+        lock: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The lock is held by someone else (only from `try_acquire`; `acquire` waits instead).
+    #[error("lock {lock:?} is held by {}", holder_list(holders))]
+    Held {
+        /// The lock's name.
+        lock: String,
+        /// Who holds it now.
+        holders: Vec<Holder>,
+    },
+
+    /// The lock is of a kind this operation cannot take (written by a newer version of this
+    /// crate or by another tool). It is never overwritten.
+    #[error("lock {lock:?} is a {kind:?} lock, not a mutex")]
+    WrongKind {
+        /// The lock's name.
+        lock: String,
+        /// The stored `lockType`.
+        kind: String,
+    },
+
+    /// The stored state does not parse. The object is never overwritten by an acquire.
+    #[error("the lock state in {object} is corrupt: {reason}")]
+    Corrupt {
+        /// The object that holds it, as `namespace/name` (or the backend's own naming).
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The state to write is larger than the backend can store.
+    #[error("the lock state for {object} would be {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The object that would hold it.
+        object: String,
+        /// The size of the state.
+        size: usize,
+        /// The backend's limit.
+        limit: usize,
+    },
+
+    /// The lock was lost: the lease ended before it could be renewed, or another holder took
+    /// it over by force.
+    #[error("lock {lock:?} was lost")]
+    Lost {
+        /// The lock's name.
+        lock: String,
+    },
+
+    /// Other writers kept changing the lock between this caller's read and write, more times
+    /// in a row than it retries.
+    #[error("lock {lock:?} changed under every one of {attempts} attempts to write it")]
+    Contended {
+        /// The lock's name.
+        lock: String,
+        /// How many compare-and-swap attempts failed.
+        attempts: u32,
+    },
+
+    /// A request to the Kubernetes API failed.
+    #[error("kubernetes request for {object} failed")]
+    Kube {
+        /// The object the request was about, as `namespace/name` (or `namespace` for a list).
+        object: String,
+        /// What the client said.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A backend other than the built-in ones failed.
+    #[error("lock backend failed for {object}")]
+    Backend {
+        /// The object the operation was about.
+        object: String,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn holder_list(holders: &[Holder]) -> String {
+    if holders.is_empty() {
+        return "a writer that is changing it".to_owned();
+    }
+    holders
+        .iter()
+        .map(|h| match h.expires {
+            Some(at) => format!("{} until {}", h.id, at.to_rfc3339()),
+            None => format!("{} with no expiry", h.id),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Error {
+    /// Whether the lock is held by someone else ([`Error::Held`]).
+    #[must_use]
+    pub fn is_held(&self) -> bool {
+        matches!(self, Self::Held { .. })
+    }
+
+    /// The current holders, for [`Error::Held`].
+    #[must_use]
+    pub fn holders(&self) -> Option<&[Holder]> {
+        match self {
+            Self::Held { holders, .. } => Some(holders),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_lowercase_and_name_things() {
+        let held = Error::Held {
+            lock: "db".into(),
+            holders: vec![Holder {
+                id: "a".into(),
+                expires: None,
+            }],
+        };
+        assert_eq!(held.to_string(), "lock \"db\" is held by a with no expiry");
+        assert!(held.is_held());
+        let corrupt = Error::Corrupt {
+            object: "default/lockheed-broken".into(),
+            reason: "expected value".into(),
+        };
+        assert_eq!(
+            corrupt.to_string(),
+            "the lock state in default/lockheed-broken is corrupt: expected value"
+        );
+    }
+
+    #[test]
+    fn bounds() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+    }
+}

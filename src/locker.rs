@@ -1,0 +1,250 @@
+//! The [`Locker`] trait: what a backend does. It stores and compares-and-swaps records; the
+//! locking rules (who may take a lock, expiry, tags, force, fencing) live in the crate and are
+//! the same for every backend.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::condition::Condition;
+use crate::error::Error;
+use crate::info::LockInfo;
+use crate::state::LockState;
+
+/// Every lock of a backend by name: its state, or the error that says why it cannot be read.
+pub type StoredStates = Vec<(String, Result<LockState, Error>)>;
+
+/// A lock's state as a backend read it, with the version to compare against when writing.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Record<V> {
+    /// The state ([`LockState::empty`] for an object that exists without one).
+    pub state: LockState,
+    /// What the next write must find unchanged (a resourceVersion, a counter, ...).
+    pub version: V,
+    /// Another tool's write in progress, which makes the lock busy until it ends or the
+    /// version changes (Go lockheed's `reserved/by` annotation).
+    pub reservation: Option<Reservation>,
+}
+
+impl<V> Record<V> {
+    /// A record without a reservation.
+    pub fn new(state: LockState, version: V) -> Self {
+        Self {
+            state,
+            version,
+            reservation: None,
+        }
+    }
+}
+
+/// A write in progress by another client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reservation {
+    /// Who reserved the lock.
+    pub by: String,
+    /// Until when.
+    pub until: DateTime<Utc>,
+}
+
+impl Reservation {
+    /// A reservation by `by` until `until`.
+    #[must_use]
+    pub fn new(by: impl Into<String>, until: DateTime<Utc>) -> Self {
+        Self {
+            by: by.into(),
+            until,
+        }
+    }
+}
+
+/// The outcome of a compare-and-swap write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written<V> {
+    /// Stored; the new version to compare against next time.
+    Stored(V),
+    /// The stored version was not the expected one (or an object to create already exists):
+    /// nothing was written. The caller re-reads and decides again.
+    Conflict,
+}
+
+/// All locks of a backend, as listed.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct LockList {
+    /// The locks that could be read (and met the condition, if one was given).
+    pub locks: Vec<LockInfo>,
+    /// Locks whose state could not be read, each an [`Error::Corrupt`] that names its object.
+    /// They never hide the others.
+    pub unreadable: Vec<Error>,
+}
+
+/// A place where locks are kept: the Kubernetes API ([`KubeLocker`](crate::KubeLocker)),
+/// process memory ([`MemoryLocker`](crate::MemoryLocker)), or a store of your own.
+///
+/// A backend stores one [`LockState`] per lock name and writes it only by compare-and-swap;
+/// it never decides who holds a lock. Implement it with plain `async fn`s; the futures must be
+/// `Send`, as locks renew from spawned tasks.
+///
+/// # Examples
+///
+/// A backend over a shared map (this is what [`MemoryLocker`](crate::MemoryLocker) does):
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex};
+/// use lockheed::{Error, LockState, Locker, Record, StoredStates, Written};
+///
+/// #[derive(Clone, Default)]
+/// struct MapLocker(Arc<Mutex<HashMap<String, (String, u64)>>>);
+///
+/// impl Locker for MapLocker {
+///     type Version = u64;
+///
+///     async fn read(&self, name: &str) -> Result<Option<Record<u64>>, Error> {
+///         let map = self.0.lock().unwrap();
+///         let Some((json, version)) = map.get(name) else { return Ok(None) };
+///         let state = LockState::from_json(json)
+///             .map_err(|e| Error::Corrupt { object: name.into(), reason: e.to_string() })?;
+///         Ok(Some(Record::new(state, *version)))
+///     }
+///
+///     async fn write(&self, name: &str, expected: Option<&u64>, state: &LockState)
+///         -> Result<Written<u64>, Error>
+///     {
+///         let mut map = self.0.lock().unwrap();
+///         let current = map.get(name).map(|(_, v)| *v);
+///         if current.as_ref() != expected {
+///             return Ok(Written::Conflict);
+///         }
+///         let next = current.unwrap_or(0) + 1;
+///         map.insert(name.to_owned(), (state.to_json(), next));
+///         Ok(Written::Stored(next))
+///     }
+///
+///     async fn read_all(&self) -> Result<StoredStates, Error> {
+///         let map = self.0.lock().unwrap();
+///         Ok(map.iter().map(|(name, (json, _))| {
+///             let state = LockState::from_json(json)
+///                 .map_err(|e| Error::Corrupt { object: name.clone(), reason: e.to_string() });
+///             (name.clone(), state)
+///         }).collect())
+///     }
+/// }
+/// # impl std::fmt::Debug for MapLocker {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("MapLocker") }
+/// # }
+/// ```
+pub trait Locker: Debug + Clone + Send + Sync + 'static {
+    /// What a write compares against.
+    type Version: Clone + Debug + Send + Sync + 'static;
+
+    /// The clock leases are judged by. Default: [`SystemClock`](crate::clock::SystemClock).
+    fn clock(&self) -> Arc<dyn Clock> {
+        Arc::new(crate::clock::SystemClock)
+    }
+
+    /// Checks that `name` can name a lock in this backend, before any request is made.
+    /// Default: not empty.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] saying why.
+    fn check_name(&self, name: &str) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "a lock name must not be empty".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the record of lock `name`: `None` when the lock has never been stored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the stored state does not parse; the backend's own errors.
+    fn read(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Record<Self::Version>>, Error>> + Send;
+
+    /// Stores `state` for lock `name` if its version is still `expected` (`None`: only if the
+    /// lock has never been stored), keeping whatever else the backend keeps next to it.
+    ///
+    /// # Errors
+    ///
+    /// The backend's own errors; a version mismatch is [`Written::Conflict`], not an error.
+    fn write(
+        &self,
+        name: &str,
+        expected: Option<&Self::Version>,
+        state: &LockState,
+    ) -> impl Future<Output = Result<Written<Self::Version>, Error>> + Send;
+
+    /// Reads every lock of the backend: each name with its state, or the error that names
+    /// why it could not be read.
+    ///
+    /// # Errors
+    ///
+    /// When the backend cannot be listed at all.
+    fn read_all(&self) -> impl Future<Output = Result<StoredStates, Error>> + Send;
+
+    /// What lock `name` looks like now (`None`: it has never been stored).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    fn get(&self, name: &str) -> impl Future<Output = Result<Option<LockInfo>, Error>> + Send {
+        async move {
+            self.check_name(name)?;
+            let now = self.clock().now();
+            Ok(self
+                .read(name)
+                .await?
+                .map(|record| LockInfo::from_state(name, &record.state, now)))
+        }
+    }
+
+    /// Every lock that meets `condition` (all with `None`), by name; locks whose state cannot
+    /// be read are reported in [`LockList::unreadable`] instead of failing the listing.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_all`](Self::read_all).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    fn list(
+        &self,
+        condition: Option<&Condition>,
+    ) -> impl Future<Output = Result<LockList, Error>> + Send {
+        async move {
+            let now = self.clock().now();
+            let mut list = LockList::default();
+            for (name, state) in self.read_all().await? {
+                match state {
+                    Ok(state) => {
+                        let info = LockInfo::from_state(&name, &state, now);
+                        if condition.is_none_or(|c| c.matches(&info)) {
+                            list.locks.push(info);
+                        }
+                    }
+                    Err(err) => list.unreadable.push(err),
+                }
+            }
+            list.locks.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(list)
+        }
+    }
+}

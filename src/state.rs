@@ -1,0 +1,187 @@
+//! A lock's stored state: Go lockheed's JSON document, plus the keys this crate adds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::gotime::GoTime;
+
+/// `lockType` of a mutex, the only kind Go lockheed accepts.
+pub(crate) const MUTEX: &str = "mutex";
+
+/// One holder's lease, as Go lockheed writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The holder (Go's instance id).
+    #[serde(rename = "instanceID")]
+    pub(crate) instance_id: String,
+    /// When the lease ends: it is live while `now < expires`.
+    pub(crate) expires: GoTime,
+}
+
+impl Lease {
+    /// The holder.
+    #[must_use]
+    pub fn holder(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// When the lease ends.
+    #[must_use]
+    pub fn expires(&self) -> GoTime {
+        self.expires
+    }
+}
+
+/// The state of one lock, as stored (`data["lock"]` of a lockheed ConfigMap).
+///
+/// The keys Go lockheed v0.5.3 writes come first and keep its meaning: `name`, `lockType`,
+/// `leases` (`null` is an empty map) and `tags` (left out when empty). This crate adds
+/// `fencingToken`; a Go client that rewrites the state drops it, so backends also keep the
+/// counter where Go does not touch it (see [`KubeLocker`](crate::KubeLocker)) and take the
+/// larger of the two. Keys neither knows are kept as they are.
+///
+/// Backends store and return it as an opaque document ([`LockState::to_json`],
+/// [`LockState::from_json`]); only the crate's locking rules change it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockState {
+    #[serde(default)]
+    pub(crate) name: String,
+    #[serde(rename = "lockType", default)]
+    pub(crate) lock_type: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub(crate) leases: BTreeMap<String, Lease>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tags: Vec<String>,
+    /// The fencing token of the latest acquisition (0: never acquired by this crate).
+    #[serde(rename = "fencingToken", default, skip_serializing_if = "is_zero")]
+    pub(crate) fencing_token: u64,
+    /// Keys written by other versions or tools, kept so that a rewrite does not lose them.
+    #[serde(flatten)]
+    pub(crate) extra: Map<String, Value>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn null_as_empty<'de, D>(deserializer: D) -> Result<BTreeMap<String, Lease>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::deserialize(deserializer)?.unwrap_or_default())
+}
+
+impl LockState {
+    /// The state of a lock that exists but was never acquired.
+    #[must_use]
+    pub fn empty(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            lock_type: String::new(),
+            leases: BTreeMap::new(),
+            tags: Vec::new(),
+            fencing_token: 0,
+            extra: Map::new(),
+        }
+    }
+
+    /// Parses a stored document.
+    ///
+    /// # Errors
+    ///
+    /// When `json` is not a lock state (the message says why).
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// The document to store.
+    ///
+    /// # Panics
+    ///
+    /// Never: a lock state always serializes.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("lock state always serializes")
+    }
+
+    /// The lock's name (without any backend prefix).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `mutex`, or `""` for a lock that was created but never acquired.
+    #[must_use]
+    pub fn lock_type(&self) -> &str {
+        &self.lock_type
+    }
+
+    /// Every lease, live or expired, by holder.
+    #[must_use]
+    pub fn leases(&self) -> &BTreeMap<String, Lease> {
+        &self.leases
+    }
+
+    /// The lock's tags.
+    #[must_use]
+    pub fn tags(&self) -> &[String] {
+        &self.tags
+    }
+
+    /// The fencing token of the latest acquisition this crate recorded (0: none).
+    #[must_use]
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// Raises the fencing token to at least `floor` (a backend that keeps the counter in a
+    /// second place, out of reach of Go clients, calls this after reading).
+    pub fn raise_fencing_token(&mut self, floor: u64) {
+        self.fencing_token = self.fencing_token.max(floor);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_go_writes() {
+        let never = r#"{"name":"testlock","lockType":"","leases":null,"tags":["testtag"]}"#;
+        let state = LockState::from_json(never).unwrap();
+        assert_eq!(state.name(), "testlock");
+        assert!(state.leases().is_empty());
+        assert_eq!(state.tags(), ["testtag"]);
+        assert_eq!(state.fencing_token(), 0);
+    }
+
+    #[test]
+    fn writes_go_field_order_and_keeps_unknown_keys() {
+        let json = r#"{"name":"a","lockType":"mutex","leases":{"h":{"instanceID":"h","expires":"2026-11-22T11:00:30.5+01:00"}},"future":{"x":1}}"#;
+        let mut state = LockState::from_json(json).unwrap();
+        state.fencing_token = 3;
+        assert_eq!(
+            state.to_json(),
+            r#"{"name":"a","lockType":"mutex","leases":{"h":{"instanceID":"h","expires":"2026-11-22T11:00:30.5+01:00"}},"fencingToken":3,"future":{"x":1}}"#
+        );
+        assert_eq!(
+            LockState::empty("b").to_json(),
+            r#"{"name":"b","lockType":"","leases":{}}"#
+        );
+    }
+
+    #[test]
+    fn corrupt_documents_are_errors() {
+        for bad in [
+            "",
+            "[]",
+            r#"{"leases":{"x":{"instanceID":"x","expires":"not a time"}}}"#,
+            r#"{"tags":"x"}"#,
+        ] {
+            assert!(LockState::from_json(bad).is_err(), "{bad}");
+        }
+    }
+}
