@@ -208,6 +208,7 @@ mod tests {
     fn info(verb: Verb, ns: &str, name: Option<&str>) -> RequestInfo {
         RequestInfo {
             verb,
+            token: None,
             group: String::new(),
             resource: Some("configmaps".into()),
             namespace: Some(ns.into()),

@@ -36,6 +36,7 @@ pub struct RequestMatcher {
     resource: Option<String>,
     namespace: Option<String>,
     name: Option<String>,
+    token: Option<String>,
 }
 
 impl RequestMatcher {
@@ -68,20 +69,23 @@ impl RequestMatcher {
         self
     }
 
+    /// Only requests that carry this bearer token: one client among several, whether or not
+    /// access control is on (each client of
+    /// [`FakeApiServer::client_for_token`](super::FakeApiServer::client_for_token) is one).
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
     pub(crate) fn matches(&self, info: &RequestInfo) -> bool {
+        fn same(want: Option<&String>, have: Option<&String>) -> bool {
+            want.is_none_or(|w| have == Some(w))
+        }
         (self.verbs.is_empty() || self.verbs.contains(&info.verb))
-            && self
-                .resource
-                .as_ref()
-                .is_none_or(|r| info.resource.as_ref() == Some(r))
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|n| info.namespace.as_ref() == Some(n))
-            && self
-                .name
-                .as_ref()
-                .is_none_or(|n| info.name.as_ref() == Some(n))
+            && same(self.resource.as_ref(), info.resource.as_ref())
+            && same(self.namespace.as_ref(), info.namespace.as_ref())
+            && same(self.name.as_ref(), info.name.as_ref())
+            && same(self.token.as_ref(), info.token.as_ref())
     }
 }
 
@@ -90,6 +94,7 @@ enum Action {
     Latency { min: Duration, max: Duration },
     Status { code: u16, retry_after: Option<u64> },
     Reset,
+    Hang,
 }
 
 /// A fault to inject with [`FakeApiServer::inject`](super::FakeApiServer::inject).
@@ -117,6 +122,7 @@ pub struct Fault {
     action: Action,
     matcher: RequestMatcher,
     remaining: Option<u64>,
+    after_commit: bool,
 }
 
 impl Fault {
@@ -132,13 +138,22 @@ impl Fault {
             action: Action::Latency { min, max },
             matcher: RequestMatcher::any(),
             remaining: None,
+            after_commit: false,
         }
     }
 
     /// Answers the next matching request with this HTTP status and a `metav1.Status` body
     /// worded like kube-apiserver's (500 `InternalError`, 503 `ServiceUnavailable`, 504
     /// `Timeout`, 409 `Conflict`, 429 `TooManyRequests`, ...), without handling it.
+    ///
+    /// # Panics
+    ///
+    /// When `code` is not an HTTP error status (400 to 599).
     pub fn status(code: u16) -> Self {
+        assert!(
+            (400..=599).contains(&code),
+            "Fault::status takes an HTTP error status (400 to 599), not {code}"
+        );
         Self {
             action: Action::Status {
                 code,
@@ -146,6 +161,7 @@ impl Fault {
             },
             matcher: RequestMatcher::any(),
             remaining: Some(1),
+            after_commit: false,
         }
     }
 
@@ -167,7 +183,29 @@ impl Fault {
             action: Action::Reset,
             matcher: RequestMatcher::any(),
             remaining: Some(1),
+            after_commit: false,
         }
+    }
+
+    /// Holds the next matching request without answering it, until
+    /// [`FakeApiServer::clear_faults`](super::FakeApiServer::clear_faults) (then its
+    /// connection is dropped) or until the client gives up: a request lost in the network.
+    pub fn hang() -> Self {
+        Self {
+            action: Action::Hang,
+            matcher: RequestMatcher::any(),
+            remaining: Some(1),
+            after_commit: false,
+        }
+    }
+
+    /// Handles the request first, and only then fails it (with the status, or by dropping the
+    /// connection): the write is committed but the client does not learn it. This is the
+    /// ambiguous outcome (a timeout after the server acted) that correct clients must survive.
+    /// No effect on latency and hang faults.
+    pub fn after_commit(mut self) -> Self {
+        self.after_commit = true;
+        self
     }
 
     /// Applies only to requests that `matcher` matches.
@@ -194,12 +232,15 @@ impl Fault {
 pub(crate) struct Decision {
     pub(crate) latency: Duration,
     pub(crate) outcome: Option<Outcome>,
+    /// Apply `outcome` after handling the request instead of in place of it.
+    pub(crate) after_commit: bool,
 }
 
 #[derive(Debug)]
 pub(crate) enum Outcome {
     Fail(ApiError),
     Reset,
+    Hang,
 }
 
 /// The injected faults and the partition state.
@@ -208,6 +249,7 @@ pub(crate) struct Faults {
     rules: Vec<Fault>,
     rng: Rng,
     partition: Partition,
+    kind: PartitionKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,12 +259,23 @@ enum Partition {
     Until(Instant),
 }
 
+/// How a partition looks to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartitionKind {
+    /// Connections are refused and requests dropped at once.
+    Refuse,
+    /// Requests and watch events wait until the partition heals, as packets do when TCP
+    /// retransmits them; a client that gives up first sees a timeout.
+    Blackhole,
+}
+
 impl Faults {
     pub(crate) fn new(seed: u64) -> Self {
         Self {
             rules: Vec::new(),
             rng: Rng::new(seed),
             partition: Partition::None,
+            kind: PartitionKind::Refuse,
         }
     }
 
@@ -237,12 +290,18 @@ impl Faults {
     }
 
     /// Starts a partition that ends at `until` (`None`: when healed).
-    pub(crate) fn partition(&mut self, until: Option<Instant>) {
+    pub(crate) fn partition(&mut self, kind: PartitionKind, until: Option<Instant>) {
+        self.kind = kind;
         self.partition = until.map_or(Partition::UntilHealed, Partition::Until);
     }
 
     pub(crate) fn heal(&mut self) {
         self.partition = Partition::None;
+    }
+
+    /// The kind of the partition in force, if any.
+    pub(crate) fn partitioned_as(&mut self) -> Option<PartitionKind> {
+        self.partitioned().then_some(self.kind)
     }
 
     pub(crate) fn partitioned(&mut self) -> bool {
@@ -273,13 +332,22 @@ impl Faults {
                     };
                     decision.latency += *min + Duration::from_nanos(extra);
                 }
-                Action::Status { .. } | Action::Reset if decision.outcome.is_some() => continue,
+                Action::Status { .. } | Action::Reset | Action::Hang
+                    if decision.outcome.is_some() =>
+                {
+                    continue;
+                }
                 Action::Status { code, retry_after } => {
                     let mut err = ApiError::injected(*code);
                     err.retry_after = *retry_after;
                     decision.outcome = Some(Outcome::Fail(err));
+                    decision.after_commit = rule.after_commit;
                 }
-                Action::Reset => decision.outcome = Some(Outcome::Reset),
+                Action::Reset => {
+                    decision.outcome = Some(Outcome::Reset);
+                    decision.after_commit = rule.after_commit;
+                }
+                Action::Hang => decision.outcome = Some(Outcome::Hang),
             }
             if let Some(n) = rule.remaining.as_mut() {
                 *n -= 1;
@@ -297,6 +365,7 @@ mod tests {
     fn info(verb: Verb, name: &str) -> RequestInfo {
         RequestInfo {
             verb,
+            token: None,
             group: String::new(),
             resource: Some("configmaps".into()),
             namespace: Some("default".into()),
@@ -376,12 +445,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn partitions_heal_on_time() {
         let mut faults = Faults::new(1);
-        faults.partition(Some(Instant::now() + Duration::from_secs(5)));
+        faults.partition(
+            PartitionKind::Refuse,
+            Some(Instant::now() + Duration::from_secs(5)),
+        );
         assert!(faults.partitioned());
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(!faults.partitioned());
-        faults.partition(None);
-        assert!(faults.partitioned());
+        faults.partition(PartitionKind::Blackhole, None);
+        assert_eq!(faults.partitioned_as(), Some(PartitionKind::Blackhole));
         faults.heal();
         assert!(!faults.partitioned());
     }

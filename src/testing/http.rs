@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::access::Verdict;
-use super::faults::Outcome;
+use super::faults::{Outcome, PartitionKind};
 use super::log::{RequestRecord, Verb};
 use super::request::{self, RequestInfo, ResourcePath, Route};
 use super::resources::Registry;
@@ -115,8 +115,21 @@ fn error_response(err: &ApiError) -> Response<ResponseBody> {
     response
 }
 
+fn bearer_token(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+}
+
 /// What the request is, before anything is done about it.
-fn classify(method: &Method, route: &Route, query: &BTreeMap<String, String>) -> RequestInfo {
+fn classify(
+    method: &Method,
+    route: &Route,
+    query: &BTreeMap<String, String>,
+    token: Option<String>,
+) -> RequestInfo {
     match route {
         Route::Resource(path) => {
             let verb =
@@ -137,6 +150,7 @@ fn classify(method: &Method, route: &Route, query: &BTreeMap<String, String>) ->
                 resource: Some(path.plural.clone()),
                 namespace: path.namespace.clone(),
                 name,
+                token,
             }
         }
         _ => RequestInfo {
@@ -145,7 +159,29 @@ fn classify(method: &Method, route: &Route, query: &BTreeMap<String, String>) ->
             resource: None,
             namespace: None,
             name: None,
+            token,
         },
+    }
+}
+
+/// Writes a request's record when it ends, answered or not: a request whose client gave up
+/// (or whose connection dropped) is logged with no status.
+struct Pending<'a> {
+    shared: &'a Shared,
+    record: RequestRecord,
+    started: Instant,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.record.latency = self.started.elapsed();
+        tracing::debug!(
+            target: "lockheed::testing",
+            method = %self.record.method, path = %self.record.path, query = %self.record.query,
+            status = ?self.record.status, "fake API server request"
+        );
+        let record = std::mem::replace(&mut self.record, RequestRecord::placeholder());
+        self.shared.log().record(record);
     }
 }
 
@@ -154,70 +190,106 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Dropped> {
     let started = Instant::now();
+    // Subscribed at arrival, so that a close or partition from now on reaches this request's
+    // watch even if it comes before the watch starts.
+    let closer = shared.watch_closer.subscribe();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let raw_query = req.uri().query().unwrap_or_default().to_owned();
     let route = Route::parse(&path);
     let query = request::parse_query(&raw_query);
-    let info = classify(&method, &route, query.as_ref().unwrap_or(&BTreeMap::new()));
-    let mut record = RequestRecord {
-        method: method.to_string(),
-        verb: info.verb,
-        resource: info.resource.clone(),
-        namespace: info.namespace.clone(),
-        name: info.name.clone(),
-        path,
-        query: raw_query,
-        status: None,
-        latency: Duration::ZERO,
-        user: None,
-    };
-    let result = respond(&shared, req, &route, query, &info, &mut record).await;
-    record.latency = started.elapsed();
-    record.status = result.as_ref().ok().map(|r| r.status().as_u16());
-    tracing::debug!(
-        target: "lockheed::testing",
-        method = %record.method, path = %record.path, query = %record.query,
-        status = ?record.status, "fake API server request"
+    let token = bearer_token(&req);
+    let info = classify(
+        &method,
+        &route,
+        query.as_ref().unwrap_or(&BTreeMap::new()),
+        token,
     );
-    shared.log().record(record);
+    let mut pending = Pending {
+        shared: &shared,
+        record: RequestRecord {
+            method: method.to_string(),
+            verb: info.verb,
+            resource: info.resource.clone(),
+            namespace: info.namespace.clone(),
+            name: info.name.clone(),
+            path,
+            query: raw_query,
+            status: None,
+            latency: Duration::ZERO,
+            user: None,
+        },
+        started,
+    };
+    let result = respond(
+        &shared,
+        req,
+        &route,
+        query,
+        &info,
+        closer,
+        &mut pending.record,
+    )
+    .await;
+    pending.record.status = result.as_ref().ok().map(|r| r.status().as_u16());
     result
 }
 
+/// Waits at the network layer: drops the request during a refusing partition, holds it during
+/// a blackhole until the partition heals.
+async fn cross_network(shared: &Shared) -> Result<(), Dropped> {
+    loop {
+        match shared.faults().partitioned_as() {
+            None => return Ok(()),
+            Some(PartitionKind::Refuse) => return Err(Dropped),
+            Some(PartitionKind::Blackhole) => {}
+        }
+        let mut link = shared.link_up.subscribe();
+        tokio::select! {
+            _ = link.wait_for(|up| *up) => {}
+            () = shared.shutdown.cancelled() => return Err(Dropped),
+            // A blackhole with a deadline heals by itself; look again now and then.
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+#[allow(clippy::too_many_lines)] // One request's path through network, faults, auth and store.
 async fn respond(
     shared: &Shared,
     req: Request<Incoming>,
     route: &Route,
     query: Result<BTreeMap<String, String>, ApiError>,
     info: &RequestInfo,
+    closer: tokio::sync::watch::Receiver<u64>,
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, Dropped> {
-    if shared.faults().partitioned() {
-        return Err(Dropped);
-    }
+    cross_network(shared).await?;
     let decision = shared.faults().decide(info);
     if !decision.latency.is_zero() {
         tokio::select! {
             () = tokio::time::sleep(decision.latency) => {}
             () = shared.shutdown.cancelled() => return Err(Dropped),
         }
-        if shared.faults().partitioned() {
+        cross_network(shared).await?;
+    }
+    let mut after_commit = None;
+    match decision.outcome {
+        Some(Outcome::Hang) => {
+            let mut release = shared.hang_release.subscribe();
+            tokio::select! {
+                _ = release.changed() => {}
+                () = shared.shutdown.cancelled() => {}
+            }
             return Err(Dropped);
         }
-    }
-    match decision.outcome {
+        Some(outcome) if decision.after_commit => after_commit = Some(outcome),
         Some(Outcome::Reset) => return Err(Dropped),
         Some(Outcome::Fail(err)) => return Ok(error_response(&err)),
         None => {}
     }
     if let Some(access) = shared.access().as_ref() {
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match access.check(token, info) {
+        match access.check(info.token.as_deref(), info) {
             Verdict::Allowed { user } => record.user = user,
             Verdict::Denied(err) => return Ok(error_response(&err)),
         }
@@ -253,14 +325,17 @@ async fn respond(
         }
         Err(_) => return Err(Dropped),
     };
+    // The network may have failed while the body was on its way.
+    cross_network(shared).await?;
     let incoming = Accepted {
         method,
+        closer,
         aggregated,
         query,
         content_type,
         body,
     };
-    Ok(match dispatch(shared, route, &incoming) {
+    let response = match dispatch(shared, route, &incoming) {
         Ok(Reply::Json(status, body)) => json_response(status, &body),
         Ok(Reply::Aggregated(body)) => {
             let mut response = json_response(200, &body);
@@ -278,12 +353,20 @@ async fn respond(
             .body(ResponseBody::Stream(rx))
             .expect("a valid response"),
         Err(err) => error_response(&err),
-    })
+    };
+    match after_commit {
+        // The request was handled; its answer is lost.
+        Some(Outcome::Fail(err)) => Ok(error_response(&err)),
+        Some(_) => Err(Dropped),
+        None => Ok(response),
+    }
 }
 
 /// A request that passed the network, the faults and access control.
 struct Accepted {
     method: Method,
+    /// Subscribed when the request arrived (see `handle`).
+    closer: tokio::sync::watch::Receiver<u64>,
     /// The client prefers aggregated discovery (`apidiscovery.k8s.io/v2`).
     aggregated: bool,
     query: BTreeMap<String, String>,
@@ -478,7 +561,8 @@ fn start_watch(
         Ok(start) => {
             let closers = Closers {
                 shutdown: shared.shutdown.clone(),
-                close: shared.watch_closer.subscribe(),
+                close: incoming.closer.clone(),
+                link_up: shared.link_up.subscribe(),
             };
             tokio::spawn(watch::run(start, params, closers, tx));
         }
@@ -574,11 +658,16 @@ fn watch_params(
 ) -> Result<WatchParams, ApiError> {
     let query = &incoming.query;
     let timeout = match query.get("timeoutSeconds") {
-        Some(t) => Duration::from_secs(
-            t.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
-        ),
-        None => shared.default_watch_timeout,
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?,
+        None => 0,
+    };
+    // Like kube-apiserver, 0 means the server's default.
+    let timeout = if timeout == 0 {
+        shared.default_watch_timeout
+    } else {
+        Duration::from_secs(timeout)
     };
     let initial_events_end = request::flag(query, "sendInitialEvents");
     if initial_events_end

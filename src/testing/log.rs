@@ -91,6 +91,24 @@ pub struct RequestRecord {
     pub user: Option<String>,
 }
 
+impl RequestRecord {
+    /// An empty record, to move a real one out of a drop guard.
+    pub(crate) fn placeholder() -> Self {
+        Self {
+            method: String::new(),
+            verb: Verb::Discovery,
+            resource: None,
+            namespace: None,
+            name: None,
+            path: String::new(),
+            query: String::new(),
+            status: None,
+            latency: Duration::ZERO,
+            user: None,
+        }
+    }
+}
+
 /// How many requests of each verb the server received since the last reset.
 ///
 /// Every request counts, whatever its answer: one refused by access control, failed by an

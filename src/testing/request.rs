@@ -15,6 +15,8 @@ pub(crate) struct RequestInfo {
     /// The object named in the path, or for list and watch the `metadata.name` that the field
     /// selector asks for (RBAC authorizes `resourceNames` that way).
     pub(crate) name: Option<String>,
+    /// The bearer token the request carries.
+    pub(crate) token: Option<String>,
 }
 
 /// A request for a resource or collection.

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::access::{ADMIN_TOKEN, AccessControl};
-use super::faults::{Fault, Faults};
+use super::faults::{Fault, Faults, PartitionKind};
 use super::log::{RequestCounts, RequestLog, RequestRecord};
 use super::resources::ResourceType;
 use super::status::ApiError;
@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     access: Mutex<Option<AccessControl>>,
     /// Bumped to close every open watch.
     pub(crate) watch_closer: watch::Sender<u64>,
+    /// `false` during a blackhole partition.
+    pub(crate) link_up: watch::Sender<bool>,
+    /// Bumped to let hung requests go (they are then dropped).
+    pub(crate) hang_release: watch::Sender<u64>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) addr: SocketAddr,
     pub(crate) bookmark_interval: Duration,
@@ -201,6 +205,8 @@ impl FakeApiServerBuilder {
             faults: Mutex::new(Faults::new(self.seed.wrapping_add(1))),
             access: Mutex::new(self.access),
             watch_closer: watch::channel(0).0,
+            link_up: watch::channel(true).0,
+            hang_release: watch::channel(0).0,
             shutdown: CancellationToken::new(),
             addr,
             bookmark_interval: self.bookmark_interval,
@@ -226,8 +232,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 }
             },
         };
-        if shared.faults().partitioned() {
-            // Refused: the connection closes before a byte is read.
+        if shared.faults().partitioned_as() == Some(PartitionKind::Refuse) {
+            // Refused: the connection closes before a byte is read. (In a blackhole it is
+            // served, and its requests wait.)
             drop(stream);
             continue;
         }
@@ -416,9 +423,11 @@ impl FakeApiServer {
         self.shared.faults().inject(fault);
     }
 
-    /// Removes every injected fault (not a partition: see [`heal`](Self::heal)).
+    /// Removes every injected fault, and drops the requests that [`Fault::hang`] holds (not a
+    /// partition: see [`heal`](Self::heal)).
     pub fn clear_faults(&self) {
         self.shared.faults().clear();
+        self.shared.hang_release.send_modify(|n| *n += 1);
     }
 
     /// Ends every open watch stream now, as an API server restart or a load balancer would.
@@ -427,24 +436,61 @@ impl FakeApiServer {
         self.shared.close_watches();
     }
 
-    /// Cuts the server off until [`heal`](Self::heal): new connections are closed at once,
-    /// requests on open connections are dropped without an answer, and open watches end.
+    /// Cuts the server off until [`heal`](Self::heal), refusing everything: new connections
+    /// are closed at once, requests on open connections are dropped without an answer, and
+    /// open watches end. Clients see errors at once.
     pub fn partition(&self) {
-        self.shared.faults().partition(None);
-        self.shared.close_watches();
+        self.start_partition(PartitionKind::Refuse, None);
     }
 
     /// Like [`partition`](Self::partition), healing by itself after `duration` (on Tokio's
     /// clock).
     pub fn partition_for(&self, duration: Duration) {
-        let until = tokio::time::Instant::now() + duration;
-        self.shared.faults().partition(Some(until));
-        self.shared.close_watches();
+        self.start_partition(PartitionKind::Refuse, Some(duration));
     }
 
-    /// Ends a partition.
+    /// Cuts the server off until [`heal`](Self::heal) the way a lost network does: requests
+    /// get no answer and open watches deliver nothing, until the partition heals (then they
+    /// go on, as TCP delivers what it retransmitted) or the client gives up on its own
+    /// timeout. Clients see nothing at all, which is the hard case for a lock holder.
+    pub fn blackhole(&self) {
+        self.start_partition(PartitionKind::Blackhole, None);
+    }
+
+    /// Like [`blackhole`](Self::blackhole), healing by itself after `duration` (on Tokio's
+    /// clock).
+    pub fn blackhole_for(&self, duration: Duration) {
+        self.start_partition(PartitionKind::Blackhole, Some(duration));
+    }
+
+    fn start_partition(&self, kind: PartitionKind, duration: Option<Duration>) {
+        let until = duration.map(|d| tokio::time::Instant::now() + d);
+        self.shared.faults().partition(kind, until);
+        match kind {
+            PartitionKind::Refuse => {
+                self.shared.link_up.send_replace(true);
+                self.shared.close_watches();
+            }
+            PartitionKind::Blackhole => {
+                self.shared.link_up.send_replace(false);
+                if let Some(until) = until {
+                    // Heal by itself, unless another partition started meanwhile.
+                    let shared = Arc::clone(&self.shared);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(until).await;
+                        if !shared.faults().partitioned() {
+                            shared.link_up.send_replace(true);
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Ends a partition or blackhole.
     pub fn heal(&self) {
         self.shared.faults().heal();
+        self.shared.link_up.send_replace(true);
     }
 
     /// Drops the watch history, as etcd compaction does: a watch from any resourceVersion

@@ -112,7 +112,7 @@ struct Entry {
 struct Snapshot {
     id: u64,
     rv: u64,
-    items: Vec<Value>,
+    items: Arc<Vec<Value>>,
 }
 
 const MAX_SNAPSHOTS: usize = 32;
@@ -200,10 +200,12 @@ impl Store {
             .map(drop)
     }
 
-    /// Drops the watch history: watches from any earlier revision now get 410 Expired.
+    /// Drops the watch history: watches from any earlier revision now get 410 Expired, and
+    /// so do continue tokens of lists started before.
     pub(crate) fn compact(&mut self) {
         self.history.clear();
         self.compacted = self.rv;
+        self.snapshots.clear();
     }
 
     /// The object as a client sees it: `apiVersion` and `kind` of the version it asked for.
@@ -281,30 +283,44 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let (rv, mut items) = match continue_token {
-            Some(token) => self.take_snapshot(token)?,
-            None => (
-                self.rv,
-                self.matching(rt, namespace, selectors)
-                    .map(|(_, e)| Self::list_item(rt, &e.object))
-                    .collect::<Vec<_>>(),
-            ),
-        };
-        let mut metadata = json!({ "resourceVersion": rv.to_string() });
-        if let Some(limit) = limit.filter(|&l| l > 0 && l < items.len()) {
-            let rest = items.split_off(limit);
-            metadata["remainingItemCount"] = json!(rest.len());
+        let (id, offset) = if let Some(token) = continue_token {
+            self.find_snapshot(token)?
+        } else {
+            let items: Vec<Value> = self
+                .matching(rt, namespace, selectors)
+                .map(|(_, e)| Self::list_item(rt, &e.object))
+                .collect();
             let id = self.next_snapshot;
             self.next_snapshot += 1;
-            metadata["continue"] = json!(format!("{id}.{rv}"));
             self.snapshots.push_back(Snapshot {
                 id,
-                rv,
-                items: rest,
+                rv: self.rv,
+                items: Arc::new(items),
             });
             if self.snapshots.len() > MAX_SNAPSHOTS {
                 self.snapshots.pop_front();
             }
+            (id, 0)
+        };
+        let snapshot = self
+            .snapshots
+            .iter()
+            .find(|s| s.id == id)
+            .expect("the snapshot was just found or made");
+        let (rv, all) = (snapshot.rv, Arc::clone(&snapshot.items));
+        let rest = all.get(offset..).unwrap_or_default();
+        let take = limit
+            .filter(|&l| l > 0)
+            .unwrap_or(rest.len())
+            .min(rest.len());
+        let items = rest[..take].to_vec();
+        let mut metadata = json!({ "resourceVersion": rv.to_string() });
+        if take < rest.len() {
+            metadata["remainingItemCount"] = json!(rest.len() - take);
+            metadata["continue"] = json!(format!("{id}.{}", offset + take));
+        } else if continue_token.is_none() {
+            // Nothing to continue: forget the snapshot at once.
+            self.snapshots.retain(|s| s.id != id);
         }
         Ok(json!({
             "kind": format!("{}List", rt.kind),
@@ -314,26 +330,21 @@ impl Store {
         }))
     }
 
-    fn take_snapshot(&mut self, token: &str) -> Result<(u64, Vec<Value>), ApiError> {
-        let id = token
+    /// The snapshot and offset a continue token points at. Tokens can be used again (a
+    /// client retrying a page) until the snapshot is evicted or the history compacted.
+    fn find_snapshot(&self, token: &str) -> Result<(u64, usize), ApiError> {
+        let (id, offset) = token
             .split_once('.')
-            .and_then(|(id, _)| id.parse::<u64>().ok())
+            .and_then(|(id, offset)| Some((id.parse::<u64>().ok()?, offset.parse().ok()?)))
             .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))?;
-        let position = self
-            .snapshots
-            .iter()
-            .position(|s| s.id == id)
-            .ok_or_else(|| {
-                ApiError::expired(
-                    "The provided continue parameter is too old to display a consistent list \
+        if self.snapshots.iter().any(|s| s.id == id) {
+            Ok((id, offset))
+        } else {
+            Err(ApiError::expired(
+                "The provided continue parameter is too old to display a consistent list \
                  result. You can start a new list without the continue parameter.",
-                )
-            })?;
-        let snapshot = self
-            .snapshots
-            .remove(position)
-            .expect("position is in range");
-        Ok((snapshot.rv, snapshot.items))
+            ))
+        }
     }
 
     /// Stamps server-owned metadata, validates, and commits `object` at `key`, unless it equals
@@ -378,17 +389,18 @@ impl Store {
                 object["status"] = json!({ "phase": "Active" });
             }
         }
+        normalize(&mut object);
         let causes = validation::validate(&rt.kind, &object);
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &key.name, &causes));
+        }
+        if dry_run {
+            return Ok(Self::present(rt, &object));
         }
         if previous.as_ref() == Some(&object) {
             if let Some(entry) = self.objects.get_mut(&key) {
                 entry.owners = owners;
             }
-            return Ok(Self::present(rt, &object));
-        }
-        if dry_run {
             return Ok(Self::present(rt, &object));
         }
         self.rv += 1;
@@ -717,6 +729,19 @@ impl Store {
                         self.compacted
                     )));
                 }
+                if from > self.rv {
+                    // The real watch cache waits about 3 s for the revision, then gives up.
+                    let mut err = ApiError::new(
+                        504,
+                        "Timeout",
+                        format!("Too large resource version: {from}, current: {}", self.rv),
+                    );
+                    err.details = Some(json!({ "causes": [{
+                        "reason": "ResourceVersionTooLarge",
+                        "message": "Too large resource version",
+                    }], "retryAfterSeconds": 1 }));
+                    return Err(err);
+                }
                 self.history
                     .iter()
                     .filter(|e| e.rv > from)
@@ -729,6 +754,27 @@ impl Store {
             live,
             rv: self.rv,
         })
+    }
+}
+
+/// Drops empty maps that the real server does not keep (`omitempty` fields and protobuf
+/// storage): `data: {}` stores the same object as no `data`, so writing it is a no-op.
+fn normalize(object: &mut Value) {
+    fn drop_if_empty(map: &mut Map<String, Value>, key: &str) {
+        if map
+            .get(key)
+            .is_some_and(|v| v.is_null() || v.as_object().is_some_and(Map::is_empty))
+        {
+            map.remove(key);
+        }
+    }
+    if let Some(map) = object.as_object_mut() {
+        drop_if_empty(map, "data");
+        drop_if_empty(map, "binaryData");
+    }
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        drop_if_empty(meta, "labels");
+        drop_if_empty(meta, "annotations");
     }
 }
 

@@ -29,6 +29,8 @@ pub(crate) struct WatchParams {
 pub(crate) struct Closers {
     pub(crate) shutdown: CancellationToken,
     pub(crate) close: watch::Receiver<u64>,
+    /// `false` during a blackhole partition: events wait.
+    pub(crate) link_up: watch::Receiver<bool>,
 }
 
 fn frame(kind: &str, object: &Value) -> Bytes {
@@ -73,13 +75,48 @@ fn translate(params: &WatchParams, event: &Event) -> Option<Bytes> {
         .previous
         .as_ref()
         .is_some_and(|p| params.selectors.matches(p));
-    let kind = match (event.kind, before, now) {
-        (EventType::Added, _, true) | (EventType::Modified, false, true) => "ADDED",
-        (EventType::Modified, true, true) => "MODIFIED",
-        (EventType::Modified, true, false) | (EventType::Deleted, true, _) => "DELETED",
+    let (kind, object) = match (event.kind, before, now) {
+        (EventType::Added, _, true) | (EventType::Modified, false, true) => {
+            ("ADDED", &event.object)
+        }
+        (EventType::Modified, true, true) => ("MODIFIED", &event.object),
+        (EventType::Deleted, true, _) => ("DELETED", &event.object),
+        // Like kube-apiserver: the object as this watcher last saw it, at the new revision.
+        (EventType::Modified, true, false) => {
+            let mut last_seen = event.previous.clone().unwrap_or_default();
+            last_seen["metadata"]["resourceVersion"] = json!(event.rv.to_string());
+            return Some(frame("DELETED", &Store::present(&params.rt, &last_seen)));
+        }
         _ => return None,
     };
-    Some(frame(kind, &Store::present(&params.rt, &event.object)))
+    Some(frame(kind, &Store::present(&params.rt, object)))
+}
+
+/// Why a watch stopped.
+struct Ended;
+
+/// Sends one event, waiting out a blackhole first; gives up when the watch is closed, times
+/// out, or the client goes away (a client that stops reading cannot keep a watch forever).
+async fn deliver(
+    tx: &mpsc::Sender<Bytes>,
+    bytes: Bytes,
+    closers: &mut Closers,
+    deadline: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<(), Ended> {
+    tokio::select! {
+        biased;
+        () = closers.shutdown.cancelled() => return Err(Ended),
+        _ = closers.close.changed() => return Err(Ended),
+        () = deadline.as_mut() => return Err(Ended),
+        up = closers.link_up.wait_for(|up| *up) => if up.is_err() { return Err(Ended) },
+    }
+    tokio::select! {
+        biased;
+        () = closers.shutdown.cancelled() => Err(Ended),
+        _ = closers.close.changed() => Err(Ended),
+        () = deadline.as_mut() => Err(Ended),
+        sent = tx.send(bytes) => sent.map_err(|_| Ended),
+    }
 }
 
 /// Runs one watch until it times out, is closed, or its client goes away, sending
@@ -96,18 +133,29 @@ pub(crate) async fn run(
         rv,
     } = start;
     let mut last_rv = rv;
+    let deadline = tokio::time::sleep(params.timeout);
+    tokio::pin!(deadline);
     for event in &replay {
         if let Some(bytes) = translate(&params, event)
-            && tx.send(bytes).await.is_err()
+            && deliver(&tx, bytes, &mut closers, &mut deadline)
+                .await
+                .is_err()
         {
             return;
         }
     }
-    if params.initial_events_end && tx.send(bookmark(&params.rt, last_rv, true)).await.is_err() {
+    if params.initial_events_end
+        && deliver(
+            &tx,
+            bookmark(&params.rt, last_rv, true),
+            &mut closers,
+            &mut deadline,
+        )
+        .await
+        .is_err()
+    {
         return;
     }
-    let deadline = tokio::time::sleep(params.timeout);
-    tokio::pin!(deadline);
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + params.bookmark_interval,
         params.bookmark_interval,
@@ -133,7 +181,10 @@ pub(crate) async fn run(
             },
             _ = ticker.tick(), if params.bookmarks => bookmark(&params.rt, last_rv, false),
         };
-        if tx.send(bytes).await.is_err() {
+        if deliver(&tx, bytes, &mut closers, &mut deadline)
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -164,7 +215,7 @@ mod tests {
         let obj =
             |app: &str| json!({"metadata": {"name": "x", "namespace": ns, "labels": {"app": app}}});
         Event {
-            rv: 1,
+            rv: 7,
             kind,
             key: ObjectKey {
                 group: String::new(),

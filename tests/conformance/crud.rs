@@ -337,7 +337,14 @@ async fn list_across_namespaces_and_in_pages() {
             .unwrap_or_default()
             .is_empty()
     );
-    // A used-up token has expired.
+    // A token can be used again (a client retrying a lost page)...
+    let again = default
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(again.items, second.items);
+    // ...until the history is compacted.
+    server.compact();
     let (code, reason) = status(
         default
             .list(&ListParams::default().continue_token(&token))

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams, WatchParams};
+
 use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
 
 use crate::common::{cm, configmaps, create, full_status, server};
@@ -145,6 +146,10 @@ async fn reset_connection_drops_the_request_without_an_answer() {
     api.get("x").await.unwrap();
 }
 
+fn is_network_error(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::HyperError(_) | kube::Error::Service(_))
+}
+
 #[tokio::test]
 async fn partitions_refuse_everything_until_healed() {
     let server = server().await;
@@ -157,21 +162,178 @@ async fn partitions_refuse_everything_until_healed() {
         .boxed();
     assert!(watch.next().await.unwrap().is_ok());
 
+    let before = server.resource_version();
     server.partition();
-    // Open watches end, and nothing gets through.
+    // Open watches end, and nothing gets through: no read, no write, no new watch.
     let end = tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
         .unwrap();
     assert!(end.is_none() || end.unwrap().is_err());
     for _ in 0..3 {
         let err = api.get("x").await.unwrap_err();
-        assert!(!matches!(err, kube::Error::Api(_)), "{err:?}");
+        assert!(is_network_error(&err), "{err:?}");
     }
+    let err = api
+        .create(&PostParams::default(), &cm("during", &[]))
+        .await
+        .unwrap_err();
+    assert!(is_network_error(&err), "{err:?}");
+    assert!(api.watch(&WatchParams::default(), "0").await.is_err());
+    assert_eq!(server.resource_version(), before, "nothing was committed");
     server.heal();
     api.get("x").await.unwrap();
 
     server.partition_for(Duration::from_millis(300));
-    assert!(api.get("x").await.is_err());
+    assert!(is_network_error(&api.get("x").await.unwrap_err()));
     tokio::time::sleep(Duration::from_millis(350)).await;
     api.get("x").await.unwrap();
+}
+
+#[tokio::test]
+async fn blackholes_hold_requests_and_watch_events_until_healed() {
+    let server = server().await;
+    let api = no_retry(&server);
+    create(&api, &cm("x", &[])).await;
+    let from = server.resource_version().to_string();
+    let mut watch = api
+        .watch(&WatchParams::default().disable_bookmarks(), &from)
+        .await
+        .unwrap()
+        .boxed();
+
+    server.blackhole();
+    // A request gets no answer at all: the client's own timeout is what ends it.
+    let waited = tokio::time::timeout(Duration::from_millis(300), api.get("x")).await;
+    assert!(waited.is_err(), "no answer during a blackhole: {waited:?}");
+    // A write by a client on the other side of the partition... is held too; the watch stays
+    // silent rather than ending.
+    let admin = configmaps(&server);
+    let held_write =
+        tokio::spawn(async move { admin.create(&PostParams::default(), &cm("late", &[])).await });
+    let silent = tokio::time::timeout(Duration::from_millis(300), watch.next()).await;
+    assert!(
+        silent.is_err(),
+        "the watch neither ends nor delivers: {silent:?}"
+    );
+
+    server.heal();
+    held_write.await.unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(event, kube::api::WatchEvent::Added(cm) if cm.metadata.name.as_deref() == Some("late"))
+    );
+    api.get("x").await.unwrap();
+
+    server.blackhole_for(Duration::from_millis(200));
+    let started = Instant::now();
+    api.get("x").await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "held until it healed by itself"
+    );
+}
+
+#[tokio::test]
+async fn after_commit_faults_lose_the_answer_not_the_write() {
+    let server = server().await;
+    let api = no_retry(&server);
+    server.inject(
+        Fault::status(504)
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Create)),
+    );
+    let s = full_status(
+        api.create(&PostParams::default(), &cm("ambiguous", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(s.code, 504);
+    assert!(
+        api.get("ambiguous").await.is_ok(),
+        "the create was committed all the same"
+    );
+
+    server.inject(
+        Fault::reset_connection()
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Delete)),
+    );
+    let err = api
+        .delete("ambiguous", &Default::default())
+        .await
+        .unwrap_err();
+    assert!(is_network_error(&err), "{err:?}");
+    assert!(
+        api.get_opt("ambiguous").await.unwrap().is_none(),
+        "the delete happened"
+    );
+}
+
+#[tokio::test]
+async fn hang_holds_a_request_until_faults_are_cleared() {
+    let server = server().await;
+    let api = no_retry(&server);
+    create(&api, &cm("x", &[])).await;
+    server.inject(Fault::hang().on(RequestMatcher::any().verb(Verb::Get)));
+    let hung = tokio::spawn({
+        let api = api.clone();
+        async move { api.get("x").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!hung.is_finished());
+    server.clear_faults();
+    let err = hung.await.unwrap().unwrap_err();
+    assert!(is_network_error(&err), "{err:?}");
+    api.get("x").await.unwrap();
+}
+
+#[tokio::test]
+async fn faults_can_target_one_client_by_token() {
+    let server = server().await;
+    let mut config = server.config_for_token("worker-a");
+    config.default_retry = false;
+    let a: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    let b: Api<ConfigMap> = Api::namespaced(server.client_for_token("worker-b"), "default");
+    create(&b, &cm("x", &[])).await;
+    // Worker a is cut off; worker b carries on (access control is off: tokens only name clients).
+    server.inject(
+        Fault::reset_connection()
+            .always()
+            .on(RequestMatcher::any().token("worker-a")),
+    );
+    assert!(is_network_error(&a.get("x").await.unwrap_err()));
+    b.get("x").await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_the_client_gave_up_on_are_still_counted() {
+    let server = server().await;
+    let api = no_retry(&server);
+    create(&api, &cm("x", &[])).await;
+    server.inject(Fault::latency(Duration::from_secs(2)).on(RequestMatcher::any().verb(Verb::Get)));
+    server.reset_counters();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), api.get("x"))
+            .await
+            .is_err()
+    );
+    // The server notices the client left when it next touches the connection.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while server.counts().get(Verb::Get) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the abandoned request is counted");
+    assert_eq!(server.requests()[0].status, None);
+}
+
+#[test]
+#[should_panic(expected = "HTTP error status")]
+fn fault_statuses_must_be_errors() {
+    let _ = Fault::status(200);
 }

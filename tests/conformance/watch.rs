@@ -159,7 +159,7 @@ async fn the_history_is_bounded() {
         .unwrap()
         .boxed();
     assert!(matches!(next(&mut stream).await, WatchEvent::Error(s) if s.code == 410));
-    // The last three events are still there.
+    // The last three events are still there, and no more.
     let from = (server.resource_version() - 3).to_string();
     let mut stream = api
         .watch(&WatchParams::default(), &from)
@@ -167,6 +167,13 @@ async fn the_history_is_bounded() {
         .unwrap()
         .boxed();
     assert_eq!(describe(&next(&mut stream).await).1, "c2");
+    let from = (server.resource_version() - 4).to_string();
+    let mut stream = api
+        .watch(&WatchParams::default(), &from)
+        .await
+        .unwrap()
+        .boxed();
+    assert!(matches!(next(&mut stream).await, WatchEvent::Error(s) if s.code == 410));
 }
 
 #[tokio::test]
@@ -268,16 +275,25 @@ async fn selectors_apply_to_watches() {
     )
     .await
     .unwrap();
-    let label_events: Vec<_> = vec![
-        describe(&next(&mut by_label).await),
-        describe(&next(&mut by_label).await),
-        describe(&next(&mut by_label).await),
-    ];
+    let mut label_events = Vec::new();
+    for _ in 0..3 {
+        let event = next(&mut by_label).await;
+        if let WatchEvent::Deleted(last_seen) = &event {
+            // A DELETED for leaving the selector carries the object as this watch last saw it.
+            assert_eq!(last_seen.metadata.labels.as_ref().unwrap()["app"], "web");
+        }
+        label_events.push(describe(&event));
+    }
     let kinds: Vec<_> = label_events
         .iter()
         .map(|(k, n, _)| format!("{k} {n}"))
         .collect();
     assert_eq!(kinds, ["ADDED y", "ADDED x", "DELETED x"]);
+    assert_eq!(
+        label_events[2].2,
+        server.resource_version(),
+        "at the revision that unlabelled it"
+    );
     // The name watch sees x's three changes and nothing of y.
     let name_events: Vec<_> = vec![
         describe(&next(&mut by_name).await),
@@ -400,4 +416,126 @@ async fn kube_runtime_watcher_with_streaming_lists() {
     assert_eq!(seen, ["init", "init-apply a", "init-done"]);
     create(&api, &cm("b", &[])).await;
     until(&mut stream, applied("b")).await;
+}
+
+#[tokio::test]
+async fn no_op_writes_are_not_events() {
+    let server = server().await;
+    let api = configmaps(&server);
+    let made = create(&api, &cm("same", &[("k", "v")])).await;
+    let mut stream = api
+        .watch(
+            &WatchParams::default(),
+            made.metadata.resource_version.as_deref().unwrap(),
+        )
+        .await
+        .unwrap()
+        .boxed();
+    // The same content again, and an empty map that the server does not store.
+    api.replace("same", &Default::default(), &made)
+        .await
+        .unwrap();
+    api.patch(
+        "same",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "metadata": { "labels": {} } })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server.resource_version(), rv(&made));
+    create(&api, &cm("next", &[])).await;
+    assert_eq!(
+        describe(&next(&mut stream).await).1,
+        "next",
+        "no event for the no-op writes"
+    );
+}
+
+#[tokio::test]
+async fn timeout_zero_means_the_default_and_future_versions_are_refused() {
+    let server = server().await;
+    let api = configmaps(&server);
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(0), "0")
+        .await
+        .unwrap()
+        .boxed();
+    create(&api, &cm("a", &[])).await;
+    assert_eq!(
+        describe(&next(&mut stream).await).1,
+        "a",
+        "the stream did not end at once"
+    );
+
+    let future = (server.resource_version() + 100).to_string();
+    let mut stream = api
+        .watch(&WatchParams::default(), &future)
+        .await
+        .unwrap()
+        .boxed();
+    match next(&mut stream).await {
+        WatchEvent::Error(s) => assert_eq!((s.code, s.reason.as_str()), (504, "Timeout")),
+        other => panic!("expected a 504 ERROR event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_miss_nothing_under_concurrent_writes() {
+    let server = server().await;
+    let api = configmaps(&server);
+    create(&api, &cm("hot", &[("n", "0")])).await;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let patch = json!({ "data": { format!("w{w}"): i.to_string() } });
+                    api.patch("hot", &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    // Watchers start at whatever revision is current while the writers run.
+    let mut watchers = Vec::new();
+    for _ in 0..8 {
+        let start = server.resource_version();
+        let stream = api
+            .watch(
+                &WatchParams::default().disable_bookmarks(),
+                &start.to_string(),
+            )
+            .await
+            .unwrap()
+            .boxed();
+        watchers.push((start, stream));
+        tokio::task::yield_now().await;
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let end = server.resource_version();
+    for (start, mut stream) in watchers {
+        let mut expected = start + 1;
+        while expected <= end {
+            let (_, _, rv) = describe(&next(&mut stream).await);
+            assert_eq!(rv, expected, "every revision after {start}, in order, once");
+            expected += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_server_ends_its_watches() {
+    let server = server().await;
+    let api = configmaps(&server);
+    let mut stream = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    drop(server);
+    let end = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+    assert!(matches!(end, Ok(None | Some(Err(_)))), "{end:?}");
 }
