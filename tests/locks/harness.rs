@@ -1,0 +1,159 @@
+//! The backends the behavioural suite runs on, behind one interface.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lockheed::clock::TokioClock;
+use lockheed::testing::FakeApiServer;
+use lockheed::{Error, KubeLocker, LockState, Locker, MemoryLocker, Record, StoredStates, Written};
+
+/// A backend under test, with the controls the suite needs.
+pub trait Harness: Sized {
+    type Locker: Locker;
+
+    /// A fresh, empty backend whose clock follows Tokio's (paused) clock.
+    async fn new() -> Self;
+
+    /// The locker to take locks from (clones share locks).
+    fn locker(&self) -> Self::Locker;
+
+    /// Makes every request fail from now on (an API server that refuses renewals).
+    fn cut_off(&self);
+
+    /// Undoes [`cut_off`](Self::cut_off).
+    fn restore(&self);
+
+    /// Stores a raw state document for lock `name`, as another client might.
+    async fn store_raw(&self, name: &str, json: &str);
+}
+
+/// The in-memory backend, wrapped so that requests can be made to fail.
+pub struct Memory {
+    locker: Flaky<MemoryLocker>,
+}
+
+/// A locker whose requests fail while `down` is set.
+#[derive(Debug, Clone)]
+pub struct Flaky<L> {
+    inner: L,
+    down: Arc<AtomicBool>,
+}
+
+impl<L: Locker> Flaky<L> {
+    fn check(&self, name: &str) -> Result<(), Error> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(Error::Backend {
+                object: name.to_owned(),
+                source: "the backend is unreachable".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<L: Locker> Locker for Flaky<L> {
+    type Version = L::Version;
+
+    fn clock(&self) -> Arc<dyn lockheed::clock::Clock> {
+        self.inner.clock()
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Record<L::Version>>, Error> {
+        self.check(name)?;
+        self.inner.read(name).await
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        expected: Option<&L::Version>,
+        state: &LockState,
+    ) -> Result<Written<L::Version>, Error> {
+        self.check(name)?;
+        self.inner.write(name, expected, state).await
+    }
+
+    async fn read_all(&self) -> Result<StoredStates, Error> {
+        self.check("all locks")?;
+        self.inner.read_all().await
+    }
+}
+
+impl Harness for Memory {
+    type Locker = Flaky<MemoryLocker>;
+
+    async fn new() -> Self {
+        Self {
+            locker: Flaky {
+                inner: MemoryLocker::new().with_clock(Arc::new(TokioClock::new())),
+                down: Arc::default(),
+            },
+        }
+    }
+
+    fn locker(&self) -> Self::Locker {
+        self.locker.clone()
+    }
+
+    fn cut_off(&self) {
+        self.locker.down.store(true, Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.locker.down.store(false, Ordering::SeqCst);
+    }
+
+    async fn store_raw(&self, name: &str, json: &str) {
+        self.locker.inner.insert_raw(name, json);
+    }
+}
+
+/// `KubeLocker` on the fake API server.
+pub struct Kube {
+    pub server: FakeApiServer,
+    locker: KubeLocker,
+}
+
+impl Harness for Kube {
+    type Locker = KubeLocker;
+
+    async fn new() -> Self {
+        let server = FakeApiServer::start()
+            .await
+            .expect("the fake API server starts");
+        let locker =
+            KubeLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
+        Self { server, locker }
+    }
+
+    fn locker(&self) -> KubeLocker {
+        self.locker.clone()
+    }
+
+    fn cut_off(&self) {
+        self.server.partition();
+    }
+
+    fn restore(&self) {
+        self.server.heal();
+    }
+
+    async fn store_raw(&self, name: &str, json: &str) {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{Api, Patch, PatchParams};
+        let api: Api<ConfigMap> = Api::namespaced(self.server.client(), "default");
+        let object = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": format!("lockheed-{name}"), "labels": { "lockheed/lock": "" } },
+            "data": { "lock": json },
+        });
+        api.patch(
+            &format!("lockheed-{name}"),
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .expect("the raw state is stored");
+    }
+}

@@ -1,0 +1,8 @@
+//! Tests of the lock API: one behavioural suite run against every backend, and the
+//! Kubernetes-specific tests (Go lockheed's formats, request counts, interoperation).
+#![cfg(feature = "testing")]
+
+mod harness;
+mod kube_format;
+mod kube_requests;
+mod suite;
