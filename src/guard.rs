@@ -65,6 +65,25 @@ struct Shared<L: Locker> {
 /// [`lost`](Self::lost) fires: from then on the critical section is no longer protected.
 /// Pass [`token`](Self::token) to the resources the lock protects, so that they can refuse a
 /// holder that lost the lock without knowing it (a fencing token).
+///
+/// # Examples
+///
+/// ```
+/// use lockheed::{Lock, MemoryLocker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lockheed::Error> {
+/// let guard = Lock::new("ledger", MemoryLocker::new()).acquire().await?;
+/// let work = async {
+///     // Write to the ledger, passing `guard.token()` along so it can refuse stale writers.
+/// };
+/// tokio::select! {
+///     () = guard.lost() => return Err(lockheed::Error::Lost { lock: "ledger".into() }),
+///     () = work => {}
+/// }
+/// guard.release().await
+/// # }
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<L: Locker> {
     shared: Arc<Shared<L>>,
@@ -135,6 +154,10 @@ impl<L: Locker> LockGuard<L> {
     }
 
     /// When the current lease ends (`None`: never), as last written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads (it waits for a renewal in flight to finish).
     pub async fn expires(&self) -> Option<DateTime<Utc>> {
         let expires = self.shared.held.lock().await.expires;
         (!expires.is_forever()).then(|| expires.to_utc())

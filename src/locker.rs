@@ -90,6 +90,12 @@ pub struct LockList {
 /// it never decides who holds a lock. Implement it with plain `async fn`s; the futures must be
 /// `Send`, as locks renew from spawned tasks.
 ///
+/// # Cancel safety
+///
+/// The crate may drop any of these futures at an await point (a caller's timeout). A write
+/// that was dropped may or may not have happened, exactly as with a lost answer from a
+/// server: the next read tells.
+///
 /// # Examples
 ///
 /// A backend over a shared map (this is what [`MemoryLocker`](crate::MemoryLocker) does):

@@ -2,6 +2,7 @@
 //! Kubernetes-specific tests (Go lockheed's formats, request counts, interoperation).
 #![cfg(feature = "testing")]
 
+mod bounds;
 mod harness;
 mod kube_format;
 mod kube_requests;

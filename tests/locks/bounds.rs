@@ -1,0 +1,36 @@
+//! Guards and futures can move across threads and into spawned tasks.
+
+use lockheed::{Error, KubeLocker, Lock, LockGuard, Locker, MemoryLocker};
+
+fn send<T: Send>(_: &T) {}
+
+fn send_sync_static<T: Send + Sync + 'static>() {}
+
+#[test]
+fn bounds() {
+    send_sync_static::<Lock<KubeLocker>>();
+    send_sync_static::<LockGuard<KubeLocker>>();
+    send_sync_static::<LockGuard<MemoryLocker>>();
+    send_sync_static::<Error>();
+    let lock = Lock::new("x", MemoryLocker::new());
+    send(&lock.acquire());
+    send(&lock.try_acquire());
+    let locker = MemoryLocker::new();
+    send(&locker.list(None));
+    send(&locker.get("x"));
+}
+
+#[tokio::test]
+async fn futures_of_the_kubernetes_backend_are_send() {
+    let server = lockheed::testing::FakeApiServer::start().await.unwrap();
+    let lock = Lock::new("x", KubeLocker::new(server.client(), "default"));
+    let guard = tokio::spawn(async move { lock.acquire().await })
+        .await
+        .unwrap()
+        .unwrap();
+    send(&guard.lost());
+    tokio::spawn(async move { guard.release().await })
+        .await
+        .unwrap()
+        .unwrap();
+}
