@@ -34,3 +34,27 @@ async fn futures_of_the_kubernetes_backend_are_send() {
         .unwrap()
         .unwrap();
 }
+
+#[test]
+fn dropping_a_guard_outside_a_runtime_neither_panics_nor_blocks() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let locker = MemoryLocker::new();
+    let guard = runtime
+        .block_on(Lock::new("x", locker.clone()).try_acquire())
+        .unwrap();
+    drop(runtime);
+    // No runtime is left: the guard logs and leaves the lease to expire.
+    drop(guard);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let info = runtime.block_on(locker.get("x")).unwrap().unwrap();
+    assert!(
+        info.is_held(),
+        "nobody released it: the lease ends by itself"
+    );
+}
