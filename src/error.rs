@@ -98,9 +98,27 @@ pub enum Error {
     Backend {
         /// The object the operation was about.
         object: String,
+        /// Whether trying again later may succeed (an unreachable store, an overload), as
+        /// opposed to a failure that repeats (a permission, a bad request).
+        transient: bool,
         /// The backend's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// [`Lock::acquire_timeout`](crate::Lock::acquire_timeout) (or the lock's
+    /// [acquire timeout](crate::Lock::with_acquire_timeout)) ran out while the lock was held.
+    #[error(
+        "gave up waiting for lock {lock:?} after {waited:?}; it is held by {}",
+        holder_list(holders)
+    )]
+    Timeout {
+        /// The lock's name.
+        lock: String,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+        /// Who held the lock when last seen.
+        holders: Vec<Holder>,
     },
 }
 
@@ -125,13 +143,53 @@ impl Error {
         matches!(self, Self::Held { .. })
     }
 
-    /// The current holders, for [`Error::Held`].
+    /// The current holders, for [`Error::Held`] and [`Error::Timeout`].
     #[must_use]
     pub fn holders(&self) -> Option<&[Holder]> {
         match self {
-            Self::Held { holders, .. } => Some(holders),
+            Self::Held { holders, .. } | Self::Timeout { holders, .. } => Some(holders),
             _ => None,
         }
+    }
+
+    /// Whether the same request may succeed later: the API server was unreachable, overloaded
+    /// (429) or failing (5xx), or other writers kept winning. Permanent failures (403, 404,
+    /// 422, a corrupt state, invalid input) are not transient: retrying cannot help.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kube { source, .. } => kube_error_is_transient(source),
+            Self::Backend { transient, .. } => *transient,
+            Self::Contended { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// How long the server asked the client to wait before retrying (a 429's
+    /// `Retry-After`), when it said.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } => status
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .map(|s| std::time::Duration::from_secs(u64::from(s))),
+            _ => None,
+        }
+    }
+}
+
+fn kube_error_is_transient(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => matches!(status.code, 429 | 500 | 502 | 503 | 504),
+        // Connections refused, reset or timed out; the service layer's own failures.
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 
@@ -157,6 +215,36 @@ mod tests {
         assert_eq!(
             corrupt.to_string(),
             "the lock state in default/lockheed-broken is corrupt: expected value"
+        );
+    }
+
+    #[test]
+    fn transient_or_not() {
+        let api = |code: u16| Error::Kube {
+            object: "default/x".into(),
+            source: kube::Error::Api(Box::new(
+                kube::core::Status::failure("boom", "X").with_code(code),
+            )),
+        };
+        for code in [429, 500, 502, 503, 504] {
+            assert!(api(code).is_transient(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422] {
+            assert!(!api(code).is_transient(), "{code}");
+        }
+        assert!(
+            !Error::Corrupt {
+                object: "x".into(),
+                reason: "y".into()
+            }
+            .is_transient()
+        );
+        assert!(
+            Error::Contended {
+                lock: "x".into(),
+                attempts: 3
+            }
+            .is_transient()
         );
     }
 

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::gotime::GoTime;
@@ -356,7 +357,15 @@ fn until(clock: &dyn Clock, at: DateTime<Utc>) -> Duration {
 /// interval, only fires `lost` when the lease ends.
 async fn keep_alive<L: Locker>(shared: Arc<Shared<L>>) {
     let interval = shared.settings.renew_interval;
-    let retry = interval.map(|i| (i / 4).max(Duration::from_millis(10)));
+    // Failed renewals are retried sooner than the interval, backing off (with jitter, and
+    // honouring Retry-After) so that an overloaded server is not hammered; the deadline
+    // below bounds it all.
+    let mut backoff = interval.map(|i| {
+        Backoff::new(
+            (i / 8).clamp(Duration::from_millis(10), Duration::from_millis(200)),
+            i,
+        )
+    });
     let mut wait = interval;
     loop {
         let deadline = give_up_at(&shared).await;
@@ -381,7 +390,12 @@ async fn keep_alive<L: Locker>(shared: Arc<Shared<L>>) {
             outcome = renew(&shared) => outcome,
         };
         match outcome {
-            Ok(()) => wait = interval,
+            Ok(()) => {
+                wait = interval;
+                if let Some(backoff) = backoff.as_mut() {
+                    backoff.reset();
+                }
+            }
             Err(Error::Lost { .. }) => {
                 return lose(
                     &shared,
@@ -389,8 +403,13 @@ async fn keep_alive<L: Locker>(shared: Arc<Shared<L>>) {
                 );
             }
             Err(err) => {
-                tracing::warn!(error = %err, "renewing the lease failed; retrying");
-                wait = retry;
+                if err.is_transient() {
+                    tracing::warn!(error = %err, "renewing the lease failed; retrying");
+                } else {
+                    // A 403 may be fixed by an administrator before the deadline: keep trying.
+                    tracing::error!(error = %err, "renewing the lease failed and may keep failing; retrying until the lease ends");
+                }
+                wait = backoff.as_mut().map(|b| b.after(&err));
             }
         }
     }

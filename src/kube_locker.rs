@@ -2,12 +2,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::feed::{Changes, Feeds, Publisher, Snapshot};
 use crate::gotime::GoTime;
 use crate::locker::{Locker, Record, Reservation, StoredStates, Written};
 use crate::names::dns1123_subdomain_errors;
@@ -43,8 +48,13 @@ const MAX_DATA_BYTES: usize = 1024 * 1024;
 /// A ConfigMap with a live `reserved/by` annotation is being written by a Go client: it counts
 /// as busy until the reservation ends, and the reservation is never removed by this crate.
 ///
-/// RBAC: `get`, `create` and `update` on `configmaps` (plus `list` for
-/// [`list`](Locker::list)).
+/// Waiters of a lock are woken by a watch of its ConfigMap, one watch per lock for all the
+/// waiters of this locker and its clones. If the watch is forbidden, they poll instead (and a
+/// warning says so, once).
+///
+/// RBAC: `get`, `create` and `update` on `configmaps`; `list` and `watch` to be woken by
+/// changes instead of polling (they may be restricted to the lock's name, as a field
+/// selector is used); `list` on all ConfigMaps for [`list`](Locker::list).
 ///
 /// # Examples
 ///
@@ -66,6 +76,9 @@ pub struct KubeLocker {
     namespace: String,
     prefix: String,
     clock: Arc<dyn Clock>,
+    feeds: Feeds<ConfigMap>,
+    /// Set once a watch was forbidden: waiters poll, and it has been said.
+    watch_forbidden: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for KubeLocker {
@@ -88,6 +101,50 @@ impl KubeLocker {
             namespace,
             prefix: DEFAULT_PREFIX.to_owned(),
             clock: Arc::new(SystemClock),
+            feeds: Feeds::new(),
+            watch_forbidden: Arc::default(),
+        }
+    }
+
+    /// How many locks this locker (and its clones) watch now: one per lock with waiters.
+    #[must_use]
+    pub fn active_watches(&self) -> usize {
+        self.feeds.active()
+    }
+
+    /// Watches lock `name`'s ConfigMap and publishes what it sees, until nobody waits.
+    async fn observe(self, name: String, publisher: Publisher<ConfigMap>) {
+        let object = self.object_name(&name);
+        let mut stream = std::pin::pin!(
+            kube::runtime::watcher::watch_object(self.api.clone(), &object).default_backoff()
+        );
+        while let Some(item) = stream.next().await {
+            let snapshot = match item {
+                Ok(Some(cm)) => self
+                    .decode(&name, cm)
+                    .map_or(Snapshot::Unknown, Snapshot::Present),
+                Ok(None) => Snapshot::Absent,
+                Err(err) if is_forbidden(&err) => {
+                    if !self.watch_forbidden.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            lock = %name, error = %err,
+                            "cannot watch lock ConfigMaps (RBAC needs list and watch on configmaps); \
+                             waiters poll instead"
+                        );
+                    }
+                    publisher.publish(Snapshot::Unavailable);
+                    return;
+                }
+                // The watcher resumes by itself (relisting after a 410), with backoff; until
+                // then waiters keep what they know, and the relist tells them what changed.
+                Err(err) => {
+                    tracing::debug!(lock = %name, error = %err, "watch of the lock interrupted");
+                    continue;
+                }
+            };
+            if !publisher.publish(snapshot) {
+                return;
+            }
         }
     }
 
@@ -200,6 +257,17 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
 
+fn is_forbidden(err: &kube::runtime::watcher::Error) -> bool {
+    use kube::runtime::watcher::Error as W;
+    match err {
+        W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => {
+            is_status(e, 403) || is_status(e, 401)
+        }
+        W::WatchError(status) => status.code == 403,
+        W::NoResourceVersion => false,
+    }
+}
+
 impl Locker for KubeLocker {
     type Version = ConfigMap;
 
@@ -221,6 +289,18 @@ impl Locker for KubeLocker {
             });
         }
         Ok(())
+    }
+
+    fn changes(&self, name: &str) -> Option<Changes<ConfigMap>> {
+        if self.watch_forbidden.load(Ordering::Relaxed) {
+            return None;
+        }
+        let locker = self.clone();
+        let lock = name.to_owned();
+        Some(self.feeds.subscribe(name, move |publisher| {
+            let task = tokio::spawn(locker.observe(lock, publisher));
+            Some(task.abort_handle())
+        }))
     }
 
     async fn read(&self, name: &str) -> Result<Option<Record<ConfigMap>>, Error> {

@@ -48,9 +48,11 @@
 // `FakeApiServer` in `lockheed::testing` reads better than a shorter, vaguer name.
 #![allow(clippy::module_name_repetitions)]
 
+mod backoff;
 pub mod clock;
 mod condition;
 mod error;
+mod feed;
 mod gotime;
 mod guard;
 mod info;
@@ -64,6 +66,7 @@ mod state;
 
 pub use self::condition::Condition;
 pub use self::error::Error;
+pub use self::feed::{Changes, Feeds, Publisher, Snapshot};
 pub use self::gotime::GoTime;
 pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo};

@@ -6,8 +6,13 @@ use tracing::Instrument;
 
 use crate::condition::Condition;
 use crate::error::Error;
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, Jitter};
+use crate::feed::{Changes, Snapshot};
 use crate::guard::{Acquired, LockGuard, Settings};
-use crate::locker::{Locker, Written};
+use crate::info::Holder;
+use crate::locker::{Locker, Record, Written};
 use crate::rules::{self, Acquire, Intent};
 
 /// How many times one attempt re-reads after a compare-and-swap conflict before it gives up
@@ -57,6 +62,7 @@ pub struct Lock<L: Locker> {
     force: Option<Condition>,
     holder: String,
     retry_interval: Duration,
+    acquire_timeout: Option<Duration>,
 }
 
 impl<L: Locker> Lock<L> {
@@ -73,6 +79,7 @@ impl<L: Locker> Lock<L> {
             force: None,
             holder: uuid::Uuid::new_v4().to_string(),
             retry_interval: DEFAULT_RETRY_INTERVAL,
+            acquire_timeout: None,
         }
     }
 
@@ -126,10 +133,19 @@ impl<L: Locker> Lock<L> {
         self
     }
 
-    /// How long [`acquire`](Self::acquire) waits between attempts while the lock is held (it
-    /// also retries as soon as the holder's lease can have expired). Default: 1 s.
+    /// How often [`acquire`](Self::acquire) looks at a held lock when the backend cannot tell
+    /// it about changes (no watch): it polls with backoff up to this interval. With a watch,
+    /// waiters are woken by changes and when the holder's lease can end, and do not poll.
+    /// Default: 1 s.
     pub fn with_retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
+        self
+    }
+
+    /// How long [`acquire`](Self::acquire) waits at most before failing with
+    /// [`Error::Timeout`]. Default: no limit.
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = Some(timeout);
         self
     }
 
@@ -206,44 +222,241 @@ impl<L: Locker> Lock<L> {
         self.attempt().instrument(span).await
     }
 
-    /// Takes the lock, waiting while someone else holds it.
+    /// Takes the lock, waiting while someone else holds it (at most the
+    /// [acquire timeout](Self::with_acquire_timeout), if one is set).
     ///
-    /// While the lock is held it retries every [retry interval](Self::with_retry_interval),
-    /// or as soon as the holder's lease can have expired if that is sooner.
+    /// A waiter is woken as soon as the lock changes (through a watch shared by all the
+    /// waiters of the lock in this process) and when the holder's lease can have ended; it does
+    /// not poll. Waiters in one process take turns (first come, first served), and waiters in
+    /// different processes spread their attempts over a short random delay, so that a release
+    /// is followed by one write that takes the lock rather than one per waiter. Transient
+    /// failures (an unreachable or overloaded API server) are retried with exponential backoff
+    /// and jitter, honouring `Retry-After`.
     ///
     /// # Errors
     ///
-    /// As [`try_acquire`](Self::try_acquire), except [`Error::Held`].
+    /// [`Error::Timeout`] when the acquire timeout runs out; otherwise as
+    /// [`try_acquire`](Self::try_acquire), except [`Error::Held`] and transient errors, which
+    /// make it wait.
     ///
     /// # Cancel safety
     ///
-    /// As [`try_acquire`](Self::try_acquire): dropping the future while it waits leaves
-    /// nothing behind.
+    /// Cancel safe: dropping the future while it waits leaves nothing behind. Dropping it in
+    /// the moment it writes the lease leaves a lease that ends after one duration (or, with a
+    /// zero duration, when this holder takes the lock again and releases it).
     pub async fn acquire(&self) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.acquire", lock = %self.name, holder = %self.holder);
-        async {
-            loop {
-                match self.attempt().await {
-                    Err(Error::Held { holders, .. }) => {
-                        let now = self.locker.clock().now();
-                        let until_expiry = holders
-                            .iter()
-                            .filter_map(|h| h.expires)
-                            .min()
-                            .and_then(|at| (at - now).to_std().ok());
-                        let wait = until_expiry
-                            .map_or(self.retry_interval, |d| d.min(self.retry_interval))
-                            .max(Duration::from_millis(10));
-                        tracing::debug!(?wait, held_by = ?holders.iter().map(|h| &h.id).collect::<Vec<_>>(), "lock is held; waiting");
-                        tokio::time::sleep(wait).await;
+        self.wait(self.acquire_timeout).instrument(span).await
+    }
+
+    /// Like [`acquire`](Self::acquire), giving up after `timeout` with [`Error::Timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`acquire`](Self::acquire).
+    pub async fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<L>, Error> {
+        let span =
+            tracing::info_span!("lockheed.acquire", lock = %self.name, holder = %self.holder);
+        self.wait(Some(timeout)).instrument(span).await
+    }
+
+    fn timeout_error(&self, started: Instant, holders: Vec<Holder>) -> Error {
+        Error::Timeout {
+            lock: self.name.clone(),
+            waited: started.elapsed(),
+            holders,
+        }
+    }
+
+    /// The waiting loop of `acquire`.
+    #[allow(clippy::too_many_lines)] // One loop whose states (read, decide, spread, write,
+    // wait) are easier to check for lost wake-ups when they read together.
+    async fn wait(&self, timeout: Option<Duration>) -> Result<LockGuard<L>, Error> {
+        let renew_interval = self.validate()?;
+        let started = Instant::now();
+        let deadline = timeout.map(|t| started + t);
+        let mut feed = self.locker.changes(&self.name);
+        // One waiter of this lock per locker in this process competes at a time.
+        let _turn = match &feed {
+            Some(feed) => Some(
+                until(deadline, feed.turn())
+                    .await
+                    .ok_or_else(|| self.timeout_error(started, Vec::new()))?,
+            ),
+            None => None,
+        };
+        let clock = self.locker.clock();
+        let mut jitter = Jitter::new();
+        let mut spread = HERD_SPREAD_MIN;
+        let mut failures = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut polls = Backoff::new(
+            self.retry_interval.min(Duration::from_millis(100)),
+            self.retry_interval,
+        );
+        // The lock as last seen through the feed: used instead of reading it again. A feed
+        // that other waiters of this process already opened knows the lock: no read at all.
+        let mut seen = feed
+            .as_mut()
+            .map_or(Seen::Nothing, |f| Seen::from(f.latest()));
+        let mut holders = Vec::new();
+        let mut woken = false;
+        loop {
+            let record = match std::mem::replace(&mut seen, Seen::Nothing) {
+                Seen::Absent => None,
+                Seen::Present(record) => Some(record),
+                Seen::Nothing => match self.locker.read(&self.name).await {
+                    Ok(record) => record,
+                    Err(err) if err.is_transient() => {
+                        tracing::debug!(error = %err, "reading the lock failed; retrying");
+                        until(deadline, tokio::time::sleep(failures.after(&err)))
+                            .await
+                            .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+                        continue;
                     }
-                    other => return other,
+                    Err(err) => return Err(err),
+                },
+            };
+            failures.reset();
+            match self.decide(record.as_ref(), clock.now())? {
+                Acquire::Busy(busy) => holders = busy,
+                Acquire::Take { .. } if woken && feed.is_some() => {
+                    // Others were woken by the same change: spread the writes, and look again.
+                    woken = false;
+                    let pause = jitter.upto(spread);
+                    until(deadline, tokio::time::sleep(pause))
+                        .await
+                        .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+                    seen = feed
+                        .as_mut()
+                        .map_or(Seen::Nothing, |f| Seen::from(f.latest()));
+                    continue;
+                }
+                Acquire::Take {
+                    state,
+                    token,
+                    expires,
+                    renewed,
+                } => {
+                    let version = record.as_ref().map(|r| &r.version);
+                    match self.locker.write(&self.name, version, &state).await {
+                        Ok(Written::Stored(version)) => {
+                            return Ok(self.guard(
+                                version,
+                                state,
+                                token,
+                                expires,
+                                renewed,
+                                renew_interval,
+                            ));
+                        }
+                        Ok(Written::Conflict) => {
+                            // Someone else wrote first: spread further next time.
+                            spread = (spread * 2).min(HERD_SPREAD_MAX);
+                            tracing::debug!("the lock changed while taking it");
+                            continue;
+                        }
+                        Err(err) if err.is_transient() => {
+                            tracing::debug!(error = %err, "taking the lock failed; retrying");
+                            until(deadline, tokio::time::sleep(failures.after(&err)))
+                                .await
+                                .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+                            continue;
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+            }
+            // Held: wait for a change, for the earliest lease to end, or to poll again.
+            let now = clock.now();
+            let lease_end = holders
+                .iter()
+                .filter_map(|h| h.expires)
+                .min()
+                .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
+            let watching = feed.is_some();
+            let poll = (!watching).then(|| {
+                polls.after(&Error::Contended {
+                    lock: String::new(),
+                    attempts: 0,
+                })
+            });
+            tracing::debug!(held_by = ?holders.iter().map(|h| &h.id).collect::<Vec<_>>(), ?lease_end, "lock is held; waiting");
+            let wake = async {
+                tokio::select! {
+                    () = changed(feed.as_mut()) => {}
+                    () = sleep_opt(lease_end) => {}
+                    () = sleep_opt(poll) => {}
+                }
+            };
+            until(deadline, wake)
+                .await
+                .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+            woken = true;
+            if let Some(f) = feed.as_mut() {
+                match f.latest() {
+                    Snapshot::Unavailable => {
+                        // The watch is forbidden: poll from now on.
+                        feed = None;
+                    }
+                    snapshot => seen = Seen::from(snapshot),
                 }
             }
         }
-        .instrument(span)
-        .await
+    }
+
+    fn decide(
+        &self,
+        record: Option<&Record<L::Version>>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Acquire, Error> {
+        let empty = crate::state::LockState::empty(&self.name);
+        let (state, reservation) = match record {
+            Some(r) => (&r.state, r.reservation.as_ref()),
+            None => (&empty, None),
+        };
+        let intent = Intent {
+            holder: &self.holder,
+            duration: self.duration,
+            tags: &self.tags,
+            reset_tags: self.reset_tags,
+            force: self.force.as_ref(),
+        };
+        rules::acquire(&self.name, state, reservation, intent, now)
+    }
+
+    fn guard(
+        &self,
+        version: L::Version,
+        state: crate::state::LockState,
+        token: u64,
+        expires: crate::gotime::GoTime,
+        renewed: bool,
+        renew_interval: Option<Duration>,
+    ) -> LockGuard<L> {
+        tracing::debug!(token, renewed, %expires, "lock taken");
+        let settings = Settings {
+            name: self.name.clone(),
+            holder: self.holder.clone(),
+            duration: self.duration,
+            renew_interval,
+            tags: self.tags.clone(),
+            reset_tags: self.reset_tags,
+        };
+        LockGuard::start(
+            settings,
+            self.locker.clone(),
+            Acquired {
+                version,
+                state,
+                token,
+                expires,
+            },
+        )
     }
 
     /// One attempt: read, decide, compare-and-swap; a conflict re-reads and decides again.
@@ -252,19 +465,7 @@ impl<L: Locker> Lock<L> {
         let clock = self.locker.clock();
         for _ in 0..MAX_CAS_ATTEMPTS {
             let record = self.locker.read(&self.name).await?;
-            let empty = crate::state::LockState::empty(&self.name);
-            let (state, version, reservation) = match &record {
-                Some(r) => (&r.state, Some(&r.version), r.reservation.as_ref()),
-                None => (&empty, None, None),
-            };
-            let intent = Intent {
-                holder: &self.holder,
-                duration: self.duration,
-                tags: &self.tags,
-                reset_tags: self.reset_tags,
-                force: self.force.as_ref(),
-            };
-            match rules::acquire(&self.name, state, reservation, intent, clock.now())? {
+            match self.decide(record.as_ref(), clock.now())? {
                 Acquire::Busy(holders) => {
                     return Err(Error::Held {
                         lock: self.name.clone(),
@@ -276,37 +477,75 @@ impl<L: Locker> Lock<L> {
                     token,
                     expires,
                     renewed,
-                } => match self.locker.write(&self.name, version, &state).await? {
-                    Written::Stored(version) => {
-                        tracing::debug!(token, renewed, %expires, "lock taken");
-                        let settings = Settings {
-                            name: self.name.clone(),
-                            holder: self.holder.clone(),
-                            duration: self.duration,
-                            renew_interval,
-                            tags: self.tags.clone(),
-                            reset_tags: self.reset_tags,
-                        };
-                        return Ok(LockGuard::start(
-                            settings,
-                            self.locker.clone(),
-                            Acquired {
+                } => {
+                    let version = record.as_ref().map(|r| &r.version);
+                    match self.locker.write(&self.name, version, &state).await? {
+                        Written::Stored(version) => {
+                            return Ok(self.guard(
                                 version,
                                 state,
                                 token,
                                 expires,
-                            },
-                        ));
+                                renewed,
+                                renew_interval,
+                            ));
+                        }
+                        Written::Conflict => {
+                            tracing::debug!("the lock changed while taking it; reading it again");
+                        }
                     }
-                    Written::Conflict => {
-                        tracing::debug!("the lock changed while taking it; reading it again");
-                    }
-                },
+                }
             }
         }
         Err(Error::Contended {
             lock: self.name.clone(),
             attempts: MAX_CAS_ATTEMPTS,
         })
+    }
+}
+
+/// The smallest and largest random spread of the attempts of woken waiters.
+const HERD_SPREAD_MIN: Duration = Duration::from_millis(25);
+const HERD_SPREAD_MAX: Duration = Duration::from_secs(1);
+
+/// What a waiter knows of the lock without reading it.
+enum Seen<V> {
+    /// Nothing: read the lock.
+    Nothing,
+    /// It is not stored.
+    Absent,
+    /// Its latest record.
+    Present(Record<V>),
+}
+
+impl<V> From<Snapshot<V>> for Seen<V> {
+    fn from(snapshot: Snapshot<V>) -> Self {
+        match snapshot {
+            Snapshot::Present(record) => Self::Present(record),
+            Snapshot::Absent => Self::Absent,
+            _ => Self::Nothing,
+        }
+    }
+}
+
+/// Runs `future` until `deadline`: `None` when the deadline came first.
+async fn until<F: std::future::Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+async fn sleep_opt(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn changed<V: Clone>(feed: Option<&mut Changes<V>>) {
+    match feed {
+        Some(feed) => feed.changed().await,
+        None => std::future::pending().await,
     }
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::clock::Clock;
 use crate::condition::Condition;
 use crate::error::Error;
+use crate::feed::Changes;
 use crate::info::LockInfo;
 use crate::state::LockState;
 
@@ -200,6 +201,14 @@ pub trait Locker: Debug + Clone + Send + Sync + 'static {
     ///
     /// When the backend cannot be listed at all.
     fn read_all(&self) -> impl Future<Output = Result<StoredStates, Error>> + Send;
+
+    /// A feed of the changes of lock `name`, shared by every waiter of that lock in this
+    /// process (see [`Feeds`](crate::Feeds)); `None` when the backend cannot notify, and
+    /// waiters poll. Default: `None`.
+    fn changes(&self, name: &str) -> Option<Changes<Self::Version>> {
+        let _ = name;
+        None
+    }
 
     /// What lock `name` looks like now (`None`: it has never been stored).
     ///

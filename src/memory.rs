@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::feed::{Changes, Feeds, Snapshot};
 use crate::locker::{Locker, Record, StoredStates, Written};
 use crate::state::LockState;
 
@@ -34,6 +35,7 @@ use crate::state::LockState;
 pub struct MemoryLocker {
     locks: Arc<Mutex<BTreeMap<String, (String, u64)>>>,
     clock: Arc<dyn Clock>,
+    feeds: Feeds<u64>,
 }
 
 impl Default for MemoryLocker {
@@ -49,6 +51,7 @@ impl MemoryLocker {
         Self {
             locks: Arc::default(),
             clock: Arc::new(SystemClock),
+            feeds: Feeds::new(),
         }
     }
 
@@ -65,6 +68,18 @@ impl MemoryLocker {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         let version = locks.get(name).map_or(1, |(_, v)| v + 1);
         locks.insert(name.to_owned(), (json.to_owned(), version));
+        self.feeds.publish(name, Snapshot::Unknown);
+        drop(locks);
+    }
+
+    fn snapshot(locks: &BTreeMap<String, (String, u64)>, name: &str) -> Snapshot<u64> {
+        match locks.get(name) {
+            None => Snapshot::Absent,
+            Some((json, version)) => match Self::parse(name, json) {
+                Ok(state) => Snapshot::Present(Record::new(state, *version)),
+                Err(_) => Snapshot::Unknown,
+            },
+        }
     }
 
     fn parse(name: &str, json: &str) -> Result<LockState, Error> {
@@ -103,7 +118,20 @@ impl Locker for MemoryLocker {
         }
         let next = current.unwrap_or(0) + 1;
         locks.insert(name.to_owned(), (state.to_json(), next));
+        // Published while the map is locked, so that feeds see writes in their order.
+        self.feeds
+            .publish(name, Snapshot::Present(Record::new(state.clone(), next)));
         Ok(Written::Stored(next))
+    }
+
+    fn changes(&self, name: &str) -> Option<Changes<u64>> {
+        // Under the map's lock, so that no write slips between the snapshot and the feed.
+        let locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = Self::snapshot(&locks, name);
+        Some(self.feeds.subscribe(name, move |publisher| {
+            publisher.publish(current);
+            None
+        }))
     }
 
     async fn read_all(&self) -> Result<StoredStates, Error> {

@@ -44,6 +44,7 @@ impl<L: Locker> Flaky<L> {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Backend {
                 object: name.to_owned(),
+                transient: true,
                 source: "the backend is unreachable".into(),
             });
         }

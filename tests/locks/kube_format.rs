@@ -13,17 +13,19 @@ use lockheed::{Condition, Error, KubeLocker, Lock, Locker};
 struct Cluster {
     server: FakeApiServer,
     api: Api<ConfigMap>,
+    clock: Arc<TokioClock>,
 }
 
 impl Cluster {
     async fn new() -> Self {
         let server = FakeApiServer::start().await.unwrap();
         let api = Api::namespaced(server.client(), "default");
-        Self { server, api }
+        let clock = Arc::new(TokioClock::new());
+        Self { server, api, clock }
     }
 
     fn locker(&self) -> KubeLocker {
-        KubeLocker::new(self.server.client(), "default").with_clock(Arc::new(TokioClock::new()))
+        KubeLocker::new(self.server.client(), "default").with_clock(self.clock.clone())
     }
 
     fn lock(&self, name: &str, holder: &str) -> Lock<KubeLocker> {

@@ -7,3 +7,4 @@ mod harness;
 mod kube_format;
 mod kube_requests;
 mod suite;
+mod waiting;

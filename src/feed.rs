@@ -1,0 +1,282 @@
+//! Change feeds: how waiters learn that a lock changed, without polling.
+//!
+//! A backend that can observe changes (a Kubernetes watch, its own writes) keeps one feed per
+//! lock, shared by every waiter of that lock in the process: a thousand waiters on one lock
+//! cost one watch. The feed also queues those waiters, so that only one of them at a time
+//! competes with other processes for the lock.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tokio::sync::{OwnedMutexGuard, watch};
+use tokio::task::AbortHandle;
+
+use crate::locker::Record;
+
+/// What a feed knows about a lock.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Snapshot<V> {
+    /// Nothing yet, or something the feed could not read: waiters read the lock themselves.
+    Unknown,
+    /// The lock is not stored.
+    Absent,
+    /// The lock's latest record.
+    Present(Record<V>),
+    /// The backend cannot send changes (a watch the caller has no right to): waiters poll.
+    Unavailable,
+}
+
+struct FeedShared<V> {
+    name: String,
+    tx: watch::Sender<Snapshot<V>>,
+    /// The waiters of this lock in this process take turns: a fair (FIFO) queue.
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// The backend's task that feeds it, stopped when the last waiter goes.
+    task: Mutex<Option<AbortHandle>>,
+    registry: Weak<Mutex<HashMap<String, Weak<FeedShared<V>>>>>,
+}
+
+impl<V> Drop for FeedShared<V> {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+        if let Some(registry) = self.registry.upgrade() {
+            let mut feeds = registry.lock().unwrap_or_else(PoisonError::into_inner);
+            if feeds.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
+                feeds.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// A waiter's subscription to the changes of one lock.
+pub struct Changes<V> {
+    shared: Arc<FeedShared<V>>,
+    rx: watch::Receiver<Snapshot<V>>,
+}
+
+impl<V> fmt::Debug for Changes<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Changes")
+            .field("lock", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Clone> Changes<V> {
+    /// Waits until the feed publishes something new (returns at once if it did since the last
+    /// [`latest`](Self::latest)).
+    pub(crate) async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // The publisher is gone with the feed: nothing will ever come.
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// The newest snapshot, which counts as seen.
+    pub(crate) fn latest(&mut self) -> Snapshot<V> {
+        self.rx.borrow_and_update().clone()
+    }
+
+    /// Waits for this waiter's turn among the waiters of the lock in this process.
+    pub(crate) async fn turn(&self) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.shared.turn).lock_owned().await
+    }
+}
+
+/// Sends snapshots into a feed; held by the backend's task that observes the lock.
+pub struct Publisher<V> {
+    shared: Weak<FeedShared<V>>,
+}
+
+impl<V> fmt::Debug for Publisher<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("live", &(self.shared.strong_count() > 0))
+            .finish()
+    }
+}
+
+impl<V> Publisher<V> {
+    /// Publishes `snapshot` to the lock's waiters. Returns `false` once nobody waits any more
+    /// (the observing task should stop).
+    pub fn publish(&self, snapshot: Snapshot<V>) -> bool {
+        match self.shared.upgrade() {
+            Some(shared) => {
+                shared.tx.send_replace(snapshot);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The feeds of one backend instance (and its clones), by lock name.
+///
+/// A backend embeds one, returns [`Feeds::subscribe`] from
+/// [`Locker::changes`](crate::Locker::changes), and calls [`Feeds::publish`] when it learns of
+/// a change by itself.
+pub struct Feeds<V> {
+    feeds: Arc<Mutex<HashMap<String, Weak<FeedShared<V>>>>>,
+}
+
+impl<V> Clone for Feeds<V> {
+    fn clone(&self) -> Self {
+        Self {
+            feeds: Arc::clone(&self.feeds),
+        }
+    }
+}
+
+impl<V> Default for Feeds<V> {
+    fn default() -> Self {
+        Self {
+            feeds: Arc::default(),
+        }
+    }
+}
+
+impl<V> Feeds<V> {
+    /// How many locks have a feed now (locks with waiters).
+    #[must_use]
+    pub fn active(&self) -> usize {
+        self.feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
+    }
+}
+
+impl<V> fmt::Debug for Feeds<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Feeds")
+            .field("active", &self.active())
+            .finish()
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> Feeds<V> {
+    /// No feeds yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes to lock `name`. The first subscriber creates the feed and calls `start`
+    /// with its publisher; `start` may spawn a task that observes the lock and return its
+    /// handle, which is aborted when the last subscriber goes.
+    pub fn subscribe(
+        &self,
+        name: &str,
+        start: impl FnOnce(Publisher<V>) -> Option<AbortHandle>,
+    ) -> Changes<V> {
+        let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = feeds.get(name).and_then(Weak::upgrade) {
+            let rx = shared.tx.subscribe();
+            return Changes { shared, rx };
+        }
+        let (tx, rx) = watch::channel(Snapshot::Unknown);
+        let shared = Arc::new(FeedShared {
+            name: name.to_owned(),
+            tx,
+            turn: Arc::default(),
+            task: Mutex::new(None),
+            registry: Arc::downgrade(&self.feeds),
+        });
+        feeds.insert(name.to_owned(), Arc::downgrade(&shared));
+        drop(feeds);
+        let task = start(Publisher {
+            shared: Arc::downgrade(&shared),
+        });
+        *shared.task.lock().unwrap_or_else(PoisonError::into_inner) = task;
+        Changes { shared, rx }
+    }
+
+    /// Publishes `snapshot` to the feed of `name`, if anyone waits for that lock.
+    pub fn publish(&self, name: &str, snapshot: Snapshot<V>) {
+        let shared = self
+            .feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .and_then(Weak::upgrade);
+        if let Some(shared) = shared {
+            shared.tx.send_replace(snapshot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::LockState;
+
+    #[tokio::test]
+    async fn one_feed_per_lock_shared_by_subscribers_and_gone_with_them() {
+        let feeds: Feeds<u64> = Feeds::new();
+        let mut starts = 0;
+        let mut a = feeds.subscribe("x", |_| {
+            starts += 1;
+            None
+        });
+        let mut b = feeds.subscribe("x", |_| {
+            starts += 1;
+            None
+        });
+        assert_eq!(starts, 1);
+        assert_eq!(feeds.active(), 1);
+        feeds.publish(
+            "x",
+            Snapshot::Present(Record::new(LockState::empty("x"), 7)),
+        );
+        a.changed().await;
+        b.changed().await;
+        assert!(matches!(a.latest(), Snapshot::Present(r) if r.version == 7));
+        drop((a, b));
+        assert_eq!(feeds.active(), 0);
+        // Publishing to nobody is fine.
+        feeds.publish("x", Snapshot::Absent);
+    }
+
+    #[tokio::test]
+    async fn the_observing_task_stops_with_the_last_subscriber() {
+        let feeds: Feeds<u64> = Feeds::new();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let changes = feeds.subscribe("x", |publisher| {
+            let task = tokio::spawn(async move {
+                let _done = done_tx;
+                while publisher.publish(Snapshot::Unknown) {
+                    tokio::task::yield_now().await;
+                }
+                std::future::pending::<()>().await;
+            });
+            Some(task.abort_handle())
+        });
+        drop(changes);
+        // Aborted (or it noticed): the sender half is dropped either way.
+        assert!(done_rx.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn waiters_take_turns_in_order() {
+        let feeds: Feeds<u64> = Feeds::new();
+        let a = feeds.subscribe("x", |_| None);
+        let b = feeds.subscribe("x", |_| None);
+        let first = a.turn().await;
+        let second = tokio::spawn(async move { b.turn().await });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished());
+        drop(first);
+        second.await.unwrap();
+    }
+}

@@ -1,0 +1,354 @@
+//! Waiting and losing a lock safely, on the fake API server: watch-based handover, resumed
+//! watches, timeouts, partitions, fan-out and the herd bound. Time runs on Tokio's paused
+//! clock, which the lockers' clocks follow.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use lockheed::clock::TokioClock;
+use lockheed::testing::{AccessControl, FakeApiServer, Fault, RequestMatcher, Verb};
+use lockheed::{Error, KubeLocker, Lock, Locker};
+use tokio::time::Instant;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The wall clock of every process of a test: it follows Tokio's paused clock, and all
+/// processes agree on it (clock skew is tested on its own).
+fn clock() -> Arc<TokioClock> {
+    static ORIGIN: std::sync::OnceLock<chrono::DateTime<chrono::Utc>> = std::sync::OnceLock::new();
+    thread_local! {
+        static CLOCK: std::cell::RefCell<Option<Arc<TokioClock>>> = const { std::cell::RefCell::new(None) };
+    }
+    CLOCK.with(|c| {
+        Arc::clone(c.borrow_mut().get_or_insert_with(|| {
+            Arc::new(TokioClock::starting_at(
+                *ORIGIN.get_or_init(chrono::Utc::now),
+            ))
+        }))
+    })
+}
+
+/// A locker with its own client: another process, as far as the server can tell.
+fn process(server: &FakeApiServer, token: &str) -> KubeLocker {
+    KubeLocker::new(server.client_for_token(token), "default").with_clock(clock())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_early_release_hands_over_at_once_across_processes() {
+    let server = FakeApiServer::start().await.unwrap();
+    let holder = Lock::new("h", process(&server, "a"))
+        .with_duration(60 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    // Polling would take a minute here: only a watch can wake the waiter in time.
+    let waiter = tokio::spawn({
+        let lock = Lock::new("h", process(&server, "b")).with_retry_interval(60 * SECOND);
+        async move {
+            let guard = lock.acquire().await.unwrap();
+            (Instant::now(), guard.token())
+        }
+    });
+    tokio::time::sleep(5 * SECOND).await;
+    let released = Instant::now();
+    holder.release().await.unwrap();
+    let (taken, token) = waiter.await.unwrap();
+    assert_eq!(token, 2);
+    assert!(
+        taken - released < SECOND,
+        "handed over in {:?}",
+        taken - released
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_wakes_after_its_watch_was_closed_or_expired() {
+    let server = FakeApiServer::start().await.unwrap();
+    for compact in [false, true] {
+        let name = format!("w-{compact}");
+        let holder = Lock::new(&name, process(&server, "a"))
+            .with_duration(60 * SECOND)
+            .try_acquire()
+            .await
+            .unwrap();
+        let waiter = tokio::spawn({
+            let lock = Lock::new(&name, process(&server, "b")).with_retry_interval(60 * SECOND);
+            async move { lock.acquire().await.map(|g| g.token()) }
+        });
+        tokio::time::sleep(2 * SECOND).await;
+        if compact {
+            // The watch comes back with a resourceVersion older than the history: 410.
+            server.compact();
+        }
+        server.close_watches();
+        tokio::time::sleep(2 * SECOND).await;
+        let released = Instant::now();
+        holder.release().await.unwrap();
+        let token = tokio::time::timeout(10 * SECOND, waiter)
+            .await
+            .expect("woken")
+            .unwrap()
+            .unwrap();
+        assert_eq!(token, 2);
+        assert!(released.elapsed() < 10 * SECOND);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn acquire_timeouts_fire_on_time() {
+    let server = FakeApiServer::start().await.unwrap();
+    let holder_lock = Lock::new("t", process(&server, "a")).with_duration(60 * SECOND);
+    let _holder = holder_lock.try_acquire().await.unwrap();
+    let started = Instant::now();
+    let err = Lock::new("t", process(&server, "b"))
+        .acquire_timeout(5 * SECOND)
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(&err, Error::Timeout { .. }), "{err}");
+    assert!(
+        waited >= 5 * SECOND && waited < 5 * SECOND + Duration::from_millis(100),
+        "{waited:?}"
+    );
+    assert_eq!(err.holders().unwrap()[0].id, holder_lock.holder());
+    // The builder option does the same.
+    let err = Lock::new("t", process(&server, "b"))
+        .with_acquire_timeout(2 * SECOND)
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("gave up waiting for lock \"t\" after 2"),
+        "{err}"
+    );
+}
+
+/// A partition longer than the lease: `lost` fires before the lease ends, and after the
+/// partition nobody holds the lock twice.
+async fn partition_longer_than_the_lease(blackhole: bool) {
+    let server = FakeApiServer::start().await.unwrap();
+    let alice_locker = process(&server, "alice");
+    let alice = Lock::new("p", alice_locker.clone())
+        .with_holder("alice")
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    let expires = alice.expires().await.unwrap();
+    // Cut alice off only; bob keeps talking to the server and waits.
+    if blackhole {
+        server.inject(
+            Fault::hang()
+                .always()
+                .on(RequestMatcher::any().token("alice")),
+        );
+    } else {
+        server.inject(
+            Fault::reset_connection()
+                .always()
+                .on(RequestMatcher::any().token("alice")),
+        );
+    }
+    let bob = tokio::spawn({
+        let lock = Lock::new("p", process(&server, "bob")).with_holder("bob");
+        async move {
+            let guard = lock.acquire().await.unwrap();
+            (alice_locker.clock().now(), guard)
+        }
+    });
+    let lost_at = tokio::time::timeout(60 * SECOND, async {
+        alice.lost().await;
+        lockheed::clock::Clock::now(clock().as_ref())
+    });
+    let lost_at = lost_at.await.expect("lost fires");
+    assert!(
+        lost_at < expires,
+        "lost at {lost_at}, the lease ended at {expires}"
+    );
+    let (bob_took_at, bob_guard) = bob.await.unwrap();
+    assert!(
+        bob_took_at >= expires,
+        "bob took it at {bob_took_at}, after the lease ended"
+    );
+    assert!(alice.is_lost(), "alice knew before bob took it");
+    server.clear_faults();
+    // After the partition: alice's release finds nothing of hers; bob alone holds the lock.
+    assert!(matches!(alice.release().await, Err(Error::Lost { .. })));
+    let info = process(&server, "x").get("p").await.unwrap().unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(info.holders[0].id, "bob");
+    assert!(bob_guard.token() > 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_partition_loses_the_lock_before_the_lease_ends() {
+    partition_longer_than_the_lease(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_partition_loses_the_lock_before_the_lease_ends() {
+    partition_longer_than_the_lease(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_during_renewal_are_retried() {
+    let server = FakeApiServer::start().await.unwrap();
+    let alice = Lock::new("r", process(&server, "alice"))
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    // Three failed renewals in a row (kube itself retries 503s, so use 500s and a 429).
+    server.inject(
+        Fault::status(500)
+            .times(2)
+            .on(RequestMatcher::any().verb(Verb::Update)),
+    );
+    server.inject(Fault::too_many_requests(SECOND).on(RequestMatcher::any().verb(Verb::Update)));
+    tokio::time::sleep(30 * SECOND).await;
+    assert!(!alice.is_lost());
+    assert!(
+        Lock::new("r", process(&server, "bob"))
+            .try_acquire()
+            .await
+            .unwrap_err()
+            .is_held()
+    );
+    alice.release().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_local_waiters_share_one_watch() {
+    let server = FakeApiServer::start().await.unwrap();
+    let holder = Lock::new("fan", process(&server, "a"))
+        .with_duration(60 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    let locker = process(&server, "b");
+    server.reset_counters();
+    let waiters: Vec<_> = (0..1000)
+        .map(|i| {
+            let lock = Lock::new("fan", locker.clone())
+                .with_holder(format!("w{i}"))
+                .with_retry_interval(60 * SECOND);
+            tokio::spawn(async move {
+                let guard = lock.acquire().await.unwrap();
+                guard.release().await.unwrap();
+            })
+        })
+        .collect();
+    tokio::time::sleep(5 * SECOND).await;
+    assert_eq!(locker.active_watches(), 1);
+    assert_eq!(
+        server.counts().get(Verb::Watch),
+        1,
+        "one watch for 1,000 waiters"
+    );
+    assert!(
+        server.counts().get(Verb::Get) <= 1,
+        "waiters read through the feed"
+    );
+    holder.release().await.unwrap();
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    let counts = server.counts();
+    assert_eq!(counts.get(Verb::Watch), 1);
+    // 1,000 acquisitions and releases: a write each, and almost no reads or conflicts.
+    assert!(counts.writes() <= 2 * 1000 + 1 + 20, "{counts:?}");
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(
+        locker.active_watches(),
+        0,
+        "the watch ends with its last waiter"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sixteen_processes_hand_over_in_few_requests() {
+    let server = FakeApiServer::start().await.unwrap();
+    let first = Lock::new("herd", process(&server, "p-first"))
+        .with_duration(30 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    let inside = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let waiters: Vec<_> = (0..16)
+        .map(|i| {
+            let lock = Lock::new("herd", process(&server, &format!("p{i}")))
+                .with_duration(30 * SECOND)
+                .with_retry_interval(60 * SECOND);
+            let inside = Arc::clone(&inside);
+            tokio::spawn(async move {
+                let guard = lock.acquire().await.unwrap();
+                assert_eq!(inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                guard.release().await.unwrap();
+            })
+        })
+        .collect();
+    // Everyone is waiting, watching: from here on, count what the handovers cost.
+    tokio::time::sleep(5 * SECOND).await;
+    server.reset_counters();
+    first.release().await.unwrap();
+    for waiter in waiters {
+        waiter.await.unwrap();
+    }
+    let counts = server.counts();
+    let per_handover = counts.total() as f64 / 16.0;
+    println!("16 handovers: {counts:?}, {per_handover:.2} requests each");
+    assert!(
+        per_handover <= 4.0,
+        "{per_handover:.2} requests per handover: {counts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_watch_rights_waiters_poll() {
+    let rule = |verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["configmaps".into()]),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
+    };
+    let access = AccessControl::new()
+        .rule("a", Some("default"), rule(&["get", "create", "update"]))
+        .rule("b", Some("default"), rule(&["get", "create", "update"]));
+    let server = FakeApiServer::builder()
+        .access_control(access)
+        .start()
+        .await
+        .unwrap();
+    let holder = Lock::new("poll", process(&server, "a"))
+        .with_duration(60 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    let waiter = tokio::spawn({
+        let lock = Lock::new("poll", process(&server, "b")).with_retry_interval(2 * SECOND);
+        async move { lock.acquire().await.map(|g| g.token()) }
+    });
+    tokio::time::sleep(10 * SECOND).await;
+    holder.release().await.unwrap();
+    let token = tokio::time::timeout(5 * SECOND, waiter)
+        .await
+        .expect("polled in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(token, 2);
+    let forbidden = server
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(403))
+        .count();
+    assert!(
+        forbidden <= 2,
+        "the forbidden watch is not retried: {forbidden}"
+    );
+}
