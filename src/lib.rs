@@ -73,7 +73,7 @@ pub use self::info::{Holder, LockInfo};
 pub use self::kube_locker::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, KubeLocker, LOCK_LABEL, STATE_KEY,
 };
-pub use self::lock::{DEFAULT_DURATION, DEFAULT_RETRY_INTERVAL, Lock};
+pub use self::lock::{DEFAULT_DURATION, DEFAULT_RETRY_INTERVAL, DEFAULT_SKEW_ALLOWANCE, Lock};
 pub use self::locker::{LockList, Locker, Record, Reservation, StoredStates, Written};
 pub use self::memory::MemoryLocker;
 pub use self::state::{Lease, LockState};

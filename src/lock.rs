@@ -1,5 +1,6 @@
 //! [`Lock`]: a named lock with its settings, and the ways to take it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -13,7 +14,7 @@ use crate::feed::{Changes, Snapshot};
 use crate::guard::{Acquired, LockGuard, Settings};
 use crate::info::Holder;
 use crate::locker::{Locker, Record, Written};
-use crate::rules::{self, Acquire, Intent};
+use crate::rules::{self, Acquire, Intent, Judgement};
 
 /// How many times one attempt re-reads after a compare-and-swap conflict before it gives up
 /// with [`Error::Contended`]. Each conflict means another writer made progress.
@@ -21,6 +22,8 @@ pub(crate) const MAX_CAS_ATTEMPTS: u32 = 32;
 
 /// The default lease duration.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(30);
+/// The default [clock skew allowance](Lock::with_clock_skew_allowance).
+pub const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
 /// The default pause between attempts of [`Lock::acquire`] while the lock is held.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -63,6 +66,7 @@ pub struct Lock<L: Locker> {
     holder: String,
     retry_interval: Duration,
     acquire_timeout: Option<Duration>,
+    skew_allowance: Duration,
 }
 
 impl<L: Locker> Lock<L> {
@@ -80,6 +84,7 @@ impl<L: Locker> Lock<L> {
             holder: uuid::Uuid::new_v4().to_string(),
             retry_interval: DEFAULT_RETRY_INTERVAL,
             acquire_timeout: None,
+            skew_allowance: DEFAULT_SKEW_ALLOWANCE,
         }
     }
 
@@ -139,6 +144,21 @@ impl<L: Locker> Lock<L> {
     /// Default: 1 s.
     pub fn with_retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
+        self
+    }
+
+    /// How far this process's clock may run ahead of a holder's without this process taking
+    /// the holder's lease early: another holder's lease counts as live until its `expires`
+    /// plus this allowance. Default: 2 s.
+    ///
+    /// A waiting [`acquire`](Self::acquire) is also safe from larger skew for leases written
+    /// by this crate: it only takes such a lease over once it has itself seen the lease
+    /// unchanged for the lease's whole duration. A single [`try_acquire`](Self::try_acquire)
+    /// has seen nothing, so it relies on the allowance alone: a clock ahead by more than the
+    /// allowance plus a tenth of the holder's lease duration (the margin by which the holder
+    /// gives up early) can take a lease whose holder still trusts it.
+    pub fn with_clock_skew_allowance(mut self, allowance: Duration) -> Self {
+        self.skew_allowance = allowance;
         self
     }
 
@@ -305,6 +325,7 @@ impl<L: Locker> Lock<L> {
             .map_or(Seen::Nothing, |f| Seen::from(f.latest()));
         let mut holders = Vec::new();
         let mut woken = false;
+        let mut watched = Watched::default();
         loop {
             let record = match std::mem::replace(&mut seen, Seen::Nothing) {
                 Seen::Absent => None,
@@ -322,8 +343,12 @@ impl<L: Locker> Lock<L> {
                 },
             };
             failures.reset();
-            match self.decide(record.as_ref(), clock.now())? {
-                Acquire::Busy(busy) => holders = busy,
+            let unchanged = watched.observe(record.as_ref(), &self.holder);
+            let held = match self.decide(record.as_ref(), clock.now(), Some(&unchanged))? {
+                Acquire::Busy(busy) => {
+                    holders = busy;
+                    record
+                }
                 Acquire::Take { .. } if woken && feed.is_some() => {
                     // Others were woken by the same change: spread the writes, and look again.
                     woken = false;
@@ -370,14 +395,25 @@ impl<L: Locker> Lock<L> {
                         Err(err) => return Err(err),
                     }
                 }
-            }
+            };
             // Held: wait for a change, for the earliest lease to end, or to poll again.
             let now = clock.now();
-            let lease_end = holders
-                .iter()
-                .filter_map(|h| h.expires)
-                .min()
-                .map(|at| (at - now).to_std().unwrap_or(Duration::ZERO));
+            let unchanged = watched.unchanged();
+            let judgement = self.judgement(Some(&unchanged));
+            // When the last of the other leases ends for this waiter (`None`: never).
+            let lease_end = held
+                .as_ref()
+                .map(|r| {
+                    r.state
+                        .leases()
+                        .values()
+                        .filter(|l| l.holder() != self.holder)
+                        .map(|l| judgement.remaining(l, now))
+                        .max()
+                        .unwrap_or(Duration::ZERO)
+                })
+                .filter(|d| *d != Duration::MAX)
+                .map(|d| d + Duration::from_millis(1));
             let watching = feed.is_some();
             let poll = (!watching).then(|| {
                 polls.after(&Error::Contended {
@@ -413,6 +449,7 @@ impl<L: Locker> Lock<L> {
         &self,
         record: Option<&Record<L::Version>>,
         now: chrono::DateTime<chrono::Utc>,
+        unchanged_for: Option<&BTreeMap<String, Duration>>,
     ) -> Result<Acquire, Error> {
         let empty = crate::state::LockState::empty(&self.name);
         let (state, reservation) = match record {
@@ -425,8 +462,19 @@ impl<L: Locker> Lock<L> {
             tags: &self.tags,
             reset_tags: self.reset_tags,
             force: self.force.as_ref(),
+            judgement: self.judgement(unchanged_for),
         };
         rules::acquire(&self.name, state, reservation, intent, now)
+    }
+
+    fn judgement<'a>(
+        &self,
+        unchanged_for: Option<&'a BTreeMap<String, Duration>>,
+    ) -> Judgement<'a> {
+        Judgement {
+            skew_allowance: self.skew_allowance,
+            unchanged_for,
+        }
     }
 
     fn guard(
@@ -465,7 +513,7 @@ impl<L: Locker> Lock<L> {
         let clock = self.locker.clock();
         for _ in 0..MAX_CAS_ATTEMPTS {
             let record = self.locker.read(&self.name).await?;
-            match self.decide(record.as_ref(), clock.now())? {
+            match self.decide(record.as_ref(), clock.now(), None)? {
                 Acquire::Busy(holders) => {
                     return Err(Error::Held {
                         lock: self.name.clone(),
@@ -507,6 +555,41 @@ impl<L: Locker> Lock<L> {
 /// The smallest and largest random spread of the attempts of woken waiters.
 const HERD_SPREAD_MIN: Duration = Duration::from_millis(25);
 const HERD_SPREAD_MAX: Duration = Duration::from_secs(1);
+
+/// The other holders' leases as this waiter has watched them: since when each has been seen
+/// unchanged, on the waiter's own monotonic clock.
+#[derive(Default)]
+struct Watched {
+    since: BTreeMap<String, (crate::gotime::GoTime, Instant)>,
+}
+
+impl Watched {
+    /// Notes the leases of `record` and returns how long each has been seen unchanged.
+    fn observe<V>(&mut self, record: Option<&Record<V>>, me: &str) -> BTreeMap<String, Duration> {
+        let now = Instant::now();
+        let leases = record.map(|r| r.state.leases());
+        self.since.retain(|holder, (expires, _)| {
+            leases
+                .and_then(|l| l.get(holder))
+                .is_some_and(|lease| lease.expires() == *expires)
+        });
+        for lease in leases.into_iter().flat_map(|l| l.values()) {
+            if lease.holder() != me {
+                self.since
+                    .entry(lease.holder().to_owned())
+                    .or_insert((lease.expires(), now));
+            }
+        }
+        self.unchanged()
+    }
+
+    fn unchanged(&self) -> BTreeMap<String, Duration> {
+        self.since
+            .iter()
+            .map(|(holder, (_, since))| (holder.clone(), since.elapsed()))
+            .collect()
+    }
+}
 
 /// What a waiter knows of the lock without reading it.
 enum Seen<V> {

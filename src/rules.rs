@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::gotime::GoTime;
-use crate::info::{Holder, LockInfo, live_holders};
+use std::collections::BTreeMap;
+
+use crate::info::{Holder, LockInfo};
 use crate::locker::Reservation;
 use crate::state::{Lease, LockState, MUTEX};
 
@@ -24,6 +26,63 @@ pub(crate) struct Intent<'a> {
     pub(crate) tags: &'a [String],
     pub(crate) reset_tags: bool,
     pub(crate) force: Option<&'a Condition>,
+    pub(crate) judgement: Judgement<'a>,
+}
+
+/// How a contender judges whether another holder's lease has ended, without trusting that
+/// holder's clock too far.
+///
+/// A lease of another holder is live while either holds:
+/// - by the contender's wall clock, `now < expires + skew_allowance`: a contender whose clock
+///   runs ahead of the holder's by up to the allowance still waits for the real end;
+/// - the contender has watched the lease and seen it unchanged for less than the lease's
+///   duration (client-go's rule: elapsed time on the contender's own monotonic clock, which
+///   no skew affects). Only leases written by this crate say their duration.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Judgement<'a> {
+    pub(crate) skew_allowance: Duration,
+    /// For each other holder, how long this contender has seen its lease unchanged (when it
+    /// has been watching; `None` for a single attempt).
+    pub(crate) unchanged_for: Option<&'a BTreeMap<String, Duration>>,
+}
+
+impl Judgement<'_> {
+    /// How long until `lease` of another holder has ended for this contender (zero: it has).
+    pub(crate) fn remaining(&self, lease: &Lease, now: DateTime<Utc>) -> Duration {
+        if lease.expires.is_forever() {
+            return Duration::MAX;
+        }
+        let by_wall = (lease.expires.to_utc() - now)
+            .to_std()
+            .map_or(Duration::ZERO, |left| left + self.skew_allowance);
+        let by_wall = if lease.expires.to_utc() <= now {
+            // Ended by the wall clock: the allowance still counts from the end.
+            let since = (now - lease.expires.to_utc())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            self.skew_allowance.saturating_sub(since)
+        } else {
+            by_wall
+        };
+        let by_watch = match (
+            lease.duration(),
+            self.unchanged_for.and_then(|m| m.get(&lease.instance_id)),
+        ) {
+            (Some(duration), Some(seen)) => duration.saturating_sub(*seen),
+            _ => Duration::ZERO,
+        };
+        by_wall.max(by_watch)
+    }
+
+    /// The holders other than `me` whose leases have not ended for this contender.
+    pub(crate) fn others(&self, state: &LockState, me: &str, now: DateTime<Utc>) -> Vec<Holder> {
+        state
+            .leases
+            .values()
+            .filter(|lease| lease.instance_id != me && !self.remaining(lease, now).is_zero())
+            .map(|lease| Holder::new(&lease.instance_id, lease.expires))
+            .collect()
+    }
 }
 
 /// The decision on an acquire.
@@ -39,6 +98,11 @@ pub(crate) enum Acquire {
     },
     /// Someone else holds it.
     Busy(Vec<Holder>),
+}
+
+/// The duration to record in a lease (`None` for no expiry).
+fn duration_millis(duration: Duration) -> Option<u64> {
+    (!duration.is_zero()).then(|| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// When a lease taken at `now` for `duration` ends.
@@ -90,10 +154,7 @@ pub(crate) fn acquire(
     now: DateTime<Utc>,
 ) -> Result<Acquire, Error> {
     check_kind(name, state)?;
-    let others: Vec<Holder> = live_holders(state, now)
-        .into_iter()
-        .filter(|h| h.id != intent.holder)
-        .collect();
+    let others = intent.judgement.others(state, intent.holder, now);
     let forced = !others.is_empty()
         && intent
             .force
@@ -123,6 +184,7 @@ pub(crate) fn acquire(
         Lease {
             instance_id: intent.holder.to_owned(),
             expires,
+            duration_millis: duration_millis(intent.duration),
         },
     );
     if !renewed {
@@ -161,6 +223,7 @@ pub(crate) fn renew(
         Lease {
             instance_id: holder.to_owned(),
             expires,
+            duration_millis: duration_millis(duration),
         },
     );
     Ok((next, expires))
@@ -200,6 +263,7 @@ mod tests {
             Lease {
                 instance_id: holder.into(),
                 expires: GoTime::parse(expires).unwrap(),
+                duration_millis: Some(30_000),
             },
         );
         state.fencing_token = 4;
@@ -213,6 +277,7 @@ mod tests {
             tags,
             reset_tags: false,
             force,
+            judgement: Judgement::default(),
         }
     }
 
@@ -352,6 +417,49 @@ mod tests {
                 Err(Error::Lost { .. })
             ));
         }
+    }
+
+    #[test]
+    fn contenders_allow_for_skew_and_trust_their_own_elapsed_time() {
+        let state = held_by("other", "2026-11-22T10:00:00Z");
+        let mut judgement = Judgement {
+            skew_allowance: Duration::from_secs(2),
+            unchanged_for: None,
+        };
+        let lease = &state.leases["other"];
+        // Ended by the wall clock one second ago, but within the allowance.
+        assert_eq!(
+            judgement.remaining(lease, t("2026-11-22T10:00:01Z")),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            judgement.remaining(lease, t("2026-11-22T09:59:50Z")),
+            Duration::from_secs(12)
+        );
+        assert!(
+            judgement
+                .remaining(lease, t("2026-11-22T10:00:02Z"))
+                .is_zero()
+        );
+        // A contender that watched it unchanged for 10 s of a 30 s lease waits 20 s more,
+        // however far its clock is ahead.
+        let seen = BTreeMap::from([("other".to_owned(), Duration::from_secs(10))]);
+        judgement.unchanged_for = Some(&seen);
+        assert_eq!(
+            judgement.remaining(lease, t("2027-01-01T00:00:00Z")),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            judgement
+                .others(&state, "me", t("2027-01-01T00:00:00Z"))
+                .len(),
+            1
+        );
+        let forever = held_by("other", GoTime::FOREVER_STR);
+        assert_eq!(
+            judgement.remaining(&forever.leases["other"], t(NOW)),
+            Duration::MAX
+        );
     }
 
     #[test]

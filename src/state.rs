@@ -18,6 +18,14 @@ pub struct Lease {
     pub(crate) instance_id: String,
     /// When the lease ends: it is live while `now < expires`.
     pub(crate) expires: GoTime,
+    /// How long the lease was taken for, in milliseconds (added by this crate; Go leases do
+    /// not say). Contenders use it to judge expiry by their own elapsed time.
+    #[serde(
+        rename = "durationMillis",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) duration_millis: Option<u64>,
 }
 
 impl Lease {
@@ -31,6 +39,12 @@ impl Lease {
     #[must_use]
     pub fn expires(&self) -> GoTime {
         self.expires
+    }
+
+    /// How long the lease was taken for, when the writer said (this crate does; Go does not).
+    #[must_use]
+    pub fn duration(&self) -> Option<std::time::Duration> {
+        self.duration_millis.map(std::time::Duration::from_millis)
     }
 }
 

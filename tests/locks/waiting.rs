@@ -352,3 +352,121 @@ async fn without_watch_rights_waiters_poll() {
         "the forbidden watch is not retried: {forbidden}"
     );
 }
+
+/// A process whose wall clock runs `ahead` of everyone else's.
+#[derive(Debug)]
+struct Ahead {
+    base: Arc<TokioClock>,
+    ahead: Duration,
+}
+
+impl lockheed::clock::Clock for Ahead {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.base.now() + chrono::Duration::from_std(self.ahead).unwrap()
+    }
+}
+
+fn skewed(server: &FakeApiServer, token: &str, ahead: Duration) -> KubeLocker {
+    KubeLocker::new(server.client_for_token(token), "default").with_clock(Arc::new(Ahead {
+        base: clock(),
+        ahead,
+    }))
+}
+
+/// Alice holds a 10 s lease and is cut off from the server; bob, whose clock is `ahead`,
+/// tries every 100 ms. Returns (when alice's `lost` fired, when bob took the lock), on the
+/// true clock.
+async fn single_attempts_against_a_stranded_holder(
+    ahead: Duration,
+) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    use lockheed::clock::Clock;
+    let server = FakeApiServer::start().await.unwrap();
+    let alice = Lock::new("skew", process(&server, "alice"))
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    server.inject(
+        Fault::reset_connection()
+            .always()
+            .on(RequestMatcher::any().token("alice")),
+    );
+    let lost = tokio::spawn({
+        let lost = alice.lost();
+        async move {
+            lost.await;
+            clock().now()
+        }
+    });
+    let bob = Lock::new("skew", skewed(&server, "bob", ahead));
+    let taken_at = loop {
+        match bob.try_acquire().await {
+            Ok(guard) => {
+                guard.forget();
+                break clock().now();
+            }
+            Err(err) => assert!(err.is_held(), "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let lost_at = tokio::time::timeout(60 * SECOND, lost)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(alice);
+    (lost_at, taken_at)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_contender_ahead_within_the_allowance_never_takes_a_trusted_lease() {
+    // 2.5 s ahead: the 2 s allowance plus the holder's margin (a tenth of 10 s) cover it.
+    let (lost_at, taken_at) =
+        single_attempts_against_a_stranded_holder(Duration::from_millis(2500)).await;
+    assert!(
+        lost_at < taken_at,
+        "alice gave up at {lost_at}, bob took it at {taken_at}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skew_beyond_the_allowance_is_unsafe_for_single_attempts_as_documented() {
+    // 5 s ahead: more than the allowance plus the margin. A single attempt has only its clock
+    // to go by, and takes the lease while alice still trusts it: the documented limit.
+    let (lost_at, taken_at) = single_attempts_against_a_stranded_holder(5 * SECOND).await;
+    assert!(
+        taken_at < lost_at,
+        "expected the documented overlap: {taken_at} vs {lost_at}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_contender_is_safe_from_any_skew() {
+    use lockheed::clock::Clock;
+    let server = FakeApiServer::start().await.unwrap();
+    let alice = Lock::new("skew", process(&server, "alice"))
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    // An hour ahead, bob sees alice's lease as long over, but waits: he has to see it
+    // unchanged for its whole duration, and alice renews it every 2 s.
+    let bob = Lock::new("skew", skewed(&server, "bob", 3600 * SECOND));
+    let err = bob.acquire_timeout(30 * SECOND).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(!alice.is_lost());
+    // Alice is cut off: bob takes over only after alice has given up.
+    server.inject(
+        Fault::reset_connection()
+            .always()
+            .on(RequestMatcher::any().token("alice")),
+    );
+    let guard = bob.acquire().await.unwrap();
+    let taken_at = clock().now();
+    assert!(
+        alice.is_lost(),
+        "alice gave up before bob took it at {taken_at}"
+    );
+    assert!(guard.token() > 1);
+}
