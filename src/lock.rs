@@ -231,11 +231,21 @@ impl<L: Locker> Lock<L> {
     /// [`Error::Corrupt`] and [`Error::WrongKind`] for a state this crate must not overwrite;
     /// the backend's errors.
     ///
+    /// # Re-entry
+    ///
+    /// Taking a lock this holder already holds (with this `Lock` or another with the same
+    /// [holder identity](Self::with_holder)) renews the lease and returns a second guard with
+    /// the same token. Both guards stand for the one lease: the first release (or drop) ends
+    /// it, after which the other guard's [`release`](LockGuard::release) returns
+    /// [`Error::Lost`] and its [`lost`](LockGuard::lost) fires at its next renewal.
+    ///
     /// # Cancel safety
     ///
-    /// If the future is dropped after the write that takes the lock but before it returns,
-    /// the lease stays until it expires (after one duration; never, with a zero duration) or
-    /// until this holder takes the lock again.
+    /// Cancel safe. If the future is dropped while its write is in flight, or the write fails
+    /// in a way that leaves its outcome unknown (a timeout, a 5xx after the server acted), a
+    /// background task removes the lease should the write have happened, so no lease is left
+    /// behind (if the server cannot be reached for that either, the lease ends by itself:
+    /// after one duration, or never with a zero duration).
     pub async fn try_acquire(&self) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.try_acquire", lock = %self.name, holder = %self.holder);
@@ -259,11 +269,16 @@ impl<L: Locker> Lock<L> {
     /// [`try_acquire`](Self::try_acquire), except [`Error::Held`] and transient errors, which
     /// make it wait.
     ///
+    /// # Re-entry
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future while it waits leaves nothing behind. Dropping it in
-    /// the moment it writes the lease leaves a lease that ends after one duration (or, with a
-    /// zero duration, when this holder takes the lock again and releases it).
+    /// Cancel safe: dropping the future while it waits leaves nothing behind, and dropping it
+    /// while it writes is handled as for [`try_acquire`](Self::try_acquire). A write whose
+    /// outcome is unknown is reconciled by the next attempt: if it took the lock, `acquire`
+    /// carries on with that lease and token.
     pub async fn acquire(&self) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.acquire", lock = %self.name, holder = %self.holder);
@@ -326,6 +341,7 @@ impl<L: Locker> Lock<L> {
         let mut holders = Vec::new();
         let mut woken = false;
         let mut watched = Watched::default();
+        let mut maybe_written: Option<CancelCleanup<L>> = None;
         loop {
             let record = match std::mem::replace(&mut seen, Seen::Nothing) {
                 Seen::Absent => None,
@@ -368,8 +384,12 @@ impl<L: Locker> Lock<L> {
                     renewed,
                 } => {
                     let version = record.as_ref().map(|r| &r.version);
-                    match self.locker.write(&self.name, version, &state).await {
+                    match self.write_take(version, &state, token, renewed).await {
                         Ok(Written::Stored(version)) => {
+                            if let Some(cleanup) = maybe_written.as_mut() {
+                                // This is the lease the earlier, ambiguous write may have made.
+                                cleanup.armed = false;
+                            }
                             return Ok(self.guard(
                                 version,
                                 state,
@@ -387,6 +407,12 @@ impl<L: Locker> Lock<L> {
                         }
                         Err(err) if err.is_transient() => {
                             tracing::debug!(error = %err, "taking the lock failed; retrying");
+                            // The write may have happened. The next attempt finds out (and
+                            // carries on with that lease); if there is none, because this
+                            // acquire fails or is dropped first, the lease is removed.
+                            if !renewed {
+                                maybe_written = Some(self.cleanup(token));
+                            }
                             until(deadline, tokio::time::sleep(failures.after(&err)))
                                 .await
                                 .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
@@ -442,6 +468,34 @@ impl<L: Locker> Lock<L> {
                     snapshot => seen = Seen::from(snapshot),
                 }
             }
+        }
+    }
+
+    /// Writes a state that takes the lock. If the future is dropped before the write's outcome
+    /// is known (the caller gave up), a background task removes the lease should the write
+    /// have happened after all: a cancelled acquire leaves no lease behind.
+    async fn write_take(
+        &self,
+        version: Option<&L::Version>,
+        state: &crate::state::LockState,
+        token: u64,
+        renewed: bool,
+    ) -> Result<Written<L::Version>, Error> {
+        let mut cleanup = self.cleanup(token);
+        // A renewal extends a lease another guard of this holder owns: leave it.
+        cleanup.armed = !renewed;
+        let written = self.locker.write(&self.name, version, state).await;
+        cleanup.armed = false;
+        written
+    }
+
+    fn cleanup(&self, token: u64) -> CancelCleanup<L> {
+        CancelCleanup {
+            armed: true,
+            locker: self.locker.clone(),
+            name: self.name.clone(),
+            holder: self.holder.clone(),
+            token,
         }
     }
 
@@ -527,7 +581,16 @@ impl<L: Locker> Lock<L> {
                     renewed,
                 } => {
                     let version = record.as_ref().map(|r| &r.version);
-                    match self.locker.write(&self.name, version, &state).await? {
+                    let written = self.write_take(version, &state, token, renewed).await;
+                    if let Err(err) = &written
+                        && err.is_transient()
+                        && !renewed
+                    {
+                        // The write may have happened: since this attempt fails, do not leave
+                        // its lease behind (dropping an armed cleanup removes it).
+                        drop(self.cleanup(token));
+                    }
+                    match written? {
                         Written::Stored(version) => {
                             return Ok(self.guard(
                                 version,
@@ -555,6 +618,67 @@ impl<L: Locker> Lock<L> {
 /// The smallest and largest random spread of the attempts of woken waiters.
 const HERD_SPREAD_MIN: Duration = Duration::from_millis(25);
 const HERD_SPREAD_MAX: Duration = Duration::from_secs(1);
+
+/// Removes the lease of an acquire that was cancelled while its write was in flight.
+struct CancelCleanup<L: Locker> {
+    armed: bool,
+    locker: L,
+    name: String,
+    holder: String,
+    token: u64,
+}
+
+impl<L: Locker> Drop for CancelCleanup<L> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (locker, name, holder, token) = (
+            self.locker.clone(),
+            std::mem::take(&mut self.name),
+            std::mem::take(&mut self.holder),
+            self.token,
+        );
+        let span =
+            tracing::info_span!("lockheed.cancelled_acquire", lock = %name, holder = %holder);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(remove_if_ours(locker, name, holder, token).instrument(span));
+        } else {
+            let _entered = span.enter();
+            tracing::warn!(
+                "acquire cancelled outside a Tokio runtime; a lease it may have written ends by itself"
+            );
+        }
+    }
+}
+
+/// Removes `holder`'s lease of acquisition `token`, if the lock has one.
+async fn remove_if_ours<L: Locker>(locker: L, name: String, holder: String, token: u64) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let outcome = match locker.read(&name).await {
+            Ok(Some(record)) => match rules::release(&record.state, &holder, token, &[], false) {
+                Some(next) => locker.write(&name, Some(&record.version), &next).await,
+                // Not written after all, or already gone.
+                None => return,
+            },
+            Ok(None) => return,
+            Err(err) => Err(err),
+        };
+        match outcome {
+            Ok(Written::Stored(_)) => {
+                tracing::debug!("removed the lease of a cancelled acquire");
+                return;
+            }
+            Ok(Written::Conflict) => {}
+            Err(err) if err.is_transient() => tokio::time::sleep(backoff.after(&err)).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot remove the lease of a cancelled acquire; it ends by itself");
+                return;
+            }
+        }
+    }
+}
 
 /// The other holders' leases as this waiter has watched them: since when each has been seen
 /// unchanged, on the waiter's own monotonic clock.

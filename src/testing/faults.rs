@@ -200,9 +200,9 @@ impl Fault {
     }
 
     /// Handles the request first, and only then fails it (with the status, or by dropping the
-    /// connection): the write is committed but the client does not learn it. This is the
-    /// ambiguous outcome (a timeout after the server acted) that correct clients must survive.
-    /// No effect on latency and hang faults.
+    /// connection) or delays its answer (latency): the write is committed but the client does
+    /// not learn it, or learns it late. This is the ambiguous outcome (a timeout after the
+    /// server acted) that correct clients must survive. No effect on hang faults.
     pub fn after_commit(mut self) -> Self {
         self.after_commit = true;
         self
@@ -234,6 +234,8 @@ pub(crate) struct Decision {
     pub(crate) outcome: Option<Outcome>,
     /// Apply `outcome` after handling the request instead of in place of it.
     pub(crate) after_commit: bool,
+    /// Latency between handling the request and answering it.
+    pub(crate) latency_after: Duration,
 }
 
 #[derive(Debug)]
@@ -330,7 +332,12 @@ impl Faults {
                         self.rng
                             .below(u64::try_from(spread).unwrap_or(u64::MAX).saturating_add(1))
                     };
-                    decision.latency += *min + Duration::from_nanos(extra);
+                    let delay = *min + Duration::from_nanos(extra);
+                    if rule.after_commit {
+                        decision.latency_after += delay;
+                    } else {
+                        decision.latency += delay;
+                    }
                 }
                 Action::Status { .. } | Action::Reset | Action::Hang
                     if decision.outcome.is_some() =>

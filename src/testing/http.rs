@@ -354,6 +354,13 @@ async fn respond(
             .expect("a valid response"),
         Err(err) => error_response(&err),
     };
+    if !decision.latency_after.is_zero() {
+        // Committed; the answer takes its time (the client may give up meanwhile).
+        tokio::select! {
+            () = tokio::time::sleep(decision.latency_after) => {}
+            () = shared.shutdown.cancelled() => return Err(Dropped),
+        }
+    }
     match after_commit {
         // The request was handled; its answer is lost.
         Some(Outcome::Fail(err)) => Ok(error_response(&err)),

@@ -470,3 +470,69 @@ async fn a_waiting_contender_is_safe_from_any_skew() {
     );
     assert!(guard.token() > 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_acquire_leaves_no_lease_behind() {
+    let server = FakeApiServer::start().await.unwrap();
+    let locker = process(&server, "a");
+    // A lease without expiry would stay forever: the worst case for a lost write.
+    let lock = Lock::new("c", locker.clone()).with_duration(Duration::ZERO);
+    // The create is committed, but its answer comes too late for the caller, who gives up.
+    server.inject(
+        Fault::latency(5 * SECOND)
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Create)),
+    );
+    assert!(
+        tokio::time::timeout(SECOND, lock.try_acquire())
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(SECOND).await;
+    let info = locker.get("c").await.unwrap().expect("the create happened");
+    assert!(
+        !info.is_held(),
+        "the cancelled acquire's lease was removed: {info:?}"
+    );
+
+    // Waiting, then dropped while waiting: nothing to clean up, nothing left.
+    let holder = Lock::new("c", process(&server, "b"))
+        .try_acquire()
+        .await
+        .unwrap();
+    assert!(tokio::time::timeout(SECOND, lock.acquire()).await.is_err());
+    holder.release().await.unwrap();
+    assert!(!locker.get("c").await.unwrap().unwrap().is_held());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_write_is_reconciled_or_undone() {
+    let server = FakeApiServer::start().await.unwrap();
+    let locker = process(&server, "a");
+    let failing_create = || {
+        Fault::status(500)
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Create))
+    };
+
+    // try_acquire reports the failure, and does not leave the lease it may have written.
+    server.inject(failing_create());
+    let err = Lock::new("amb", locker.clone())
+        .with_duration(Duration::ZERO)
+        .try_acquire()
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    tokio::time::sleep(SECOND).await;
+    assert!(!locker.get("amb").await.unwrap().unwrap().is_held());
+
+    // acquire retries, finds its own lease, and carries on with it (same fencing token).
+    server.inject(failing_create());
+    let guard = Lock::new("amb2", locker.clone()).acquire().await.unwrap();
+    assert_eq!(guard.token(), 1);
+    tokio::time::sleep(5 * SECOND).await;
+    let info = locker.get("amb2").await.unwrap().unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(info.holders[0].id, guard.holder());
+    assert!(!guard.is_lost());
+}
