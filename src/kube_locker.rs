@@ -339,7 +339,9 @@ impl Locker for KubeLocker {
             Ok(stored) => Ok(Written::Stored(stored)),
             // 409: changed (or created) meanwhile; 404: deleted meanwhile. Either way the
             // caller re-reads and decides again.
-            Err(err) if is_status(&err, 409) || is_status(&err, 404) => Ok(Written::Conflict),
+            Err(err) if is_status(&err, 409) || (expected.is_some() && is_status(&err, 404)) => {
+                Ok(Written::Conflict)
+            }
             Err(err) => Err(self.kube_error(name, err)),
         }
     }

@@ -210,8 +210,10 @@ impl<L: Locker> Lock<L> {
         match self.renew_interval {
             None => Ok(Some(self.duration / 3)),
             Some(interval) if interval.is_zero() => Ok(None),
-            Some(interval) if interval >= self.duration => Err(self.invalid(format!(
-                "the renew interval ({interval:?}) must be shorter than the duration ({:?})",
+            // The guard gives up a tenth of the duration early: renewals must come before that.
+            Some(interval) if interval >= self.duration * 9 / 10 => Err(self.invalid(format!(
+                "the renew interval ({interval:?}) must be shorter than the duration ({:?}) \
+                 minus the tenth the guard keeps as a safety margin",
                 self.duration
             ))),
             Some(interval) => Ok(Some(interval)),
@@ -234,10 +236,11 @@ impl<L: Locker> Lock<L> {
     /// # Re-entry
     ///
     /// Taking a lock this holder already holds (with this `Lock` or another with the same
-    /// [holder identity](Self::with_holder)) renews the lease and returns a second guard with
-    /// the same token. Both guards stand for the one lease: the first release (or drop) ends
-    /// it, after which the other guard's [`release`](LockGuard::release) returns
-    /// [`Error::Lost`] and its [`lost`](LockGuard::lost) fires at its next renewal.
+    /// [holder identity](Self::with_holder)) succeeds at once with a new lease and a new,
+    /// higher token; the older guard has lost the lock: its renewal and
+    /// [`release`](LockGuard::release) fail with [`Error::Lost`] (and never remove the new
+    /// lease), and its [`lost`](LockGuard::lost) fires at its next renewal. Clones of a `Lock`
+    /// share the identity, so they do not exclude each other: give each task its own `Lock`.
     ///
     /// # Cancel safety
     ///

@@ -143,7 +143,7 @@ fn check_kind(name: &str, state: &LockState) -> Result<(), Error> {
 /// - A live lease of another holder blocks, unless the lock meets the intent's force
 ///   condition: then every other lease is removed (a takeover).
 /// - A live reservation by another client (a Go lockheed writer mid-write) blocks.
-/// - The caller's own live lease is renewed: same fencing token, new expiry.
+/// - The caller's own live lease is taken again: a new fencing token, a new expiry.
 /// - Otherwise the caller takes the lock: expired leases are dropped, the fencing token
 ///   advances by one, tags are merged (or reset).
 pub(crate) fn acquire(
@@ -187,9 +187,9 @@ pub(crate) fn acquire(
             duration_millis: duration_millis(intent.duration),
         },
     );
-    if !renewed {
-        next.fencing_token = state.fencing_token.saturating_add(1);
-    }
+    // Every acquisition gets its own token, a re-entry too: an older guard of the same holder
+    // then fails its renewal and release with Lost instead of removing the newer lease.
+    next.fencing_token = state.fencing_token.saturating_add(1);
     apply_tags(&mut next, intent.tags, intent.reset_tags);
     Ok(Acquire::Take {
         token: next.fencing_token,
@@ -318,7 +318,7 @@ mod tests {
     }
 
     #[test]
-    fn own_lease_is_renewed_with_the_same_token() {
+    fn own_lease_is_taken_again_with_a_new_token() {
         let mine = held_by("me", "2026-11-22T10:00:10Z");
         let Acquire::Take {
             token,
@@ -329,7 +329,7 @@ mod tests {
         else {
             panic!("re-entry renews")
         };
-        assert_eq!((token, renewed), (4, true));
+        assert_eq!((token, renewed), (5, true));
         assert_eq!(expires.to_string(), "2026-11-22T10:00:30Z");
     }
 

@@ -295,17 +295,30 @@ pub async fn fencing_tokens_increase_across_holders<H: Harness>() {
     assert_eq!(e.token(), last + 2);
 }
 
-pub async fn reacquiring_renews_with_the_same_token<H: Harness>() {
+pub async fn reacquiring_supersedes_the_older_guard<H: Harness>() {
     let h = H::new().await;
-    let l = lock(&h, "a", "alice").with_duration(10 * SECOND);
+    let l = lock(&h, "a", "alice")
+        .with_duration(10 * SECOND)
+        .with_renew_interval(SECOND);
     let first = l.try_acquire().await.unwrap();
     sleep(5).await;
     let second = l.try_acquire().await.unwrap();
-    assert_eq!(first.token(), second.token());
-    assert!(second.expires().await.unwrap() > first.expires().await.unwrap());
-    second.release().await.unwrap();
-    // Both guards stood for one lease; it is gone now.
+    assert!(second.token() > first.token());
+    // The older guard learns at its next renewal, and can never remove the newer lease.
+    tokio::time::timeout(5 * SECOND, first.lost())
+        .await
+        .expect("the older guard is lost");
     assert!(matches!(first.release().await, Err(Error::Lost { .. })));
+    assert_eq!(h.locker().get("a").await.unwrap().unwrap().holders.len(), 1);
+    // Dropping a guard and taking the lock again at once: the background release of the
+    // dropped guard must not remove the new lease.
+    drop(second);
+    let third = l.try_acquire().await.unwrap();
+    settle().await;
+    let info = h.locker().get("a").await.unwrap().unwrap();
+    assert_eq!(info.holders.len(), 1, "{info:?}");
+    assert!(!third.is_lost());
+    third.release().await.unwrap();
 }
 
 pub async fn lost_fires_when_renewals_are_refused<H: Harness>() {
@@ -443,7 +456,7 @@ macro_rules! suite {
                 force_takes_over_by_tag_and_the_loser_is_told,
                 list_with_nested_conditions,
                 fencing_tokens_increase_across_holders,
-                reacquiring_renews_with_the_same_token,
+                reacquiring_supersedes_the_older_guard,
                 lost_fires_when_renewals_are_refused,
                 bad_settings_are_refused_before_any_request,
                 corrupt_state_is_reported_and_never_overwritten,

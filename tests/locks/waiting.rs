@@ -526,13 +526,75 @@ async fn an_ambiguous_write_is_reconciled_or_undone() {
     tokio::time::sleep(SECOND).await;
     assert!(!locker.get("amb").await.unwrap().unwrap().is_held());
 
-    // acquire retries, finds its own lease, and carries on with it (same fencing token).
+    // acquire retries, finds its own lease, and carries on with it.
     server.inject(failing_create());
     let guard = Lock::new("amb2", locker.clone()).acquire().await.unwrap();
-    assert_eq!(guard.token(), 1);
     tokio::time::sleep(5 * SECOND).await;
     let info = locker.get("amb2").await.unwrap().unwrap();
     assert_eq!(info.holders.len(), 1);
     assert_eq!(info.holders[0].id, guard.holder());
     assert!(!guard.is_lost());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_down_for_longer_than_the_lease_leaves_one_holder_after() {
+    let server = FakeApiServer::start().await.unwrap();
+    let alice = Lock::new("down", process(&server, "alice"))
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    let expires = alice.expires().await.unwrap();
+    let bob = tokio::spawn({
+        let lock = Lock::new("down", process(&server, "bob"));
+        async move { lock.acquire().await.unwrap() }
+    });
+    tokio::time::sleep(SECOND).await;
+    // Everyone is cut off for 30 s, three times the lease.
+    server.partition_for(30 * SECOND);
+    let lost_at = tokio::time::timeout(60 * SECOND, async {
+        alice.lost().await;
+        lockheed::clock::Clock::now(clock().as_ref())
+    })
+    .await
+    .expect("lost fires");
+    assert!(
+        lost_at < expires,
+        "lost at {lost_at}, the lease ended at {expires}"
+    );
+    let bob = tokio::time::timeout(120 * SECOND, bob)
+        .await
+        .expect("bob gets it after the partition")
+        .unwrap();
+    assert!(matches!(alice.release().await, Err(Error::Lost { .. })));
+    let info = process(&server, "x").get("down").await.unwrap().unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(info.holders[0].id, bob.holder());
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_errors_are_returned_at_once() {
+    let server = FakeApiServer::start().await.unwrap();
+    // A namespace that does not exist: 404 on the create, not a reason to wait.
+    let nowhere = KubeLocker::new(server.client(), "nowhere").with_clock(clock());
+    let started = Instant::now();
+    let err = Lock::new("x", nowhere).acquire().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 404),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    assert!(started.elapsed() < SECOND);
+    // No rights at all: 403 at once.
+    server.set_access_control(Some(AccessControl::new().user("nobody", "nobody")));
+    let err = Lock::new("x", process(&server, "nobody"))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 403),
+        "{err}"
+    );
+    assert!(err.to_string().contains("default/lockheed-x"), "{err}");
 }
