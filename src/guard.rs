@@ -206,7 +206,8 @@ impl<L: Locker> LockGuard<L> {
         self.released = true;
         self.shared.stop.cancel();
         if let Some(renewal) = self.renewal.take() {
-            // It stops at its next await; a renewal in flight finishes first.
+            // It stops at its next await (a renewal in flight is abandoned: its write either
+            // happened, and the release below sees it, or did not).
             let _ = renewal.await;
         }
         let span = tracing::info_span!(

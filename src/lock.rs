@@ -97,8 +97,9 @@ impl<L: Locker> Lock<L> {
     }
 
     /// How often the guard renews its lease; zero turns renewal off (the lease then ends
-    /// after one duration, and [`LockGuard::lost`] fires). Must be shorter than the duration.
-    /// Default: a third of the duration.
+    /// after one duration, and [`LockGuard::lost`] fires). Must be shorter than nine tenths of
+    /// the duration (the guard gives up the last tenth early). Default: a third of the
+    /// duration.
     pub fn with_renew_interval(mut self, interval: Duration) -> Self {
         self.renew_interval = Some(interval);
         self
