@@ -169,6 +169,9 @@ impl<L: Locker> LockGuard<L> {
     /// another holder can take the lock), or another holder took it over by force. It never
     /// resolves for a guard that keeps its lock.
     ///
+    /// A lease without expiry (zero duration) is never renewed, so nothing notices a forced
+    /// takeover of it: `lost` does not fire then. Use a finite duration where that matters.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only waits.

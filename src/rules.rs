@@ -189,7 +189,13 @@ pub(crate) fn acquire(
     );
     // Every acquisition gets its own token, a re-entry too: an older guard of the same holder
     // then fails its renewal and release with Lost instead of removing the newer lease.
-    next.fencing_token = state.fencing_token.saturating_add(1);
+    next.fencing_token = state
+        .fencing_token
+        .checked_add(1)
+        .ok_or_else(|| Error::Corrupt {
+            object: name.to_owned(),
+            reason: "the fencing token is at its maximum and cannot advance".to_owned(),
+        })?;
     apply_tags(&mut next, intent.tags, intent.reset_tags);
     Ok(Acquire::Take {
         token: next.fencing_token,
@@ -460,6 +466,16 @@ mod tests {
             judgement.remaining(&forever.leases["other"], t(NOW)),
             Duration::MAX
         );
+    }
+
+    #[test]
+    fn a_token_that_cannot_advance_is_an_error_not_a_repeat() {
+        let mut state = LockState::empty("x");
+        state.fencing_token = u64::MAX;
+        assert!(matches!(
+            acquire("x", &state, None, intent("me", &[], None), t(NOW)),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
