@@ -265,12 +265,8 @@ async fn what_we_write_is_go_lockheeds_format() {
         .try_acquire()
         .await
         .unwrap();
-    let state = state_of(&c.get("lockheed-fmt").await);
+    let state = self::state(&c.get("lockheed-fmt").await);
     assert_eq!(state["leases"]["x"]["expires"], "9999-12-31T23:59:59Z");
-}
-
-fn state_of(cm: &ConfigMap) -> serde_json::Value {
-    state(cm)
 }
 
 #[tokio::test(start_paused = true)]

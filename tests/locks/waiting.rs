@@ -29,6 +29,16 @@ fn clock() -> Arc<TokioClock> {
     })
 }
 
+/// Alice, holding lock `name` with a 10 s lease renewed every 2 s.
+async fn renewing_holder(server: &FakeApiServer, name: &str) -> lockheed::LockGuard<KubeLocker> {
+    Lock::new(name, process(server, "alice"))
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap()
+}
+
 /// A locker with its own client: another process, as far as the server can tell.
 fn process(server: &FakeApiServer, token: &str) -> KubeLocker {
     KubeLocker::new(server.client_for_token(token), "default").with_clock(clock())
@@ -196,12 +206,7 @@ async fn a_silent_partition_loses_the_lock_before_the_lease_ends() {
 #[tokio::test(start_paused = true)]
 async fn transient_failures_during_renewal_are_retried() {
     let server = FakeApiServer::start().await.unwrap();
-    let alice = Lock::new("r", process(&server, "alice"))
-        .with_duration(10 * SECOND)
-        .with_renew_interval(2 * SECOND)
-        .try_acquire()
-        .await
-        .unwrap();
+    let alice = renewing_holder(&server, "r").await;
     // Three failed renewals in a row (kube itself retries 503s, so use 500s and a 429).
     server.inject(
         Fault::status(500)
@@ -381,12 +386,7 @@ async fn single_attempts_against_a_stranded_holder(
 ) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
     use lockheed::clock::Clock;
     let server = FakeApiServer::start().await.unwrap();
-    let alice = Lock::new("skew", process(&server, "alice"))
-        .with_duration(10 * SECOND)
-        .with_renew_interval(2 * SECOND)
-        .try_acquire()
-        .await
-        .unwrap();
+    let alice = renewing_holder(&server, "skew").await;
     server.inject(
         Fault::reset_connection()
             .always()
@@ -444,12 +444,7 @@ async fn a_skew_beyond_the_allowance_is_unsafe_for_single_attempts_as_documented
 async fn a_waiting_contender_is_safe_from_any_skew() {
     use lockheed::clock::Clock;
     let server = FakeApiServer::start().await.unwrap();
-    let alice = Lock::new("skew", process(&server, "alice"))
-        .with_duration(10 * SECOND)
-        .with_renew_interval(2 * SECOND)
-        .try_acquire()
-        .await
-        .unwrap();
+    let alice = renewing_holder(&server, "skew").await;
     // An hour ahead, bob sees alice's lease as long over, but waits: he has to see it
     // unchanged for its whole duration, and alice renews it every 2 s.
     let bob = Lock::new("skew", skewed(&server, "bob", 3600 * SECOND));
@@ -539,12 +534,7 @@ async fn an_ambiguous_write_is_reconciled_or_undone() {
 #[tokio::test(start_paused = true)]
 async fn a_server_down_for_longer_than_the_lease_leaves_one_holder_after() {
     let server = FakeApiServer::start().await.unwrap();
-    let alice = Lock::new("down", process(&server, "alice"))
-        .with_duration(10 * SECOND)
-        .with_renew_interval(2 * SECOND)
-        .try_acquire()
-        .await
-        .unwrap();
+    let alice = renewing_holder(&server, "down").await;
     let expires = alice.expires().await.unwrap();
     let bob = tokio::spawn({
         let lock = Lock::new("down", process(&server, "bob"));
