@@ -99,13 +99,12 @@ mod tests {
             name: "x".into(),
             kind: "mutex".into(),
             holders: if held {
-                vec![Holder {
-                    id: "h".into(),
-                    expires: None,
-                }]
+                vec![Holder::reserved("h", chrono::DateTime::UNIX_EPOCH)]
             } else {
                 Vec::new()
             },
+            max_holders: Some(1),
+            waiting_writers: Vec::new(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             fencing_token: 0,
         }

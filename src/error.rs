@@ -37,12 +37,14 @@ pub enum Error {
 
     /// The lock is of a kind this operation cannot take (written by a newer version of this
     /// crate or by another tool). It is never overwritten.
-    #[error("lock {lock:?} is a {kind:?} lock, not a mutex")]
+    #[error("lock {lock:?} is a {kind:?} lock, not a {wanted}")]
     WrongKind {
         /// The lock's name.
         lock: String,
         /// The stored `lockType`.
         kind: String,
+        /// The kind the caller asked for (`mutex`, `semaphore` or `rwlock`).
+        wanted: &'static str,
     },
 
     /// The stored state does not parse. The object is never overwritten by an acquire.
@@ -201,10 +203,10 @@ mod tests {
     fn messages_are_lowercase_and_name_things() {
         let held = Error::Held {
             lock: "db".into(),
-            holders: vec![Holder {
-                id: "a".into(),
-                expires: None,
-            }],
+            holders: vec![Holder::from_lease(
+                &crate::state::Lease::new("a", crate::gotime::GoTime::forever()),
+                false,
+            )],
         };
         assert_eq!(held.to_string(), "lock \"db\" is held by a with no expiry");
         assert!(held.is_held());

@@ -49,6 +49,7 @@ struct Held<V> {
 struct Shared<L: Locker> {
     settings: Settings,
     token: u64,
+    max_holders: Option<u32>,
     locker: L,
     clock: Arc<dyn Clock>,
     held: Mutex<Held<L::Version>>,
@@ -107,6 +108,7 @@ impl<L: Locker> LockGuard<L> {
     pub(crate) fn start(settings: Settings, locker: L, acquired: Acquired<L::Version>) -> Self {
         let shared = Arc::new(Shared {
             token: acquired.token,
+            max_holders: crate::kind::capacity(&acquired.state),
             clock: locker.clock(),
             locker,
             held: Mutex::new(Held {
@@ -140,6 +142,14 @@ impl<L: Locker> LockGuard<L> {
     #[must_use]
     pub fn token(&self) -> u64 {
         self.shared.token
+    }
+
+    /// The most holders the lock admits at once, as stored when this guard took it: 1 for a
+    /// mutex, the capacity of a semaphore (the stored one, which wins over the caller's
+    /// [`with_max_holders`](crate::Lock::with_max_holders)), `None` for a read/write lock.
+    #[must_use]
+    pub fn max_holders(&self) -> Option<u32> {
+        self.shared.max_holders
     }
 
     /// The lock's name.

@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 
 use crate::gotime::GoTime;
-use crate::state::LockState;
+use crate::kind;
+use crate::state::{Lease, LockState};
 
-/// A holder of a lock and its lease.
+/// A holder of a lock and its lease (or a writer waiting for a read/write lock).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Holder {
@@ -13,15 +14,48 @@ pub struct Holder {
     pub id: String,
     /// When the lease ends, or `None` for a lock taken with a zero duration (no expiry).
     pub expires: Option<DateTime<Utc>>,
+    /// When the holder took the lock, if the writer recorded it (this crate and kube-lock do).
+    pub since: Option<DateTime<Utc>>,
+    /// Why the holder took the lock, if it said.
+    pub reason: Option<String>,
+    /// The fencing token of the holder's acquisition, if the writer recorded it.
+    pub token: Option<u64>,
+    /// A shared holder of a read/write lock.
+    pub shared: bool,
+    /// Not a holder yet: a writer waiting for a read/write lock, which keeps new shared
+    /// holders out until it has had its turn (or until its intent ends).
+    pub waiting: bool,
 }
 
 impl Holder {
-    pub(crate) fn new(id: &str, expires: GoTime) -> Self {
+    pub(crate) fn from_lease(lease: &Lease, waiting: bool) -> Self {
         Self {
-            id: id.to_owned(),
-            expires: (!expires.is_forever()).then(|| expires.to_utc()),
+            id: lease.instance_id.clone(),
+            expires: forever_is_none(lease.expires),
+            since: lease.since.map(GoTime::to_utc),
+            reason: lease.reason.clone(),
+            token: lease.token,
+            shared: lease.shared,
+            waiting,
         }
     }
+
+    /// A Go lockheed client in the middle of a write, seen as holding until `until`.
+    pub(crate) fn reserved(by: &str, until: DateTime<Utc>) -> Self {
+        Self {
+            id: by.to_owned(),
+            expires: Some(until),
+            since: None,
+            reason: None,
+            token: None,
+            shared: false,
+            waiting: false,
+        }
+    }
+}
+
+fn forever_is_none(expires: GoTime) -> Option<DateTime<Utc>> {
+    (!expires.is_forever()).then(|| expires.to_utc())
 }
 
 /// A lock as seen at one moment.
@@ -30,10 +64,15 @@ impl Holder {
 pub struct LockInfo {
     /// The lock's name (without the backend's prefix).
     pub name: String,
-    /// The kind of lock (`mutex`), or `""` for one that was never acquired.
+    /// The kind of lock (`mutex`, `semaphore`, `rwlock`), or `""` for one never acquired.
     pub kind: String,
     /// The holders whose leases are live, in holder order.
     pub holders: Vec<Holder>,
+    /// The most holders the lock admits at once: 1 for a mutex, the capacity of a semaphore,
+    /// `None` for a read/write lock (any number of shared holders) or a lock never acquired.
+    pub max_holders: Option<u32>,
+    /// Writers waiting for a read/write lock whose intent is live.
+    pub waiting_writers: Vec<Holder>,
     /// The lock's tags.
     pub tags: Vec<String>,
     /// The fencing token of the latest acquisition (0: never acquired by this crate).
@@ -43,10 +82,23 @@ pub struct LockInfo {
 impl LockInfo {
     /// Reads `state` at `now`: leases that ended before `now` are not holders.
     pub(crate) fn from_state(name: &str, state: &LockState, now: DateTime<Utc>) -> Self {
+        let live = |lease: &&Lease| lease.expires.to_utc() > now;
         Self {
             name: name.to_owned(),
             kind: state.lock_type.clone(),
-            holders: live_holders(state, now),
+            holders: state
+                .leases
+                .values()
+                .filter(live)
+                .map(|lease| Holder::from_lease(lease, false))
+                .collect(),
+            max_holders: kind::capacity(state),
+            waiting_writers: state
+                .waiting_writers
+                .values()
+                .filter(live)
+                .map(|lease| Holder::from_lease(lease, true))
+                .collect(),
             tags: state.tags.clone(),
             fencing_token: state.fencing_token,
         }
@@ -57,14 +109,4 @@ impl LockInfo {
     pub fn is_held(&self) -> bool {
         !self.holders.is_empty()
     }
-}
-
-/// Holders of `state` whose lease is live at `now` (`now < expires`, as in Go lockheed).
-pub(crate) fn live_holders(state: &LockState, now: DateTime<Utc>) -> Vec<Holder> {
-    state
-        .leases
-        .values()
-        .filter(|lease| lease.expires.to_utc() > now)
-        .map(|lease| Holder::new(&lease.instance_id, lease.expires))
-        .collect()
 }

@@ -56,6 +56,7 @@ mod feed;
 mod gotime;
 mod guard;
 mod info;
+mod kind;
 mod kube_locker;
 mod lock;
 mod locker;
@@ -70,12 +71,14 @@ pub use self::feed::{Changes, Feeds, Publisher, Snapshot};
 pub use self::gotime::GoTime;
 pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo};
+pub use self::kind::Access;
 pub use self::kube_locker::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, KubeLocker, LOCK_LABEL, STATE_KEY,
 };
 pub use self::lock::{DEFAULT_DURATION, DEFAULT_RETRY_INTERVAL, DEFAULT_SKEW_ALLOWANCE, Lock};
 pub use self::locker::{LockList, Locker, Record, Reservation, StoredStates, Written};
 pub use self::memory::MemoryLocker;
+pub use self::rules::Evict;
 pub use self::state::{Lease, LockState};
 
 #[cfg(feature = "testing")]

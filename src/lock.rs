@@ -13,8 +13,9 @@ use crate::backoff::{Backoff, Jitter};
 use crate::feed::{Changes, Snapshot};
 use crate::guard::{Acquired, LockGuard, Settings};
 use crate::info::Holder;
+use crate::kind::{Access, Want};
 use crate::locker::{Locker, Record, Written};
-use crate::rules::{self, Acquire, Intent, Judgement};
+use crate::rules::{self, Acquire, Blocked, Intent, Judgement};
 
 /// How many times one attempt re-reads after a compare-and-swap conflict before it gives up
 /// with [`Error::Contended`]. Each conflict means another writer made progress.
@@ -27,7 +28,14 @@ pub const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
 /// The default pause between attempts of [`Lock::acquire`] while the lock is held.
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A named mutex in a [`Locker`], with its settings. Taking it yields a [`LockGuard`].
+/// A named lock in a [`Locker`], with its settings. Taking it yields a [`LockGuard`].
+///
+/// By default the lock is a mutex (one holder, Go lockheed's only kind).
+/// [`with_max_holders`](Self::with_max_holders) makes it a semaphore of N holders, and
+/// [`with_access`](Self::with_access) a shared/exclusive (read/write) lock. A lock keeps the
+/// kind it was first taken as: taking it as another kind fails with [`Error::WrongKind`]
+/// (and Go lockheed clients, which know only mutexes, refuse the other kinds rather than
+/// overwrite them).
 ///
 /// Settings are by-value builders, as in Go lockheed (`NewLock(..).WithDuration(..)`); they
 /// are checked when the lock is taken, before any request. A `Lock` can be taken again after
@@ -67,6 +75,9 @@ pub struct Lock<L: Locker> {
     retry_interval: Duration,
     acquire_timeout: Option<Duration>,
     skew_allowance: Duration,
+    max_holders: Option<u32>,
+    access: Option<Access>,
+    reason: Option<String>,
 }
 
 impl<L: Locker> Lock<L> {
@@ -85,7 +96,100 @@ impl<L: Locker> Lock<L> {
             retry_interval: DEFAULT_RETRY_INTERVAL,
             acquire_timeout: None,
             skew_allowance: DEFAULT_SKEW_ALLOWANCE,
+            max_holders: None,
+            access: None,
+            reason: None,
         }
+    }
+
+    /// Makes the lock a semaphore: up to `max_holders` holders at once, each with its own
+    /// lease, expiry and fencing token. The capacity is stored with the lock when it is first
+    /// taken, and the stored capacity wins over a later caller's different value (as with
+    /// kube-lock): see it with [`LockGuard::max_holders`] or [`Locker::get`]. Must be at least
+    /// 1; cannot be combined with [`with_access`](Self::with_access).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let a = Lock::new("gpu", locker.clone()).with_max_holders(2).acquire().await?;
+    /// let b = Lock::new("gpu", locker.clone()).with_max_holders(2).acquire().await?;
+    /// assert!(Lock::new("gpu", locker.clone()).with_max_holders(2).try_acquire().await.is_err());
+    /// // The stored capacity wins.
+    /// drop(a);
+    /// # tokio::task::yield_now().await; // the dropped guard releases in the background
+    /// let c = Lock::new("gpu", locker).with_max_holders(5).acquire().await?;
+    /// assert_eq!(c.max_holders(), Some(2));
+    /// # drop((b, c));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_max_holders(mut self, max_holders: u32) -> Self {
+        self.max_holders = Some(max_holders);
+        self
+    }
+
+    /// Makes the lock a shared/exclusive (read/write) lock, taken with `access`: any number
+    /// of [`Shared`](Access::Shared) holders together, or one
+    /// [`Exclusive`](Access::Exclusive) holder alone.
+    ///
+    /// Writers are preferred: an exclusive [`acquire`](Self::acquire) that has to wait for
+    /// shared holders records its intent in the lock, and new shared holders then wait until
+    /// it has had its turn, so that a steady stream of readers cannot starve it. The intent
+    /// lasts the lease duration (at most 30 s) and is refreshed while the writer waits; if the
+    /// writer dies, it ends by itself. Cannot be combined with
+    /// [`with_max_holders`](Self::with_max_holders).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Access, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let reader = |name| Lock::new(name, locker.clone()).with_access(Access::Shared);
+    /// let r1 = reader("catalog").acquire().await?;
+    /// let r2 = reader("catalog").acquire().await?;
+    /// let writer = Lock::new("catalog", locker.clone()).with_access(Access::Exclusive);
+    /// assert!(writer.try_acquire().await.unwrap_err().is_held());
+    /// r1.release().await?;
+    /// r2.release().await?;
+    /// let w = writer.try_acquire().await?;
+    /// # drop(w);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Why this holder takes the lock, recorded with its lease (kube-lock's `--reason`): shown
+    /// to operators by [`Locker::get`] and the command lines.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("db", locker.clone()).with_reason("db restart").acquire().await?;
+    /// let info = locker.get("db").await?.unwrap();
+    /// assert_eq!(info.holders[0].reason.as_deref(), Some("db restart"));
+    /// # drop(guard);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// How long each lease (and each renewal) lasts. Zero means no expiry: the lease is stored
@@ -195,9 +299,25 @@ impl<L: Locker> Lock<L> {
         }
     }
 
+    /// The kind of lock the settings ask for.
+    fn want(&self) -> Result<Want, Error> {
+        match (self.max_holders, self.access) {
+            (Some(_), Some(_)) => Err(self.invalid(
+                "a lock is either a semaphore (with_max_holders) or a read/write lock \
+                 (with_access), not both"
+                    .into(),
+            )),
+            (Some(0), None) => Err(self.invalid("a semaphore needs at least 1 holder".into())),
+            (Some(max), None) => Ok(Want::Semaphore(max)),
+            (None, Some(access)) => Ok(Want::ReadWrite(access)),
+            (None, None) => Ok(Want::Mutex),
+        }
+    }
+
     /// The renew interval in force, after checking the settings.
     fn validate(&self) -> Result<Option<Duration>, Error> {
         self.locker.check_name(&self.name)?;
+        self.want()?;
         if self.holder.is_empty() {
             return Err(self.invalid("the holder identity must not be empty".into()));
         }
@@ -346,6 +466,8 @@ impl<L: Locker> Lock<L> {
         let mut woken = false;
         let mut watched = Watched::default();
         let mut maybe_written: Option<CancelCleanup<L>> = None;
+        // Withdraws this writer's intent if the acquire fails or is dropped.
+        let mut announced: Option<CancelCleanup<L>> = None;
         loop {
             let record = match std::mem::replace(&mut seen, Seen::Nothing) {
                 Seen::Absent => None,
@@ -364,10 +486,30 @@ impl<L: Locker> Lock<L> {
             };
             failures.reset();
             let unchanged = watched.observe(record.as_ref(), &self.holder);
-            let held = match self.decide(record.as_ref(), clock.now(), Some(&unchanged))? {
-                Acquire::Busy(busy) => {
-                    holders = busy;
-                    record
+            let blocked = match self.decide(record.as_ref(), clock.now(), Some(&unchanged), true)? {
+                Acquire::Busy(blocked) => blocked,
+                Acquire::Announce { state, blocked } => {
+                    // A writer blocked by readers: record the intent that keeps new readers
+                    // out, then wait like any other waiter.
+                    let version = record.as_ref().map(|r| &r.version);
+                    match self.locker.write(&self.name, version, &state).await {
+                        Ok(Written::Stored(version)) => {
+                            tracing::debug!("waiting as a writer; new shared holders wait behind");
+                            announced.get_or_insert_with(|| self.cleanup(Undo::Intent));
+                            seen = Seen::Present(Record::new(state, version));
+                        }
+                        Ok(Written::Conflict) => {}
+                        Err(err) if err.is_transient() => {
+                            tracing::debug!(error = %err, "announcing the writer failed; retrying");
+                            announced.get_or_insert_with(|| self.cleanup(Undo::Intent));
+                            until(deadline, tokio::time::sleep(failures.after(&err)))
+                                .await
+                                .ok_or_else(|| self.timeout_error(started, blocked.holders.clone()))?;
+                        }
+                        Err(err) => return Err(err),
+                    }
+                    holders = blocked.holders;
+                    continue;
                 }
                 Acquire::Take { .. } if woken && feed.is_some() => {
                     // Others were woken by the same change: spread the writes, and look again.
@@ -390,8 +532,12 @@ impl<L: Locker> Lock<L> {
                     let version = record.as_ref().map(|r| &r.version);
                     match self.write_take(version, &state, token, renewed).await {
                         Ok(Written::Stored(version)) => {
-                            if let Some(cleanup) = maybe_written.as_mut() {
-                                // This is the lease the earlier, ambiguous write may have made.
+                            // This is the lease the earlier, ambiguous write may have made,
+                            // and taking the lock fulfilled this writer's intent.
+                            for cleanup in [maybe_written.as_mut(), announced.as_mut()]
+                                .into_iter()
+                                .flatten()
+                            {
                                 cleanup.armed = false;
                             }
                             return Ok(self.guard(
@@ -415,7 +561,7 @@ impl<L: Locker> Lock<L> {
                             // carries on with that lease); if there is none, because this
                             // acquire fails or is dropped first, the lease is removed.
                             if !renewed {
-                                maybe_written = Some(self.cleanup(token));
+                                maybe_written = Some(self.cleanup(Undo::Lease(token)));
                             }
                             until(deadline, tokio::time::sleep(failures.after(&err)))
                                 .await
@@ -426,24 +572,9 @@ impl<L: Locker> Lock<L> {
                     }
                 }
             };
-            // Held: wait for a change, for the earliest lease to end, or to poll again.
-            let now = clock.now();
-            let unchanged = watched.unchanged();
-            let judgement = self.judgement(Some(&unchanged));
-            // When the last of the other leases ends for this waiter (`None`: never).
-            let lease_end = held
-                .as_ref()
-                .map(|r| {
-                    r.state
-                        .leases()
-                        .values()
-                        .filter(|l| l.holder() != self.holder)
-                        .map(|l| judgement.remaining(l, now))
-                        .max()
-                        .unwrap_or(Duration::ZERO)
-                })
-                .filter(|d| *d != Duration::MAX)
-                .map(|d| d + Duration::from_millis(1));
+            // Held: wait for a change, for a blocking lease to end, or to poll again.
+            holders = blocked.holders;
+            let lease_end = blocked.retry_in.map(|d| d + Duration::from_millis(1));
             let watching = feed.is_some();
             let poll = (!watching).then(|| {
                 polls.after(&Error::Contended {
@@ -485,7 +616,7 @@ impl<L: Locker> Lock<L> {
         token: u64,
         renewed: bool,
     ) -> Result<Written<L::Version>, Error> {
-        let mut cleanup = self.cleanup(token);
+        let mut cleanup = self.cleanup(Undo::Lease(token));
         // A renewal extends a lease another guard of this holder owns: leave it.
         cleanup.armed = !renewed;
         let written = self.locker.write(&self.name, version, state).await;
@@ -493,13 +624,13 @@ impl<L: Locker> Lock<L> {
         written
     }
 
-    fn cleanup(&self, token: u64) -> CancelCleanup<L> {
+    fn cleanup(&self, undo: Undo) -> CancelCleanup<L> {
         CancelCleanup {
             armed: true,
             locker: self.locker.clone(),
             name: self.name.clone(),
             holder: self.holder.clone(),
-            token,
+            undo,
         }
     }
 
@@ -508,6 +639,7 @@ impl<L: Locker> Lock<L> {
         record: Option<&Record<L::Version>>,
         now: chrono::DateTime<chrono::Utc>,
         unchanged_for: Option<&BTreeMap<String, Duration>>,
+        announce: bool,
     ) -> Result<Acquire, Error> {
         let empty = crate::state::LockState::empty(&self.name);
         let (state, reservation) = match record {
@@ -516,6 +648,9 @@ impl<L: Locker> Lock<L> {
         };
         let intent = Intent {
             holder: &self.holder,
+            want: self.want()?,
+            reason: self.reason.as_deref(),
+            announce,
             duration: self.duration,
             tags: &self.tags,
             reset_tags: self.reset_tags,
@@ -571,8 +706,12 @@ impl<L: Locker> Lock<L> {
         let clock = self.locker.clock();
         for _ in 0..MAX_CAS_ATTEMPTS {
             let record = self.locker.read(&self.name).await?;
-            match self.decide(record.as_ref(), clock.now(), None)? {
-                Acquire::Busy(holders) => {
+            match self.decide(record.as_ref(), clock.now(), None, false)? {
+                Acquire::Busy(Blocked { holders, .. })
+                | Acquire::Announce {
+                    blocked: Blocked { holders, .. },
+                    ..
+                } => {
                     return Err(Error::Held {
                         lock: self.name.clone(),
                         holders,
@@ -592,7 +731,7 @@ impl<L: Locker> Lock<L> {
                     {
                         // The write may have happened: since this attempt fails, do not leave
                         // its lease behind (dropping an armed cleanup removes it).
-                        drop(self.cleanup(token));
+                        drop(self.cleanup(Undo::Lease(token)));
                     }
                     match written? {
                         Written::Stored(version) => {
@@ -623,13 +762,23 @@ impl<L: Locker> Lock<L> {
 const HERD_SPREAD_MIN: Duration = Duration::from_millis(25);
 const HERD_SPREAD_MAX: Duration = Duration::from_secs(1);
 
-/// Removes the lease of an acquire that was cancelled while its write was in flight.
+/// What an acquire that failed or was dropped may have left in the lock.
+#[derive(Debug, Clone, Copy)]
+enum Undo {
+    /// The lease of acquisition `token` (its write's outcome is unknown).
+    Lease(u64),
+    /// This holder's intent as a waiting writer.
+    Intent,
+}
+
+/// Removes what an acquire left behind when it fails or is cancelled: the lease of a write in
+/// flight, or a waiting writer's intent.
 struct CancelCleanup<L: Locker> {
     armed: bool,
     locker: L,
     name: String,
     holder: String,
-    token: u64,
+    undo: Undo,
 }
 
 impl<L: Locker> Drop for CancelCleanup<L> {
@@ -637,16 +786,16 @@ impl<L: Locker> Drop for CancelCleanup<L> {
         if !self.armed {
             return;
         }
-        let (locker, name, holder, token) = (
+        let (locker, name, holder, undo) = (
             self.locker.clone(),
             std::mem::take(&mut self.name),
             std::mem::take(&mut self.holder),
-            self.token,
+            self.undo,
         );
         let span =
             tracing::info_span!("lockheed.cancelled_acquire", lock = %name, holder = %holder);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(remove_if_ours(locker, name, holder, token).instrument(span));
+            runtime.spawn(remove_if_ours(locker, name, holder, undo).instrument(span));
         } else {
             let _entered = span.enter();
             tracing::warn!(
@@ -656,12 +805,15 @@ impl<L: Locker> Drop for CancelCleanup<L> {
     }
 }
 
-/// Removes `holder`'s lease of acquisition `token`, if the lock has one.
-async fn remove_if_ours<L: Locker>(locker: L, name: String, holder: String, token: u64) {
+/// Removes what `undo` names for `holder`, if the lock has it.
+async fn remove_if_ours<L: Locker>(locker: L, name: String, holder: String, undo: Undo) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     for _ in 0..MAX_CAS_ATTEMPTS {
         let outcome = match locker.read(&name).await {
-            Ok(Some(record)) => match rules::release(&record.state, &holder, token, &[], false) {
+            Ok(Some(record)) => match match undo {
+                Undo::Lease(token) => rules::release(&record.state, &holder, token, &[], false),
+                Undo::Intent => rules::withdraw(&record.state, &holder),
+            } {
                 Some(next) => locker.write(&name, Some(&record.version), &next).await,
                 // Not written after all, or already gone.
                 None => return,

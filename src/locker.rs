@@ -230,6 +230,66 @@ pub trait Locker: Debug + Clone + Send + Sync + 'static {
         }
     }
 
+    /// Removes holders from lock `name` whatever their leases say: `which` names one holder
+    /// (its lease, and its intent if it is a waiting writer) or all of them. This is for an
+    /// operator removing a dead holder (a kube-lock `--unlock`, `lockheed release`); the
+    /// removed holders' guards, if they still run, see [`LockGuard::lost`](crate::LockGuard::lost)
+    /// fire at their next renewal. Returns the holders removed (none when there was nothing
+    /// to remove, or the lock does not exist); the lock's tags and fencing counter stay.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] before any request; [`Error::Corrupt`] for a state that does not
+    /// parse (never overwritten); [`Error::Contended`] when other writers kept changing the
+    /// lock; the backend's errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Each write is one compare-and-swap: if the future is dropped, the holders were either
+    /// all removed or not at all.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Evict, Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("db", locker.clone()).with_holder("crashed-job").acquire().await?;
+    /// guard.forget(); // as if its process had died
+    /// let removed = locker.evict("db", Evict::Holder("crashed-job")).await?;
+    /// assert_eq!(removed[0].id, "crashed-job");
+    /// assert!(!locker.get("db").await?.unwrap().is_held());
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn evict(
+        &self,
+        name: &str,
+        which: crate::rules::Evict<'_>,
+    ) -> impl Future<Output = Result<Vec<crate::info::Holder>, Error>> + Send {
+        async move {
+            self.check_name(name)?;
+            for _ in 0..crate::lock::MAX_CAS_ATTEMPTS {
+                let Some(record) = self.read(name).await? else {
+                    return Ok(Vec::new());
+                };
+                let Some((next, removed)) = crate::rules::evict(&record.state, which) else {
+                    return Ok(Vec::new());
+                };
+                match self.write(name, Some(&record.version), &next).await? {
+                    Written::Stored(_) => return Ok(removed),
+                    Written::Conflict => {}
+                }
+            }
+            Err(Error::Contended {
+                lock: name.to_owned(),
+                attempts: crate::lock::MAX_CAS_ATTEMPTS,
+            })
+        }
+    }
+
     /// Every lock that meets `condition` (all with `None`), by name; locks whose state cannot
     /// be read are reported in [`LockList::unreadable`] instead of failing the listing.
     ///

@@ -9,6 +9,10 @@ use crate::gotime::GoTime;
 
 /// `lockType` of a mutex, the only kind Go lockheed accepts.
 pub(crate) const MUTEX: &str = "mutex";
+/// `lockType` of a semaphore (N holders). Go lockheed refuses it, so it never rewrites one.
+pub(crate) const SEMAPHORE: &str = "semaphore";
+/// `lockType` of a shared/exclusive lock. Go lockheed refuses it too.
+pub(crate) const RWLOCK: &str = "rwlock";
 
 /// One holder's lease, as Go lockheed writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,9 +30,43 @@ pub struct Lease {
         skip_serializing_if = "Option::is_none"
     )]
     pub(crate) duration_millis: Option<u64>,
+    /// The fencing token of the acquisition that wrote this lease (added by this crate).
+    #[serde(
+        rename = "fencingToken",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(crate) token: Option<u64>,
+    /// When the holder took the lock (renewals keep it; added by this crate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) since: Option<GoTime>,
+    /// Why the holder took the lock, if it said (added by this crate; kube-lock's `reason`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// `true` for a shared holder of a read/write lock (added by this crate).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) shared: bool,
+    /// Keys written by other versions, kept so that a rewrite does not lose them.
+    #[serde(flatten)]
+    pub(crate) extra: Map<String, Value>,
 }
 
 impl Lease {
+    /// A lease of `holder` until `expires`, with nothing else recorded.
+    #[must_use]
+    pub fn new(holder: impl Into<String>, expires: GoTime) -> Self {
+        Self {
+            instance_id: holder.into(),
+            expires,
+            duration_millis: None,
+            token: None,
+            since: None,
+            reason: None,
+            shared: false,
+            extra: Map::new(),
+        }
+    }
+
     /// The holder.
     #[must_use]
     pub fn holder(&self) -> &str {
@@ -45,6 +83,40 @@ impl Lease {
     #[must_use]
     pub fn duration(&self) -> Option<std::time::Duration> {
         self.duration_millis.map(std::time::Duration::from_millis)
+    }
+
+    /// The fencing token of the acquisition that wrote the lease, when the writer recorded it
+    /// (this crate does; Go lockheed and kube-lock do not).
+    #[must_use]
+    pub fn token(&self) -> Option<u64> {
+        self.token
+    }
+
+    /// When the holder took the lock, when the writer recorded it.
+    #[must_use]
+    pub fn since(&self) -> Option<GoTime> {
+        self.since
+    }
+
+    /// Why the holder took the lock, when it said.
+    #[must_use]
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// Whether this is a shared holder of a read/write lock.
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Records when the lease was taken and why (a backend that keeps these elsewhere, like
+    /// kube-lock's annotation, calls this after reading).
+    #[must_use]
+    pub fn with_since(mut self, since: Option<GoTime>, reason: Option<String>) -> Self {
+        self.since = since;
+        self.reason = reason;
+        self
     }
 }
 
@@ -71,6 +143,18 @@ pub struct LockState {
     /// The fencing token of the latest acquisition (0: never acquired by this crate).
     #[serde(rename = "fencingToken", default, skip_serializing_if = "is_zero")]
     pub(crate) fencing_token: u64,
+    /// A semaphore's capacity (0 for other kinds).
+    #[serde(rename = "maxHolders", default, skip_serializing_if = "is_zero_u32")]
+    pub(crate) max_holders: u32,
+    /// Writers waiting for a read/write lock, by holder: while one's intent is live, new shared
+    /// holders wait (writer preference). An intent ends by itself if its writer dies.
+    #[serde(
+        rename = "waitingWriters",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
+    pub(crate) waiting_writers: BTreeMap<String, Lease>,
     /// Keys written by other versions or tools, kept so that a rewrite does not lose them.
     #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,
@@ -78,6 +162,11 @@ pub struct LockState {
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference.
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // As above.
+fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -98,6 +187,8 @@ impl LockState {
             leases: BTreeMap::new(),
             tags: Vec::new(),
             fencing_token: 0,
+            max_holders: 0,
+            waiting_writers: BTreeMap::new(),
             extra: Map::new(),
         }
     }
@@ -127,7 +218,7 @@ impl LockState {
         &self.name
     }
 
-    /// `mutex`, or `""` for a lock that was created but never acquired.
+    /// `mutex`, `semaphore`, `rwlock`, or `""` for a lock that was created but never acquired.
     #[must_use]
     pub fn lock_type(&self) -> &str {
         &self.lock_type
@@ -149,6 +240,32 @@ impl LockState {
     #[must_use]
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
+    }
+
+    /// A semaphore's capacity (0 for other kinds).
+    #[must_use]
+    pub fn max_holders(&self) -> u32 {
+        self.max_holders
+    }
+
+    /// Writers waiting for a read/write lock, by holder, each until its intent ends.
+    #[must_use]
+    pub fn waiting_writers(&self) -> &BTreeMap<String, Lease> {
+        &self.waiting_writers
+    }
+
+    /// A semaphore of `max_holders` with these holders (a backend that keeps semaphores in
+    /// another format, like kube-lock's annotation, builds its state with this).
+    #[must_use]
+    pub fn semaphore(name: &str, max_holders: u32, leases: impl IntoIterator<Item = Lease>) -> Self {
+        let mut state = Self::empty(name);
+        SEMAPHORE.clone_into(&mut state.lock_type);
+        state.max_holders = max_holders;
+        state.leases = leases
+            .into_iter()
+            .map(|lease| (lease.instance_id.clone(), lease))
+            .collect();
+        state
     }
 
     /// Raises the fencing token to at least `floor` (a backend that keeps the counter in a
