@@ -504,7 +504,9 @@ impl<L: Locker> Lock<L> {
                             announced.get_or_insert_with(|| self.cleanup(Undo::Intent));
                             until(deadline, tokio::time::sleep(failures.after(&err)))
                                 .await
-                                .ok_or_else(|| self.timeout_error(started, blocked.holders.clone()))?;
+                                .ok_or_else(|| {
+                                    self.timeout_error(started, blocked.holders.clone())
+                                })?;
                         }
                         Err(err) => return Err(err),
                     }

@@ -195,9 +195,10 @@ fn blockers<'s>(
                 .leases
                 .get(intent.holder)
                 .is_some_and(|own| own.expires.to_utc() > now);
-            let writers = state.waiting_writers.values().filter(|w| {
-                !holds && w.instance_id != intent.holder && judgement.live(w, now)
-            });
+            let writers = state
+                .waiting_writers
+                .values()
+                .filter(|w| !holds && w.instance_id != intent.holder && judgement.live(w, now));
             others
                 .filter(|l| !l.shared)
                 .map(|l| (l, false))
@@ -234,7 +235,7 @@ pub(crate) fn acquire(
             .force
             .is_some_and(|c| c.matches(&LockInfo::from_state(name, state, now)));
     if !blocking.is_empty() && !forced {
-        let mut retry_in = blocking
+        let retry_in = blocking
             .iter()
             .map(|(lease, _)| judgement.remaining(lease, now))
             .min()
@@ -244,35 +245,7 @@ pub(crate) fn acquire(
             .map(|(lease, waiting)| Holder::from_lease(lease, *waiting))
             .collect();
         if intent.announce && kind == Kind::ReadWrite(Access::Exclusive) {
-            let ttl = intent_duration(intent.duration);
-            let refresh_in = state
-                .waiting_writers
-                .get(intent.holder)
-                .map_or(Duration::ZERO, |own| {
-                    (own.expires.to_utc() - now)
-                        .to_std()
-                        .unwrap_or(Duration::ZERO)
-                        .saturating_sub(ttl / 2)
-                });
-            if refresh_in.is_zero() {
-                let mut next = state.clone();
-                let mut own = Lease::new(intent.holder, expiry(now, ttl));
-                own.duration_millis = duration_millis(ttl);
-                next.waiting_writers.insert(intent.holder.to_owned(), own);
-                next.waiting_writers
-                    .retain(|holder, w| holder == intent.holder || judgement.live(w, now));
-                name.clone_into(&mut next.name);
-                kind.lock_type().clone_into(&mut next.lock_type);
-                let refresh_in = ttl / 2;
-                return Ok(Acquire::Announce {
-                    state: next,
-                    blocked: Blocked {
-                        holders,
-                        retry_in: Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in))),
-                    },
-                });
-            }
-            retry_in = Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in)));
+            return Ok(announce(name, state, kind, &intent, holders, retry_in, now));
         }
         return Ok(Acquire::Busy(Blocked { holders, retry_in }));
     }
@@ -314,7 +287,10 @@ pub(crate) fn acquire(
     let mut lease = Lease::new(intent.holder, expires);
     lease.duration_millis = duration_millis(intent.duration);
     lease.token = Some(next.fencing_token);
-    lease.since = Some(own.and_then(|l| l.since).unwrap_or_else(|| GoTime::from(now)));
+    lease.since = Some(
+        own.and_then(|l| l.since)
+            .unwrap_or_else(|| GoTime::from(now)),
+    );
     lease.reason = intent
         .reason
         .map(str::to_owned)
@@ -328,6 +304,50 @@ pub(crate) fn acquire(
         expires,
         renewed,
     })
+}
+
+/// The decision of an exclusive waiter of a read/write lock blocked by others: announce its
+/// intent (or refresh it once half of it has passed), so that new shared holders wait behind
+/// it, and wait until the blockers' leases end or the intent needs refreshing.
+fn announce(
+    name: &str,
+    state: &LockState,
+    kind: Kind,
+    intent: &Intent<'_>,
+    holders: Vec<Holder>,
+    retry_in: Option<Duration>,
+    now: DateTime<Utc>,
+) -> Acquire {
+    let ttl = intent_duration(intent.duration);
+    let refresh_in = state
+        .waiting_writers
+        .get(intent.holder)
+        .map_or(Duration::ZERO, |own| {
+            (own.expires.to_utc() - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .saturating_sub(ttl / 2)
+        });
+    if !refresh_in.is_zero() {
+        let retry_in = Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in)));
+        return Acquire::Busy(Blocked { holders, retry_in });
+    }
+    let mut next = state.clone();
+    let mut own = Lease::new(intent.holder, expiry(now, ttl));
+    own.duration_millis = duration_millis(ttl);
+    next.waiting_writers.insert(intent.holder.to_owned(), own);
+    next.waiting_writers
+        .retain(|holder, w| holder == intent.holder || intent.judgement.live(w, now));
+    name.clone_into(&mut next.name);
+    kind.lock_type().clone_into(&mut next.lock_type);
+    let refresh_in = ttl / 2;
+    Acquire::Announce {
+        state: next,
+        blocked: Blocked {
+            holders,
+            retry_in: Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in))),
+        },
+    }
 }
 
 /// Extends the caller's lease: fails with [`Error::Lost`] when the lease is gone, expired, or
@@ -644,7 +664,7 @@ mod tests {
         );
     }
 
-    fn want<'a>(holder: &'a str, want: Want) -> Intent<'a> {
+    fn want(holder: &str, want: Want) -> Intent<'_> {
         Intent {
             want,
             ..intent(holder, &[], None)
@@ -693,7 +713,13 @@ mod tests {
         let mut no_capacity = LockState::empty("x");
         no_capacity.lock_type = "semaphore".into();
         assert!(matches!(
-            acquire("x", &no_capacity, None, want("b", Want::Semaphore(1)), t(NOW)),
+            acquire(
+                "x",
+                &no_capacity,
+                None,
+                want("b", Want::Semaphore(1)),
+                t(NOW)
+            ),
             Err(Error::Corrupt { .. })
         ));
     }
@@ -742,8 +768,14 @@ mod tests {
             Acquire::Announce { .. }
         ));
         // Once the readers are gone, the writer takes it and its intent is fulfilled.
-        let gone = release(&release(&s3, "r1", 1, &[], false).unwrap(), "r2", 2, &[], false)
-            .unwrap();
+        let gone = release(
+            &release(&s3, "r1", 1, &[], false).unwrap(),
+            "r2",
+            2,
+            &[],
+            false,
+        )
+        .unwrap();
         let (s4, _) = take(&gone, waiting);
         assert!(s4.waiting_writers.is_empty());
         assert!(!s4.leases["w"].shared);
@@ -777,11 +809,7 @@ mod tests {
         assert!(release(&mutex, "me", 4, &[], false).is_some());
         assert!(release(&mutex, "me", 3, &[], false).is_none());
         // kube-lock keeps no tokens: the holder's name decides.
-        let semaphore = LockState::semaphore(
-            "x",
-            1,
-            [Lease::new("holder-1", GoTime::forever())],
-        );
+        let semaphore = LockState::semaphore("x", 1, [Lease::new("holder-1", GoTime::forever())]);
         assert!(release(&semaphore, "holder-1", 9, &[], false).is_some());
     }
 

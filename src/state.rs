@@ -257,7 +257,11 @@ impl LockState {
     /// A semaphore of `max_holders` with these holders (a backend that keeps semaphores in
     /// another format, like kube-lock's annotation, builds its state with this).
     #[must_use]
-    pub fn semaphore(name: &str, max_holders: u32, leases: impl IntoIterator<Item = Lease>) -> Self {
+    pub fn semaphore(
+        name: &str,
+        max_holders: u32,
+        leases: impl IntoIterator<Item = Lease>,
+    ) -> Self {
         let mut state = Self::empty(name);
         SEMAPHORE.clone_into(&mut state.lock_type);
         state.max_holders = max_holders;
