@@ -15,6 +15,15 @@ use chrono::{DateTime, Utc};
 /// A source of wall-clock time.
 pub trait Clock: Debug + Send + Sync {
     /// The current time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::clock::{Clock, SystemClock};
+    ///
+    /// let before = chrono::Utc::now();
+    /// assert!(SystemClock.now() >= before);
+    /// ```
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -47,6 +56,15 @@ pub struct ManualClock {
 
 impl ManualClock {
     /// A clock stopped at `start`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
+    /// assert_eq!(clock.now().timestamp(), 0);
+    /// ```
     #[must_use]
     pub fn new(start: DateTime<Utc>) -> Self {
         Self {
@@ -59,6 +77,18 @@ impl ManualClock {
     /// # Panics
     ///
     /// When the result is past the end of [`DateTime<Utc>`]'s range (year 262143).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new(chrono::DateTime::UNIX_EPOCH);
+    /// let other = clock.clone(); // clones share the time
+    /// clock.advance(Duration::from_secs(90));
+    /// assert_eq!(other.now().timestamp(), 90);
+    /// ```
     pub fn advance(&self, by: Duration) {
         let by = chrono::Duration::from_std(by).expect("duration within chrono's range");
         let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
@@ -68,6 +98,16 @@ impl ManualClock {
     }
 
     /// Sets the clock to `to` (which may be in the past: real clocks are stepped backwards too).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::clock::{Clock, ManualClock};
+    ///
+    /// let clock = ManualClock::new("2026-11-22T10:00:00Z".parse().unwrap());
+    /// clock.set("2026-11-22T09:59:00Z".parse().unwrap()); // stepped back a minute
+    /// assert_eq!(clock.now().to_rfc3339(), "2026-11-22T09:59:00+00:00");
+    /// ```
     pub fn set(&self, to: DateTime<Utc>) {
         *self.now.lock().unwrap_or_else(PoisonError::into_inner) = to;
     }
@@ -90,12 +130,36 @@ pub struct TokioClock {
 
 impl TokioClock {
     /// Starts at the current system time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::clock::{Clock, TokioClock};
+    ///
+    /// let clock = TokioClock::new();
+    /// let drift = clock.now() - chrono::Utc::now();
+    /// assert!(drift.num_seconds().abs() < 5);
+    /// ```
     #[must_use]
     pub fn new() -> Self {
         Self::starting_at(Utc::now())
     }
 
     /// Starts at `wall`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::clock::{Clock, TokioClock};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let clock = TokioClock::starting_at("2026-11-22T10:00:00Z".parse().unwrap());
+    /// tokio::time::sleep(Duration::from_secs(90)).await; // instant: Tokio's clock is paused
+    /// assert_eq!(clock.now().to_rfc3339(), "2026-11-22T10:01:30+00:00");
+    /// # }
+    /// ```
     #[must_use]
     pub fn starting_at(wall: DateTime<Utc>) -> Self {
         Self {

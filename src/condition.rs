@@ -46,30 +46,84 @@ pub enum Condition {
 
 impl Condition {
     /// The lock's tags include `tag`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Condition;
+    ///
+    /// let c = Condition::tags_contain("db");
+    /// assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"tagsContain":"db"}"#);
+    /// ```
     #[must_use]
     pub fn tags_contain(tag: impl Into<String>) -> Self {
         Self::TagsContain(tag.into())
     }
 
     /// The lock is held (`true`) or free (`false`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Condition;
+    ///
+    /// let free = Condition::acquired(false);
+    /// assert_eq!(serde_json::to_string(&free).unwrap(), r#"{"acquired":false}"#);
+    /// ```
     #[must_use]
     pub fn acquired(held: bool) -> Self {
         Self::Acquired(held)
     }
 
     /// All of `conditions`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Condition;
+    ///
+    /// // Held locks tagged "db".
+    /// let c = Condition::and([Condition::acquired(true), Condition::tags_contain("db")]);
+    /// assert_eq!(
+    ///     serde_json::to_string(&c).unwrap(),
+    ///     r#"{"and":[{"acquired":true},{"tagsContain":"db"}]}"#
+    /// );
+    /// ```
     #[must_use]
     pub fn and(conditions: impl IntoIterator<Item = Condition>) -> Self {
         Self::And(conditions.into_iter().collect())
     }
 
     /// Any of `conditions`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Condition;
+    ///
+    /// // Locks tagged "db" or "cache".
+    /// let c = Condition::or([Condition::tags_contain("db"), Condition::tags_contain("cache")]);
+    /// assert_eq!(
+    ///     serde_json::to_string(&c).unwrap(),
+    ///     r#"{"or":[{"tagsContain":"db"},{"tagsContain":"cache"}]}"#
+    /// );
+    /// ```
     #[must_use]
     pub fn or(conditions: impl IntoIterator<Item = Condition>) -> Self {
         Self::Or(conditions.into_iter().collect())
     }
 
     /// Not `condition`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Condition;
+    ///
+    /// // Locks not tagged "keep".
+    /// let c = Condition::not(Condition::tags_contain("keep"));
+    /// assert_eq!(serde_json::to_string(&c).unwrap(), r#"{"not":{"tagsContain":"keep"}}"#);
+    /// ```
     #[must_use]
     #[allow(clippy::should_implement_trait)] // A constructor, like `and`/`or`; `!` reads worse here.
     pub fn not(condition: Condition) -> Self {
@@ -77,6 +131,24 @@ impl Condition {
     }
 
     /// Whether `lock` meets the condition.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Condition, Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("jobs", locker.clone()).with_tags(["db"]).try_acquire().await?;
+    /// let info = locker.get("jobs").await?.expect("the lock is stored");
+    /// let held_db = Condition::and([Condition::acquired(true), Condition::tags_contain("db")]);
+    /// assert!(held_db.matches(&info));
+    /// assert!(!Condition::tags_contain("web").matches(&info));
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn matches(&self, lock: &LockInfo) -> bool {
         match self {

@@ -108,6 +108,20 @@ impl<V> fmt::Debug for Publisher<V> {
 impl<V> Publisher<V> {
     /// Publishes `snapshot` to the lock's waiters. Returns `false` once nobody waits any more
     /// (the observing task should stop).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Feeds, Snapshot};
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let mut publisher = None;
+    /// let changes = feeds.subscribe("jobs", |p| { publisher = Some(p); None });
+    /// let publisher = publisher.unwrap();
+    /// assert!(publisher.publish(Snapshot::Absent));
+    /// drop(changes); // the last waiter goes
+    /// assert!(!publisher.publish(Snapshot::Absent));
+    /// ```
     pub fn publish(&self, snapshot: Snapshot<V>) -> bool {
         match self.shared.upgrade() {
             Some(shared) => {
@@ -146,6 +160,18 @@ impl<V> Default for Feeds<V> {
 
 impl<V> Feeds<V> {
     /// How many locks have a feed now (locks with waiters).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Feeds;
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let changes = feeds.subscribe("jobs", |_| None);
+    /// assert_eq!(feeds.active(), 1);
+    /// drop(changes);
+    /// assert_eq!(feeds.active(), 0);
+    /// ```
     #[must_use]
     pub fn active(&self) -> usize {
         self.feeds
@@ -167,6 +193,15 @@ impl<V> fmt::Debug for Feeds<V> {
 
 impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     /// No feeds yet.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Feeds;
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new(); // `u64`: the backend's version type
+    /// assert_eq!(feeds.active(), 0);
+    /// ```
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -175,6 +210,19 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     /// Subscribes to lock `name`. The first subscriber creates the feed and calls `start`
     /// with its publisher; `start` may spawn a task that observes the lock and return its
     /// handle, which is aborted when the last subscriber goes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Feeds;
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let mut starts = 0;
+    /// let a = feeds.subscribe("jobs", |_| { starts += 1; None }); // would spawn a watch
+    /// let b = feeds.subscribe("jobs", |_| { starts += 1; None }); // shares the first one's
+    /// assert_eq!((starts, feeds.active()), (1, 1));
+    /// # drop((a, b));
+    /// ```
     pub fn subscribe(
         &self,
         name: &str,
@@ -203,6 +251,19 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     }
 
     /// Publishes `snapshot` to the feed of `name`, if anyone waits for that lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Feeds, LockState, Record, Snapshot};
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let changes = feeds.subscribe("jobs", |_| None);
+    /// // After a successful write of version 7, tell the lock's waiters.
+    /// feeds.publish("jobs", Snapshot::Present(Record::new(LockState::empty("jobs"), 7)));
+    /// feeds.publish("other", Snapshot::Absent); // nobody waits for it: nothing happens
+    /// # drop(changes);
+    /// ```
     pub fn publish(&self, name: &str, snapshot: Snapshot<V>) {
         let shared = self
             .feeds

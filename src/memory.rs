@@ -46,6 +46,19 @@ impl Default for MemoryLocker {
 
 impl MemoryLocker {
     /// An empty locker on the system clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// assert!(locker.list(None).await?.locks.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -56,6 +69,24 @@ impl MemoryLocker {
     }
 
     /// Judges leases by `clock` instead of the system clock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use lockheed::{clock::ManualClock, Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let clock = ManualClock::new(chrono::Utc::now());
+    /// let locker = MemoryLocker::new().with_clock(Arc::new(clock.clone()));
+    /// let lock = Lock::new("jobs", locker.clone()).with_duration(Duration::from_secs(30));
+    /// lock.try_acquire().await?.forget(); // stop renewing, leave the lease
+    /// clock.advance(Duration::from_secs(31));
+    /// assert!(!locker.get("jobs").await?.unwrap().is_held()); // expired, without sleeping
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -64,6 +95,20 @@ impl MemoryLocker {
 
     /// Stores a raw state document for `name`, as another tool (or a corruption) would; for
     /// tests of how locks react to what they find.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Error, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let locker = MemoryLocker::new();
+    /// locker.insert_raw("jobs", "{not json");
+    /// let err = Lock::new("jobs", locker).try_acquire().await.unwrap_err();
+    /// assert!(matches!(err, Error::Corrupt { .. }));
+    /// # }
+    /// ```
     pub fn insert_raw(&self, name: &str, json: &str) {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         let version = locks.get(name).map_or(1, |(_, v)| v + 1);

@@ -70,11 +70,50 @@ pub(crate) enum Verdict {
 
 impl AccessControl {
     /// No users yet (but [`ADMIN_TOKEN`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().access_control(AccessControl::new()).start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("unknown"));
+    /// let err = api.get_opt("demo").await.unwrap_err();
+    /// assert!(matches!(err, kube::Error::Api(status) if status.code == 401));
+    /// let admin: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// assert!(admin.get_opt("demo").await.is_ok()); // the administrator may do anything
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Adds a user with no rights, known by `token`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let access = AccessControl::new().user("token-a", "alice");
+    /// let server = FakeApiServer::builder().access_control(access).start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    /// let err = api.get_opt("demo").await.unwrap_err(); // alice has no rights yet
+    /// let kube::Error::Api(status) = err else { panic!("expected a status, got {err}") };
+    /// assert_eq!(status.code, 403);
+    /// assert!(status.message.contains(r#"User "alice" cannot get resource "configmaps""#));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn user(mut self, token: &str, name: &str) -> Self {
         name.clone_into(&mut self.users.entry(token.to_owned()).or_default().name);
         self
@@ -82,6 +121,28 @@ impl AccessControl {
 
     /// Grants the rules of `role` in its namespace to the user of `token` (creating the user,
     /// named after the token, if needed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::{core::v1::ConfigMap, rbac::v1::Role};
+    /// use kube::Api;
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let role: Role = serde_json::from_value(serde_json::json!({
+    ///     "metadata": {"name": "lock-reader", "namespace": "default"},
+    ///     "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+    /// }))?;
+    /// let access = AccessControl::new().role("token-a", &role);
+    /// let server = FakeApiServer::builder().access_control(access).start().await?;
+    /// let client = server.client_for_token("token-a");
+    /// assert!(Api::<ConfigMap>::namespaced(client.clone(), "default").get_opt("x").await.is_ok());
+    /// assert!(Api::<ConfigMap>::namespaced(client, "kube-system").get_opt("x").await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn role(self, token: &str, role: &Role) -> Self {
         let namespace = role
             .metadata
@@ -95,6 +156,28 @@ impl AccessControl {
     }
 
     /// Grants the rules of `role` in every namespace to the user of `token`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::{core::v1::ConfigMap, rbac::v1::ClusterRole};
+    /// use kube::Api;
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let role: ClusterRole = serde_json::from_value(serde_json::json!({
+    ///     "metadata": {"name": "lock-reader"},
+    ///     "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+    /// }))?;
+    /// let access = AccessControl::new().cluster_role("token-a", &role);
+    /// let server = FakeApiServer::builder().access_control(access).start().await?;
+    /// let client = server.client_for_token("token-a");
+    /// let api: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+    /// assert!(api.get_opt("x").await.is_ok()); // in every namespace
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn cluster_role(self, token: &str, role: &ClusterRole) -> Self {
         let rules = role.rules.clone().unwrap_or_default();
         rules
@@ -103,6 +186,28 @@ impl AccessControl {
     }
 
     /// Grants one rule, in `namespace` or (with `None`) everywhere.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::{core::v1::ConfigMap, rbac::v1::PolicyRule};
+    /// use kube::Api;
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rule: PolicyRule = serde_json::from_value(serde_json::json!({
+    ///     "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"],
+    ///     "resourceNames": ["lockheed-jobs"],
+    /// }))?;
+    /// let access = AccessControl::new().rule("token-a", Some("default"), rule);
+    /// let server = FakeApiServer::builder().access_control(access).start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    /// assert!(api.get_opt("lockheed-jobs").await.is_ok());
+    /// assert!(api.get_opt("lockheed-other").await.is_err()); // not one of the names
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn rule(mut self, token: &str, namespace: Option<&str>, rule: PolicyRule) -> Self {
         let user = self.users.entry(token.to_owned()).or_default();
         if user.name.is_empty() {

@@ -41,29 +41,71 @@ pub struct RequestMatcher {
 
 impl RequestMatcher {
     /// Matches every request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{Fault, RequestMatcher};
+    ///
+    /// // The same as giving no matcher at all.
+    /// assert_eq!(Fault::status(500).on(RequestMatcher::any()), Fault::status(500));
+    /// ```
     pub fn any() -> Self {
         Self::default()
     }
 
     /// Also matches requests with this verb (the first call restricts to it; later calls add).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{Fault, RequestMatcher, Verb};
+    ///
+    /// let reads = RequestMatcher::any().verb(Verb::Get).verb(Verb::List).verb(Verb::Watch);
+    /// let fault = Fault::status(503).always().on(reads);
+    /// ```
     pub fn verb(mut self, verb: Verb) -> Self {
         self.verbs.push(verb);
         self
     }
 
     /// Only requests about this resource (the plural, such as `configmaps`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{Fault, RequestMatcher};
+    ///
+    /// let fault = Fault::status(500).on(RequestMatcher::any().resource("configmaps"));
+    /// ```
     pub fn resource(mut self, resource: &str) -> Self {
         self.resource = Some(resource.to_owned());
         self
     }
 
     /// Only requests in this namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{Fault, RequestMatcher};
+    ///
+    /// let fault = Fault::status(500).on(RequestMatcher::any().namespace("kube-system"));
+    /// ```
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.namespace = Some(namespace.to_owned());
         self
     }
 
     /// Only requests about the object with this name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{Fault, RequestMatcher};
+    ///
+    /// let fault = Fault::reset_connection().on(RequestMatcher::any().name("lockheed-jobs"));
+    /// ```
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
         self
@@ -72,6 +114,25 @@ impl RequestMatcher {
     /// Only requests that carry this bearer token: one client among several, whether or not
     /// access control is on (each client of
     /// [`FakeApiServer::client_for_token`](super::FakeApiServer::client_for_token) is one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault, RequestMatcher};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// server.inject(Fault::status(500).always().on(RequestMatcher::any().token("token-b")));
+    /// let a: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    /// let b: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-b"));
+    /// assert!(a.get_opt("demo").await.is_ok());
+    /// assert!(b.get_opt("demo").await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn token(mut self, token: &str) -> Self {
         self.token = Some(token.to_owned());
         self
@@ -106,14 +167,17 @@ enum Action {
 ///
 /// # Examples
 ///
-/// ```no_run
-/// # async fn f(server: &lockheed::testing::FakeApiServer) {
+/// ```
 /// use std::time::Duration;
-/// use lockheed::testing::{Fault, RequestMatcher, Verb};
+/// use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lockheed::testing::StartError> {
+/// let server = FakeApiServer::start().await?;
 /// // The next three updates fail with 503, every request takes 20 ms more.
 /// server.inject(Fault::status(503).times(3).on(RequestMatcher::any().verb(Verb::Update)));
 /// server.inject(Fault::latency(Duration::from_millis(20)));
+/// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,11 +191,50 @@ pub struct Fault {
 
 impl Fault {
     /// Delays matching requests by `delay` before they are handled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::latency(Duration::from_millis(50)));
+    /// let start = tokio::time::Instant::now();
+    /// api.get_opt("demo").await?;
+    /// assert!(start.elapsed() >= Duration::from_millis(50));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn latency(delay: Duration) -> Self {
         Self::latency_between(delay, delay)
     }
 
     /// Delays matching requests by a time drawn uniformly from `min..=max` (seeded).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::latency_between(Duration::from_millis(10), Duration::from_millis(30)));
+    /// api.get_opt("demo").await?;
+    /// assert!(server.requests()[0].latency >= Duration::from_millis(10));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn latency_between(min: Duration, max: Duration) -> Self {
         let (min, max) = if min <= max { (min, max) } else { (max, min) };
         Self {
@@ -149,6 +252,24 @@ impl Fault {
     /// # Panics
     ///
     /// When `code` is not an HTTP error status (400 to 599).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::status(500));
+    /// let err = api.get_opt("demo").await.unwrap_err();
+    /// assert!(matches!(err, kube::Error::Api(status) if status.reason == "InternalError"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn status(code: u16) -> Self {
         assert!(
             (400..=599).contains(&code),
@@ -167,6 +288,28 @@ impl Fault {
 
     /// Answers the next matching request with 429 and `Retry-After: <seconds>`, as the API
     /// server's priority and fairness does when overloaded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let mut config = server.config();
+    /// config.default_retry = false; // kube would retry the 429 itself
+    /// let api: Api<ConfigMap> = Api::default_namespaced(kube::Client::try_from(config)?);
+    /// server.inject(Fault::too_many_requests(Duration::from_secs(2)));
+    /// let err = api.get_opt("demo").await.unwrap_err();
+    /// let kube::Error::Api(status) = err else { panic!("expected a status, got {err}") };
+    /// assert_eq!((status.code, status.details.unwrap().retry_after_seconds), (429, 2));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn too_many_requests(retry_after: Duration) -> Self {
         Self {
             action: Action::Status {
@@ -178,6 +321,24 @@ impl Fault {
     }
 
     /// Drops the connection of the next matching request without answering it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::reset_connection());
+    /// assert!(api.get_opt("demo").await.is_err()); // a transport error, no status
+    /// assert_eq!(server.requests()[0].status, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reset_connection() -> Self {
         Self {
             action: Action::Reset,
@@ -190,6 +351,25 @@ impl Fault {
     /// Holds the next matching request without answering it, until
     /// [`FakeApiServer::clear_faults`](super::FakeApiServer::clear_faults) (then its
     /// connection is dropped) or until the client gives up: a request lost in the network.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::hang());
+    /// let answer = tokio::time::timeout(Duration::from_millis(100), api.get_opt("demo")).await;
+    /// assert!(answer.is_err()); // still waiting: the caller's timeout fired
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn hang() -> Self {
         Self {
             action: Action::Hang,
@@ -203,24 +383,99 @@ impl Fault {
     /// connection) or delays its answer (latency): the write is committed but the client does
     /// not learn it, or learns it late. This is the ambiguous outcome (a timeout after the
     /// server acted) that correct clients must survive. No effect on hang faults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams};
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// server.inject(Fault::status(500).after_commit());
+    /// assert!(api.create(&PostParams::default(), &cm).await.is_err()); // the client sees a 500
+    /// assert!(api.get_opt("demo").await?.is_some()); // yet it was created
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn after_commit(mut self) -> Self {
         self.after_commit = true;
         self
     }
 
     /// Applies only to requests that `matcher` matches.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault, RequestMatcher};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::status(500).on(RequestMatcher::any().name("other")));
+    /// assert!(api.get_opt("demo").await.is_ok()); // not matched: the fault waits
+    /// assert!(api.get_opt("other").await.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn on(mut self, matcher: RequestMatcher) -> Self {
         self.matcher = matcher;
         self
     }
 
     /// Applies to the next `n` matching requests, then expires.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::status(500).times(2));
+    /// assert!(api.get_opt("demo").await.is_err());
+    /// assert!(api.get_opt("demo").await.is_err());
+    /// assert!(api.get_opt("demo").await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn times(mut self, n: u64) -> Self {
         self.remaining = Some(n);
         self
     }
 
     /// Applies to every matching request until [`FakeApiServer::clear_faults`](super::FakeApiServer::clear_faults).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::status(500).always());
+    /// for _ in 0..3 {
+    ///     assert!(api.get_opt("demo").await.is_err());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn always(mut self) -> Self {
         self.remaining = None;
         self

@@ -32,6 +32,15 @@ pub enum Verb {
 
 impl Verb {
     /// The RBAC name of the verb (`get`, `list`, ..., `deletecollection`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::Verb;
+    ///
+    /// assert_eq!(Verb::DeleteCollection.as_str(), "deletecollection");
+    /// assert_eq!(Verb::Get.to_string(), "get"); // `Display` writes the same
+    /// ```
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,6 +57,15 @@ impl Verb {
     }
 
     /// Whether the verb changes stored state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::Verb;
+    ///
+    /// assert!(Verb::Patch.is_write());
+    /// assert!(!Verb::Watch.is_write());
+    /// ```
     #[must_use]
     pub fn is_write(self) -> bool {
         matches!(
@@ -120,24 +138,97 @@ pub struct RequestCounts {
 
 impl RequestCounts {
     /// Requests with this verb.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Verb};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// api.get_opt("demo").await?;
+    /// assert_eq!(server.counts().get(Verb::Get), 1);
+    /// assert_eq!(server.counts().get(Verb::Update), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn get(&self, verb: Verb) -> u64 {
         self.by_verb.get(&verb).copied().unwrap_or(0)
     }
 
     /// All requests, discovery included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.client().apiserver_version().await?;
+    /// api.get_opt("demo").await?;
+    /// assert_eq!(server.counts().total(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn total(&self) -> u64 {
         self.by_verb.values().sum()
     }
 
     /// Requests about resources (everything but discovery).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.client().apiserver_version().await?; // discovery
+    /// api.get_opt("demo").await?;
+    /// assert_eq!(server.counts().api_requests(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn api_requests(&self) -> u64 {
         self.total() - self.get(Verb::Discovery)
     }
 
     /// Requests that write (create, update, patch, delete, deletecollection).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams};
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// api.create(&PostParams::default(), &cm).await?;
+    /// api.get_opt("demo").await?;
+    /// assert_eq!(server.counts().writes(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn writes(&self) -> u64 {
         self.by_verb
@@ -148,6 +239,24 @@ impl RequestCounts {
     }
 
     /// Counts per verb, for printing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Verb};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// api.get_opt("demo").await?;
+    /// api.get_opt("demo").await?;
+    /// assert_eq!(server.counts().iter().collect::<Vec<_>>(), [(Verb::Get, 2)]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (Verb, u64)> + '_ {
         self.by_verb.iter().map(|(v, n)| (*v, *n))
     }

@@ -115,6 +115,20 @@ impl Default for FakeApiServerBuilder {
 
 impl FakeApiServerBuilder {
     /// The port to listen on. Default: 0, any free port.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(); // a free port
+    /// let server = FakeApiServer::builder().port(port).start().await?;
+    /// assert_eq!(server.addr().port(), port);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
         self
@@ -122,6 +136,18 @@ impl FakeApiServerBuilder {
 
     /// The seed of everything random the server does (uids, generated names, latency within a
     /// range). Default: 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().seed(42).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
@@ -130,6 +156,28 @@ impl FakeApiServerBuilder {
     /// The clock for `creationTimestamp`. Default: [`SystemClock`]. Timers (latency, watch
     /// timeouts, bookmarks, partitions) run on Tokio's clock, so a paused test clock
     /// controls them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams};
+    /// use lockheed::{clock::ManualClock, testing::FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let clock = ManualClock::new("2026-11-22T10:00:00Z".parse()?);
+    /// let server = FakeApiServer::builder().clock(Arc::new(clock)).start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let mut cm = ConfigMap::default();
+    /// cm.metadata.name = Some("demo".into());
+    /// let created = api.create(&PostParams::default(), &cm).await?;
+    /// let stamp = serde_json::to_value(created.metadata.creation_timestamp)?;
+    /// assert_eq!(stamp, "2026-11-22T10:00:00Z");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -137,6 +185,18 @@ impl FakeApiServerBuilder {
 
     /// How many events the watch history keeps (like etcd before compaction): a watch from a
     /// resourceVersion older than the history gets `410 Expired`. Default: 1000.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().watch_history(10).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn watch_history(mut self, events: usize) -> Self {
         self.watch_history = events;
         self
@@ -144,6 +204,20 @@ impl FakeApiServerBuilder {
 
     /// How often a watch with `allowWatchBookmarks` gets a `BOOKMARK`. Default: 60 s, about
     /// what kube-apiserver does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let builder = FakeApiServer::builder().bookmark_interval(Duration::from_secs(1));
+    /// let server = builder.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn bookmark_interval(mut self, interval: Duration) -> Self {
         self.bookmark_interval = interval.max(Duration::from_millis(1));
         self
@@ -151,18 +225,65 @@ impl FakeApiServerBuilder {
 
     /// How long a watch without `timeoutSeconds` lasts. Default: 30 minutes (kube-apiserver
     /// picks 30 to 60).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let builder = FakeApiServer::builder().default_watch_timeout(Duration::from_secs(5));
+    /// let server = builder.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn default_watch_timeout(mut self, timeout: Duration) -> Self {
         self.default_watch_timeout = timeout;
         self
     }
 
     /// How many requests the log keeps (the counters count all). Default: 100 000.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{FakeApiServer, Verb};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().request_log_capacity(0).start().await?;
+    /// server.client().apiserver_version().await?;
+    /// assert!(server.requests().is_empty());
+    /// assert_eq!(server.counts().get(Verb::Discovery), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn request_log_capacity(mut self, records: usize) -> Self {
         self.log_capacity = records;
         self
     }
 
     /// Turns access control on from the start. Default: off, every request is allowed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let access = AccessControl::new().user("token-a", "alice"); // alice may do nothing
+    /// let server = FakeApiServer::builder().access_control(access).start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    /// let err = api.get_opt("demo").await.unwrap_err();
+    /// assert!(matches!(err, kube::Error::Api(status) if status.code == 403));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn access_control(mut self, access: AccessControl) -> Self {
         self.access = Some(access);
         self
@@ -170,6 +291,21 @@ impl FakeApiServerBuilder {
 
     /// Registers a resource type, so that discovery lists it and its kind is known before
     /// the first object is created.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{FakeApiServer, ResourceType};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let widgets = ResourceType::namespaced("example.com", "v1", "widgets", "Widget");
+    /// let server = FakeApiServer::builder().resource(widgets).start().await?;
+    /// let list = server.client().list_api_group_resources("example.com/v1").await?;
+    /// assert_eq!(list.resources[0].kind, "Widget");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn resource(mut self, resource: ResourceType) -> Self {
         self.resources.push(resource);
         self
@@ -184,6 +320,19 @@ impl FakeApiServerBuilder {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future before it completes leaves nothing running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().seed(7).start().await?;
+    /// assert!(server.addr().ip().is_loopback());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start(self) -> Result<FakeApiServer, StartError> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, self.port))
             .await
@@ -268,22 +417,74 @@ impl FakeApiServer {
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future before it completes leaves nothing running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let version = server.client().apiserver_version().await?;
+    /// assert_eq!(version.major, "1");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start() -> Result<Self, StartError> {
         Self::builder().start().await
     }
 
     /// Options for a server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().seed(1).start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> FakeApiServerBuilder {
         FakeApiServerBuilder::default()
     }
 
     /// The address the server listens on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// assert!(server.addr().ip().is_loopback());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.shared.addr
     }
 
     /// The server's URL, `http://127.0.0.1:<port>`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// assert_eq!(server.url(), format!("http://127.0.0.1:{}", server.addr().port()));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://{}", self.shared.addr)
@@ -292,6 +493,22 @@ impl FakeApiServer {
     /// A client configuration for the server as the administrator, with `default` as the
     /// default namespace and kube's defaults otherwise (including its retries of 429, 503 and
     /// 504; set `default_retry` to `false` to see every injected failure).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let mut config = server.config();
+    /// config.default_retry = false; // see every injected 503
+    /// let client = kube::Client::try_from(config)?;
+    /// assert_eq!(client.default_namespace(), "default");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn config(&self) -> kube::Config {
         self.config_for_token(ADMIN_TOKEN)
@@ -302,6 +519,23 @@ impl FakeApiServer {
     /// # Panics
     ///
     /// Never: the server's URL is always a valid URI.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder()
+    ///     .access_control(AccessControl::new().user("token-a", "alice"))
+    ///     .start()
+    ///     .await?;
+    /// let client = kube::Client::try_from(server.config_for_token("token-a"))?;
+    /// client.apiserver_version().await?; // discovery is open to every user
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn config_for_token(&self, token: &str) -> kube::Config {
         let url = self.url().parse().expect("the server URL is a valid URI");
@@ -316,12 +550,43 @@ impl FakeApiServer {
     ///
     /// Never for this configuration (plain HTTP with a token); `kube::Client::try_from` only
     /// fails on TLS and authentication plugin set-up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// assert!(api.get_opt("missing").await?.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn client(&self) -> kube::Client {
         Self::client_from(self.config())
     }
 
     /// A client that authenticates with `token` (see [`AccessControl`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let access = AccessControl::new().user("token-a", "alice");
+    /// let server = FakeApiServer::builder().access_control(access).start().await?;
+    /// server.client_for_token("token-a").apiserver_version().await?;
+    /// assert_eq!(server.requests()[0].user.as_deref(), Some("alice"));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn client_for_token(&self, token: &str) -> kube::Client {
         Self::client_from(self.config_for_token(token))
@@ -333,6 +598,22 @@ impl FakeApiServer {
 
     /// A kubeconfig with one cluster, user and context (all named `lockheed-fake`) that points
     /// at the server as the administrator, with namespace `default`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let options = kube::config::KubeConfigOptions::default();
+    /// let config = kube::Config::from_custom_kubeconfig(server.kubeconfig(), &options).await?;
+    /// assert_eq!(config.default_namespace, "default");
+    /// kube::Client::try_from(config)?.apiserver_version().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn kubeconfig(&self) -> Kubeconfig {
         let name = "lockheed-fake".to_owned();
@@ -376,6 +657,21 @@ impl FakeApiServer {
     /// # Panics
     ///
     /// Never: a kubeconfig always serializes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let document = server.kubeconfig_document();
+    /// let kubeconfig = kube::config::Kubeconfig::from_yaml(&document)?;
+    /// assert_eq!(kubeconfig.current_context.as_deref(), Some("lockheed-fake"));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn kubeconfig_document(&self) -> String {
         serde_json::to_string_pretty(&self.kubeconfig()).expect("a kubeconfig always serializes")
@@ -386,6 +682,23 @@ impl FakeApiServer {
     /// # Errors
     ///
     /// When the file cannot be written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let path = std::env::temp_dir().join(format!("lockheed-{}.kubeconfig", std::process::id()));
+    /// server.write_kubeconfig(&path)?; // then run `KUBECONFIG=<path> kubectl get configmaps`
+    /// let kubeconfig = kube::config::Kubeconfig::read_from(&path)?;
+    /// assert_eq!(kubeconfig.clusters[0].cluster.as_ref().unwrap().server, Some(server.url()));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig_document() + "\n")
     }
@@ -394,23 +707,97 @@ impl FakeApiServer {
 
     /// The requests received since the last [`reset_counters`](Self::reset_counters), oldest
     /// first (at most the builder's `request_log_capacity` newest).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Verb};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// api.get_opt("demo").await?;
+    /// let request = &server.requests()[0];
+    /// assert_eq!((request.verb, request.status), (Verb::Get, Some(404)));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.log().records()
     }
 
     /// Requests per verb since the last [`reset_counters`](Self::reset_counters).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Verb};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// api.get_opt("demo").await?;
+    /// api.get_opt("demo").await?;
+    /// assert_eq!(server.counts().get(Verb::Get), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn counts(&self) -> RequestCounts {
         self.shared.log().counts()
     }
 
     /// Clears the request log and the counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// api.get_opt("demo").await?; // set-up the test does not count
+    /// server.reset_counters();
+    /// assert_eq!(server.counts().total(), 0);
+    /// assert!(server.requests().is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn reset_counters(&self) {
         self.shared.log().reset();
     }
 
     /// The newest resourceVersion (the global revision).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams};
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let before = server.resource_version();
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// api.create(&PostParams::default(), &cm).await?;
+    /// assert!(server.resource_version() > before);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn resource_version(&self) -> u64 {
         self.shared.store().resource_version()
@@ -419,12 +806,50 @@ impl FakeApiServer {
     // --- Faults --------------------------------------------------------------------------
 
     /// Injects a fault (see [`Fault`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::status(500)); // the next request fails
+    /// let err = api.get_opt("demo").await.unwrap_err();
+    /// assert!(matches!(err, kube::Error::Api(status) if status.code == 500));
+    /// assert!(api.get_opt("demo").await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn inject(&self, fault: Fault) {
         self.shared.faults().inject(fault);
     }
 
     /// Removes every injected fault, and drops the requests that [`Fault::hang`] holds (not a
     /// partition: see [`heal`](Self::heal)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::status(500).always());
+    /// assert!(api.get_opt("demo").await.is_err());
+    /// server.clear_faults();
+    /// assert!(api.get_opt("demo").await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn clear_faults(&self) {
         self.shared.faults().clear();
         self.shared.hang_release.send_modify(|n| *n += 1);
@@ -432,6 +857,25 @@ impl FakeApiServer {
 
     /// Ends every open watch stream now, as an API server restart or a load balancer would.
     /// Clients see the stream end and must watch again.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, WatchParams};
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let mut events = api.watch(&WatchParams::default(), "0").await?.boxed();
+    /// server.close_watches();
+    /// assert!(events.next().await.is_none()); // the stream ended: the client must watch again
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn close_watches(&self) {
         self.shared.close_watches();
     }
@@ -439,12 +883,51 @@ impl FakeApiServer {
     /// Cuts the server off until [`heal`](Self::heal), refusing everything: new connections
     /// are closed at once, requests on open connections are dropped without an answer, and
     /// open watches end. Clients see errors at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.partition();
+    /// assert!(api.get_opt("demo").await.is_err());
+    /// server.heal();
+    /// assert!(api.get_opt("demo").await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn partition(&self) {
         self.start_partition(PartitionKind::Refuse, None);
     }
 
     /// Like [`partition`](Self::partition), healing by itself after `duration` (on Tokio's
     /// clock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.partition_for(Duration::from_millis(500));
+    /// assert!(api.get_opt("demo").await.is_err());
+    /// tokio::time::sleep(Duration::from_millis(600)).await;
+    /// assert!(api.get_opt("demo").await.is_ok()); // healed by itself
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn partition_for(&self, duration: Duration) {
         self.start_partition(PartitionKind::Refuse, Some(duration));
     }
@@ -453,12 +936,53 @@ impl FakeApiServer {
     /// get no answer and open watches deliver nothing, until the partition heals (then they
     /// go on, as TCP delivers what it retransmitted) or the client gives up on its own
     /// timeout. Clients see nothing at all, which is the hard case for a lock holder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.blackhole();
+    /// let answer = tokio::time::timeout(Duration::from_millis(100), api.get_opt("demo")).await;
+    /// assert!(answer.is_err()); // no answer and no error: the caller's own timeout fires
+    /// server.heal();
+    /// assert!(api.get_opt("demo").await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn blackhole(&self) {
         self.start_partition(PartitionKind::Blackhole, None);
     }
 
     /// Like [`blackhole`](Self::blackhole), healing by itself after `duration` (on Tokio's
     /// clock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let start = tokio::time::Instant::now();
+    /// server.blackhole_for(Duration::from_millis(200));
+    /// api.get_opt("demo").await?; // waits for the network to come back, then goes through
+    /// assert!(start.elapsed() >= Duration::from_millis(200));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn blackhole_for(&self, duration: Duration) {
         self.start_partition(PartitionKind::Blackhole, Some(duration));
     }
@@ -488,6 +1012,24 @@ impl FakeApiServer {
     }
 
     /// Ends a partition or blackhole.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.blackhole();
+    /// server.heal();
+    /// assert!(api.get_opt("demo").await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn heal(&self) {
         self.shared.faults().heal();
         self.shared.link_up.send_replace(true);
@@ -495,6 +1037,28 @@ impl FakeApiServer {
 
     /// Drops the watch history, as etcd compaction does: a watch from any resourceVersion
     /// older than now is answered with a `410 Expired` error event.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let old = server.resource_version().to_string();
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// api.create(&PostParams::default(), &cm).await?;
+    /// server.compact();
+    /// let mut events = api.watch(&WatchParams::default(), &old).await?.boxed();
+    /// assert!(matches!(events.next().await, Some(Ok(WatchEvent::Error(e))) if e.code == 410));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn compact(&self) {
         self.shared.store().compact();
     }
@@ -502,6 +1066,25 @@ impl FakeApiServer {
     // --- Access control and namespaces ---------------------------------------------------
 
     /// Turns access control on with `access`, or off with `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{AccessControl, FakeApiServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("nobody"));
+    /// assert!(api.get_opt("demo").await.is_ok()); // off: every request is allowed
+    /// server.set_access_control(Some(AccessControl::new()));
+    /// let err = api.get_opt("demo").await.unwrap_err();
+    /// assert!(matches!(err, kube::Error::Api(status) if status.code == 401)); // an unknown token
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_access_control(&self, access: Option<AccessControl>) {
         *self.shared.access() = access;
     }
@@ -513,6 +1096,24 @@ impl FakeApiServer {
     /// # Panics
     ///
     /// When `name` is not a valid namespace name (a DNS-1123 label).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams};
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// server.create_namespace("team-a");
+    /// let api: Api<ConfigMap> = Api::namespaced(server.client(), "team-a");
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// api.create(&PostParams::default(), &cm).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn create_namespace(&self, name: &str) {
         self.shared
             .store()
