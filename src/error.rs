@@ -85,6 +85,15 @@ pub enum Error {
         attempts: u32,
     },
 
+    /// The lock's object does not exist and the backend may not create it (kube-lock's
+    /// format without `--create-configmap`: see
+    /// [`KubeLocker::with_create`](crate::KubeLocker::with_create)).
+    #[error("{object} does not exist, and creating it is not allowed")]
+    Missing {
+        /// The object, as `namespace/name`.
+        object: String,
+    },
+
     /// A request to the Kubernetes API failed.
     #[error("kubernetes request for {object} failed")]
     Kube {
@@ -130,9 +139,10 @@ fn holder_list(holders: &[Holder]) -> String {
     }
     holders
         .iter()
-        .map(|h| match h.expires {
-            Some(at) => format!("{} until {}", h.id, at.to_rfc3339()),
-            None => format!("{} with no expiry", h.id),
+        .map(|h| match (h.waiting, h.expires) {
+            (true, _) => format!("{} (a writer waiting for its turn)", h.id),
+            (false, Some(at)) => format!("{} until {}", h.id, at.to_rfc3339()),
+            (false, None) => format!("{} with no expiry", h.id),
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -140,12 +150,44 @@ fn holder_list(holders: &[Holder]) -> String {
 
 impl Error {
     /// Whether the lock is held by someone else ([`Error::Held`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("jobs", locker.clone()).try_acquire().await?;
+    /// let err = Lock::new("jobs", locker).try_acquire().await.unwrap_err();
+    /// assert!(err.is_held());
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_held(&self) -> bool {
         matches!(self, Self::Held { .. })
     }
 
     /// The current holders, for [`Error::Held`] and [`Error::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("jobs", locker.clone()).with_holder("worker-1").try_acquire().await?;
+    /// let err = Lock::new("jobs", locker).try_acquire().await.unwrap_err();
+    /// assert_eq!(err.holders().unwrap()[0].id, "worker-1");
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn holders(&self) -> Option<&[Holder]> {
         match self {
@@ -157,6 +199,17 @@ impl Error {
     /// Whether the same request may succeed later: the API server was unreachable, overloaded
     /// (429) or failing (5xx), or other writers kept winning. Permanent failures (403, 404,
     /// 422, a corrupt state, invalid input) are not transient: retrying cannot help.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Error;
+    ///
+    /// let contended = Error::Contended { lock: "jobs".into(), attempts: 5 };
+    /// assert!(contended.is_transient()); // others kept winning: try again later
+    /// let corrupt = Error::Corrupt { object: "default/lockheed-jobs".into(), reason: "".into() };
+    /// assert!(!corrupt.is_transient()); // it stays corrupt
+    /// ```
     #[must_use]
     pub fn is_transient(&self) -> bool {
         match self {
@@ -169,6 +222,21 @@ impl Error {
 
     /// How long the server asked the client to wait before retrying (a 429's
     /// `Retry-After`), when it said.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::Error;
+    ///
+    /// // A 429 as kube-apiserver answers it when overloaded.
+    /// let status: kube::core::Status = serde_json::from_str(
+    ///     r#"{"code":429,"reason":"TooManyRequests","details":{"retryAfterSeconds":2}}"#,
+    /// ).unwrap();
+    /// let source = kube::Error::Api(Box::new(status));
+    /// let err = Error::Kube { object: "default/lockheed-jobs".into(), source };
+    /// assert_eq!(err.retry_after(), Some(Duration::from_secs(2)));
+    /// ```
     #[must_use]
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {

@@ -1,6 +1,5 @@
 //! [`KubeLocker`]: locks in ConfigMaps, in Go lockheed's format.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -13,24 +12,13 @@ use kube::api::{Api, ListParams, ObjectMeta, PostParams};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::feed::{Changes, Feeds, Publisher, Snapshot};
-use crate::gotime::GoTime;
-use crate::locker::{Locker, Record, Reservation, StoredStates, Written};
+use crate::kube_format::{Format, KUBE_LOCK_ANNOTATION, LOCK_LABEL};
+use crate::locker::{Locker, Record, StoredStates, Written};
 use crate::names::dns1123_subdomain_errors;
 use crate::state::LockState;
 
-/// The label on every lock's ConfigMap (Go lockheed lists locks with this selector).
-pub const LOCK_LABEL: &str = "lockheed/lock";
-/// The data key that holds the state document.
-pub const STATE_KEY: &str = "lock";
-/// The annotation that keeps the fencing counter out of reach of Go clients, which drop the
-/// state keys they do not know when they rewrite it.
-pub const FENCING_ANNOTATION: &str = "lockheed/fencing-token";
 /// The default prefix of lock ConfigMap names.
 pub const DEFAULT_PREFIX: &str = "lockheed-";
-const RESERVED_BY: &str = "reserved/by";
-const RESERVED_EXPIRES: &str = "reserved/expires";
-/// kube-apiserver's limit on a ConfigMap's data values.
-const MAX_DATA_BYTES: usize = 1024 * 1024;
 
 /// Locks kept in ConfigMaps `lockheed-<name>` of one namespace, readable and writable by Go
 /// lockheed v0.5.3 clients at the same time.
@@ -79,6 +67,9 @@ pub struct KubeLocker {
     feeds: Feeds<ConfigMap>,
     /// Set once a watch was forbidden: waiters poll, and it has been said.
     watch_forbidden: Arc<AtomicBool>,
+    format: Format,
+    /// Whether a missing ConfigMap may be created.
+    create: bool,
 }
 
 impl std::fmt::Debug for KubeLocker {
@@ -86,6 +77,8 @@ impl std::fmt::Debug for KubeLocker {
         f.debug_struct("KubeLocker")
             .field("namespace", &self.namespace)
             .field("prefix", &self.prefix)
+            .field("format", &self.format)
+            .field("create", &self.create)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
@@ -103,7 +96,83 @@ impl KubeLocker {
             clock: Arc::new(SystemClock),
             feeds: Feeds::new(),
             watch_forbidden: Arc::default(),
+            format: Format::Lockheed,
+            create: true,
         }
+    }
+
+    /// Semaphores kept as kube-lock keeps them, so that the Go `kube-lock` tool and this crate
+    /// share them: lock `name` is the ConfigMap `name` itself (no prefix, no label), its state
+    /// the JSON in annotation `kube-lock` (`{"max":N,"holders":{"<holder>":{"date":..,
+    /// "reason":..}}}`).
+    ///
+    /// Differences from the lockheed format, which come from kube-lock's:
+    /// - only semaphores ([`Lock::with_max_holders`](crate::Lock::with_max_holders)) can be
+    ///   kept, and **holders never expire**: take them with a zero
+    ///   [duration](crate::Lock::with_duration), and remove them with
+    ///   [`release`](crate::LockGuard::release) or [`Locker::evict`] (kube-lock's `--unlock`).
+    ///   Other kinds, finite leases and tags are refused with [`Error::InvalidConfig`];
+    /// - a missing ConfigMap is not created unless [`with_create`](Self::with_create) allows
+    ///   it (kube-lock's `--create-configmap`): acquiring fails with [`Error::Missing`];
+    /// - kube-lock records no fencing token per holder: guards still get increasing tokens
+    ///   (the counter is kept in the `lockheed/fencing-token` annotation), but a holder's
+    ///   release is matched by its name alone, as kube-lock's `--unlock` does.
+    ///
+    /// Unlike the Go tool, which patches the annotation without a resourceVersion (two
+    /// writers can lose a holder), every write here is a compare-and-swap on the
+    /// resourceVersion read. A ConfigMap without the annotation is an empty semaphore whose
+    /// capacity comes from the first caller; the stored `max` wins afterwards.
+    ///
+    /// [`list`](Locker::list) returns the ConfigMaps of the namespace that carry the
+    /// annotation (it needs `list` on all ConfigMaps).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use lockheed::{KubeLocker, Lock};
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// let locker = KubeLocker::kube_lock(client, "default").with_create(true);
+    /// let guard = Lock::new("lock", locker)
+    ///     .with_holder("holder-1")
+    ///     .with_max_holders(1)
+    ///     .with_duration(Duration::ZERO)
+    ///     .with_reason("db restart")
+    ///     .acquire()
+    ///     .await?;
+    /// guard.forget(); // keep holding after this process exits, as kube-lock does
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn kube_lock(client: kube::Client, namespace: impl Into<String>) -> Self {
+        Self {
+            prefix: String::new(),
+            format: Format::KubeLock,
+            create: false,
+            ..Self::new(client, namespace)
+        }
+    }
+
+    /// Whether acquiring a lock whose ConfigMap does not exist creates it. Default: `true`
+    /// for the lockheed format, `false` for [kube-lock's](Self::kube_lock).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// // Only locks an administrator created (and granted RBAC on) can be taken.
+    /// let locker = lockheed::KubeLocker::new(client, "default").with_create(false);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
     }
 
     /// How many locks this locker (and its clones) watch now: one per lock with waiters.
@@ -188,68 +257,11 @@ impl KubeLocker {
     }
 
     fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMap>, Error> {
-        let corrupt = |reason: String| Error::Corrupt {
-            object: self.object(name),
-            reason,
-        };
-        let mut state = match cm.data.as_ref().and_then(|d| d.get(STATE_KEY)) {
-            Some(json) => LockState::from_json(json).map_err(|e| corrupt(e.to_string()))?,
-            None => LockState::empty(name),
-        };
-        let annotations = cm.metadata.annotations.as_ref();
-        if let Some(token) = annotations.and_then(|a| a.get(FENCING_ANNOTATION)) {
-            let token = token.parse::<u64>().map_err(|_| {
-                corrupt(format!(
-                    "annotation {FENCING_ANNOTATION} is not a number: {token:?}"
-                ))
-            })?;
-            state.raise_fencing_token(token);
-        }
-        let reservation = annotations.and_then(|a| {
-            let by = a.get(RESERVED_BY).filter(|b| !b.is_empty())?;
-            // An unreadable expiry cannot make the lock busy forever: ignore it.
-            let until = GoTime::parse(a.get(RESERVED_EXPIRES)?).ok()?;
-            Some(Reservation::new(by.clone(), until.to_utc()))
-        });
-        Ok(Record {
-            state,
-            version: cm,
-            reservation,
-        })
+        self.format.decode(name, &self.object(name), cm)
     }
 
-    fn encode(&self, name: &str, mut cm: ConfigMap, state: &LockState) -> Result<ConfigMap, Error> {
-        let json = state.to_json();
-        let data = cm.data.get_or_insert_with(BTreeMap::new);
-        let others: usize = data
-            .iter()
-            .filter(|(k, _)| *k != STATE_KEY)
-            .map(|(_, v)| v.len())
-            .sum();
-        let size = others + json.len();
-        if size > MAX_DATA_BYTES {
-            return Err(Error::TooLarge {
-                object: self.object(name),
-                size,
-                limit: MAX_DATA_BYTES,
-            });
-        }
-        data.insert(STATE_KEY.to_owned(), json);
-        cm.metadata
-            .labels
-            .get_or_insert_with(BTreeMap::new)
-            .entry(LOCK_LABEL.to_owned())
-            .or_default();
-        if state.fencing_token() > 0 {
-            cm.metadata
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(
-                    FENCING_ANNOTATION.to_owned(),
-                    state.fencing_token().to_string(),
-                );
-        }
-        Ok(cm)
+    fn encode(&self, name: &str, cm: ConfigMap, state: &LockState) -> Result<ConfigMap, Error> {
+        self.format.encode(name, &self.object(name), cm, state)
     }
 }
 
@@ -324,6 +336,10 @@ impl Locker for KubeLocker {
             self.api
                 .replace(&object_name, &PostParams::default(), &cm)
                 .await
+        } else if !self.create {
+            return Err(Error::Missing {
+                object: self.object(name),
+            });
         } else {
             let fresh = ConfigMap {
                 metadata: ObjectMeta {
@@ -347,17 +363,26 @@ impl Locker for KubeLocker {
     }
 
     async fn read_all(&self) -> Result<StoredStates, Error> {
-        let list = self
-            .api
-            .list(&ListParams::default().labels(LOCK_LABEL))
-            .await
-            .map_err(|source| Error::Kube {
-                object: self.namespace.clone(),
-                source,
-            })?;
+        let params = match self.format {
+            Format::Lockheed => ListParams::default().labels(LOCK_LABEL),
+            // kube-lock labels nothing: every ConfigMap with its annotation is a lock.
+            Format::KubeLock => ListParams::default(),
+        };
+        let list = self.api.list(&params).await.map_err(|source| Error::Kube {
+            object: self.namespace.clone(),
+            source,
+        })?;
         Ok(list
             .items
             .into_iter()
+            .filter(|cm| {
+                self.format != Format::KubeLock
+                    || cm
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .is_some_and(|a| a.contains_key(KUBE_LOCK_ANNOTATION))
+            })
             .filter_map(|cm| {
                 let object_name = cm.metadata.name.clone()?;
                 let name = object_name.strip_prefix(&self.prefix)?.to_owned();

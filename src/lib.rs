@@ -57,6 +57,7 @@ mod gotime;
 mod guard;
 mod info;
 mod kind;
+mod kube_format;
 mod kube_locker;
 mod lock;
 mod locker;
@@ -72,9 +73,8 @@ pub use self::gotime::GoTime;
 pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo};
 pub use self::kind::Access;
-pub use self::kube_locker::{
-    DEFAULT_PREFIX, FENCING_ANNOTATION, KubeLocker, LOCK_LABEL, STATE_KEY,
-};
+pub use self::kube_format::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY};
+pub use self::kube_locker::{DEFAULT_PREFIX, KubeLocker};
 pub use self::lock::{DEFAULT_DURATION, DEFAULT_RETRY_INTERVAL, DEFAULT_SKEW_ALLOWANCE, Lock};
 pub use self::locker::{LockList, Locker, Record, Reservation, StoredStates, Written};
 pub use self::memory::MemoryLocker;

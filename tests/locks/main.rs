@@ -4,7 +4,9 @@
 
 mod bounds;
 mod harness;
+mod kinds;
 mod kube_format;
+mod kube_lock_format;
 mod kube_requests;
 mod suite;
 mod waiting;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use lockheed::{Condition, Error, Lock, Locker};
 
 use crate::harness::Harness;
+pub use crate::kinds::*;
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -462,6 +463,16 @@ macro_rules! suite {
                 corrupt_state_is_reported_and_never_overwritten,
                 other_lock_kinds_are_left_alone,
                 contenders_never_overlap,
+                a_semaphore_admits_its_capacity,
+                semaphore_leases_end_one_by_one,
+                semaphore_holders_never_exceed_capacity,
+                readers_share_and_writers_exclude,
+                a_waiting_writer_keeps_new_readers_out,
+                a_writer_that_gives_up_withdraws_its_intent,
+                a_dead_writers_intent_ends_by_itself,
+                readers_and_writers_never_overlap,
+                an_operator_evicts_dead_holders,
+                kind_settings_are_checked_before_any_request,
             );
         }
     };

@@ -1,0 +1,198 @@
+//! kube-lock's semaphores (`metadata.annotations["kube-lock"]`), read and written exactly: the
+//! `kube-lock-*` example objects of `tests/fixtures` with the readings the format notes give.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, PostParams};
+use lockheed::clock::TokioClock;
+use lockheed::testing::FakeApiServer;
+use lockheed::{Error, Evict, KUBE_LOCK_ANNOTATION, KubeLocker, Lock, Locker};
+use serde_json::json;
+
+struct Cluster {
+    server: FakeApiServer,
+    api: Api<ConfigMap>,
+}
+
+impl Cluster {
+    async fn new() -> Self {
+        let server = FakeApiServer::start().await.unwrap();
+        let api = Api::namespaced(server.client(), "default");
+        Self { server, api }
+    }
+
+    fn locker(&self) -> KubeLocker {
+        KubeLocker::kube_lock(self.server.client(), "default")
+            .with_clock(Arc::new(TokioClock::new()))
+    }
+
+    /// A kube-lock holder: never expires.
+    fn lock(&self, holder: &str, max: u32) -> Lock<KubeLocker> {
+        Lock::new("lock", self.locker())
+            .with_holder(holder)
+            .with_max_holders(max)
+            .with_duration(Duration::ZERO)
+            .with_reason("db restart")
+    }
+
+    async fn load(&self, fixture: &str) -> ConfigMap {
+        let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+        let mut cm: ConfigMap =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        cm.metadata.resource_version = None;
+        self.api.create(&PostParams::default(), &cm).await.unwrap()
+    }
+
+    /// The semaphore as kube-lock's users read it (`jq '.metadata.annotations["kube-lock"]'`).
+    async fn annotation(&self) -> serde_json::Value {
+        let cm = self.api.get("lock").await.unwrap();
+        serde_json::from_str(&cm.metadata.annotations.unwrap()[KUBE_LOCK_ANNOTATION]).unwrap()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_by_holder_1_with_max_1() {
+    let c = Cluster::new().await;
+    let before = c.load("kube-lock-held.json").await;
+    let info = c.locker().get("lock").await.unwrap().unwrap();
+    assert_eq!(
+        (info.kind.as_str(), info.max_holders),
+        ("semaphore", Some(1))
+    );
+    let holder = &info.holders[0];
+    assert_eq!(holder.id, "holder-1");
+    assert_eq!(holder.reason.as_deref(), Some("db restart"));
+    assert_eq!(holder.expires, None, "kube-lock holders never expire");
+    assert_eq!(
+        holder.since.unwrap().to_rfc3339(),
+        "2018-08-19T19:14:24+00:00"
+    );
+    // holder-2 cannot lock, whatever max it asks for.
+    let err = c.lock("holder-2", 2).try_acquire().await.unwrap_err();
+    assert!(err.is_held(), "{err}");
+    assert_eq!(
+        c.api.get("lock").await.unwrap().metadata.resource_version,
+        before.metadata.resource_version,
+        "a refused lock writes nothing"
+    );
+    // holder-1 locking again succeeds and leaves kube-lock's document as it was.
+    let again = c.lock("holder-1", 1).try_acquire().await.unwrap();
+    again.forget();
+    assert_eq!(
+        c.annotation().await,
+        json!({"max": 1, "holders": {"holder-1": {"date": "2018-08-19T19:14:24Z", "reason": "db restart"}}})
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn empty_with_max_3_admits_three() {
+    let c = Cluster::new().await;
+    c.load("kube-lock-empty-max3.json").await;
+    for holder in ["a", "b", "c"] {
+        // The stored max wins over the caller's 1.
+        let guard = c.lock(holder, 1).try_acquire().await.unwrap();
+        assert_eq!(guard.max_holders(), Some(3));
+        guard.forget();
+    }
+    assert!(c.lock("d", 1).try_acquire().await.unwrap_err().is_held());
+    let doc = c.annotation().await;
+    assert_eq!(doc["max"], 3);
+    let holders = doc["holders"].as_object().unwrap();
+    assert_eq!(holders.len(), 3);
+    for entry in holders.values() {
+        // Exactly kube-lock's fields, its date layout, no fencing token.
+        let keys: Vec<_> = entry.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["date", "reason"]);
+        let date = entry["date"].as_str().unwrap();
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%dT%H:%M:%SZ").is_ok(),
+            "{date}"
+        );
+    }
+    // An unlock removes one holder by name.
+    let removed = c.locker().evict("lock", Evict::Holder("b")).await.unwrap();
+    assert_eq!(removed[0].id, "b");
+    c.lock("d", 1).try_acquire().await.unwrap().forget();
+}
+
+#[tokio::test(start_paused = true)]
+async fn precreated_without_annotation_takes_the_callers_max() {
+    let c = Cluster::new().await;
+    c.load("kube-lock-precreated.json").await;
+    let info = c.locker().get("lock").await.unwrap().unwrap();
+    assert!(!info.is_held());
+    assert_eq!(info.max_holders, None);
+    c.lock("holder-1", 2).try_acquire().await.unwrap().forget();
+    assert_eq!(c.annotation().await["max"], 2);
+    // Listing finds it, as a ConfigMap that carries the annotation.
+    let list = c.locker().list(None).await.unwrap();
+    assert_eq!(list.locks.len(), 1);
+    assert_eq!(list.locks[0].name, "lock");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_configmap_is_created_only_when_allowed() {
+    let c = Cluster::new().await;
+    let err = c.lock("holder-1", 1).try_acquire().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Missing { object } if object == "default/lock"),
+        "{err}"
+    );
+    assert!(c.api.get_opt("lock").await.unwrap().is_none());
+    let guard = Lock::new("lock", c.locker().with_create(true))
+        .with_holder("holder-1")
+        .with_max_holders(1)
+        .with_duration(Duration::ZERO)
+        .try_acquire()
+        .await
+        .unwrap();
+    let cm = c.api.get("lock").await.unwrap();
+    assert!(cm.metadata.labels.is_none(), "kube-lock adds no label");
+    assert!(cm.data.is_none(), "nor data");
+    guard.release().await.unwrap();
+    assert_eq!(c.annotation().await, json!({"max": 1, "holders": {}}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_kube_lock_cannot_store_is_refused() {
+    let c = Cluster::new().await;
+    c.load("kube-lock-precreated.json").await;
+    for lock in [
+        // Leases that expire, and mutexes, have no place in kube-lock's document.
+        Lock::new("lock", c.locker()).with_max_holders(1),
+        Lock::new("lock", c.locker()).with_duration(Duration::ZERO),
+        c.lock("x", 1).with_tags(["t"]),
+    ] {
+        let err = lock.try_acquire().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_corrupt_annotation_is_an_error_naming_the_configmap() {
+    let c = Cluster::new().await;
+    let mut cm = c.load("kube-lock-precreated.json").await;
+    cm.metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(KUBE_LOCK_ANNOTATION.into(), "{\"max\":".into());
+    let cm = c
+        .api
+        .replace("lock", &PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let err = c.lock("x", 1).try_acquire().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { object, .. } if object == "default/lock"),
+        "{err}"
+    );
+    assert_eq!(
+        c.api.get("lock").await.unwrap().metadata.resource_version,
+        cm.metadata.resource_version,
+        "never overwritten"
+    );
+    let list = c.locker().list(None).await.unwrap();
+    assert_eq!(list.unreadable.len(), 1);
+}
