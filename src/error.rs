@@ -33,6 +33,9 @@ pub enum Error {
         lock: String,
         /// Who holds it now.
         holders: Vec<Holder>,
+        /// The most holders it admits at once: 1 for a mutex, a semaphore's stored capacity,
+        /// `None` for a read/write lock.
+        max_holders: Option<u32>,
     },
 
     /// The lock is of a kind this operation cannot take (written by a newer version of this
@@ -130,6 +133,8 @@ pub enum Error {
         waited: std::time::Duration,
         /// Who held the lock when last seen.
         holders: Vec<Holder>,
+        /// The most holders it admits at once, when last seen (as in [`Error::Held`]).
+        max_holders: Option<u32>,
     },
 }
 
@@ -192,6 +197,33 @@ impl Error {
     pub fn holders(&self) -> Option<&[Holder]> {
         match self {
             Self::Held { holders, .. } | Self::Timeout { holders, .. } => Some(holders),
+            _ => None,
+        }
+    }
+
+    /// The most holders the lock admits at once, for [`Error::Held`] and [`Error::Timeout`]:
+    /// with [`holders`](Self::holders), what a message like "1/1 holders" needs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("gpu", locker.clone()).with_max_holders(1).try_acquire().await?;
+    /// let err = Lock::new("gpu", locker).with_max_holders(1).try_acquire().await.unwrap_err();
+    /// let (held, max) = (err.holders().unwrap().len(), err.max_holders().unwrap());
+    /// assert_eq!(format!("{held}/{max} holders"), "1/1 holders");
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_holders(&self) -> Option<u32> {
+        match self {
+            Self::Held { max_holders, .. } | Self::Timeout { max_holders, .. } => *max_holders,
             _ => None,
         }
     }
@@ -275,7 +307,9 @@ mod tests {
                 &crate::state::Lease::new("a", crate::gotime::GoTime::forever()),
                 false,
             )],
+            max_holders: Some(1),
         };
+        assert_eq!(held.max_holders(), Some(1));
         assert_eq!(held.to_string(), "lock \"db\" is held by a with no expiry");
         assert!(held.is_held());
         let corrupt = Error::Corrupt {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,9 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::feed::{Changes, Snapshot};
 use crate::gotime::GoTime;
+use crate::info::LockInfo;
 use crate::lock::MAX_CAS_ATTEMPTS;
 use crate::locker::{Locker, Written};
 use crate::rules;
@@ -37,6 +40,8 @@ pub(crate) struct Acquired<V> {
     pub(crate) state: LockState,
     pub(crate) token: u64,
     pub(crate) expires: GoTime,
+    /// The holder already held the lock (a re-entry).
+    pub(crate) renewed: bool,
 }
 
 /// The last state this holder wrote, and the version to compare against next.
@@ -50,9 +55,15 @@ struct Shared<L: Locker> {
     settings: Settings,
     token: u64,
     max_holders: Option<u32>,
+    /// The lock as this acquisition wrote it.
+    taken: LockInfo,
+    reentered: bool,
     locker: L,
     clock: Arc<dyn Clock>,
     held: Mutex<Held<L::Version>>,
+    /// When this holder stops trusting its lease, in Unix milliseconds (`i64::MAX`: never);
+    /// kept outside `held` so that `is_lost` can read it without waiting.
+    give_up_ms: AtomicI64,
     /// Fires when the lock can no longer be trusted.
     lost: CancellationToken,
     /// Stops the renewal task.
@@ -106,10 +117,14 @@ impl<L: Locker> fmt::Debug for LockGuard<L> {
 
 impl<L: Locker> LockGuard<L> {
     pub(crate) fn start(settings: Settings, locker: L, acquired: Acquired<L::Version>) -> Self {
+        let clock = locker.clock();
         let shared = Arc::new(Shared {
             token: acquired.token,
             max_holders: crate::kind::capacity(&acquired.state),
-            clock: locker.clock(),
+            taken: LockInfo::from_state(&settings.name, &acquired.state, clock.now()),
+            reentered: acquired.renewed,
+            give_up_ms: AtomicI64::new(give_up_ms(acquired.expires, settings.duration)),
+            clock,
             locker,
             held: Mutex::new(Held {
                 version: acquired.version,
@@ -120,18 +135,20 @@ impl<L: Locker> LockGuard<L> {
             stop: CancellationToken::new(),
             settings,
         });
-        let renewal = (!acquired.expires.is_forever()).then(|| {
-            let span = tracing::info_span!(
-                "lockheed.renew",
-                lock = %shared.settings.name,
-                holder = %shared.settings.holder,
-                token = shared.token,
-            );
+        let span = tracing::info_span!(
+            "lockheed.renew",
+            lock = %shared.settings.name,
+            holder = %shared.settings.holder,
+            token = shared.token,
+        );
+        let renewal = if acquired.expires.is_forever() {
+            tokio::spawn(watch_unexpiring(Arc::clone(&shared)).instrument(span))
+        } else {
             tokio::spawn(keep_alive(Arc::clone(&shared)).instrument(span))
-        });
+        };
         Self {
             shared,
-            renewal,
+            renewal: Some(renewal),
             released: false,
         }
     }
@@ -179,8 +196,10 @@ impl<L: Locker> LockGuard<L> {
     /// another holder can take the lock), or another holder took it over by force. It never
     /// resolves for a guard that keeps its lock.
     ///
-    /// A lease without expiry (zero duration) is never renewed, so nothing notices a forced
-    /// takeover of it: `lost` does not fire then. Use a finite duration where that matters.
+    /// A lease without expiry (zero duration) is never renewed; the guard watches the lock
+    /// instead (through the backend's change feed, the watch that waiters share; without one
+    /// it reads the lock every 10 s) and `lost` fires when the lease is taken over or removed
+    /// by an operator ([`Locker::evict`](crate::Locker::evict)).
     ///
     /// # Cancel safety
     ///
@@ -189,10 +208,37 @@ impl<L: Locker> LockGuard<L> {
         self.shared.lost.clone().cancelled_owned()
     }
 
-    /// Whether [`lost`](Self::lost) has fired.
+    /// Whether the lock can no longer be trusted: [`lost`](Self::lost) has fired, or the
+    /// wall clock is past the moment this guard gives up its lease. The second check matters
+    /// after the process was suspended (a paused VM, a laptop lid): timers may not have caught
+    /// up yet, and a lease that ended during the pause must not be trusted. It then fires
+    /// `lost` too.
     #[must_use]
     pub fn is_lost(&self) -> bool {
-        self.shared.lost.is_cancelled()
+        if self.shared.lost.is_cancelled() {
+            return true;
+        }
+        let give_up = self.shared.give_up_ms.load(Ordering::Acquire);
+        if give_up != i64::MAX && self.shared.clock.now().timestamp_millis() >= give_up {
+            lose(&self.shared, "the lease ended before it could be renewed");
+            return true;
+        }
+        false
+    }
+
+    /// The lock as this guard took it: its holders (this one among them), capacity, tags and
+    /// fencing token at that moment. It is not updated afterwards:
+    /// [`Locker::get`](crate::Locker::get) reads the lock as it is now.
+    #[must_use]
+    pub fn acquired(&self) -> &LockInfo {
+        &self.shared.taken
+    }
+
+    /// Whether this holder already held the lock when this guard took it (a re-entry, which
+    /// renewed its lease with a new token: see [`Lock::try_acquire`](crate::Lock::try_acquire)).
+    #[must_use]
+    pub fn reentered(&self) -> bool {
+        self.shared.reentered
     }
 
     /// A token cancelled when the lock is lost, to hand to tasks of the critical section
@@ -332,6 +378,9 @@ async fn renew<L: Locker>(shared: &Shared<L>) -> Result<(), Error> {
                     state: next,
                     expires,
                 };
+                shared
+                    .give_up_ms
+                    .store(give_up_ms(expires, settings.duration), Ordering::Release);
                 tracing::trace!(%expires, "lease renewed");
                 return Ok(());
             }
@@ -354,12 +403,21 @@ async fn renew<L: Locker>(shared: &Shared<L>) -> Result<(), Error> {
     })
 }
 
-/// The moment this holder stops trusting its lease: a tenth of the duration before it ends,
-/// so that `lost` fires before another holder can take the lock.
-async fn give_up_at<L: Locker>(shared: &Shared<L>) -> DateTime<Utc> {
-    let expires = shared.held.lock().await.expires.to_utc();
-    let margin = chrono::Duration::from_std(shared.settings.duration / 10).unwrap_or_default();
-    expires - margin
+/// The moment a holder stops trusting its lease that ends at `expires`, in Unix milliseconds:
+/// a tenth of the duration before it ends, so that `lost` fires before another holder can take
+/// the lock (`i64::MAX` for a lease without expiry).
+fn give_up_ms(expires: GoTime, duration: Duration) -> i64 {
+    if expires.is_forever() {
+        return i64::MAX;
+    }
+    let margin = i64::try_from((duration / 10).as_millis()).unwrap_or(i64::MAX);
+    expires.to_utc().timestamp_millis().saturating_sub(margin)
+}
+
+/// The moment this holder stops trusting its lease (see [`give_up_ms`]).
+fn give_up_at<L: Locker>(shared: &Shared<L>) -> DateTime<Utc> {
+    let ms = shared.give_up_ms.load(Ordering::Acquire);
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn until(clock: &dyn Clock, at: DateTime<Utc>) -> Duration {
@@ -382,7 +440,7 @@ async fn keep_alive<L: Locker>(shared: Arc<Shared<L>>) {
     });
     let mut wait = interval;
     loop {
-        let deadline = give_up_at(&shared).await;
+        let deadline = give_up_at(&shared);
         let give_up = tokio::time::sleep(until(shared.clock.as_ref(), deadline));
         tokio::pin!(give_up);
         let next = async {
@@ -425,6 +483,62 @@ async fn keep_alive<L: Locker>(shared: Arc<Shared<L>>) {
                 }
                 wait = backoff.as_mut().map(|b| b.after(&err));
             }
+        }
+    }
+}
+
+/// How often a lease without expiry is checked when the backend sends no changes.
+const UNEXPIRING_CHECK: Duration = Duration::from_secs(10);
+
+/// Watches a lease without expiry, which is never renewed, until stopped; fires `lost` when
+/// the lease is gone: taken over by force, or removed by an operator. Woken by the backend's
+/// change feed; without one, it reads the lock every [`UNEXPIRING_CHECK`].
+async fn watch_unexpiring<L: Locker>(shared: Arc<Shared<L>>) {
+    let settings = &shared.settings;
+    let mut feed = shared.locker.changes(&settings.name);
+    // A feed that other waiters opened may still show the lock as it was before this
+    // acquisition: a state counts once it carries this acquisition's fencing token (or a
+    // later one), and an absent lock once this lease has been seen.
+    let mut seen_ours = false;
+    loop {
+        let state = match feed.as_mut().map(Changes::latest) {
+            Some(Snapshot::Present(record)) => Some(Some(record.state)),
+            Some(Snapshot::Absent) => seen_ours.then_some(None),
+            Some(Snapshot::Unavailable) => {
+                feed = None;
+                continue;
+            }
+            Some(_) => None,
+            None => match shared.locker.read(&settings.name).await {
+                Ok(record) => Some(record.map(|r| r.state)),
+                Err(err) => {
+                    tracing::debug!(error = %err, "checking the lease failed; trying again later");
+                    None
+                }
+            },
+        };
+        match state {
+            Some(Some(state)) if state.fencing_token() < shared.token => {}
+            Some(Some(state))
+                if rules::holds(&state, &settings.holder, shared.token, shared.clock.now()) =>
+            {
+                seen_ours = true;
+            }
+            Some(_) => {
+                return lose(&shared, "the lease is gone: taken over, or removed");
+            }
+            None => {}
+        }
+        let next = async {
+            match feed.as_mut() {
+                Some(feed) => feed.changed().await,
+                None => tokio::time::sleep(UNEXPIRING_CHECK).await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => return,
+            () = next => {}
         }
     }
 }

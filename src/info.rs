@@ -1,5 +1,7 @@
 //! What a caller learns about a lock: its holders, tags and fencing token.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::gotime::GoTime;
@@ -108,5 +110,34 @@ impl LockInfo {
     #[must_use]
     pub fn is_held(&self) -> bool {
         !self.holders.is_empty()
+    }
+}
+
+/// What a waiting [`acquire`](crate::Lock::acquire) waits for, as its
+/// [observer](crate::Lock::on_wait) sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Waiting {
+    /// The lock's name.
+    pub lock: String,
+    /// The holders in the way: every other holder of a full mutex or semaphore; the exclusive
+    /// holder, or writers waiting ahead ([`Holder::waiting`]), of a read/write lock; a Go
+    /// lockheed client in the middle of a write.
+    pub holders: Vec<Holder>,
+    /// The most holders the lock admits at once: 1 for a mutex, a semaphore's stored
+    /// capacity, `None` for a read/write lock.
+    pub max_holders: Option<u32>,
+    /// How long the acquire has waited so far.
+    pub waited: Duration,
+}
+
+impl Waiting {
+    pub(crate) fn new(lock: &str) -> Self {
+        Self {
+            lock: lock.to_owned(),
+            holders: Vec::new(),
+            max_holders: None,
+            waited: Duration::ZERO,
+        }
     }
 }

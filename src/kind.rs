@@ -53,6 +53,16 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The most holders a lock of this kind admits at once (`None`: any number of shared
+    /// holders of a read/write lock).
+    pub(crate) fn capacity(self) -> Option<u32> {
+        match self {
+            Self::Mutex => Some(1),
+            Self::Semaphore(max) => Some(max),
+            Self::ReadWrite(_) => None,
+        }
+    }
+
     /// The stored `lockType` of this kind.
     pub(crate) fn lock_type(self) -> &'static str {
         match self {

@@ -71,7 +71,7 @@ pub use self::error::Error;
 pub use self::feed::{Changes, Feeds, Publisher, Snapshot};
 pub use self::gotime::GoTime;
 pub use self::guard::LockGuard;
-pub use self::info::{Holder, LockInfo};
+pub use self::info::{Holder, LockInfo, Waiting};
 pub use self::kind::Access;
 pub use self::kube_format::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY};
 pub use self::kube_locker::{DEFAULT_PREFIX, KubeLocker};

@@ -1,6 +1,7 @@
 //! [`Lock`]: a named lock with its settings, and the ways to take it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -12,7 +13,7 @@ use tokio::time::Instant;
 use crate::backoff::{Backoff, Jitter};
 use crate::feed::{Changes, Snapshot};
 use crate::guard::{Acquired, LockGuard, Settings};
-use crate::info::Holder;
+use crate::info::{Holder, Waiting};
 use crate::kind::{Access, Want};
 use crate::locker::{Locker, Record, Written};
 use crate::rules::{self, Acquire, Blocked, Intent, Judgement};
@@ -78,6 +79,17 @@ pub struct Lock<L: Locker> {
     max_holders: Option<u32>,
     access: Option<Access>,
     reason: Option<String>,
+    on_wait: Option<WaitObserver>,
+}
+
+/// The callback of [`Lock::on_wait`].
+#[derive(Clone)]
+struct WaitObserver(Arc<dyn Fn(&Waiting) + Send + Sync>);
+
+impl std::fmt::Debug for WaitObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WaitObserver")
+    }
 }
 
 impl<L: Locker> Lock<L> {
@@ -99,6 +111,7 @@ impl<L: Locker> Lock<L> {
             max_holders: None,
             access: None,
             reason: None,
+            on_wait: None,
         }
     }
 
@@ -274,6 +287,40 @@ impl<L: Locker> Lock<L> {
         self
     }
 
+    /// Calls `observer` while [`acquire`](Self::acquire) waits: when it first finds the lock
+    /// held, and again whenever the holders in its way change (other holders, not renewals of
+    /// the same ones). Command lines use it to say what they wait for; it runs on the
+    /// acquiring task, so it must return quickly. [`try_acquire`](Self::try_acquire) never
+    /// waits and never calls it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let held = Lock::new("deploy", locker.clone()).with_holder("ci-42").acquire().await?;
+    /// let err = Lock::new("deploy", locker)
+    ///     .on_wait(|w| {
+    ///         let who: Vec<_> = w.holders.iter().map(|h| h.id.as_str()).collect();
+    ///         eprintln!("waiting for {}: held by {}", w.lock, who.join(", "));
+    ///     })
+    ///     .acquire_timeout(Duration::from_millis(50))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.holders().unwrap()[0].id, "ci-42");
+    /// # held.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_wait(mut self, observer: impl Fn(&Waiting) + Send + Sync + 'static) -> Self {
+        self.on_wait = Some(WaitObserver(Arc::new(observer)));
+        self
+    }
+
     /// The lock's name.
     #[must_use]
     pub fn name(&self) -> &str {
@@ -424,11 +471,32 @@ impl<L: Locker> Lock<L> {
         self.wait(Some(timeout)).instrument(span).await
     }
 
-    fn timeout_error(&self, started: Instant, holders: Vec<Holder>) -> Error {
+    fn timeout_error(&self, started: Instant, waiting: &Waiting) -> Error {
         Error::Timeout {
             lock: self.name.clone(),
             waited: started.elapsed(),
-            holders,
+            holders: waiting.holders.clone(),
+            max_holders: waiting.max_holders,
+        }
+    }
+
+    /// Records what a waiting acquire found in its way, and tells the observer when the
+    /// holders changed (who they are, not their renewals).
+    fn see_blocked(&self, waiting: &mut Waiting, blocked: &Blocked, started: Instant) {
+        let ids = |holders: &[Holder]| {
+            holders
+                .iter()
+                .map(|h| (h.id.clone(), h.waiting))
+                .collect::<Vec<_>>()
+        };
+        let changed = waiting.holders.is_empty()
+            || ids(&waiting.holders) != ids(&blocked.holders)
+            || waiting.max_holders != blocked.max_holders;
+        waiting.holders.clone_from(&blocked.holders);
+        waiting.max_holders = blocked.max_holders;
+        waiting.waited = started.elapsed();
+        if changed && let Some(observer) = &self.on_wait {
+            (observer.0)(waiting);
         }
     }
 
@@ -445,7 +513,7 @@ impl<L: Locker> Lock<L> {
             Some(feed) => Some(
                 until(deadline, feed.turn())
                     .await
-                    .ok_or_else(|| self.timeout_error(started, Vec::new()))?,
+                    .ok_or_else(|| self.timeout_error(started, &Waiting::new(&self.name)))?,
             ),
             None => None,
         };
@@ -462,7 +530,8 @@ impl<L: Locker> Lock<L> {
         let mut seen = feed
             .as_mut()
             .map_or(Seen::Nothing, |f| Seen::from(f.latest()));
-        let mut holders = Vec::new();
+        // What this acquire waits for, as last seen (for the observer and a timeout's error).
+        let mut waiting = Waiting::new(&self.name);
         let mut woken = false;
         let mut watched = Watched::default();
         let mut maybe_written: Option<CancelCleanup<L>> = None;
@@ -478,7 +547,7 @@ impl<L: Locker> Lock<L> {
                         tracing::debug!(error = %err, "reading the lock failed; retrying");
                         until(deadline, tokio::time::sleep(failures.after(&err)))
                             .await
-                            .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+                            .ok_or_else(|| self.timeout_error(started, &waiting))?;
                         continue;
                     }
                     Err(err) => return Err(err),
@@ -505,12 +574,13 @@ impl<L: Locker> Lock<L> {
                             until(deadline, tokio::time::sleep(failures.after(&err)))
                                 .await
                                 .ok_or_else(|| {
-                                    self.timeout_error(started, blocked.holders.clone())
+                                    self.see_blocked(&mut waiting, &blocked, started);
+                                    self.timeout_error(started, &waiting)
                                 })?;
                         }
                         Err(err) => return Err(err),
                     }
-                    holders = blocked.holders;
+                    self.see_blocked(&mut waiting, &blocked, started);
                     continue;
                 }
                 Acquire::Take { .. } if woken && feed.is_some() => {
@@ -519,7 +589,7 @@ impl<L: Locker> Lock<L> {
                     let pause = jitter.upto(spread);
                     until(deadline, tokio::time::sleep(pause))
                         .await
-                        .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+                        .ok_or_else(|| self.timeout_error(started, &waiting))?;
                     seen = feed
                         .as_mut()
                         .map_or(Seen::Nothing, |f| Seen::from(f.latest()));
@@ -567,7 +637,7 @@ impl<L: Locker> Lock<L> {
                             }
                             until(deadline, tokio::time::sleep(failures.after(&err)))
                                 .await
-                                .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+                                .ok_or_else(|| self.timeout_error(started, &waiting))?;
                             continue;
                         }
                         Err(err) => return Err(err),
@@ -575,7 +645,7 @@ impl<L: Locker> Lock<L> {
                 }
             };
             // Held: wait for a change, for a blocking lease to end, or to poll again.
-            holders = blocked.holders;
+            self.see_blocked(&mut waiting, &blocked, started);
             let lease_end = blocked.retry_in.map(|d| d + Duration::from_millis(1));
             let watching = feed.is_some();
             let poll = (!watching).then(|| {
@@ -584,7 +654,7 @@ impl<L: Locker> Lock<L> {
                     attempts: 0,
                 })
             });
-            tracing::debug!(held_by = ?holders.iter().map(|h| &h.id).collect::<Vec<_>>(), ?lease_end, "lock is held; waiting");
+            tracing::debug!(held_by = ?waiting.holders.iter().map(|h| &h.id).collect::<Vec<_>>(), ?lease_end, "lock is held; waiting");
             let wake = async {
                 tokio::select! {
                     () = changed(feed.as_mut()) => {}
@@ -594,7 +664,7 @@ impl<L: Locker> Lock<L> {
             };
             until(deadline, wake)
                 .await
-                .ok_or_else(|| self.timeout_error(started, holders.clone()))?;
+                .ok_or_else(|| self.timeout_error(started, &waiting))?;
             woken = true;
             if let Some(f) = feed.as_mut() {
                 match f.latest() {
@@ -698,6 +768,7 @@ impl<L: Locker> Lock<L> {
                 state,
                 token,
                 expires,
+                renewed,
             },
         )
     }
@@ -709,14 +780,24 @@ impl<L: Locker> Lock<L> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let record = self.locker.read(&self.name).await?;
             match self.decide(record.as_ref(), clock.now(), None, false)? {
-                Acquire::Busy(Blocked { holders, .. })
+                Acquire::Busy(Blocked {
+                    holders,
+                    max_holders,
+                    ..
+                })
                 | Acquire::Announce {
-                    blocked: Blocked { holders, .. },
+                    blocked:
+                        Blocked {
+                            holders,
+                            max_holders,
+                            ..
+                        },
                     ..
                 } => {
                     return Err(Error::Held {
                         lock: self.name.clone(),
                         holders,
+                        max_holders,
                     });
                 }
                 Acquire::Take {

@@ -96,6 +96,8 @@ pub(crate) struct Blocked {
     /// When the decision should be made again even if nothing changes: the first blocking
     /// lease or intent ends, or the caller's own intent needs refreshing (`None`: never).
     pub(crate) retry_in: Option<Duration>,
+    /// The most holders the lock admits at once (see [`Kind::capacity`]).
+    pub(crate) max_holders: Option<u32>,
 }
 
 /// The decision on an acquire.
@@ -164,6 +166,15 @@ fn owns(state: &LockState, lease: &Lease, token: u64) -> bool {
         }
         None => true,
     }
+}
+
+/// Whether `holder` still holds the lease of the acquisition with fencing token `token` in
+/// `state` at `now`.
+pub(crate) fn holds(state: &LockState, holder: &str, token: u64, now: DateTime<Utc>) -> bool {
+    state
+        .leases
+        .get(holder)
+        .is_some_and(|lease| lease.expires.to_utc() > now && owns(state, lease, token))
 }
 
 /// The live leases and intents that keep `intent`'s caller out of a lock of kind `kind`.
@@ -247,12 +258,17 @@ pub(crate) fn acquire(
         if intent.announce && kind == Kind::ReadWrite(Access::Exclusive) {
             return Ok(announce(name, state, kind, &intent, holders, retry_in, now));
         }
-        return Ok(Acquire::Busy(Blocked { holders, retry_in }));
+        return Ok(Acquire::Busy(Blocked {
+            holders,
+            retry_in,
+            max_holders: kind.capacity(),
+        }));
     }
     if let Some(r) = reservation.filter(|r| r.until > now && r.by != intent.holder) {
         return Ok(Acquire::Busy(Blocked {
             holders: vec![Holder::reserved(&r.by, r.until)],
             retry_in: (r.until - now).to_std().ok(),
+            max_holders: kind.capacity(),
         }));
     }
     let own = state
@@ -330,7 +346,11 @@ fn announce(
         });
     if !refresh_in.is_zero() {
         let retry_in = Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in)));
-        return Acquire::Busy(Blocked { holders, retry_in });
+        return Acquire::Busy(Blocked {
+            holders,
+            retry_in,
+            max_holders: kind.capacity(),
+        });
     }
     let mut next = state.clone();
     let mut own = Lease::new(intent.holder, expiry(now, ttl));
@@ -346,6 +366,7 @@ fn announce(
         blocked: Blocked {
             holders,
             retry_in: Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in))),
+            max_holders: kind.capacity(),
         },
     }
 }

@@ -2,9 +2,10 @@
 //! Time runs on Tokio's paused clock, which the lockers' clocks follow: a 30 s lease expires
 //! in no real time, and nothing depends on how loaded the machine is.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lockheed::{Condition, Error, Lock, Locker};
+use lockheed::{Condition, Error, Evict, Lock, Locker};
 
 use crate::harness::Harness;
 pub use crate::kinds::*;
@@ -441,6 +442,98 @@ pub async fn contenders_never_overlap<H: Harness>() {
     );
 }
 
+pub async fn acquire_tells_its_observer_whom_it_waits_for<H: Harness>() {
+    let h = H::new().await;
+    let holder = lock(&h, "q", "alice")
+        .with_duration(30 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let waiter = lock(&h, "q", "bob").on_wait(move |w| {
+        let ids: Vec<_> = w.holders.iter().map(|h| h.id.clone()).collect();
+        log.lock()
+            .unwrap()
+            .push((w.lock.clone(), ids, w.max_holders));
+    });
+    // A single attempt never waits, so it tells nobody.
+    assert!(waiter.try_acquire().await.unwrap_err().is_held());
+    assert!(seen.lock().unwrap().is_empty());
+    let waiting = tokio::spawn(async move { waiter.acquire().await });
+    // Alice renews twice meanwhile: the same holder, so no new report.
+    sleep(25).await;
+    assert!(!waiting.is_finished());
+    holder.release().await.unwrap();
+    let bob = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("q".to_owned(), vec!["alice".to_owned()], Some(1))]
+    );
+    // A timeout says whom it gave up on, and how many may hold the lock.
+    let err = lock(&h, "q", "carol")
+        .acquire_timeout(5 * SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert_eq!(err.holders().unwrap()[0].id, "bob");
+    assert_eq!(err.max_holders(), Some(1));
+    drop(bob);
+}
+
+pub async fn guards_tell_what_they_took<H: Harness>() {
+    let h = H::new().await;
+    let pool = |holder: &str| lock(&h, "pool", holder).with_max_holders(2);
+    let a = pool("a").try_acquire().await.unwrap();
+    assert!(!a.reentered());
+    let b = pool("b").try_acquire().await.unwrap();
+    let taken = b.acquired();
+    let ids: Vec<_> = taken.holders.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!((ids, taken.max_holders), (vec!["a", "b"], Some(2)));
+    assert_eq!(taken.fencing_token, b.token());
+    // The snapshot is of the acquisition: a's release does not change it.
+    a.release().await.unwrap();
+    assert_eq!(b.acquired().holders.len(), 2);
+    let again = pool("b").try_acquire().await.unwrap();
+    assert!(again.reentered());
+    drop(b);
+}
+
+pub async fn lost_fires_for_a_lease_without_expiry<H: Harness>() {
+    let h = H::new().await;
+    let forever = |holder: &str| lock(&h, "f", holder).with_duration(Duration::ZERO);
+    let alice = forever("alice")
+        .with_tags(["forceme"])
+        .try_acquire()
+        .await
+        .unwrap();
+    assert_eq!(alice.expires().await, None);
+    // Nothing happens to the lease: nothing fires, however long it is held.
+    assert!(
+        tokio::time::timeout(120 * SECOND, alice.lost())
+            .await
+            .is_err()
+    );
+    let bob = forever("bob")
+        .with_force(Condition::tags_contain("forceme"))
+        .try_acquire()
+        .await
+        .unwrap();
+    // The guard watches the lock (or reads it every 10 s without a change feed).
+    tokio::time::timeout(11 * SECOND, alice.lost())
+        .await
+        .expect("a forced takeover of a lease without expiry is noticed");
+    assert!(alice.is_lost() && !bob.is_lost());
+    // An operator's eviction is noticed too.
+    h.locker().evict("f", Evict::Holder("bob")).await.unwrap();
+    tokio::time::timeout(11 * SECOND, bob.lost())
+        .await
+        .expect("an evicted holder is told");
+    // A released guard stops watching: nothing is left running that could fire.
+    let carol = forever("carol").try_acquire().await.unwrap();
+    carol.release().await.unwrap();
+}
+
 /// Runs each suite function on each backend, on a paused clock.
 macro_rules! suite {
     ($backend:ident: $harness:ty) => {
@@ -473,6 +566,9 @@ macro_rules! suite {
                 readers_and_writers_never_overlap,
                 an_operator_evicts_dead_holders,
                 kind_settings_are_checked_before_any_request,
+                acquire_tells_its_observer_whom_it_waits_for,
+                guards_tell_what_they_took,
+                lost_fires_for_a_lease_without_expiry,
             );
         }
     };

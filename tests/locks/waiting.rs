@@ -588,3 +588,27 @@ async fn permanent_errors_are_returned_at_once() {
     );
     assert!(err.to_string().contains("default/lockheed-x"), "{err}");
 }
+
+/// A process suspended past its lease (a paused VM) wakes with timers that have not fired yet:
+/// `is_lost` compares the wall clock with the moment the guard gives up, and fires `lost`.
+#[tokio::test(start_paused = true)]
+async fn is_lost_trusts_the_wall_clock_after_a_suspension() {
+    let clock = lockheed::clock::ManualClock::new(chrono::Utc::now());
+    let locker = lockheed::MemoryLocker::new().with_clock(Arc::new(clock.clone()));
+    let guard = Lock::new("x", locker)
+        .with_duration(30 * SECOND)
+        .try_acquire()
+        .await
+        .unwrap();
+    clock.advance(26 * SECOND);
+    assert!(
+        !guard.is_lost(),
+        "still 4 s to go, 1 s more than the margin"
+    );
+    // The guard gives up a tenth of the duration (3 s) before the lease ends.
+    clock.advance(SECOND);
+    assert!(guard.is_lost());
+    tokio::time::timeout(Duration::from_millis(1), guard.lost())
+        .await
+        .expect("lost fires with it");
+}
