@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::gotime::GoTime;
 use crate::kind;
 use crate::state::{Lease, LockState};
 
 /// A holder of a lock and its lease (or a writer waiting for a read/write lock).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It serializes (for command lines and scripts) with camelCase keys, times in RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct Holder {
     /// The holder's identity (Go's instance id; by default a random UUID per [`Lock`](crate::Lock)).
@@ -61,7 +65,25 @@ fn forever_is_none(expires: GoTime) -> Option<DateTime<Utc>> {
 }
 
 /// A lock as seen at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// It serializes (for command lines and scripts) with camelCase keys:
+///
+/// ```
+/// use lockheed::{Lock, Locker, MemoryLocker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let locker = MemoryLocker::new();
+/// let guard = Lock::new("jobs", locker.clone()).with_holder("worker-1").try_acquire().await?;
+/// let json = serde_json::to_value(locker.get("jobs").await?.unwrap())?;
+/// assert_eq!(json["holders"][0]["id"], "worker-1");
+/// assert_eq!((&json["kind"], &json["maxHolders"], &json["fencingToken"]), (&"mutex".into(), &1.into(), &1.into()));
+/// # guard.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct LockInfo {
     /// The lock's name (without the backend's prefix).
