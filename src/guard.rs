@@ -155,7 +155,27 @@ impl<L: Locker> LockGuard<L> {
 
     /// The fencing token of this acquisition: it strictly increases with every acquisition of
     /// the lock by anyone, so a resource that remembers the largest token it has seen can
-    /// refuse a holder that lost the lock.
+    /// refuse a holder that lost the lock. The counter is kept with the lock: deleting the
+    /// lock's object (its ConfigMap) starts it again at 1 (see
+    /// [`KubeLocker`](crate::KubeLocker)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let first = Lock::new("ledger", locker.clone()).try_acquire().await?;
+    /// let t1 = first.token();
+    /// first.release().await?;
+    /// let second = Lock::new("ledger", locker).try_acquire().await?;
+    /// assert!(second.token() > t1); // a write carrying t1 can now be refused
+    /// # second.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn token(&self) -> u64 {
         self.shared.token
@@ -164,18 +184,62 @@ impl<L: Locker> LockGuard<L> {
     /// The most holders the lock admits at once, as stored when this guard took it: 1 for a
     /// mutex, the capacity of a semaphore (the stored one, which wins over the caller's
     /// [`with_max_holders`](crate::Lock::with_max_holders)), `None` for a read/write lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let a = Lock::new("gpu", locker.clone()).with_max_holders(4).try_acquire().await?;
+    /// let b = Lock::new("gpu", locker).with_max_holders(8).try_acquire().await?;
+    /// assert_eq!(b.max_holders(), Some(4)); // the capacity stored first wins
+    /// # drop((a, b));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn max_holders(&self) -> Option<u32> {
         self.shared.max_holders
     }
 
     /// The lock's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let guard = Lock::new("ledger", MemoryLocker::new()).try_acquire().await?;
+    /// assert_eq!(guard.name(), "ledger");
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.shared.settings.name
     }
 
     /// The holder identity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let guard = Lock::new("ledger", MemoryLocker::new()).with_holder("worker-1").try_acquire().await?;
+    /// assert_eq!(guard.holder(), "worker-1");
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn holder(&self) -> &str {
         &self.shared.settings.holder
@@ -186,6 +250,25 @@ impl<L: Locker> LockGuard<L> {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads (it waits for a renewal in flight to finish).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let guard = Lock::new("ledger", MemoryLocker::new())
+    ///     .with_duration(Duration::from_secs(30))
+    ///     .try_acquire()
+    ///     .await?;
+    /// let left = guard.expires().await.unwrap() - chrono::Utc::now();
+    /// assert!(left <= chrono::Duration::seconds(30));
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn expires(&self) -> Option<DateTime<Utc>> {
         let expires = self.shared.held.lock().await.expires;
         (!expires.is_forever()).then(|| expires.to_utc())
@@ -204,6 +287,30 @@ impl<L: Locker> LockGuard<L> {
     /// # Cancel safety
     ///
     /// Cancel safe: it only waits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Condition, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new().with_clock(std::sync::Arc::new(lockheed::clock::TokioClock::new()));
+    /// let guard = Lock::new("ledger", locker.clone()).with_tags(["preemptible"]).acquire().await?;
+    /// // Someone takes the lock over by force...
+    /// let _other = Lock::new("ledger", locker)
+    ///     .with_force(Condition::tags_contain("preemptible"))
+    ///     .try_acquire()
+    ///     .await?;
+    /// // ...and the critical section learns it at the guard's next renewal (10 s by default).
+    /// tokio::select! {
+    ///     () = guard.lost() => println!("lost the lock: stop writing"),
+    ///     () = tokio::time::sleep(Duration::from_secs(60)) => unreachable!(),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn lost(&self) -> WaitForCancellationFutureOwned {
         self.shared.lost.clone().cancelled_owned()
     }
@@ -213,6 +320,25 @@ impl<L: Locker> LockGuard<L> {
     /// after the process was suspended (a paused VM, a laptop lid): timers may not have caught
     /// up yet, and a lease that ended during the pause must not be trusted. It then fires
     /// `lost` too.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let guard = Lock::new("ledger", MemoryLocker::new()).try_acquire().await?;
+    /// for batch in 0..3 {
+    ///     if guard.is_lost() {
+    ///         break; // check before each step that must not run without the lock
+    ///     }
+    ///     # let _ = batch;
+    /// }
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_lost(&self) -> bool {
         if self.shared.lost.is_cancelled() {
@@ -229,6 +355,23 @@ impl<L: Locker> LockGuard<L> {
     /// The lock as this guard took it: its holders (this one among them), capacity, tags and
     /// fencing token at that moment. It is not updated afterwards:
     /// [`Locker::get`](crate::Locker::get) reads the lock as it is now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let a = Lock::new("pool", locker.clone()).with_holder("a").with_max_holders(3).try_acquire().await?;
+    /// let b = Lock::new("pool", locker).with_holder("b").with_max_holders(3).try_acquire().await?;
+    /// let taken = b.acquired();
+    /// assert_eq!(format!("{}/{}", taken.holders.len(), taken.max_holders.unwrap()), "2/3");
+    /// # drop((a, b));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn acquired(&self) -> &LockInfo {
         &self.shared.taken
@@ -236,6 +379,22 @@ impl<L: Locker> LockGuard<L> {
 
     /// Whether this holder already held the lock when this guard took it (a re-entry, which
     /// renewed its lease with a new token: see [`Lock::try_acquire`](crate::Lock::try_acquire)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let lock = Lock::new("pool", MemoryLocker::new()).with_holder("job-7");
+    /// let first = lock.try_acquire().await?;
+    /// let again = lock.try_acquire().await?; // the same holder: its lease is taken again
+    /// assert!(!first.reentered() && again.reentered());
+    /// # drop(first); again.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn reentered(&self) -> bool {
         self.shared.reentered
@@ -243,6 +402,27 @@ impl<L: Locker> LockGuard<L> {
 
     /// A token cancelled when the lock is lost, to hand to tasks of the critical section
     /// (cancelling it does not affect the guard).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let guard = Lock::new("ledger", MemoryLocker::new()).try_acquire().await?;
+    /// let cancel = guard.lost_token();
+    /// let worker = tokio::spawn(async move {
+    ///     tokio::select! {
+    ///         () = cancel.cancelled() => "stopped: the lock was lost",
+    ///         () = async { /* work */ } => "done",
+    ///     }
+    /// });
+    /// assert_eq!(worker.await.unwrap(), "done");
+    /// guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn lost_token(&self) -> CancellationToken {
         self.shared.lost.child_token()
@@ -261,6 +441,25 @@ impl<L: Locker> LockGuard<L> {
     ///
     /// If the future is dropped before it completes, the release may or may not have been
     /// written; renewal has stopped either way, so the lease ends by itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Error, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("ledger", locker.clone()).try_acquire().await?;
+    /// match guard.release().await {
+    ///     Ok(()) => {}
+    ///     Err(Error::Lost { .. }) => eprintln!("someone had taken it over: nothing to release"),
+    ///     Err(err) => eprintln!("release failed ({err}); the lease ends by itself"),
+    /// }
+    /// assert!(Lock::new("ledger", locker).try_acquire().await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn release(mut self) -> Result<(), Error> {
         self.released = true;
         self.shared.stop.cancel();
@@ -278,6 +477,26 @@ impl<L: Locker> LockGuard<L> {
     }
 
     /// Stops renewing and leaves the lease to expire by itself, without releasing it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// // Hold the lock beyond this process, as kube-lock does: the lease is left as it is.
+    /// Lock::new("maintenance", locker.clone())
+    ///     .with_duration(Duration::ZERO)
+    ///     .try_acquire()
+    ///     .await?
+    ///     .forget();
+    /// assert!(locker.get("maintenance").await?.unwrap().is_held());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn forget(mut self) {
         self.released = true;
         self.shared.stop.cancel();

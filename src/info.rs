@@ -129,6 +129,22 @@ impl LockInfo {
     }
 
     /// Whether anyone holds the lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("db", locker.clone()).try_acquire().await?;
+    /// assert!(locker.get("db").await?.unwrap().is_held());
+    /// guard.release().await?;
+    /// assert!(!locker.get("db").await?.unwrap().is_held()); // stored, but free
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn is_held(&self) -> bool {
         !self.holders.is_empty()

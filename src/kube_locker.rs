@@ -35,6 +35,16 @@ pub const DEFAULT_PREFIX: &str = "lockheed-";
 ///
 /// A ConfigMap with a live `reserved/by` annotation is being written by a Go client: it counts
 /// as busy until the reservation ends, and the reservation is never removed by this crate.
+/// A holder of this crate renews through it (its lease is its own), which changes the
+/// resourceVersion under the Go writer: the Go client's second update then fails with a
+/// conflict, and its reservation, which Go never clears after a failure, keeps every Go client
+/// out of the lock until it expires (30 s). Rust clients are not affected; a fleet in the
+/// middle of a migration may see Go clients wait that long.
+///
+/// Deleting a lock's ConfigMap also deletes its fencing counter: the next acquisition gets
+/// token 1 again. A resource that fences on tokens then refuses the new holders (their tokens
+/// are lower than those it has seen) until the counter passes the old one, which fails safe
+/// but stalls: do not delete the ConfigMaps of locks whose tokens are in use.
 ///
 /// Waiters of a lock are woken by a watch of its ConfigMap, one watch per lock for all the
 /// waiters of this locker and its clones. If the watch is forbidden, they poll instead (and a
@@ -86,6 +96,20 @@ impl std::fmt::Debug for KubeLocker {
 
 impl KubeLocker {
     /// Locks in ConfigMaps of `namespace`, through `client`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lockheed::{KubeLocker, Lock};
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// let locker = KubeLocker::new(client, "my-namespace");
+    /// let guard = Lock::new("nightly-report", locker).acquire().await?; // ConfigMap lockheed-nightly-report
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn new(client: kube::Client, namespace: impl Into<String>) -> Self {
         let namespace = namespace.into();
@@ -175,7 +199,26 @@ impl KubeLocker {
         self
     }
 
-    /// How many locks this locker (and its clones) watch now: one per lock with waiters.
+    /// How many locks this locker (and its clones) watch now: one per lock with waiters or
+    /// with a held lease without expiry (which its guard watches instead of renewing).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lockheed::{KubeLocker, Lock};
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// let locker = KubeLocker::new(client, "default");
+    /// let held = Lock::new("db", locker.clone()).acquire().await?;
+    /// let waiter = Lock::new("db", locker.clone());
+    /// let waiting = tokio::spawn(async move { waiter.acquire().await });
+    /// // While someone waits for "db", this process watches its ConfigMap, once.
+    /// assert!(locker.active_watches() <= 1);
+    /// # drop((held, waiting));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn active_watches(&self) -> usize {
         self.feeds.active()
@@ -219,6 +262,19 @@ impl KubeLocker {
 
     /// Names lock ConfigMaps `<prefix><name>` instead of `lockheed-<name>`. Go lockheed
     /// clients only see locks with the default prefix.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lockheed::KubeLocker;
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// let locker = KubeLocker::new(client, "default").with_prefix("team-a-lock-");
+    /// assert_eq!(locker.object_name("db"), "team-a-lock-db");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
@@ -226,6 +282,21 @@ impl KubeLocker {
     }
 
     /// Judges leases by `clock` instead of the system clock.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use lockheed::{clock::ManualClock, KubeLocker};
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// // A test that decides what time it is (the fake API server can follow the same clock).
+    /// let clock = ManualClock::new(chrono::Utc::now());
+    /// let locker = KubeLocker::new(client, "default").with_clock(Arc::new(clock.clone()));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -233,12 +304,37 @@ impl KubeLocker {
     }
 
     /// The namespace of the locks.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lockheed::KubeLocker;
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// assert_eq!(KubeLocker::new(client, "jobs").namespace(), "jobs");
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
 
     /// The ConfigMap name of lock `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use lockheed::KubeLocker;
+    ///
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = kube::Client::try_default().await?;
+    /// let locker = KubeLocker::new(client, "default");
+    /// assert_eq!(locker.object_name("db"), "lockheed-db"); // the ConfigMap to grant RBAC on
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn object_name(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)

@@ -42,9 +42,6 @@
     rust_2018_idioms
 )]
 #![deny(clippy::pedantic)]
-// Errors are documented on the error types and in `# Errors` sections where they are not
-// obvious; repeating "returns an error if the request fails" everywhere adds noise.
-#![allow(clippy::missing_errors_doc)]
 // `FakeApiServer` in `lockheed::testing` reads better than a shorter, vaguer name.
 #![allow(clippy::module_name_repetitions)]
 

@@ -95,6 +95,17 @@ impl std::fmt::Debug for WaitObserver {
 impl<L: Locker> Lock<L> {
     /// The lock `name` in `locker`, with a new random holder identity (a UUID v4, like Go
     /// lockheed's instance id), a 30 s lease renewed every 10 s, no tags and no force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// let lock = Lock::new("nightly-report", MemoryLocker::new());
+    /// assert_eq!(lock.name(), "nightly-report");
+    /// assert!(uuid_like(lock.holder())); // a random UUID v4 per Lock
+    /// # fn uuid_like(s: &str) -> bool { s.len() == 36 && s.matches('-').count() == 4 }
+    /// ```
     pub fn new(name: impl Into<String>, locker: L) -> Self {
         Self {
             name: name.into(),
@@ -208,6 +219,25 @@ impl<L: Locker> Lock<L> {
     /// How long each lease (and each renewal) lasts. Zero means no expiry: the lease is stored
     /// as `9999-12-31T23:59:59Z`, like Go, and lasts until released or taken by force.
     /// Default: 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let lease = Lock::new("report", locker.clone()).with_duration(Duration::from_secs(60));
+    /// let guard = lease.try_acquire().await?;
+    /// assert!(guard.expires().await.is_some());
+    /// // Zero: held until released, stored as Go's 9999-12-31T23:59:59Z.
+    /// let forever = Lock::new("migration", locker).with_duration(Duration::ZERO);
+    /// assert_eq!(forever.try_acquire().await?.expires().await, None);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_duration(mut self, duration: Duration) -> Self {
         self.duration = duration;
         self
@@ -217,6 +247,22 @@ impl<L: Locker> Lock<L> {
     /// after one duration, and [`LockGuard::lost`] fires). Must be shorter than nine tenths of
     /// the duration (the guard gives up the last tenth early). Default: a third of the
     /// duration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Error, Lock, MemoryLocker};
+    ///
+    /// let lock = Lock::new("report", MemoryLocker::new())
+    ///     .with_duration(Duration::from_secs(30))
+    ///     .with_renew_interval(Duration::from_secs(5)); // six chances before the lease ends
+    /// // An interval that leaves no time to renew is refused before any request.
+    /// let bad = lock.clone().with_renew_interval(Duration::from_secs(30));
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// assert!(matches!(bad.try_acquire().await, Err(Error::InvalidConfig { .. })));
+    /// # });
+    /// ```
     pub fn with_renew_interval(mut self, interval: Duration) -> Self {
         self.renew_interval = Some(interval);
         self
@@ -224,6 +270,22 @@ impl<L: Locker> Lock<L> {
 
     /// Tags to add to the lock when it is acquired and released (tags already there stay,
     /// unless [`with_reset_tags`](Self::with_reset_tags)). Tags must not be empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Condition, Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("db", locker.clone()).with_tags(["prod", "db"]).try_acquire().await?;
+    /// let prod = locker.list(Some(&Condition::tags_contain("prod"))).await?;
+    /// assert_eq!(prod.locks[0].name, "db");
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_tags<I, T>(mut self, tags: I) -> Self
     where
         I: IntoIterator<Item = T>,
@@ -235,6 +297,22 @@ impl<L: Locker> Lock<L> {
 
     /// Replaces the lock's tags with this lock's [`with_tags`](Self::with_tags) instead of
     /// adding to them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// Lock::new("db", locker.clone()).with_tags(["old"]).try_acquire().await?.release().await?;
+    /// let guard = Lock::new("db", locker.clone()).with_tags(["new"]).with_reset_tags().try_acquire().await?;
+    /// assert_eq!(locker.get("db").await?.unwrap().tags, ["new"]);
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_reset_tags(mut self) -> Self {
         self.reset_tags = true;
         self
@@ -243,6 +321,31 @@ impl<L: Locker> Lock<L> {
     /// Takes the lock over from its current holders when the lock meets `condition` (Go
     /// lockheed's forced takeover). The previous holder's guard sees [`LockGuard::lost`] fire
     /// at its next renewal.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Condition, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// // A holder that never lets go, but says it may be taken over.
+    /// let stuck = Lock::new("db", locker.clone())
+    ///     .with_duration(Duration::ZERO)
+    ///     .with_tags(["forceme"])
+    ///     .try_acquire()
+    ///     .await?;
+    /// let guard = Lock::new("db", locker)
+    ///     .with_force(Condition::tags_contain("forceme"))
+    ///     .try_acquire()
+    ///     .await?;
+    /// assert!(guard.token() > stuck.token());
+    /// # drop(stuck);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_force(mut self, condition: Condition) -> Self {
         self.force = Some(condition);
         self
@@ -251,6 +354,21 @@ impl<L: Locker> Lock<L> {
     /// The identity this lock holds leases under. Two `Lock`s with the same identity are the
     /// same holder: taking the lock again renews the lease instead of waiting for it.
     /// Default: a random UUID v4.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("db", locker.clone()).with_holder("backup-job-17").try_acquire().await?;
+    /// assert_eq!(locker.get("db").await?.unwrap().holders[0].id, "backup-job-17");
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_holder(mut self, holder: impl Into<String>) -> Self {
         self.holder = holder.into();
         self
@@ -260,6 +378,17 @@ impl<L: Locker> Lock<L> {
     /// it about changes (no watch): it polls with backoff up to this interval. With a watch,
     /// waiters are woken by changes and when the holder's lease can end, and do not poll.
     /// Default: 1 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// // Without a watch (say, no RBAC right to watch), poll a held lock at most every 5 s.
+    /// let lock = Lock::new("db", MemoryLocker::new()).with_retry_interval(Duration::from_secs(5));
+    /// # let _ = lock;
+    /// ```
     pub fn with_retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
         self
@@ -275,6 +404,19 @@ impl<L: Locker> Lock<L> {
     /// has seen nothing, so it relies on the allowance alone: a clock ahead by more than the
     /// allowance plus a tenth of the holder's lease duration (the margin by which the holder
     /// gives up early) can take a lease whose holder still trusts it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// // Nodes whose clocks are only loosely synchronised.
+    /// let lock = Lock::new("db", MemoryLocker::new())
+    ///     .with_duration(Duration::from_secs(60))
+    ///     .with_clock_skew_allowance(Duration::from_secs(10));
+    /// # let _ = lock;
+    /// ```
     pub fn with_clock_skew_allowance(mut self, allowance: Duration) -> Self {
         self.skew_allowance = allowance;
         self
@@ -282,6 +424,23 @@ impl<L: Locker> Lock<L> {
 
     /// How long [`acquire`](Self::acquire) waits at most before failing with
     /// [`Error::Timeout`]. Default: no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Error, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let held = Lock::new("db", locker.clone()).try_acquire().await?;
+    /// let impatient = Lock::new("db", locker).with_acquire_timeout(Duration::from_millis(20));
+    /// assert!(matches!(impatient.acquire().await, Err(Error::Timeout { .. })));
+    /// # held.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = Some(timeout);
         self
@@ -322,18 +481,50 @@ impl<L: Locker> Lock<L> {
     }
 
     /// The lock's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// assert_eq!(Lock::new("db", MemoryLocker::new()).name(), "db");
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The holder identity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// let lock = Lock::new("db", MemoryLocker::new()).with_holder("worker-1");
+    /// assert_eq!(lock.holder(), "worker-1");
+    /// ```
     #[must_use]
     pub fn holder(&self) -> &str {
         &self.holder
     }
 
     /// The backend.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let lock = Lock::new("db", MemoryLocker::new());
+    /// let guard = lock.try_acquire().await?;
+    /// assert!(lock.locker().get("db").await?.unwrap().is_held());
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn locker(&self) -> &L {
         &self.locker
@@ -417,6 +608,25 @@ impl<L: Locker> Lock<L> {
     /// background task removes the lease should the write have happened, so no lease is left
     /// behind (if the server cannot be reached for that either, the lease ends by itself:
     /// after one duration, or never with a zero duration).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("db", locker.clone()).with_holder("a").try_acquire().await?;
+    /// match Lock::new("db", locker).try_acquire().await {
+    ///     Ok(_) => unreachable!("a holds it"),
+    ///     Err(err) if err.is_held() => assert_eq!(err.holders().unwrap()[0].id, "a"),
+    ///     Err(err) => return Err(err),
+    /// }
+    /// guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn try_acquire(&self) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.try_acquire", lock = %self.name, holder = %self.holder);
@@ -450,6 +660,26 @@ impl<L: Locker> Lock<L> {
     /// while it writes is handled as for [`try_acquire`](Self::try_acquire). A write whose
     /// outcome is unknown is reconciled by the next attempt: if it took the lock, `acquire`
     /// carries on with that lease and token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let first = Lock::new("db", locker.clone()).try_acquire().await?;
+    /// let waiter = tokio::spawn(async move { Lock::new("db", locker).acquire().await });
+    /// tokio::time::sleep(Duration::from_millis(10)).await;
+    /// first.release().await?; // the waiter is woken and takes it
+    /// let second = waiter.await.unwrap()?;
+    /// assert!(second.token() > 1);
+    /// # second.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn acquire(&self) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.acquire", lock = %self.name, holder = %self.holder);
@@ -465,6 +695,23 @@ impl<L: Locker> Lock<L> {
     /// # Cancel safety
     ///
     /// As [`acquire`](Self::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Error, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let held = Lock::new("db", locker.clone()).try_acquire().await?;
+    /// let err = Lock::new("db", locker).acquire_timeout(Duration::from_millis(20)).await.unwrap_err();
+    /// assert!(matches!(err, Error::Timeout { .. }));
+    /// # held.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.acquire", lock = %self.name, holder = %self.holder);

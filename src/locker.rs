@@ -33,6 +33,16 @@ pub struct Record<V> {
 
 impl<V> Record<V> {
     /// A record without a reservation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{LockState, Record};
+    ///
+    /// // What a backend's read returns for a lock stored at version 7.
+    /// let record = Record::new(LockState::empty("db"), 7_u64);
+    /// assert!(record.reservation.is_none());
+    /// ```
     pub fn new(state: LockState, version: V) -> Self {
         Self {
             state,
@@ -54,6 +64,17 @@ pub struct Reservation {
 
 impl Reservation {
     /// A reservation by `by` until `until`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::Reservation;
+    ///
+    /// // A Go lockheed writer's `reserved/by` annotation, as a backend reports it.
+    /// let until = chrono::Utc::now() + chrono::Duration::seconds(30);
+    /// let reservation = Reservation::new("6f1d2c3e-go-instance", until);
+    /// assert_eq!(reservation.by, "6f1d2c3e-go-instance");
+    /// ```
     #[must_use]
     pub fn new(by: impl Into<String>, until: DateTime<Utc>) -> Self {
         Self {
@@ -219,6 +240,23 @@ pub trait Locker: Debug + Clone + Send + Sync + 'static {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// assert!(locker.get("db").await?.is_none()); // never stored
+    /// let guard = Lock::new("db", locker.clone()).with_holder("a").try_acquire().await?;
+    /// let info = locker.get("db").await?.unwrap();
+    /// assert_eq!((info.holders[0].id.as_str(), info.fencing_token), ("a", guard.token()));
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     fn get(&self, name: &str) -> impl Future<Output = Result<Option<LockInfo>, Error>> + Send {
         async move {
             self.check_name(name)?;
@@ -300,6 +338,26 @@ pub trait Locker: Debug + Clone + Send + Sync + 'static {
     /// # Cancel safety
     ///
     /// Cancel safe: it only reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Condition, Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let db = Lock::new("db", locker.clone()).with_tags(["prod"]).try_acquire().await?;
+    /// Lock::new("cache", locker.clone()).with_tags(["prod"]).try_acquire().await?.release().await?;
+    /// locker.insert_raw("broken", "{not json");
+    /// let free_prod = Condition::and([Condition::tags_contain("prod"), Condition::acquired(false)]);
+    /// let list = locker.list(Some(&free_prod)).await?;
+    /// assert_eq!(list.locks.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["cache"]);
+    /// assert_eq!(list.unreadable.len(), 1); // reported, never hiding the others
+    /// # db.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     fn list(
         &self,
         condition: Option<&Condition>,

@@ -53,6 +53,17 @@ pub struct Lease {
 
 impl Lease {
     /// A lease of `holder` until `expires`, with nothing else recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{GoTime, Lease, LockState};
+    ///
+    /// // A backend that keeps holders in another format builds its leases with this.
+    /// let lease = Lease::new("holder-1", GoTime::forever());
+    /// let state = LockState::semaphore("lock", 1, [lease]);
+    /// assert!(state.leases()["holder-1"].expires().is_forever());
+    /// ```
     #[must_use]
     pub fn new(holder: impl Into<String>, expires: GoTime) -> Self {
         Self {
@@ -68,18 +79,48 @@ impl Lease {
     }
 
     /// The holder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// let lease = &state.leases()["a"];
+    /// assert_eq!(lease.holder(), "a");
+    /// ```
     #[must_use]
     pub fn holder(&self) -> &str {
         &self.instance_id
     }
 
     /// When the lease ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// let lease = &state.leases()["a"];
+    /// assert_eq!(lease.expires().to_string(), "2099-01-01T00:00:00Z");
+    /// ```
     #[must_use]
     pub fn expires(&self) -> GoTime {
         self.expires
     }
 
     /// How long the lease was taken for, when the writer said (this crate does; Go does not).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// let lease = &state.leases()["a"];
+    /// assert_eq!(lease.duration(), None); // Go lockheed does not record it
+    /// ```
     #[must_use]
     pub fn duration(&self) -> Option<std::time::Duration> {
         self.duration_millis.map(std::time::Duration::from_millis)
@@ -87,24 +128,64 @@ impl Lease {
 
     /// The fencing token of the acquisition that wrote the lease, when the writer recorded it
     /// (this crate does; Go lockheed and kube-lock do not).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// let lease = &state.leases()["a"];
+    /// assert_eq!(lease.token(), None); // written by Go, which keeps no tokens
+    /// ```
     #[must_use]
     pub fn token(&self) -> Option<u64> {
         self.token
     }
 
     /// When the holder took the lock, when the writer recorded it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// let lease = &state.leases()["a"];
+    /// assert_eq!(lease.since(), None);
+    /// ```
     #[must_use]
     pub fn since(&self) -> Option<GoTime> {
         self.since
     }
 
     /// Why the holder took the lock, when it said.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// let lease = &state.leases()["a"];
+    /// assert_eq!(lease.reason(), None);
+    /// ```
     #[must_use]
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
     }
 
     /// Whether this is a shared holder of a read/write lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// let lease = &state.leases()["a"];
+    /// assert!(!lease.is_shared()); // a mutex holder
+    /// ```
     #[must_use]
     pub fn is_shared(&self) -> bool {
         self.shared
@@ -112,6 +193,16 @@ impl Lease {
 
     /// Records when the lease was taken and why (a backend that keeps these elsewhere, like
     /// kube-lock's annotation, calls this after reading).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{GoTime, Lease};
+    ///
+    /// let since = GoTime::parse("2018-08-19T19:14:24Z").unwrap();
+    /// let lease = Lease::new("holder-1", GoTime::forever()).with_since(Some(since), Some("db restart".into()));
+    /// assert_eq!(lease.reason(), Some("db restart"));
+    /// ```
     #[must_use]
     pub fn with_since(mut self, since: Option<GoTime>, reason: Option<String>) -> Self {
         self.since = since;
@@ -179,6 +270,15 @@ where
 
 impl LockState {
     /// The state of a lock that exists but was never acquired.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::empty("db");
+    /// assert_eq!(state.to_json(), r#"{"name":"db","lockType":"","leases":{}}"#);
+    /// ```
     #[must_use]
     pub fn empty(name: &str) -> Self {
         Self {
@@ -198,6 +298,17 @@ impl LockState {
     /// # Errors
     ///
     /// When `json` is not a lock state (the message says why).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// // What Go lockheed writes for a lock created but never acquired.
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"","leases":null}"#).unwrap();
+    /// assert!(state.leases().is_empty());
+    /// assert!(LockState::from_json("{not json").is_err());
+    /// ```
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)
     }
@@ -207,48 +318,120 @@ impl LockState {
     /// # Panics
     ///
     /// Never: a lock state always serializes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let json = r#"{"name":"db","lockType":"","leases":{},"addedByANewerVersion":true}"#;
+    /// assert_eq!(LockState::from_json(json).unwrap().to_json(), json); // unknown keys are kept
+    /// ```
     #[must_use]
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("lock state always serializes")
     }
 
     /// The lock's name (without any backend prefix).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// assert_eq!(state.name(), "db");
+    /// ```
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// `mutex`, `semaphore`, `rwlock`, or `""` for a lock that was created but never acquired.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// assert_eq!(state.lock_type(), "mutex");
+    /// ```
     #[must_use]
     pub fn lock_type(&self) -> &str {
         &self.lock_type
     }
 
     /// Every lease, live or expired, by holder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// assert_eq!(state.leases().keys().collect::<Vec<_>>(), ["a"]);
+    /// ```
     #[must_use]
     pub fn leases(&self) -> &BTreeMap<String, Lease> {
         &self.leases
     }
 
     /// The lock's tags.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// assert_eq!(state.tags(), ["prod"]);
+    /// ```
     #[must_use]
     pub fn tags(&self) -> &[String] {
         &self.tags
     }
 
     /// The fencing token of the latest acquisition this crate recorded (0: none).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// assert_eq!(state.fencing_token(), 0); // Go lockheed records none
+    /// ```
     #[must_use]
     pub fn fencing_token(&self) -> u64 {
         self.fencing_token
     }
 
     /// A semaphore's capacity (0 for other kinds).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// assert_eq!(state.max_holders(), 0); // not a semaphore
+    /// ```
     #[must_use]
     pub fn max_holders(&self) -> u32 {
         self.max_holders
     }
 
     /// Writers waiting for a read/write lock, by holder, each until its intent ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
+    /// assert!(state.waiting_writers().is_empty()); // not a read/write lock
+    /// ```
     #[must_use]
     pub fn waiting_writers(&self) -> &BTreeMap<String, Lease> {
         &self.waiting_writers
@@ -256,6 +439,15 @@ impl LockState {
 
     /// A semaphore of `max_holders` with these holders (a backend that keeps semaphores in
     /// another format, like kube-lock's annotation, builds its state with this).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{GoTime, Lease, LockState};
+    ///
+    /// let state = LockState::semaphore("lock", 3, [Lease::new("holder-1", GoTime::forever())]);
+    /// assert_eq!((state.lock_type(), state.max_holders()), ("semaphore", 3));
+    /// ```
     #[must_use]
     pub fn semaphore(
         name: &str,
@@ -274,6 +466,18 @@ impl LockState {
 
     /// Raises the fencing token to at least `floor` (a backend that keeps the counter in a
     /// second place, out of reach of Go clients, calls this after reading).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockState;
+    ///
+    /// // A Go client rewrote the state and dropped the counter; the backend kept 41 elsewhere.
+    /// let mut state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{}}"#).unwrap();
+    /// state.raise_fencing_token(41);
+    /// state.raise_fencing_token(7); // never lowers it
+    /// assert_eq!(state.fencing_token(), 41);
+    /// ```
     pub fn raise_fencing_token(&mut self, floor: u64) {
         self.fencing_token = self.fencing_token.max(floor);
     }

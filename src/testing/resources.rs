@@ -32,6 +32,15 @@ pub struct ResourceType {
 
 impl ResourceType {
     /// A namespaced resource: `group` is `""` for the core API.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::ResourceType;
+    ///
+    /// let leases = ResourceType::namespaced("coordination.k8s.io", "v1", "leases", "Lease");
+    /// # let _ = leases;
+    /// ```
     #[must_use]
     pub fn namespaced(group: &str, version: &str, plural: &str, kind: &str) -> Self {
         Self {
@@ -47,6 +56,21 @@ impl ResourceType {
     }
 
     /// Adds a short name that `kubectl` accepts for this resource (`cm` for `configmaps`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::{FakeApiServer, ResourceType};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let widgets = ResourceType::namespaced("example.com", "v1", "widgets", "Widget").short_name("wd");
+    /// let server = FakeApiServer::builder().resource(widgets).start().await?;
+    /// let list = server.client().list_api_group_resources("example.com/v1").await?;
+    /// assert_eq!(list.resources[0].short_names, Some(vec!["wd".to_owned()]));
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn short_name(mut self, short: &str) -> Self {
         self.short_names.push(short.to_owned());
