@@ -1,0 +1,244 @@
+//! Locking: one attempt, as the Go tool's `LockOnce`, then (unless `--run-once`) polling until
+//! a place frees up or the polling timeout.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use lockheed::{Evict, Holder, KubeLocker, Lock, LockGuard, Locker as _};
+
+use crate::args::Settings;
+use crate::exit::Failure;
+use crate::poll;
+use crate::say::{self, PROGRAM, Target};
+use crate::shared::log::{log_info, log_warn};
+
+/// How long kube-lock tries, when it gives up, to remove a holder it may have written without
+/// knowing (see [`Locking::leave_nothing_behind`]).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one attempt found.
+enum Once {
+    /// This holder holds the lock now (taken, or held already).
+    Locked,
+    /// The semaphore is full.
+    Full,
+}
+
+/// One `kube-lock` run that locks.
+pub(crate) struct Locking<'a> {
+    settings: &'a Settings,
+    locker: KubeLocker,
+    /// kube-lock's holders never expire (zero duration) and stay after the process exits.
+    lock: Lock<KubeLocker>,
+    /// Set once a write that takes the lock may have been sent: from then on, giving up must
+    /// not leave this holder in the semaphore.
+    attempted: AtomicBool,
+}
+
+impl<'a> Locking<'a> {
+    /// Locking as `settings` say, through `locker` (kube-lock's format).
+    pub(crate) fn new(settings: &'a Settings, locker: KubeLocker) -> Self {
+        let lock = Lock::new(settings.target.configmap.clone(), locker.clone())
+            .with_holder(settings.holder.clone())
+            .with_max_holders(settings.max_holders)
+            .with_duration(Duration::ZERO)
+            .with_reason(settings.reason.clone())
+            // Without a watch (RBAC without list and watch), the library polls: never more
+            // slowly than the polling interval.
+            .with_retry_interval(settings.interval);
+        Self {
+            settings,
+            locker,
+            lock,
+            attempted: AtomicBool::new(false),
+        }
+    }
+
+    fn target(&self) -> &Target {
+        &self.settings.target
+    }
+
+    /// Locks: one attempt; if the semaphore is full, fails with [`Failure::Full`] under
+    /// `--run-once`, and polls otherwise. The lock is kept after the process exits.
+    ///
+    /// # Errors
+    ///
+    /// [`Failure::Full`]; a [`Failure::Failed`] for the polling timeout and the cluster's
+    /// errors; a [`Failure::Config`] for a ConfigMap name the API cannot take.
+    pub(crate) async fn run(&self) -> Result<(), Failure> {
+        log_info!(
+            PROGRAM,
+            "Processing lock over {} for reason: {:?}",
+            self.target(),
+            self.settings.reason
+        );
+        if let Once::Locked = self.once().await? {
+            return Ok(());
+        }
+        if self.settings.run_once {
+            log_info!(PROGRAM, "Semaphore is full, skipping lock");
+            return Err(Failure::Full);
+        }
+        self.attempted.store(true, Ordering::Relaxed);
+        match poll::poll(&self.lock, &self.locker, self.settings, |err| {
+            self.failure(err)
+        })
+        .await
+        {
+            Ok(guard) => {
+                let acquired = guard.acquired();
+                if !guard.reentered() {
+                    log_can_lock(
+                        self.target(),
+                        acquired.holders.len().saturating_sub(1),
+                        acquired.max_holders.unwrap_or(self.settings.max_holders),
+                    );
+                }
+                self.locked(guard);
+                Ok(())
+            }
+            Err(failure) => {
+                self.leave_nothing_behind().await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// One attempt: read the semaphore, and take a place if there is one (a write with the
+    /// resourceVersion read). A current holder is locked already: nothing is written.
+    async fn once(&self) -> Result<Once, Failure> {
+        let target = self.target();
+        let fail = |err| self.failure(err);
+        let info = self.locker.get(&target.configmap).await.map_err(fail)?;
+        let (held, max) = match &info {
+            None if !self.settings.create => return Err(missing(target)),
+            None => {
+                log_info!(PROGRAM, "Creating {target}");
+                (0, self.settings.max_holders)
+            }
+            Some(info) => {
+                if let Some(me) = info.holders.iter().find(|h| h.id == self.settings.holder) {
+                    log_already(me);
+                    return Ok(Once::Locked);
+                }
+                let max = info.max_holders.unwrap_or(self.settings.max_holders);
+                (info.holders.len(), max)
+            }
+        };
+        if usize::try_from(max).is_ok_and(|max| held >= max) {
+            log_cannot_lock(target, held, max);
+            return Ok(Once::Full);
+        }
+        log_can_lock(target, held, max);
+        self.attempted.store(true, Ordering::Relaxed);
+        match self.lock.try_acquire().await {
+            Ok(guard) => {
+                self.locked(guard);
+                Ok(Once::Locked)
+            }
+            Err(err) if err.is_held() => {
+                let held = err.holders().map_or(0, <[Holder]>::len);
+                log_cannot_lock(target, held, err.max_holders().unwrap_or(max));
+                Ok(Once::Full)
+            }
+            Err(err) => {
+                // An API server that failed in the middle may have stored the write.
+                if err.is_transient() {
+                    self.leave_nothing_behind().await;
+                }
+                Err(fail(err))
+            }
+        }
+    }
+
+    /// Says the lock is taken, and keeps it after the process exits.
+    fn locked(&self, guard: LockGuard<KubeLocker>) {
+        let me = guard
+            .acquired()
+            .holders
+            .iter()
+            .find(|h| h.id == self.settings.holder);
+        match me {
+            Some(me) if guard.reentered() => log_already(me),
+            _ => log_info!(
+                PROGRAM,
+                "Successfully locked {} for holder {}",
+                self.target(),
+                self.settings.holder
+            ),
+        }
+        guard.forget();
+    }
+
+    /// A library error, as a failure to lock the target.
+    pub(crate) fn failure(&self, err: lockheed::Error) -> Failure {
+        match err {
+            lockheed::Error::Missing { .. } => missing(self.target()),
+            err => Failure::from_lock(err, "lock", self.target()),
+        }
+    }
+
+    /// Called when kube-lock gives up (timeout, signal, a failure in the middle of a write):
+    /// removes this holder from the semaphore if a write of this run may have put it there.
+    /// The library's own clean-up runs in a background task that would die with the process,
+    /// and a kube-lock holder never expires. Bounded by [`CLEANUP_TIMEOUT`]; says when it
+    /// removed something or could not check.
+    pub(crate) async fn leave_nothing_behind(&self) {
+        if !self.attempted.load(Ordering::Relaxed) {
+            return;
+        }
+        let (target, holder) = (self.target(), &self.settings.holder);
+        let evict = self.locker.evict(&target.configmap, Evict::Holder(holder));
+        match tokio::time::timeout(CLEANUP_TIMEOUT, evict).await {
+            Ok(Ok(removed)) if !removed.is_empty() => log_warn!(
+                PROGRAM,
+                "Removed holder {holder} from {target}: it was written while kube-lock gave up"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => log_warn!(
+                PROGRAM,
+                "Cannot check that holder {holder} is not left in {target} (remove it with \
+                 --unlock if it is): {err}"
+            ),
+            Err(_) => log_warn!(
+                PROGRAM,
+                "Cannot check in time that holder {holder} is not left in {target} (remove it \
+                 with --unlock if it is)"
+            ),
+        }
+    }
+}
+
+/// The failure for a ConfigMap that does not exist, without `--create-configmap`.
+fn missing(target: &Target) -> Failure {
+    Failure::Failed(anyhow::anyhow!(
+        "cannot lock {target}: configmaps {:?} not found; create it, or pass --create-configmap",
+        target.configmap
+    ))
+}
+
+/// `Already locked since .. for reason ..`: this holder holds the lock.
+fn log_already(me: &Holder) {
+    log_info!(
+        PROGRAM,
+        "Already locked since {} for reason {:?}",
+        say::date(me.since),
+        me.reason.as_deref().unwrap_or_default()
+    );
+}
+
+/// `Can lock semaphore in cm/lock in ns default: 0/1 holders`.
+pub(crate) fn log_can_lock(target: &Target, held: usize, max: u32) {
+    log_info!(
+        PROGRAM,
+        "Can lock semaphore in {target}: {held}/{max} holders"
+    );
+}
+
+/// `Cannot lock semaphore in cm/lock in ns default: 1/1 holders`.
+pub(crate) fn log_cannot_lock(target: &Target, held: usize, max: u32) {
+    log_info!(
+        PROGRAM,
+        "Cannot lock semaphore in {target}: {held}/{max} holders"
+    );
+}
