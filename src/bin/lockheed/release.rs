@@ -1,0 +1,81 @@
+//! `lockheed release`: an operator removes a dead holder from a lock.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use lockheed::{Evict, Holder, Locker as _};
+
+use crate::args::{ClusterArgs, ReleaseArgs};
+use crate::exit;
+use crate::output;
+
+/// Removes the holder `args` names (or all of them) from the lock, and prints what it
+/// removed.
+///
+/// # Errors
+///
+/// When the lock does not exist, the named holder does not hold it, its state cannot be read,
+/// or the cluster cannot be reached.
+pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow::Result<u8> {
+    let locker = crate::connect::locker(cluster).await?;
+    let name = &args.name;
+    let object = format!("{}/{}", locker.namespace(), locker.object_name(name));
+    let which = match &args.which.holder {
+        Some(holder) => Evict::Holder(holder),
+        None => Evict::All,
+    };
+    let removed = locker
+        .evict(name, which)
+        .await
+        .with_context(|| format!("cannot release lock {name:?}"))?;
+    if !removed.is_empty() {
+        output::print(&report(name, &removed, Utc::now()))?;
+        return Ok(exit::OK);
+    }
+    // Nothing removed: say why.
+    let lock = locker
+        .get(name)
+        .await
+        .with_context(|| format!("cannot read lock {name:?}"))?;
+    let Some(lock) = lock else {
+        bail!("lock {name:?} does not exist: there is no ConfigMap {object}");
+    };
+    if let Some(holder) = &args.which.holder {
+        let holders: Vec<&str> = lock.holders.iter().map(|h| h.id.as_str()).collect();
+        let holders = if holders.is_empty() {
+            "it has none".to_owned()
+        } else {
+            format!("its holders are {}", holders.join(", "))
+        };
+        bail!("lock {name:?} has no holder {holder:?} ({holders}): nothing removed");
+    }
+    output::print(&format!("Lock {name:?} had no holders: nothing removed.\n"))?;
+    Ok(exit::OK)
+}
+
+/// What was removed, one holder a line.
+fn report(name: &str, removed: &[Holder], now: DateTime<Utc>) -> String {
+    let mut text = format!("Removed from lock {name:?}:\n");
+    for holder in removed {
+        let _ = writeln!(text, "  {}", output::holder_line(holder, now));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::tests::{fixtures, now};
+
+    #[tokio::test]
+    async fn reports_each_holder_removed() {
+        let locks = fixtures().await;
+        let gpu = locks.iter().find(|l| l.name == "gpu").unwrap();
+        let text = report("gpu", &gpu.holders, now());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Removed from lock \"gpu\":");
+        assert!(lines[1].starts_with("  job-1 (token 1, since "), "{text}");
+        assert!(lines[2].starts_with("  job-2 (token 2, since "), "{text}");
+    }
+}

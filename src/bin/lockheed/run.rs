@@ -1,0 +1,208 @@
+//! `lockheed run`: take the lock, run the command while the lease is renewed, release it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, anyhow};
+use lockheed::{Access, KubeLocker, Lock, LockGuard};
+
+use crate::args::{ClusterArgs, RunArgs};
+use crate::child::{self, Identity};
+use crate::exit::{self, Failure};
+use crate::shared::log;
+use crate::shared::progress::Progress;
+use crate::shared::signals::Terminations;
+
+/// Runs `args.command` under lock `args.name`, and returns its exit code.
+///
+/// # Errors
+///
+/// When the lock cannot be taken (the cluster, `--timeout`, a signal while waiting), the
+/// command cannot be started (a [`Failure`] with code 126 or 127), or the lock is lost before
+/// the command ends.
+pub(crate) async fn run(cluster: &ClusterArgs, args: RunArgs) -> anyhow::Result<u8> {
+    // From here on, SIGINT and SIGTERM are handled: waiting stops, a command gets them.
+    let mut signals = Terminations::listen().context("cannot handle SIGINT and SIGTERM")?;
+    let locker = crate::connect::locker(cluster).await?;
+    let namespace = locker.namespace().to_owned();
+    let holder = args.holder.clone().unwrap_or_else(default_holder);
+    let name = args.name.as_str();
+
+    let guard = acquire(&args, locker, &holder, &namespace, &mut signals).await?;
+    let identity = Identity {
+        lock: name,
+        namespace: &namespace,
+        holder: &holder,
+        token: guard.token(),
+    };
+    let child = match child::spawn(&args.command, &identity) {
+        Ok(child) => child,
+        Err(err) => {
+            release(guard, &args).await;
+            return Err(err);
+        }
+    };
+    let outcome =
+        child::supervise(child, guard.lost(), &mut signals, args.grace_period, name).await?;
+    let ended = exit::describe(outcome.status);
+    if outcome.stopped || guard.is_lost() {
+        // Nothing to release, unless the lease is still there after all (a renewal that
+        // failed for a network error): then it goes.
+        let _ = guard.release().await;
+        let how = if outcome.killed {
+            format!("the command was stopped and killed ({ended})")
+        } else if outcome.stopped {
+            format!("the command was stopped ({ended})")
+        } else {
+            format!("the command ended with {ended}")
+        };
+        return Err(anyhow!(
+            "lock {name:?} was lost while the command ran: its lease could not be renewed in \
+             time, or it was taken over or removed; {how}"
+        ));
+    }
+    match guard.release().await {
+        Ok(()) => {
+            if log::enabled(1) {
+                log::log_info!(
+                    crate::PROGRAM,
+                    "the command ended with {ended}; released lock {name:?}"
+                );
+            }
+        }
+        Err(lockheed::Error::Lost { .. }) => {
+            return Err(anyhow!(
+                "lock {name:?} was lost before the command ended (with {ended}): it was taken \
+                 over or removed, and another holder may have held it meanwhile"
+            ));
+        }
+        Err(err) => log::log_warn!(
+            crate::PROGRAM,
+            "cannot release lock {name:?} ({err:#}); {}",
+            unreleased(&args, &holder)
+        ),
+    }
+    Ok(exit::of_status(outcome.status))
+}
+
+/// Takes the lock as `args` says, saying on stderr what it waits for. Stops waiting at SIGINT
+/// or SIGTERM.
+async fn acquire(
+    args: &RunArgs,
+    locker: KubeLocker,
+    holder: &str,
+    namespace: &str,
+    signals: &mut Terminations,
+) -> anyhow::Result<LockGuard<KubeLocker>> {
+    let name = args.name.clone();
+    let progress = Progress::start(
+        crate::PROGRAM,
+        format!("lock {name:?} in namespace {namespace}"),
+    );
+    let waited = Arc::new(AtomicBool::new(false));
+    let observer = {
+        let name = name.clone();
+        progress.observer(move |what| {
+            log::log_info!(crate::PROGRAM, "waiting for lock {name:?}: {what}");
+        })
+    };
+    let lock = settings(args, locker, holder).on_wait({
+        let waited = Arc::clone(&waited);
+        move |waiting| {
+            waited.store(true, Ordering::Relaxed);
+            observer(waiting);
+        }
+    });
+    let taking = async {
+        match args.timeout {
+            Some(timeout) if timeout.is_zero() => lock.try_acquire().await,
+            Some(timeout) => lock.acquire_timeout(timeout).await,
+            None => lock.acquire().await,
+        }
+    };
+    let taken = tokio::select! {
+        taken = taking => taken,
+        signal = signals.next() => {
+            progress.finish();
+            return Err(Failure::new(
+                exit::signalled(signal as i32),
+                format!("interrupted by {signal} while waiting for lock {name:?}"),
+            )
+            .into());
+        }
+    };
+    progress.finish();
+    let guard =
+        taken.with_context(|| format!("cannot take lock {name:?} in namespace {namespace}"))?;
+    if waited.load(Ordering::Relaxed) || log::enabled(1) {
+        log::log_info!(
+            crate::PROGRAM,
+            "took lock {name:?} as {holder} (fencing token {}); running the command",
+            guard.token()
+        );
+    }
+    Ok(guard)
+}
+
+/// The lock `args` describes.
+fn settings(args: &RunArgs, locker: KubeLocker, holder: &str) -> Lock<KubeLocker> {
+    let mut lock = Lock::new(args.name.clone(), locker)
+        .with_holder(holder)
+        .with_duration(args.duration)
+        .with_tags(args.tags.iter().cloned());
+    if let Some(interval) = args.renew_interval {
+        lock = lock.with_renew_interval(interval);
+    }
+    if let Some(reason) = &args.reason {
+        lock = lock.with_reason(reason.clone());
+    }
+    if let Some(max) = args.max_holders {
+        lock = lock.with_max_holders(max);
+    }
+    if args.shared {
+        lock = lock.with_access(Access::Shared);
+    }
+    if args.exclusive {
+        lock = lock.with_access(Access::Exclusive);
+    }
+    lock
+}
+
+/// Releases the lock after the command could not be started, saying so if that fails.
+async fn release(guard: LockGuard<KubeLocker>, args: &RunArgs) {
+    let holder = guard.holder().to_owned();
+    if let Err(err) = guard.release().await {
+        log::log_warn!(
+            crate::PROGRAM,
+            "cannot release lock {:?} ({err:#}); {}",
+            args.name,
+            unreleased(args, &holder)
+        );
+    }
+}
+
+/// What becomes of a lease that could not be released.
+fn unreleased(args: &RunArgs, holder: &str) -> String {
+    if args.duration.is_zero() {
+        format!(
+            "it has no expiry: remove it with `lockheed release {} --holder {holder}`",
+            args.name
+        )
+    } else {
+        format!(
+            "its lease ends by itself within {}",
+            crate::shared::duration::format(args.duration)
+        )
+    }
+}
+
+/// `HOSTNAME-PID`: readable, unique among running processes, and easy to pass to
+/// `lockheed release --holder`.
+fn default_holder() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "lockheed".to_owned());
+    format!("{host}-{}", std::process::id())
+}
