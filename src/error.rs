@@ -123,7 +123,8 @@ pub enum Error {
     /// [`Lock::acquire_timeout`](crate::Lock::acquire_timeout) (or the lock's
     /// [acquire timeout](crate::Lock::with_acquire_timeout)) ran out while the lock was held.
     #[error(
-        "gave up waiting for lock {lock:?} after {waited:?}; it is held by {}",
+        "gave up waiting for lock {lock:?} after {}; it is held by {}",
+        rounded(*waited),
         holder_list(holders)
     )]
     Timeout {
@@ -136,6 +137,12 @@ pub enum Error {
         /// The most holders it admits at once, when last seen (as in [`Error::Held`]).
         max_holders: Option<u32>,
     },
+}
+
+/// A wait as people read it: to the millisecond (`3.001s`, not `3.00140275s`).
+fn rounded(waited: std::time::Duration) -> String {
+    let millis = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+    format!("{:?}", std::time::Duration::from_millis(millis))
 }
 
 fn holder_list(holders: &[Holder]) -> String {
@@ -319,6 +326,20 @@ mod tests {
         assert_eq!(
             corrupt.to_string(),
             "the lock state in default/lockheed-broken is corrupt: expected value"
+        );
+    }
+
+    #[test]
+    fn a_timeout_says_how_long_to_the_millisecond() {
+        let timeout = Error::Timeout {
+            lock: "db".into(),
+            waited: std::time::Duration::from_nanos(3_001_402_750),
+            holders: Vec::new(),
+            max_holders: Some(1),
+        };
+        assert_eq!(
+            timeout.to_string(),
+            "gave up waiting for lock \"db\" after 3.001s; it is held by a writer that is changing it"
         );
     }
 

@@ -1,12 +1,14 @@
 //! Distributed locks kept in Kubernetes ConfigMaps.
 //!
 //! `lockheed` is the Rust successor of the Go library lockheed and of the kube-lock command
-//! line. A [`Lock`] names a mutex in a [`Locker`] (the backend); taking it yields a
-//! [`LockGuard`] that renews the lease in the background, tells you when the lock is lost,
-//! carries a fencing token, and releases the lock when dropped.
+//! line. A [`Lock`] names a lock in a [`Locker`] (the backend): a mutex, a semaphore of N
+//! holders ([`Lock::with_max_holders`]) or a read/write lock ([`Lock::with_access`]). Taking
+//! it yields a [`LockGuard`] that renews the lease in the background, tells you when the lock
+//! is lost, carries a fencing token, and releases the lock when dropped.
 //!
 //! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
-//!   Rust and Go clients can share them.
+//!   Rust and Go clients can share them; [`KubeLocker::kube_lock`] keeps semaphores in the Go
+//!   kube-lock tool's annotation instead.
 //! - [`MemoryLocker`] keeps them in process memory, for tests.
 //! - [`Condition`] filters locks when listing them ([`Locker::list`]) and allows forced
 //!   takeover ([`Lock::with_force`]).
