@@ -123,9 +123,9 @@ pub enum Error {
     /// [`Lock::acquire_timeout`](crate::Lock::acquire_timeout) (or the lock's
     /// [acquire timeout](crate::Lock::with_acquire_timeout)) ran out while the lock was held.
     #[error(
-        "gave up waiting for lock {lock:?} after {}; it is held by {}",
+        "gave up waiting for lock {lock:?} after {}; {}",
         rounded(*waited),
-        holder_list(holders)
+        timeout_cause(holders)
     )]
     Timeout {
         /// The lock's name.
@@ -143,6 +143,17 @@ pub enum Error {
 fn rounded(waited: std::time::Duration) -> String {
     let millis = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
     format!("{:?}", std::time::Duration::from_millis(millis))
+}
+
+/// Why a timed-out acquire waited: the holders it saw, or, when it saw none, what kept it.
+fn timeout_cause(holders: &[Holder]) -> String {
+    if holders.is_empty() {
+        "it saw no holder: other waiters of this process were ahead, or the lock could not be \
+         read"
+            .to_owned()
+    } else {
+        format!("it is held by {}", holder_list(holders))
+    }
 }
 
 fn holder_list(holders: &[Holder]) -> String {
@@ -339,7 +350,7 @@ mod tests {
         };
         assert_eq!(
             timeout.to_string(),
-            "gave up waiting for lock \"db\" after 3.001s; it is held by a writer that is changing it"
+            "gave up waiting for lock \"db\" after 3.001s; it saw no holder: other waiters of this process were ahead, or the lock could not be read"
         );
     }
 
