@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::Instrument;
 
+use crate::background::Background;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::Error;
@@ -31,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) renew_interval: Option<Duration>,
     pub(crate) tags: Vec<String>,
     pub(crate) reset_tags: bool,
+    /// Where a dropped guard's release runs, counted for [`Lock::settle`](crate::Lock::settle).
+    pub(crate) background: Background,
 }
 
 /// The write that took the lock.
@@ -70,7 +73,8 @@ struct Shared<L: Locker> {
     stop: CancellationToken,
 }
 
-/// A held lock. Dropping it releases the lock in the background; [`release`](Self::release)
+/// A held lock. Dropping it releases the lock in the background (a program about to exit
+/// waits for that with [`Lock::settle`](crate::Lock::settle)); [`release`](Self::release)
 /// does it and says how it went.
 ///
 /// While it lives, a task renews the lease every renew interval. If the lease cannot be
@@ -516,7 +520,9 @@ impl<L: Locker> Drop for LockGuard<L> {
             holder = %shared.settings.holder,
         );
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(
+            let background = shared.settings.background.clone();
+            background.spawn(
+                &runtime,
                 async move {
                     if let Err(err) = release(&shared).await {
                         tracing::warn!(error = %err, "releasing a dropped lock guard failed; the lease ends by itself");

@@ -47,6 +47,7 @@
 // `FakeApiServer` in `lockheed::testing` reads better than a shorter, vaguer name.
 #![allow(clippy::module_name_repetitions)]
 
+mod background;
 mod backoff;
 pub mod clock;
 mod condition;

@@ -10,6 +10,7 @@ use crate::condition::Condition;
 use crate::error::Error;
 use tokio::time::Instant;
 
+use crate::background::Background;
 use crate::backoff::{Backoff, Jitter};
 use crate::feed::{Changes, Snapshot};
 use crate::guard::{Acquired, LockGuard, Settings};
@@ -80,6 +81,8 @@ pub struct Lock<L: Locker> {
     access: Option<Access>,
     reason: Option<String>,
     on_wait: Option<WaitObserver>,
+    /// Clean-ups of cancelled acquires and releases of dropped guards (see `settle`).
+    background: Background,
 }
 
 /// The callback of [`Lock::on_wait`].
@@ -123,6 +126,7 @@ impl<L: Locker> Lock<L> {
             access: None,
             reason: None,
             on_wait: None,
+            background: Background::default(),
         }
     }
 
@@ -718,6 +722,39 @@ impl<L: Locker> Lock<L> {
         self.wait(Some(timeout)).instrument(span).await
     }
 
+    /// Waits until the background work of this lock (and its clones) has finished: removing
+    /// the lease of an acquire that was cancelled or failed with its write's outcome unknown,
+    /// withdrawing a waiting writer's intent, releasing guards that were dropped. A short-lived
+    /// program calls it before it exits: Tokio drops unfinished tasks with the runtime, and
+    /// such a lease would stay until it expires (forever, for a lease without expiry).
+    ///
+    /// The clean-ups retry while the backend cannot be reached: bound the wait with a timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits; the work goes on in the background.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let lock = Lock::new("db", locker.clone());
+    /// drop(lock.acquire().await?); // released in the background
+    /// // Before the program exits, let the background release finish (at most 10 s).
+    /// let _ = tokio::time::timeout(Duration::from_secs(10), lock.settle()).await;
+    /// assert!(!locker.get("db").await?.unwrap().is_held());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn settle(&self) {
+        self.background.settle().await;
+    }
+
     fn timeout_error(&self, started: Instant, waiting: &Waiting) -> Error {
         Error::Timeout {
             lock: self.name.clone(),
@@ -946,6 +983,7 @@ impl<L: Locker> Lock<L> {
     fn cleanup(&self, undo: Undo) -> CancelCleanup<L> {
         CancelCleanup {
             armed: true,
+            background: self.background.clone(),
             locker: self.locker.clone(),
             name: self.name.clone(),
             holder: self.holder.clone(),
@@ -1006,6 +1044,7 @@ impl<L: Locker> Lock<L> {
             renew_interval,
             tags: self.tags.clone(),
             reset_tags: self.reset_tags,
+            background: self.background.clone(),
         };
         LockGuard::start(
             settings,
@@ -1105,6 +1144,7 @@ enum Undo {
 /// flight, or a waiting writer's intent.
 struct CancelCleanup<L: Locker> {
     armed: bool,
+    background: Background,
     locker: L,
     name: String,
     holder: String,
@@ -1125,7 +1165,10 @@ impl<L: Locker> Drop for CancelCleanup<L> {
         let span =
             tracing::info_span!("lockheed.cancelled_acquire", lock = %name, holder = %holder);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(remove_if_ours(locker, name, holder, undo).instrument(span));
+            self.background.spawn(
+                &runtime,
+                remove_if_ours(locker, name, holder, undo).instrument(span),
+            );
         } else {
             let _entered = span.enter();
             tracing::warn!(

@@ -483,7 +483,14 @@ async fn a_cancelled_acquire_leaves_no_lease_behind() {
             .await
             .is_err()
     );
-    tokio::time::sleep(SECOND).await;
+    // The clean-up runs in the background; settle waits for it (as a program about to exit
+    // must), so that the check below needs no sleep.
+    let started = tokio::time::Instant::now();
+    lock.settle().await;
+    assert!(
+        started.elapsed() < 5 * SECOND,
+        "it did not wait for the late answer"
+    );
     let info = locker.get("c").await.unwrap().expect("the create happened");
     assert!(
         !info.is_held(),
@@ -512,13 +519,10 @@ async fn an_ambiguous_write_is_reconciled_or_undone() {
 
     // try_acquire reports the failure, and does not leave the lease it may have written.
     server.inject(failing_create());
-    let err = Lock::new("amb", locker.clone())
-        .with_duration(Duration::ZERO)
-        .try_acquire()
-        .await
-        .unwrap_err();
+    let lock = Lock::new("amb", locker.clone()).with_duration(Duration::ZERO);
+    let err = lock.try_acquire().await.unwrap_err();
     assert!(err.is_transient(), "{err}");
-    tokio::time::sleep(SECOND).await;
+    lock.settle().await;
     assert!(!locker.get("amb").await.unwrap().unwrap().is_held());
 
     // acquire retries, finds its own lease, and carries on with it.
