@@ -718,46 +718,63 @@ const UNEXPIRING_CHECK: Duration = Duration::from_secs(10);
 /// Watches a lease without expiry, which is never renewed, until stopped; fires `lost` when
 /// the lease is gone: taken over by force, or removed by an operator. Woken by the backend's
 /// change feed; without one, it reads the lock every [`UNEXPIRING_CHECK`].
+///
+/// A feed may show the lock as it was before this acquisition (other waiters opened it
+/// earlier), or skip states (it keeps only the latest). So a state from the feed that lacks
+/// this lease is only a hint, confirmed by reading the lock before `lost` fires; a read is
+/// the truth. Leases are recognised by their fencing token (or, in formats that keep none,
+/// by when they were taken), never by comparing counters, which restart if the lock's object
+/// is deleted.
 async fn watch_unexpiring<L: Locker>(shared: Arc<Shared<L>>) {
+    #[derive(PartialEq)]
+    enum Check {
+        /// The lease is there (or nothing says otherwise yet): wait for a change.
+        Holds,
+        /// The lock could not be read: try again after a while.
+        Failed,
+    }
+
     let settings = &shared.settings;
+    let ours = shared
+        .held
+        .lock()
+        .await
+        .state
+        .leases
+        .get(&settings.holder)
+        .cloned();
+    let Some(ours) = ours else {
+        return lose(&shared, "the lease was not in the state written");
+    };
+    let holds = |state: Option<&LockState>| {
+        state.is_some_and(|s| rules::holds(s, &ours, shared.token, shared.clock.now()))
+    };
     let mut feed = shared.locker.changes(&settings.name);
-    // A feed that other waiters opened may still show the lock as it was before this
-    // acquisition: a state counts once it carries this acquisition's fencing token (or a
-    // later one), and an absent lock once this lease has been seen.
-    let mut seen_ours = false;
     loop {
-        let state = match feed.as_mut().map(Changes::latest) {
-            Some(Snapshot::Present(record)) => Some(Some(record.state)),
-            Some(Snapshot::Absent) => seen_ours.then_some(None),
+        let check = match feed.as_mut().map(Changes::latest) {
             Some(Snapshot::Unavailable) => {
                 feed = None;
                 continue;
             }
-            Some(_) => None,
-            None => match shared.locker.read(&settings.name).await {
-                Ok(record) => Some(record.map(|r| r.state)),
-                Err(err) => {
-                    tracing::debug!(error = %err, "checking the lease failed; trying again later");
-                    None
+            Some(Snapshot::Present(record)) if holds(Some(&record.state)) => Check::Holds,
+            // A hint that the lease is gone (or no feed at all): read the lock to be sure.
+            Some(Snapshot::Present(_) | Snapshot::Absent) | None => {
+                match shared.locker.read(&settings.name).await {
+                    Ok(record) if holds(record.as_ref().map(|r| &r.state)) => Check::Holds,
+                    Ok(_) => return lose(&shared, "the lease is gone: taken over, or removed"),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "checking the lease failed; trying again later");
+                        Check::Failed
+                    }
                 }
-            },
+            }
+            // Nothing known yet: the feed's first state comes soon.
+            Some(_) => Check::Holds,
         };
-        match state {
-            Some(Some(state)) if state.fencing_token() < shared.token => {}
-            Some(Some(state))
-                if rules::holds(&state, &settings.holder, shared.token, shared.clock.now()) =>
-            {
-                seen_ours = true;
-            }
-            Some(_) => {
-                return lose(&shared, "the lease is gone: taken over, or removed");
-            }
-            None => {}
-        }
         let next = async {
             match feed.as_mut() {
-                Some(feed) => feed.changed().await,
-                None => tokio::time::sleep(UNEXPIRING_CHECK).await,
+                Some(feed) if check == Check::Holds => feed.changed().await,
+                _ => tokio::time::sleep(UNEXPIRING_CHECK).await,
             }
         };
         tokio::select! {

@@ -168,13 +168,16 @@ fn owns(state: &LockState, lease: &Lease, token: u64) -> bool {
     }
 }
 
-/// Whether `holder` still holds the lease of the acquisition with fencing token `token` in
-/// `state` at `now`.
-pub(crate) fn holds(state: &LockState, holder: &str, token: u64, now: DateTime<Utc>) -> bool {
-    state
-        .leases
-        .get(holder)
-        .is_some_and(|lease| lease.expires.to_utc() > now && owns(state, lease, token))
+/// Whether the lease `ours`, written by the acquisition with fencing token `token`, is still
+/// in `state` and live at `now`. A lease without a token of its own (kube-lock's format, or a
+/// Go client's rewrite) is told apart from a later acquisition by the same holder by when it
+/// was taken, where that is recorded.
+pub(crate) fn holds(state: &LockState, ours: &Lease, token: u64, now: DateTime<Utc>) -> bool {
+    state.leases.get(&ours.instance_id).is_some_and(|lease| {
+        lease.expires.to_utc() > now
+            && owns(state, lease, token)
+            && (lease.token.is_some() || lease.since.is_none() || lease.since == ours.since)
+    })
 }
 
 /// The live leases and intents that keep `intent`'s caller out of a lock of kind `kind`.
@@ -606,6 +609,32 @@ mod tests {
             acquire("x", &state, None, intent("me", &[], None), t(NOW)),
             Err(Error::WrongKind { .. })
         ));
+    }
+
+    #[test]
+    fn a_lease_is_recognised_by_its_token_or_when_it_was_taken() {
+        let state = held_by("me", "2026-11-22T10:00:10Z");
+        let ours = state.leases["me"].clone();
+        assert!(holds(&state, &ours, 4, t(NOW)));
+        assert!(
+            !holds(&state, &ours, 5, t(NOW)),
+            "a later acquisition's lease"
+        );
+        assert!(!holds(&state, &ours, 4, t("2026-11-22T10:00:10Z")), "ended");
+        // A Go client rewrote the state: no token, no since; the lock's counter tells.
+        let mut rewritten = state.clone();
+        let lease = rewritten.leases.get_mut("me").unwrap();
+        (lease.token, lease.since) = (None, None);
+        assert!(holds(&rewritten, &ours, 4, t(NOW)));
+        // kube-lock keeps no token: the same name taken again later is another lease.
+        let taken_at = |at: &str| {
+            Lease::new("me", GoTime::forever()).with_since(Some(GoTime::parse(at).unwrap()), None)
+        };
+        let first = LockState::semaphore("x", 2, [taken_at("2026-11-22T09:00:00Z")]);
+        let again = LockState::semaphore("x", 2, [taken_at("2026-11-22T09:30:00Z")]);
+        let ours = first.leases["me"].clone();
+        assert!(holds(&first, &ours, 1, t(NOW)));
+        assert!(!holds(&again, &ours, 1, t(NOW)));
     }
 
     #[test]

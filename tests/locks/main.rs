@@ -9,4 +9,5 @@ mod kube_format;
 mod kube_lock_format;
 mod kube_requests;
 mod suite;
+mod unexpiring;
 mod waiting;
