@@ -537,6 +537,25 @@ async fn unlocking_what_is_not_held_succeeds() {
     assert_eq!(cluster.server.counts().writes(), 1, "only the fixture's");
 }
 
+/// Sends SIGTERM to a running kube-lock.
+fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+/// Waits until the server has answered at least `n` gets since the counters were last reset.
+async fn until_gets(cluster: &Cluster, n: u64) {
+    let started = Instant::now();
+    while cluster.server.counts().get(Verb::Get) < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "kube-lock never read the ConfigMap {n} times"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_while_waiting_exits_2_and_leaves_nothing() {
     let cluster = Cluster::start().await;
@@ -556,9 +575,7 @@ async fn sigterm_while_waiting_exits_2_and_leaves_nothing() {
         ],
     );
     until_watched(&cluster).await;
-    let pid = waiting.id().expect("running");
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    sigterm(&waiting);
     let output = finish(waiting).await;
     assert_run(
         &output,
@@ -570,6 +587,151 @@ async fn sigterm_while_waiting_exits_2_and_leaves_nothing() {
         ],
     );
     assert_eq!(annotation(&cluster, "lock").await, before);
+}
+
+/// SIGTERM while the write that takes the place is in flight (the API server stored it, but
+/// kube-lock has no answer yet): the holder it wrote is removed before kube-lock exits.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_while_writing_exits_2_and_leaves_nothing() {
+    let cluster = Cluster::start().await;
+    create_fixture(&cluster, "precreated").await;
+    // An update of a ConfigMap, and a create of a missing one.
+    for (configmap, extra) in [("lock", None), ("fresh", Some("--create-configmap"))] {
+        // The take-write is stored, and answered 3 s later (only that one request: a create
+        // names no object in its path).
+        cluster.server.inject(
+            Fault::latency(Duration::from_secs(3))
+                .after_commit()
+                .on(RequestMatcher::any().verb(Verb::Update).verb(Verb::Create))
+                .times(1),
+        );
+        let mut args = vec!["--holder-name", "holder-1", "--max-holders", "2"];
+        args.extend(extra);
+        let taking = spawn(&cluster, configmap, &args);
+        // The server logs a request once it is answered: the write shows in the ConfigMap
+        // first, while its answer is still delayed.
+        let started = Instant::now();
+        while !annotation(&cluster, configmap)
+            .await
+            .is_some_and(|text| text.contains("holder-1"))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "kube-lock never wrote {configmap}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sigterm(&taking);
+        let output = finish(taking).await;
+        assert_run(
+            &output,
+            2,
+            &[
+                &format!("cannot lock cm/{configmap} in ns default, SIGTERM received"),
+                "Exiting on error: 2",
+            ],
+        );
+        assert!(
+            !output.stderr.contains("Successfully locked"),
+            "the signal came before the write's answer:\n{}",
+            output.stderr
+        );
+        assert_eq!(
+            semaphore(&cluster, configmap).await["holders"],
+            json!({}),
+            "{configmap}: {}",
+            output.stderr
+        );
+    }
+}
+
+/// How a waiting kube-lock gives up.
+#[derive(Debug, Clone, Copy)]
+enum GiveUp {
+    Sigterm,
+    Timeout,
+}
+
+/// Run A waits as holder `x`; run B, with the same holder name, takes the place that frees
+/// up before A notices, and exits 0; then A gives up. B's place is B's: A leaves it.
+async fn a_run_that_gives_up_leaves_a_place_its_name_took(give_up: GiveUp) {
+    let cluster = Cluster::start().await;
+    create_fixture(&cluster, "held").await; // max 1, held by holder-1
+    // A's watch never starts (its list and watch are answered after 30 s), so A learns of
+    // changes only when it reads the ConfigMap: at its start and at its polling interval.
+    cluster.server.inject(
+        Fault::latency(Duration::from_secs(30))
+            .on(RequestMatcher::any().verb(Verb::List).verb(Verb::Watch))
+            .always(),
+    );
+    cluster.server.reset_counters();
+    let timeout = match give_up {
+        GiveUp::Sigterm => "0",
+        GiveUp::Timeout => "6s",
+    };
+    let mut waiting = spawn(
+        &cluster,
+        "lock",
+        &[
+            "--holder-name",
+            "x",
+            "--reason",
+            "a",
+            "--polling-interval",
+            "60s",
+            "--polling-timeout",
+            timeout,
+        ],
+    );
+    // A's reads: its first look, its attempt, and the start of its wait; the next would come
+    // at its polling interval, so A has not seen what B does below.
+    until_gets(&cluster, 3).await;
+    let output = kube_lock(&cluster, "lock", &["--holder-name", "holder-1", "--unlock"]).await;
+    assert_run(&output, 0, &["Successfully unlocked"]);
+    let output = kube_lock(&cluster, "lock", &["--holder-name", "x", "--reason", "b"]).await;
+    assert_run(
+        &output,
+        0,
+        &[
+            "Can lock semaphore in cm/lock in ns default: 0/1 holders",
+            "Successfully locked cm/lock in ns default for holder x",
+        ],
+    );
+    let b_holds = json!({"max": 1, "holders": {"x": {"date": "<date>", "reason": "b"}}});
+    assert_eq!(semaphore(&cluster, "lock").await, b_holds);
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "A still waits when B has locked"
+    );
+    let expected = match give_up {
+        GiveUp::Sigterm => {
+            sigterm(&waiting);
+            "cannot lock cm/lock in ns default, SIGTERM received"
+        }
+        GiveUp::Timeout => "cannot lock cm/lock in ns default, timeout after 6s",
+    };
+    let output = finish(waiting).await;
+    assert_run(&output, 2, &[expected, "Exiting on error: 2"]);
+    assert!(
+        !output.stderr.contains("Successfully locked"),
+        "{output:#?}"
+    );
+    assert_eq!(
+        semaphore(&cluster, "lock").await,
+        b_holds,
+        "A left B's place: {}",
+        output.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_leaves_a_place_the_same_holder_name_took() {
+    a_run_that_gives_up_leaves_a_place_its_name_took(GiveUp::Sigterm).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_polling_timeout_leaves_a_place_the_same_holder_name_took() {
+    a_run_that_gives_up_leaves_a_place_its_name_took(GiveUp::Timeout).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,10 +1,9 @@
 //! Locking: one attempt, as the Go tool's `LockOnce`, then (unless `--run-once`) polling until
 //! a place frees up or the polling timeout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lockheed::{Evict, Holder, KubeLocker, Lock, LockGuard, Locker as _};
+use lockheed::{Holder, KubeLocker, Lock, LockGuard, Locker as _};
 
 use crate::args::Settings;
 use crate::exit::Failure;
@@ -12,8 +11,8 @@ use crate::poll;
 use crate::say::{self, PROGRAM, Target};
 use crate::shared::log::{log_info, log_warn};
 
-/// How long kube-lock tries, when it gives up, to remove a holder it may have written without
-/// knowing (see [`Locking::leave_nothing_behind`]).
+/// How long kube-lock waits, when it gives up, for the library to remove a holder that a
+/// write in flight may have left (see [`Locking::settle`]).
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What one attempt found.
@@ -30,9 +29,6 @@ pub(crate) struct Locking<'a> {
     locker: KubeLocker,
     /// kube-lock's holders never expire (zero duration) and stay after the process exits.
     lock: Lock<KubeLocker>,
-    /// Set once a write that takes the lock may have been sent: from then on, giving up must
-    /// not leave this holder in the semaphore.
-    attempted: AtomicBool,
 }
 
 impl<'a> Locking<'a> {
@@ -50,7 +46,6 @@ impl<'a> Locking<'a> {
             settings,
             locker,
             lock,
-            attempted: AtomicBool::new(false),
         }
     }
 
@@ -79,58 +74,37 @@ impl<'a> Locking<'a> {
             log_info!(PROGRAM, "Semaphore is full, skipping lock");
             return Err(Failure::Full);
         }
-        self.attempted.store(true, Ordering::Relaxed);
         match poll::poll(&self.lock, &self.locker, self.settings, |err| {
             self.failure(err)
         })
         .await
         {
             Ok(guard) => {
-                let acquired = guard.acquired();
-                if !guard.reentered() {
-                    log_can_lock(
-                        self.target(),
-                        acquired.holders.len().saturating_sub(1),
-                        acquired.max_holders.unwrap_or(self.settings.max_holders),
-                    );
-                }
                 self.locked(guard);
                 Ok(())
             }
             Err(failure) => {
-                self.leave_nothing_behind().await;
+                self.settle().await;
                 Err(failure)
             }
         }
     }
 
-    /// One attempt: read the semaphore, and take a place if there is one (a write with the
-    /// resourceVersion read). A current holder is locked already: nothing is written.
+    /// One attempt: read the semaphore (a current holder is locked already: nothing is
+    /// written), then let the library take a place if there is one.
     async fn once(&self) -> Result<Once, Failure> {
         let target = self.target();
         let fail = |err| self.failure(err);
-        let info = self.locker.get(&target.configmap).await.map_err(fail)?;
-        let (held, max) = match &info {
+        match self.locker.get(&target.configmap).await.map_err(fail)? {
             None if !self.settings.create => return Err(missing(target)),
-            None => {
-                log_info!(PROGRAM, "Creating {target}");
-                (0, self.settings.max_holders)
-            }
+            None => log_info!(PROGRAM, "Creating {target}"),
             Some(info) => {
                 if let Some(me) = info.holders.iter().find(|h| h.id == self.settings.holder) {
                     log_already(me);
                     return Ok(Once::Locked);
                 }
-                let max = info.max_holders.unwrap_or(self.settings.max_holders);
-                (info.holders.len(), max)
             }
-        };
-        if usize::try_from(max).is_ok_and(|max| held >= max) {
-            log_cannot_lock(target, held, max);
-            return Ok(Once::Full);
         }
-        log_can_lock(target, held, max);
-        self.attempted.store(true, Ordering::Relaxed);
         match self.lock.try_acquire().await {
             Ok(guard) => {
                 self.locked(guard);
@@ -138,34 +112,43 @@ impl<'a> Locking<'a> {
             }
             Err(err) if err.is_held() => {
                 let held = err.holders().map_or(0, <[Holder]>::len);
-                log_cannot_lock(target, held, err.max_holders().unwrap_or(max));
+                let max = err.max_holders().unwrap_or(self.settings.max_holders);
+                log_cannot_lock(target, held, max);
                 Ok(Once::Full)
             }
             Err(err) => {
-                // An API server that failed in the middle may have stored the write.
-                if err.is_transient() {
-                    self.leave_nothing_behind().await;
-                }
+                // If the write's outcome is unknown, the library removes its holder, should
+                // the API server have stored it.
+                self.settle().await;
                 Err(fail(err))
             }
         }
     }
 
-    /// Says the lock is taken, and keeps it after the process exits.
+    /// Says the lock is taken (`Can lock ..: n/max holders`, with the holders before this one,
+    /// then `Successfully locked ..`; `Already locked ..` for a holder that held it already),
+    /// and keeps it after the process exits.
     fn locked(&self, guard: LockGuard<KubeLocker>) {
-        let me = guard
-            .acquired()
+        let acquired = guard.acquired();
+        let me = acquired
             .holders
             .iter()
             .find(|h| h.id == self.settings.holder);
         match me {
             Some(me) if guard.reentered() => log_already(me),
-            _ => log_info!(
-                PROGRAM,
-                "Successfully locked {} for holder {}",
-                self.target(),
-                self.settings.holder
-            ),
+            _ => {
+                log_can_lock(
+                    self.target(),
+                    acquired.holders.len().saturating_sub(1),
+                    acquired.max_holders.unwrap_or(self.settings.max_holders),
+                );
+                log_info!(
+                    PROGRAM,
+                    "Successfully locked {} for holder {}",
+                    self.target(),
+                    self.settings.holder
+                );
+            }
         }
         guard.forget();
     }
@@ -179,32 +162,27 @@ impl<'a> Locking<'a> {
     }
 
     /// Called when kube-lock gives up (timeout, signal, a failure in the middle of a write):
-    /// removes this holder from the semaphore if a write of this run may have put it there.
-    /// The library's own clean-up runs in a background task that would die with the process,
-    /// and a kube-lock holder never expires. Bounded by [`CLEANUP_TIMEOUT`]; says when it
-    /// removed something or could not check.
-    pub(crate) async fn leave_nothing_behind(&self) {
-        if !self.attempted.load(Ordering::Relaxed) {
-            return;
-        }
-        let (target, holder) = (self.target(), &self.settings.holder);
-        let evict = self.locker.evict(&target.configmap, Evict::Holder(holder));
-        match tokio::time::timeout(CLEANUP_TIMEOUT, evict).await {
-            Ok(Ok(removed)) if !removed.is_empty() => log_warn!(
+    /// waits for the library to remove the holder of a write that was in flight, or whose
+    /// outcome is unknown, should the API server have stored it. The library does that in a
+    /// background task that would die with the process, and a kube-lock holder never expires.
+    /// Bounded by [`CLEANUP_TIMEOUT`]; says when it could not finish in time.
+    ///
+    /// kube-lock's annotation keeps no token per holder: a name is the holder. So the library
+    /// removes the holder of such a write by its name, and another run with the same holder
+    /// name that wrote at the same moment may lose its place to that clean-up; this is
+    /// inherent to kube-lock's format.
+    pub(crate) async fn settle(&self) {
+        if tokio::time::timeout(CLEANUP_TIMEOUT, self.lock.settle())
+            .await
+            .is_err()
+        {
+            log_warn!(
                 PROGRAM,
-                "Removed holder {holder} from {target}: it was written while kube-lock gave up"
-            ),
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => log_warn!(
-                PROGRAM,
-                "Cannot check that holder {holder} is not left in {target} (remove it with \
-                 --unlock if it is): {err}"
-            ),
-            Err(_) => log_warn!(
-                PROGRAM,
-                "Cannot check in time that holder {holder} is not left in {target} (remove it \
-                 with --unlock if it is)"
-            ),
+                "Cannot check in time that holder {} is not left in {} by a write kube-lock gave \
+                 up on (remove it with --unlock if it is)",
+                self.settings.holder,
+                self.target()
+            );
         }
     }
 }
@@ -228,7 +206,7 @@ fn log_already(me: &Holder) {
 }
 
 /// `Can lock semaphore in cm/lock in ns default: 0/1 holders`.
-pub(crate) fn log_can_lock(target: &Target, held: usize, max: u32) {
+fn log_can_lock(target: &Target, held: usize, max: u32) {
     log_info!(
         PROGRAM,
         "Can lock semaphore in {target}: {held}/{max} holders"

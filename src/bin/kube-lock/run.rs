@@ -38,11 +38,11 @@ pub(crate) async fn run(args: Args) -> Result<(), Failure> {
         result = locking.run() => return result,
         signal = signals.next() => signal,
     };
-    // The attempt in flight was dropped: make sure it left no holder behind (a second signal
-    // stops that too).
+    // The attempt in flight was dropped: let the library remove the holder its write may have
+    // stored (a second signal stops that too).
     tokio::select! {
         biased;
-        () = locking.leave_nothing_behind() => {}
+        () = locking.settle() => {}
         _ = signals.next() => {}
     }
     Err(interrupted("lock", &settings.target, signal))
