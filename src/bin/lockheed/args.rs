@@ -56,11 +56,17 @@ pub(crate) enum Command {
     /// While waiting, it says on stderr who holds the lock and since when: a progress line on
     /// a terminal, otherwise a log line each time the holders change.
     ///
-    /// If the lock is lost while COMMAND runs (its lease could not be renewed in time, or an
-    /// operator removed it with `lockheed release`), COMMAND gets SIGTERM, then SIGKILL after
-    /// --grace-period, and lockheed exits with 125. SIGINT and SIGTERM sent to lockheed are
-    /// passed on to COMMAND, which decides when to exit (a Ctrl-C at a terminal reaches
-    /// COMMAND directly as well).
+    /// COMMAND runs in a process group of its own, and lockheed's signals go to the whole
+    /// group: to COMMAND and to the processes it started. If the lock is lost while COMMAND
+    /// runs (its lease could not be renewed in time, or an operator removed it with `lockheed
+    /// release`), the group gets SIGTERM, then SIGKILL after --grace-period, and lockheed
+    /// exits with 125. SIGINT and SIGTERM sent to lockheed are passed on to the group, which
+    /// decides when to exit.
+    ///
+    /// Run in the foreground of a terminal, lockheed hands the terminal to COMMAND while it
+    /// runs: a Ctrl-C reaches COMMAND's group once (lockheed passes nothing on then), COMMAND
+    /// can read the terminal (`lockheed run db -- psql`), and a Ctrl-Z stops lockheed with
+    /// COMMAND (the lease is not renewed while stopped).
     Run(RunArgs),
     /// List the locks of the namespace: who holds them, until when, their tags and tokens.
     ///
@@ -153,8 +159,8 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub(crate) exclusive: bool,
 
-    /// How long COMMAND has to exit after SIGTERM, when the lock is lost, before it gets
-    /// SIGKILL.
+    /// How long COMMAND has to exit after SIGTERM, when the lock is lost, before its process
+    /// group (COMMAND and the processes it started) gets SIGKILL.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
     pub(crate) grace_period: Duration,
 

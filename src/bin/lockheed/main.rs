@@ -3,7 +3,8 @@
 //!
 //! Arguments are defined in [`args`] (with the manual's longer sections in [`help`]); each
 //! subcommand runs in its own module ([`run`], [`list`], [`show`], [`release`]), and [`exit`]
-//! says which exit code means what.
+//! says which exit code means what. `run` starts the command with [`child`], which hands it
+//! the terminal with [`terminal`].
 #![forbid(unsafe_code)]
 #![deny(clippy::pedantic)]
 
@@ -20,6 +21,7 @@ mod output;
 mod release;
 mod run;
 mod show;
+mod terminal;
 
 use std::process::ExitCode;
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use lockheed::{Access, KubeLocker, Lock, LockGuard};
@@ -12,6 +13,11 @@ use crate::exit::{self, Failure};
 use crate::shared::log;
 use crate::shared::progress::Progress;
 use crate::shared::signals::Terminations;
+
+/// How long lockheed waits, before it exits, for the lock's background clean-ups: removing
+/// the lease of an acquire it gave up (a signal while the lease was being written), or
+/// releasing a guard it dropped. They retry while the cluster cannot be reached.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `args.command` under lock `args.name`, and returns its exit code.
 ///
@@ -28,22 +34,68 @@ pub(crate) async fn run(cluster: &ClusterArgs, args: RunArgs) -> anyhow::Result<
     let holder = args.holder.clone().unwrap_or_else(default_holder);
     let name = args.name.as_str();
 
-    let guard = acquire(&args, locker, &holder, &namespace, &mut signals).await?;
+    let progress = Progress::start(
+        crate::PROGRAM,
+        format!("lock {name:?} in namespace {namespace}"),
+    );
+    let waited = Arc::new(AtomicBool::new(false));
+    let lock = settings(&args, locker, &holder).on_wait({
+        let observer = progress.observer({
+            let name = args.name.clone();
+            move |what| log::log_info!(crate::PROGRAM, "waiting for lock {name:?}: {what}")
+        });
+        let waited = Arc::clone(&waited);
+        move |waiting| {
+            waited.store(true, Ordering::Relaxed);
+            observer(waiting);
+        }
+    });
+    let ran = async {
+        let guard = acquire(&args, &lock, progress, &waited, &namespace, &mut signals).await?;
+        hold(guard, &args, &namespace, &holder, &mut signals).await
+    }
+    .await;
+    // An acquire given up, or a guard dropped on the way out, leaves its clean-up running in
+    // the background: it ends with the process unless lockheed waits for it.
+    if tokio::time::timeout(SETTLE_TIMEOUT, lock.settle())
+        .await
+        .is_err()
+    {
+        log::log_warn!(
+            crate::PROGRAM,
+            "cleaning up lock {name:?} did not finish within {}: {holder} may still hold \
+             it; {}",
+            crate::shared::duration::format(SETTLE_TIMEOUT),
+            unreleased(&args, &holder)
+        );
+    }
+    ran
+}
+
+/// Runs the command while `guard` holds the lock, releases it, and returns the command's
+/// exit code.
+async fn hold(
+    guard: LockGuard<KubeLocker>,
+    args: &RunArgs,
+    namespace: &str,
+    holder: &str,
+    signals: &mut Terminations,
+) -> anyhow::Result<u8> {
+    let name = args.name.as_str();
     let identity = Identity {
         lock: name,
-        namespace: &namespace,
-        holder: &holder,
+        namespace,
+        holder,
         token: guard.token(),
     };
-    let child = match child::spawn(&args.command, &identity) {
-        Ok(child) => child,
+    let started = match child::spawn(&args.command, &identity) {
+        Ok(started) => started,
         Err(err) => {
-            release(guard, &args).await;
+            release(guard, args).await;
             return Err(err);
         }
     };
-    let outcome =
-        child::supervise(child, guard.lost(), &mut signals, args.grace_period, name).await?;
+    let outcome = child::supervise(started, guard.lost(), signals, args.grace_period, name).await?;
     let ended = exit::describe(outcome.status);
     if outcome.stopped || guard.is_lost() {
         // Nothing to release, unless the lease is still there after all (a renewal that
@@ -79,40 +131,24 @@ pub(crate) async fn run(cluster: &ClusterArgs, args: RunArgs) -> anyhow::Result<
         Err(err) => log::log_warn!(
             crate::PROGRAM,
             "cannot release lock {name:?} ({err:#}); {}",
-            unreleased(&args, &holder)
+            unreleased(args, holder)
         ),
     }
     Ok(exit::of_status(outcome.status))
 }
 
-/// Takes the lock as `args` says, saying on stderr what it waits for. Stops waiting at SIGINT
-/// or SIGTERM.
+/// Takes `lock` as `args` says, `progress` saying on stderr what it waits for (`waited` tells
+/// whether it waited). Stops waiting at SIGINT or SIGTERM; the caller then lets the lock
+/// settle, which removes the lease should the write in flight have taken the lock.
 async fn acquire(
     args: &RunArgs,
-    locker: KubeLocker,
-    holder: &str,
+    lock: &Lock<KubeLocker>,
+    progress: Progress,
+    waited: &AtomicBool,
     namespace: &str,
     signals: &mut Terminations,
 ) -> anyhow::Result<LockGuard<KubeLocker>> {
-    let name = args.name.clone();
-    let progress = Progress::start(
-        crate::PROGRAM,
-        format!("lock {name:?} in namespace {namespace}"),
-    );
-    let waited = Arc::new(AtomicBool::new(false));
-    let observer = {
-        let name = name.clone();
-        progress.observer(move |what| {
-            log::log_info!(crate::PROGRAM, "waiting for lock {name:?}: {what}");
-        })
-    };
-    let lock = settings(args, locker, holder).on_wait({
-        let waited = Arc::clone(&waited);
-        move |waiting| {
-            waited.store(true, Ordering::Relaxed);
-            observer(waiting);
-        }
-    });
+    let name = args.name.as_str();
     let taking = async {
         match args.timeout {
             Some(timeout) if timeout.is_zero() => lock.try_acquire().await,
@@ -137,7 +173,8 @@ async fn acquire(
     if waited.load(Ordering::Relaxed) || log::enabled(1) {
         log::log_info!(
             crate::PROGRAM,
-            "took lock {name:?} as {holder} (fencing token {}); running the command",
+            "took lock {name:?} as {} (fencing token {}); running the command",
+            lock.holder(),
             guard.token()
         );
     }
@@ -181,7 +218,7 @@ async fn release(guard: LockGuard<KubeLocker>, args: &RunArgs) {
     }
 }
 
-/// What becomes of a lease that could not be released.
+/// What becomes of a lease that could not be released, and how to remove it.
 fn unreleased(args: &RunArgs, holder: &str) -> String {
     if args.duration.is_zero() {
         format!(
@@ -190,8 +227,10 @@ fn unreleased(args: &RunArgs, holder: &str) -> String {
         )
     } else {
         format!(
-            "its lease ends by itself within {}",
-            crate::shared::duration::format(args.duration)
+            "its lease ends by itself within {}, or remove it with `lockheed release {} \
+             --holder {holder}`",
+            crate::shared::duration::format(args.duration),
+            args.name
         )
     }
 }

@@ -4,6 +4,7 @@
 mod inspect;
 mod release;
 mod run;
+mod terminal;
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};

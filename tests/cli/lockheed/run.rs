@@ -1,26 +1,71 @@
 //! `lockheed run`: exit codes, the command's environment, waiting, timeouts, a lost lock,
 //! signals.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lockheed::testing::{Fault, RequestMatcher, Verb};
 use lockheed::{Evict, Lock, Locker as _};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{Running, alive, lock, locker};
+use super::{PATIENCE, Running, alive, lock, locker};
 use crate::harness::Cluster;
 
-/// Short leases, so that a lost lock is noticed within a second.
-const SHORT: [&str; 4] = ["--duration", "3s", "--renew-interval", "1s"];
+/// For the tests where the lock is lost: renewed every second, so that lockheed notices
+/// within a second that the test removed its holder. The lease keeps the default 30 s: a
+/// renewal would have to be 29 s late to lose the lock by itself on a loaded machine.
+const NOTICE_LOSS: [&str; 2] = ["--renew-interval", "1s"];
 
-/// `lockheed run NAME --duration 3s --renew-interval 1s EXTRA.. -- COMMAND..`.
+/// A shell command that starts a grandchild of lockheed (`sleep 60`, in the background),
+/// writes its process id to `grandchild.pid` in the working directory, says `ready`, and
+/// waits for it. (The grandchild does not hold lockheed's output open: the test would wait
+/// for it to end.)
+const WITH_GRANDCHILD: &str =
+    "sleep 60 >/dev/null 2>&1 & echo $! > grandchild.pid; echo ready; wait";
+
+/// `lockheed run NAME EXTRA.. -- COMMAND..`, with the default 30 s lease renewed every 10 s
+/// (no test loses the lock by a late renewal).
 fn run_args<'a>(name: &'a str, extra: &[&'a str], command: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["run", name];
-    args.extend(SHORT);
     args.extend(extra);
     args.push("--");
     args.extend(command);
     args
+}
+
+/// The grandchild [`WITH_GRANDCHILD`] started, once it is ready.
+async fn grandchild(running: &Running, dir: &Path) -> Pid {
+    running.wait_for_stdout("ready").await;
+    let pid = std::fs::read_to_string(dir.join("grandchild.pid")).expect("the pid is written");
+    let pid = Pid::from_raw(pid.trim().parse().expect("a pid"));
+    assert!(alive(pid), "the grandchild runs");
+    pid
+}
+
+/// Waits (a few seconds at most) until process `pid` has ended. A zombie has: its parent
+/// (the command's shell) has exited, and process 1 of a container may never collect it.
+async fn assert_ends(pid: Pid) {
+    let started = Instant::now();
+    while alive(pid) && !zombie(pid) {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "process {pid} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether process `pid` has exited and waits to be collected (Linux's /proc says).
+fn zombie(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // `PID (COMMAND) STATE ...`; the command may hold spaces and parentheses.
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some(rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,20 +221,24 @@ async fn gives_up_when_the_timeout_runs_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stops_the_command_when_the_lock_is_lost() {
+async fn stops_the_command_and_what_it_started_when_the_lock_is_lost() {
     let cluster = Cluster::start().await;
     let running = Running::start(
         &cluster,
         &run_args(
             "jobs",
-            &["--holder", "victim"],
-            &["sh", "-c", "echo \"pid $$\"; exec sleep 60"],
+            &[
+                "--holder",
+                "victim",
+                NOTICE_LOSS[0],
+                NOTICE_LOSS[1],
+                "--grace-period",
+                "3s",
+            ],
+            &["sh", "-c", WITH_GRANDCHILD],
         ),
     );
-    let stdout = running.wait_for_stdout("\n").await;
-    let pid: i32 = stdout.trim().trim_start_matches("pid ").parse().unwrap();
-    let child = Pid::from_raw(pid);
-    assert!(alive(child));
+    let grandchild = grandchild(&running, cluster.dir.path()).await;
 
     // An operator removes the holder.
     let started = Instant::now();
@@ -215,7 +264,8 @@ async fn stops_the_command_when_the_lock_is_lost() {
             .contains("the command was stopped (signal SIGTERM)"),
         "{out:?}"
     );
-    assert!(!alive(child), "the command is gone");
+    // The shell's background job got SIGTERM as well: nothing runs without the lock.
+    assert_ends(grandchild).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +275,14 @@ async fn kills_a_command_that_ignores_sigterm_after_the_grace_period() {
         &cluster,
         &run_args(
             "jobs",
-            &["--holder", "victim", "--grace-period", "1s"],
+            &[
+                "--holder",
+                "victim",
+                NOTICE_LOSS[0],
+                NOTICE_LOSS[1],
+                "--grace-period",
+                "1s",
+            ],
             &[
                 "sh",
                 "-c",
@@ -273,6 +330,22 @@ async fn passes_sigterm_on_to_the_command() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_sigterm_on_to_what_the_command_started() {
+    let cluster = Cluster::start().await;
+    let running = Running::start(
+        &cluster,
+        &run_args("jobs", &[], &["sh", "-c", WITH_GRANDCHILD]),
+    );
+    let grandchild = grandchild(&running, cluster.dir.path()).await;
+    kill(running.pid(), Signal::SIGTERM).unwrap();
+    let out = running.finish().await;
+    // The shell died of it, and so did its background job.
+    assert_eq!(out.code(), Some(128 + 15), "{out:?}");
+    assert_ends(grandchild).await;
+    assert!(!lock(&cluster, "jobs").await.is_held(), "released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_while_waiting_stops_waiting() {
     let cluster = Cluster::start().await;
     let held = Lock::new("deploy", locker(&cluster))
@@ -293,4 +366,83 @@ async fn a_signal_while_waiting_stops_waiting() {
     assert_eq!(out.stdout, "");
     assert_eq!(lock(&cluster, "deploy").await.holders[0].id, "other");
     held.release().await.unwrap();
+}
+
+/// Starts `lockheed run x --duration 0s --holder me -- echo ran` (without expiry: a lease
+/// left behind would stay forever) against a cluster that stores lockheed's write taking
+/// the lock at once, but answers it only 30 s later, and waits until the write is stored.
+/// lockheed then waits for the answer: the write is in flight. (The server's request log
+/// cannot tell: it logs a request once it is answered.)
+async fn start_with_the_write_in_flight(cluster: &Cluster) -> Running {
+    cluster.server.inject(
+        Fault::latency(Duration::from_secs(30))
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Create)),
+    );
+    let running = Running::start(
+        cluster,
+        &run_args(
+            "x",
+            &["--duration", "0s", "--holder", "me"],
+            &["echo", "ran"],
+        ),
+    );
+    let started = Instant::now();
+    while !locker(cluster)
+        .get("x")
+        .await
+        .expect("the lock is read")
+        .is_some_and(|x| x.is_held())
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the lease is never written\nstderr:\n{}",
+            running.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_the_lease_is_written_leaves_no_lease() {
+    let cluster = Cluster::start().await;
+    let running = start_with_the_write_in_flight(&cluster).await;
+    kill(running.pid(), Signal::SIGTERM).unwrap();
+    let out = running.finish().await;
+    assert_eq!(out.code(), Some(128 + 15), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("interrupted by SIGTERM while waiting for lock \"x\""),
+        "{out:?}"
+    );
+    assert_eq!(out.stdout, "", "the command did not run");
+    // lockheed removed the lease before it exited.
+    let x = lock(&cluster, "x").await;
+    assert!(!x.is_held(), "{x:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn says_how_to_remove_a_lease_it_could_not_clean_up() {
+    let cluster = Cluster::start().await;
+    let running = start_with_the_write_in_flight(&cluster).await;
+    // The cluster cannot be reached to remove the lease: lockheed gives up after 10 s.
+    cluster.server.partition();
+    kill(running.pid(), Signal::SIGTERM).unwrap();
+    let out = running.finish().await;
+    cluster.server.heal();
+    assert_eq!(out.code(), Some(128 + 15), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "cleaning up lock \"x\" did not finish within 10s: me may still hold it; it has no \
+             expiry: remove it with `lockheed release x --holder me`"
+        ),
+        "{out:?}"
+    );
+    assert_eq!(lock(&cluster, "x").await.holders[0].id, "me");
+    let out = cluster
+        .run("lockheed", &["release", "x", "--holder", "me"])
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(!lock(&cluster, "x").await.is_held());
 }
