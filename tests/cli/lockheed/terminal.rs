@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::pty::openpty;
 use tokio::process::{Child, Command};
 
-use super::{PATIENCE, lock};
+use super::{PATIENCE, lock, locker};
 use crate::harness::{COMMAND_TIMEOUT, Cluster};
 
 /// The lockheed binary under test.
@@ -165,4 +165,44 @@ async fn the_command_reads_the_terminal_and_gives_it_back() {
     assert_eq!(status.code(), Some(0), "{screen}");
     assert!(screen.contains("then world"), "{screen}");
     assert!(!lock(&cluster, "jobs").await.is_held(), "released");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_terminal_the_wait_is_a_progress_line() {
+    let cluster = Cluster::start().await;
+    let held = lockheed::Lock::new("jobs", locker(&cluster))
+        .with_holder("alice")
+        .with_reason("db restart")
+        .try_acquire()
+        .await
+        .unwrap();
+    let Some(terminal) = AtTerminal::start(
+        &cluster,
+        LOCKHEED,
+        &["run", "jobs", "--holder", "bob", "--", "echo", "bob ran"],
+    ) else {
+        return;
+    };
+    // Redrawn in place (carriage return, erase the line) every second while it waits.
+    terminal.wait_for("waiting 1s for lock").await;
+    terminal.wait_for("waiting 2s for lock").await;
+    held.release().await.unwrap();
+    let (status, screen) = terminal.finish().await;
+    assert_eq!(status.code(), Some(0), "{screen}");
+    let progress = "\r\x1b[2Klockheed: waiting 2s for lock \"jobs\" in namespace default: \
+                    held by alice (since ";
+    assert!(screen.contains(progress), "{screen:?}");
+    assert!(
+        screen.contains("reason \"db restart\"), 1/1 holders"),
+        "{screen:?}"
+    );
+    // Log lines would have said the same once per change of holders, not every second.
+    assert!(
+        !screen.contains("waiting for lock \"jobs\": held by"),
+        "{screen:?}"
+    );
+    // The last progress line is erased before the command's output.
+    let before = &screen[..screen.find("bob ran").expect("the command ran")];
+    let last = before.rfind("1/1 holders").expect("a progress line");
+    assert!(before[last..].contains("\r\x1b[2K"), "{screen:?}");
 }
