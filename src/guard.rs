@@ -57,7 +57,6 @@ struct Held<V> {
 struct Shared<L: Locker> {
     settings: Settings,
     token: u64,
-    max_holders: Option<u32>,
     /// The lock as this acquisition wrote it.
     taken: LockInfo,
     reentered: bool,
@@ -124,7 +123,6 @@ impl<L: Locker> LockGuard<L> {
         let clock = locker.clock();
         let shared = Arc::new(Shared {
             token: acquired.token,
-            max_holders: crate::kind::capacity(&acquired.state),
             taken: LockInfo::from_state(&settings.name, &acquired.state, clock.now()),
             reentered: acquired.renewed,
             give_up_ms: AtomicI64::new(give_up_ms(acquired.expires, settings.duration)),
@@ -206,7 +204,7 @@ impl<L: Locker> LockGuard<L> {
     /// ```
     #[must_use]
     pub fn max_holders(&self) -> Option<u32> {
-        self.shared.max_holders
+        self.shared.taken.max_holders
     }
 
     /// The lock's name.

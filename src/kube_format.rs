@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -70,6 +71,28 @@ where
 }
 
 impl Format {
+    /// What lists a namespace's locks: the label for lockheed's format; for kube-lock's,
+    /// which labels nothing, every ConfigMap (then filtered by [`is_lock`](Self::is_lock)).
+    pub(crate) fn list_params(self) -> ListParams {
+        match self {
+            Self::Lockheed => ListParams::default().labels(LOCK_LABEL),
+            Self::KubeLock => ListParams::default(),
+        }
+    }
+
+    /// Whether a listed ConfigMap is a lock of this format: for kube-lock's, one that carries
+    /// its annotation.
+    pub(crate) fn is_lock(self, cm: &ConfigMap) -> bool {
+        match self {
+            Self::Lockheed => true,
+            Self::KubeLock => cm
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(KUBE_LOCK_ANNOTATION)),
+        }
+    }
+
     /// Reads lock `name` from its ConfigMap; `object` names it in errors.
     pub(crate) fn decode(
         self,

@@ -7,12 +7,12 @@ use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta, PostParams};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::feed::{Changes, Feeds, Publisher, Snapshot};
-use crate::kube_format::{Format, KUBE_LOCK_ANNOTATION, LOCK_LABEL};
+use crate::kube_format::Format;
 use crate::locker::{Locker, Record, StoredStates, Written};
 use crate::names::dns1123_subdomain_errors;
 use crate::state::LockState;
@@ -459,26 +459,18 @@ impl Locker for KubeLocker {
     }
 
     async fn read_all(&self) -> Result<StoredStates, Error> {
-        let params = match self.format {
-            Format::Lockheed => ListParams::default().labels(LOCK_LABEL),
-            // kube-lock labels nothing: every ConfigMap with its annotation is a lock.
-            Format::KubeLock => ListParams::default(),
-        };
-        let list = self.api.list(&params).await.map_err(|source| Error::Kube {
-            object: self.namespace.clone(),
-            source,
-        })?;
+        let list = self
+            .api
+            .list(&self.format.list_params())
+            .await
+            .map_err(|source| Error::Kube {
+                object: self.namespace.clone(),
+                source,
+            })?;
         Ok(list
             .items
             .into_iter()
-            .filter(|cm| {
-                self.format != Format::KubeLock
-                    || cm
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .is_some_and(|a| a.contains_key(KUBE_LOCK_ANNOTATION))
-            })
+            .filter(|cm| self.format.is_lock(cm))
             .filter_map(|cm| {
                 let object_name = cm.metadata.name.clone()?;
                 let name = object_name.strip_prefix(&self.prefix)?.to_owned();
