@@ -74,9 +74,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ]);
     println!("free locks tagged \"quickstart\" in namespace {namespace}:");
     for lock in locker.list(Some(&tagged)).await?.locks {
+        let kind = lock
+            .kind
+            .map_or_else(|| "never taken".to_owned(), |k| k.to_string());
         println!(
-            "  {} (kind {}, tags {:?}, last fencing token {})",
-            lock.name, lock.kind, lock.tags, lock.fencing_token
+            "  {} (kind {kind}, tags {:?}, last fencing token {})",
+            lock.name, lock.tags, lock.fencing_token
         );
     }
     Ok(())

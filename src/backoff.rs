@@ -1,75 +1,58 @@
-//! Waiting between retries: exponential backoff with jitter, honouring `Retry-After`, and the
-//! random spread that keeps waiters from all writing at once.
+//! Waiting between retries: exponential backoff with jitter (`backon`'s), honouring
+//! `Retry-After`, and the random spread that keeps waiters from all writing at once.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 use crate::error::Error;
 
-/// A small random source for jitter, seeded from the process's hash randomness.
-#[derive(Debug, Clone)]
-pub(crate) struct Jitter(u64);
-
-impl Jitter {
-    pub(crate) fn new() -> Self {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u64(0x6c6f_636b_6865_6564);
-        Self(hasher.finish() | 1)
-    }
-
-    /// Uniform in `0..=max`.
-    pub(crate) fn upto(&mut self, max: Duration) -> Duration {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(if nanos == 0 {
-            0
-        } else {
-            x % nanos.saturating_add(1)
-        })
-    }
-}
-
-/// Exponential backoff with "equal jitter": each delay is half the current step plus a random
-/// part of the other half, so retries spread out but never come back at once.
-#[derive(Debug, Clone)]
+/// Exponential backoff from `initial` up to `max`, each delay jittered within
+/// `[step / 2, step)` so that retries spread out but never come back at once.
+#[derive(Debug)]
 pub(crate) struct Backoff {
-    initial: Duration,
-    step: Duration,
+    builder: ExponentialBuilder,
+    steps: ExponentialBackoff,
     max: Duration,
-    jitter: Jitter,
 }
 
 impl Backoff {
     pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        // backon adds a random part of the step to the step: start and cap at half.
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(initial / 2)
+            .with_max_delay(max / 2)
+            .with_jitter()
+            .without_max_times();
         Self {
-            initial,
-            step: initial,
+            builder,
+            steps: builder.build(),
             max,
-            jitter: Jitter::new(),
         }
     }
 
+    /// The next delay of the backoff.
+    pub(crate) fn next(&mut self) -> Duration {
+        // Without a limit on attempts, the steps never run out.
+        self.steps.next().unwrap_or(self.max)
+    }
+
     /// The wait before retrying after `err`: the server's `Retry-After` when it gave one,
-    /// otherwise the next step of the backoff.
+    /// otherwise the next delay of the backoff.
     pub(crate) fn after(&mut self, err: &Error) -> Duration {
-        if let Some(asked) = err.retry_after() {
-            return asked;
-        }
-        let half = self.step / 2;
-        let delay = half + self.jitter.upto(half);
-        self.step = (self.step * 2).min(self.max);
-        delay
+        err.retry_after().unwrap_or_else(|| self.next())
     }
 
     /// Back to the first step, after a success.
     pub(crate) fn reset(&mut self) {
-        self.step = self.initial;
+        self.steps = self.builder.build();
     }
+}
+
+/// A random pause in `0..=max`, to spread the writes of waiters woken by the same change.
+pub(crate) fn spread(max: Duration) -> Duration {
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
 #[cfg(test)]
@@ -111,9 +94,8 @@ mod tests {
     }
 
     #[test]
-    fn jitter_stays_in_range() {
-        let mut j = Jitter::new();
-        assert!((0..1000).all(|_| j.upto(Duration::from_millis(5)) <= Duration::from_millis(5)));
-        assert_eq!(j.upto(Duration::ZERO), Duration::ZERO);
+    fn spread_stays_in_range() {
+        assert!((0..1000).all(|_| spread(Duration::from_millis(5)) <= Duration::from_millis(5)));
+        assert_eq!(spread(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -162,11 +162,7 @@ fn holder_list(holders: &[Holder]) -> String {
     }
     holders
         .iter()
-        .map(|h| match (h.waiting, h.expires) {
-            (true, _) => format!("{} (a writer waiting for its turn)", h.id),
-            (false, Some(at)) => format!("{} until {}", h.id, at.to_rfc3339()),
-            (false, None) => format!("{} with no expiry", h.id),
-        })
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -322,13 +318,13 @@ mod tests {
         let held = Error::Held {
             lock: "db".into(),
             holders: vec![Holder::from_lease(
-                &crate::state::Lease::new("a", crate::gotime::GoTime::forever()),
+                &crate::state::Lease::new("a", None),
                 false,
             )],
             max_holders: Some(1),
         };
         assert_eq!(held.max_holders(), Some(1));
-        assert_eq!(held.to_string(), "lock \"db\" is held by a with no expiry");
+        assert_eq!(held.to_string(), "lock \"db\" is held by a (no expiry)");
         assert!(held.is_held());
         let corrupt = Error::Corrupt {
             object: "default/lockheed-broken".into(),

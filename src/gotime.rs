@@ -9,27 +9,19 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// An instant as stored in lock state. It keeps the offset it was read with, so a Go client's
 /// `+02:00` comes back unchanged when the lease is written again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GoTime(DateTime<FixedOffset>);
+pub(crate) struct GoTime(DateTime<FixedOffset>);
 
 impl GoTime {
     /// `9999-12-31T23:59:59Z`, what Go lockheed stores for a lease without expiry.
-    pub const FOREVER_STR: &'static str = "9999-12-31T23:59:59Z";
+    pub(crate) const FOREVER_STR: &'static str = "9999-12-31T23:59:59Z";
 
     /// The instant Go lockheed uses for "never expires".
     ///
     /// # Panics
     ///
     /// Never: the constant is a valid time.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::GoTime;
-    ///
-    /// assert_eq!(GoTime::forever().to_string(), GoTime::FOREVER_STR);
-    /// ```
     #[must_use]
-    pub fn forever() -> Self {
+    pub(crate) fn forever() -> Self {
         Self::parse(Self::FOREVER_STR).expect("a valid RFC 3339 time")
     }
 
@@ -38,47 +30,19 @@ impl GoTime {
     /// # Errors
     ///
     /// When `text` is not an RFC 3339 time.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::GoTime;
-    ///
-    /// let t = GoTime::parse("2026-11-22T11:00:30.5+01:00").unwrap();
-    /// assert_eq!(t.to_string(), "2026-11-22T11:00:30.5+01:00"); // the offset is kept
-    /// assert!(GoTime::parse("yesterday").is_err());
-    /// ```
-    pub fn parse(text: &str) -> Result<Self, chrono::ParseError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, chrono::ParseError> {
         DateTime::parse_from_rfc3339(text).map(Self)
     }
 
     /// The instant in UTC.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::GoTime;
-    ///
-    /// let t = GoTime::parse("2026-11-22T11:00:30+01:00").unwrap();
-    /// assert_eq!(t.to_utc().to_rfc3339(), "2026-11-22T10:00:30+00:00");
-    /// ```
     #[must_use]
-    pub fn to_utc(self) -> DateTime<Utc> {
+    pub(crate) fn to_utc(self) -> DateTime<Utc> {
         self.0.with_timezone(&Utc)
     }
 
     /// Whether this is Go lockheed's "never expires" (or later).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::GoTime;
-    ///
-    /// assert!(GoTime::parse("9999-12-31T23:59:59Z").unwrap().is_forever());
-    /// assert!(!GoTime::from(chrono::Utc::now()).is_forever());
-    /// ```
     #[must_use]
-    pub fn is_forever(self) -> bool {
+    pub(crate) fn is_forever(self) -> bool {
         self >= Self::forever()
     }
 }

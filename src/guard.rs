@@ -1,76 +1,21 @@
-//! [`LockGuard`]: a held lock, its renewal, its lost-lock signal and its release.
+//! [`LockGuard`]: a held lock, its lost-lock signal and its release.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::background::Background;
-use crate::backoff::Backoff;
-use crate::clock::Clock;
 use crate::error::Error;
-use crate::feed::{Changes, Snapshot};
-use crate::gotime::GoTime;
+use crate::holding::Holding;
 use crate::info::LockInfo;
-use crate::lock::MAX_CAS_ATTEMPTS;
-use crate::locker::{Locker, Written};
-use crate::rules;
-use crate::state::LockState;
-
-/// What a guard keeps of its lock's settings.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) name: String,
-    pub(crate) holder: String,
-    pub(crate) duration: Duration,
-    pub(crate) renew_interval: Option<Duration>,
-    pub(crate) tags: Vec<String>,
-    pub(crate) reset_tags: bool,
-    /// Where a dropped guard's release runs, counted for [`Lock::settle`](crate::Lock::settle).
-    pub(crate) background: Background,
-}
-
-/// The write that took the lock.
-#[derive(Debug)]
-pub(crate) struct Acquired<V> {
-    pub(crate) version: V,
-    pub(crate) state: LockState,
-    pub(crate) token: u64,
-    pub(crate) expires: GoTime,
-    /// The holder already held the lock (a re-entry).
-    pub(crate) renewed: bool,
-}
-
-/// The last state this holder wrote, and the version to compare against next.
-struct Held<V> {
-    version: V,
-    state: LockState,
-    expires: GoTime,
-}
-
-struct Shared<L: Locker> {
-    settings: Settings,
-    token: u64,
-    /// The lock as this acquisition wrote it.
-    taken: LockInfo,
-    reentered: bool,
-    locker: L,
-    clock: Arc<dyn Clock>,
-    held: Mutex<Held<L::Version>>,
-    /// When this holder stops trusting its lease, in Unix milliseconds (`i64::MAX`: never);
-    /// kept outside `held` so that `is_lost` can read it without waiting.
-    give_up_ms: AtomicI64,
-    /// Fires when the lock can no longer be trusted.
-    lost: CancellationToken,
-    /// Stops the renewal task.
-    stop: CancellationToken,
-}
+use crate::keepalive::{keep_alive, watch_unexpiring};
+use crate::locker::Locker;
+use crate::settings::Settings;
+use crate::take::Acquired;
 
 /// A held lock. Dropping it releases the lock in the background (a program about to exit
 /// waits for that with [`Lock::settle`](crate::Lock::settle)); [`release`](Self::release)
@@ -102,7 +47,7 @@ struct Shared<L: Locker> {
 /// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<L: Locker> {
-    shared: Arc<Shared<L>>,
+    shared: Arc<Holding<L>>,
     renewal: Option<JoinHandle<()>>,
     released: bool,
 }
@@ -120,30 +65,16 @@ impl<L: Locker> fmt::Debug for LockGuard<L> {
 
 impl<L: Locker> LockGuard<L> {
     pub(crate) fn start(settings: Settings, locker: L, acquired: Acquired<L::Version>) -> Self {
-        let clock = locker.clock();
-        let shared = Arc::new(Shared {
-            token: acquired.token,
-            taken: LockInfo::from_state(&settings.name, &acquired.state, clock.now()),
-            reentered: acquired.renewed,
-            give_up_ms: AtomicI64::new(give_up_ms(acquired.expires, settings.duration)),
-            clock,
-            locker,
-            held: Mutex::new(Held {
-                version: acquired.version,
-                state: acquired.state,
-                expires: acquired.expires,
-            }),
-            lost: CancellationToken::new(),
-            stop: CancellationToken::new(),
-            settings,
-        });
+        tracing::debug!(token = acquired.token, reentry = acquired.reentry, expires = %acquired.expires, "lock taken");
+        let forever = acquired.expires.is_forever();
+        let shared = Arc::new(Holding::new(settings, locker, acquired));
         let span = tracing::info_span!(
             "lockheed.renew",
             lock = %shared.settings.name,
             holder = %shared.settings.holder,
             token = shared.token,
         );
-        let renewal = if acquired.expires.is_forever() {
+        let renewal = if forever {
             tokio::spawn(watch_unexpiring(Arc::clone(&shared)).instrument(span))
         } else {
             tokio::spawn(keep_alive(Arc::clone(&shared)).instrument(span))
@@ -313,7 +244,7 @@ impl<L: Locker> LockGuard<L> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn lost(&self) -> WaitForCancellationFutureOwned {
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
         self.shared.lost.clone().cancelled_owned()
     }
 
@@ -346,9 +277,9 @@ impl<L: Locker> LockGuard<L> {
         if self.shared.lost.is_cancelled() {
             return true;
         }
-        let give_up = self.shared.give_up_ms.load(Ordering::Acquire);
-        if give_up != i64::MAX && self.shared.clock.now().timestamp_millis() >= give_up {
-            lose(&self.shared, "the lease ended before it could be renewed");
+        if self.shared.past_give_up() {
+            self.shared
+                .lose("the lease ended before it could be renewed");
             return true;
         }
         false
@@ -379,8 +310,9 @@ impl<L: Locker> LockGuard<L> {
         &self.shared.taken
     }
 
-    /// Whether this holder already held the lock when this guard took it (a re-entry, which
-    /// renewed its lease with a new token: see [`Lock::try_acquire`](crate::Lock::try_acquire)).
+    /// Whether this acquisition was a re-entry: this holder already held the lock, and this
+    /// guard's lease replaced its earlier one, with a new token (see
+    /// [`Lock::try_acquire`](crate::Lock::try_acquire), its re-entry section).
     ///
     /// # Examples
     ///
@@ -391,15 +323,15 @@ impl<L: Locker> LockGuard<L> {
     /// # async fn main() -> Result<(), lockheed::Error> {
     /// let lock = Lock::new("pool", MemoryLocker::new()).with_holder("job-7");
     /// let first = lock.try_acquire().await?;
-    /// let again = lock.try_acquire().await?; // the same holder: its lease is taken again
-    /// assert!(!first.reentered() && again.reentered());
+    /// let again = lock.try_acquire().await?; // the same holder: a re-entry
+    /// assert!(!first.is_reentry() && again.is_reentry());
     /// # drop(first); again.release().await?;
     /// # Ok(())
     /// # }
     /// ```
     #[must_use]
-    pub fn reentered(&self) -> bool {
-        self.shared.reentered
+    pub fn is_reentry(&self) -> bool {
+        self.shared.reentry
     }
 
     /// A token cancelled when the lock is lost, to hand to tasks of the critical section
@@ -475,7 +407,7 @@ impl<L: Locker> LockGuard<L> {
             lock = %self.shared.settings.name,
             holder = %self.shared.settings.holder,
         );
-        release(&self.shared).instrument(span).await
+        self.shared.release().instrument(span).await
     }
 
     /// Stops renewing and leaves the lease to expire by itself, without releasing it.
@@ -522,7 +454,7 @@ impl<L: Locker> Drop for LockGuard<L> {
             background.spawn(
                 &runtime,
                 async move {
-                    if let Err(err) = release(&shared).await {
+                    if let Err(err) = shared.release().await {
                         tracing::warn!(error = %err, "releasing a dropped lock guard failed; the lease ends by itself");
                     }
                 }
@@ -533,257 +465,4 @@ impl<L: Locker> Drop for LockGuard<L> {
             tracing::warn!("lock guard dropped outside a Tokio runtime; the lease ends by itself");
         }
     }
-}
-
-/// Removes this holder's lease, re-reading on conflicts.
-async fn release<L: Locker>(shared: &Shared<L>) -> Result<(), Error> {
-    let settings = &shared.settings;
-    let mut held = shared.held.lock().await;
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let Some(next) = rules::release(
-            &held.state,
-            &settings.holder,
-            shared.token,
-            &settings.tags,
-            settings.reset_tags,
-        ) else {
-            return Err(Error::Lost {
-                lock: settings.name.clone(),
-            });
-        };
-        match shared
-            .locker
-            .write(&settings.name, Some(&held.version), &next)
-            .await?
-        {
-            Written::Stored(_) => {
-                tracing::debug!("lock released");
-                return Ok(());
-            }
-            Written::Conflict => match shared.locker.read(&settings.name).await? {
-                Some(record) => {
-                    held.version = record.version;
-                    held.state = record.state;
-                }
-                // Deleted by someone: nothing is held any more.
-                None => return Ok(()),
-            },
-        }
-    }
-    Err(Error::Contended {
-        lock: settings.name.clone(),
-        attempts: MAX_CAS_ATTEMPTS,
-    })
-}
-
-/// Extends this holder's lease once: one write when nothing changed, a read and a write when
-/// something did.
-async fn renew<L: Locker>(shared: &Shared<L>) -> Result<(), Error> {
-    let settings = &shared.settings;
-    let mut held = shared.held.lock().await;
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let (next, expires) = rules::renew(
-            &settings.name,
-            &held.state,
-            &settings.holder,
-            shared.token,
-            settings.duration,
-            shared.clock.now(),
-        )?;
-        match shared
-            .locker
-            .write(&settings.name, Some(&held.version), &next)
-            .await?
-        {
-            Written::Stored(version) => {
-                *held = Held {
-                    version,
-                    state: next,
-                    expires,
-                };
-                shared
-                    .give_up_ms
-                    .store(give_up_ms(expires, settings.duration), Ordering::Release);
-                tracing::trace!(%expires, "lease renewed");
-                return Ok(());
-            }
-            Written::Conflict => match shared.locker.read(&settings.name).await? {
-                Some(record) => {
-                    held.version = record.version;
-                    held.state = record.state;
-                }
-                None => {
-                    return Err(Error::Lost {
-                        lock: settings.name.clone(),
-                    });
-                }
-            },
-        }
-    }
-    Err(Error::Contended {
-        lock: settings.name.clone(),
-        attempts: MAX_CAS_ATTEMPTS,
-    })
-}
-
-/// The moment a holder stops trusting its lease that ends at `expires`, in Unix milliseconds:
-/// a tenth of the duration before it ends, so that `lost` fires before another holder can take
-/// the lock (`i64::MAX` for a lease without expiry).
-fn give_up_ms(expires: GoTime, duration: Duration) -> i64 {
-    if expires.is_forever() {
-        return i64::MAX;
-    }
-    let margin = i64::try_from((duration / 10).as_millis()).unwrap_or(i64::MAX);
-    expires.to_utc().timestamp_millis().saturating_sub(margin)
-}
-
-/// The moment this holder stops trusting its lease (see [`give_up_ms`]).
-fn give_up_at<L: Locker>(shared: &Shared<L>) -> DateTime<Utc> {
-    let ms = shared.give_up_ms.load(Ordering::Acquire);
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn until(clock: &dyn Clock, at: DateTime<Utc>) -> Duration {
-    (at - clock.now()).to_std().unwrap_or(Duration::ZERO)
-}
-
-/// Renews the lease every renew interval (retrying failures sooner) until stopped; fires
-/// `lost` when the lease is taken over or cannot be renewed in time. Without a renew
-/// interval, only fires `lost` when the lease ends.
-async fn keep_alive<L: Locker>(shared: Arc<Shared<L>>) {
-    let interval = shared.settings.renew_interval;
-    // Failed renewals are retried sooner than the interval, backing off (with jitter, and
-    // honouring Retry-After) so that an overloaded server is not hammered; the deadline
-    // below bounds it all.
-    let mut backoff = interval.map(|i| {
-        Backoff::new(
-            (i / 8).clamp(Duration::from_millis(10), Duration::from_millis(200)),
-            i,
-        )
-    });
-    let mut wait = interval;
-    loop {
-        let deadline = give_up_at(&shared);
-        let give_up = tokio::time::sleep(until(shared.clock.as_ref(), deadline));
-        tokio::pin!(give_up);
-        let next = async {
-            match wait {
-                Some(wait) => tokio::time::sleep(wait).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => return,
-            () = &mut give_up => return lose(&shared, "the lease could not be renewed before it ended"),
-            () = next => {}
-        }
-        let outcome = tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => return,
-            () = &mut give_up => return lose(&shared, "the lease could not be renewed before it ended"),
-            outcome = renew(&shared) => outcome,
-        };
-        match outcome {
-            Ok(()) => {
-                wait = interval;
-                if let Some(backoff) = backoff.as_mut() {
-                    backoff.reset();
-                }
-            }
-            Err(Error::Lost { .. }) => {
-                return lose(
-                    &shared,
-                    "the lease is gone: taken over, or expired and taken",
-                );
-            }
-            Err(err) => {
-                if err.is_transient() {
-                    tracing::warn!(error = %err, "renewing the lease failed; retrying");
-                } else {
-                    // A 403 may be fixed by an administrator before the deadline: keep trying.
-                    tracing::error!(error = %err, "renewing the lease failed and may keep failing; retrying until the lease ends");
-                }
-                wait = backoff.as_mut().map(|b| b.after(&err));
-            }
-        }
-    }
-}
-
-/// How often a lease without expiry is checked when the backend sends no changes.
-const UNEXPIRING_CHECK: Duration = Duration::from_secs(10);
-
-/// Watches a lease without expiry, which is never renewed, until stopped; fires `lost` when
-/// the lease is gone: taken over by force, or removed by an operator. Woken by the backend's
-/// change feed; without one, it reads the lock every [`UNEXPIRING_CHECK`].
-///
-/// A feed may show the lock as it was before this acquisition (other waiters opened it
-/// earlier), or skip states (it keeps only the latest). So a state from the feed that lacks
-/// this lease is only a hint, confirmed by reading the lock before `lost` fires; a read is
-/// the truth. Leases are recognised by their fencing token (or, in formats that keep none,
-/// by when they were taken), never by comparing counters, which restart if the lock's object
-/// is deleted.
-async fn watch_unexpiring<L: Locker>(shared: Arc<Shared<L>>) {
-    #[derive(PartialEq)]
-    enum Check {
-        /// The lease is there (or nothing says otherwise yet): wait for a change.
-        Holds,
-        /// The lock could not be read: try again after a while.
-        Failed,
-    }
-
-    let settings = &shared.settings;
-    let ours = shared
-        .held
-        .lock()
-        .await
-        .state
-        .leases
-        .get(&settings.holder)
-        .cloned();
-    let Some(ours) = ours else {
-        return lose(&shared, "the lease was not in the state written");
-    };
-    let holds = |state: Option<&LockState>| {
-        state.is_some_and(|s| rules::holds(s, &ours, shared.token, shared.clock.now()))
-    };
-    let mut feed = shared.locker.changes(&settings.name);
-    loop {
-        let check = match feed.as_mut().map(Changes::latest) {
-            Some(Snapshot::Unavailable) => {
-                feed = None;
-                continue;
-            }
-            Some(Snapshot::Present(record)) if holds(Some(&record.state)) => Check::Holds,
-            // A hint that the lease is gone (or no feed at all): read the lock to be sure.
-            Some(Snapshot::Present(_) | Snapshot::Absent) | None => {
-                match shared.locker.read(&settings.name).await {
-                    Ok(record) if holds(record.as_ref().map(|r| &r.state)) => Check::Holds,
-                    Ok(_) => return lose(&shared, "the lease is gone: taken over, or removed"),
-                    Err(err) => {
-                        tracing::debug!(error = %err, "checking the lease failed; trying again later");
-                        Check::Failed
-                    }
-                }
-            }
-            // Nothing known yet: the feed's first state comes soon.
-            Some(_) => Check::Holds,
-        };
-        let next = async {
-            match feed.as_mut() {
-                Some(feed) if check == Check::Holds => feed.changed().await,
-                _ => tokio::time::sleep(UNEXPIRING_CHECK).await,
-            }
-        };
-        tokio::select! {
-            biased;
-            () = shared.stop.cancelled() => return,
-            () = next => {}
-        }
-    }
-}
-
-fn lose<L: Locker>(shared: &Shared<L>, why: &str) {
-    tracing::warn!(reason = why, "lock lost");
-    shared.lost.cancel();
 }

@@ -1,12 +1,13 @@
 //! What a caller learns about a lock: its holders, tags and fencing token.
 
+use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
 
 use crate::gotime::GoTime;
-use crate::kind;
+use crate::kind::LockKind;
 use crate::state::{Lease, LockState};
 
 /// A holder of a lock and its lease (or a writer waiting for a read/write lock).
@@ -46,6 +47,81 @@ impl Holder {
         }
     }
 
+    /// Describes the holder in one line for people, with times relative to `now`: `worker-1
+    /// (since 2026-11-23T09:59:30Z (20s ago), token 7, lease ends in 40s, reason "db
+    /// restart")`. The command lines show holders this way; the holder's
+    /// [`Display`](fmt::Display) is the same line with absolute times (`until ...` instead
+    /// of `lease ends in ...`), as error messages show it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::{Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new();
+    /// let guard = Lock::new("db", locker.clone())
+    ///     .with_holder("worker-1")
+    ///     .with_duration(Duration::ZERO)
+    ///     .with_reason("db restart")
+    ///     .try_acquire()
+    ///     .await?;
+    /// let holder = &locker.get("db").await?.unwrap().holders[0];
+    /// let now = holder.since.unwrap() + chrono::Duration::seconds(20);
+    /// assert!(holder.describe(now).ends_with(
+    ///     r#"(20s ago), token 1, no expiry, reason "db restart")"#
+    /// ));
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn describe(&self, now: DateTime<Utc>) -> String {
+        self.line(Some(now))
+    }
+
+    /// The holder in one line: times relative to `now`, or absolute without it.
+    fn line(&self, now: Option<DateTime<Utc>>) -> String {
+        let mut parts = Vec::new();
+        if self.waiting {
+            parts.push("a writer waiting for its turn".to_owned());
+        } else if self.shared {
+            parts.push("shared".to_owned());
+        }
+        if let Some(since) = self.since {
+            let mut part = format!("since {}", since.to_rfc3339_opts(SecondsFormat::Secs, true));
+            if let Some(now) = now {
+                let _ = write!(part, " ({} ago)", short(now - since));
+            }
+            parts.push(part);
+        }
+        if let Some(token) = self.token {
+            parts.push(format!("token {token}"));
+        }
+        if !self.waiting {
+            parts.push(match (self.expires, now) {
+                (None, _) => "no expiry".to_owned(),
+                (Some(at), None) => {
+                    format!("until {}", at.to_rfc3339_opts(SecondsFormat::Secs, true))
+                }
+                (Some(at), Some(now)) if at <= now => {
+                    format!("lease ended {} ago", short(now - at))
+                }
+                (Some(at), Some(now)) => format!("lease ends in {}", short(at - now)),
+            });
+        }
+        if let Some(reason) = &self.reason {
+            parts.push(format!("reason {reason:?}"));
+        }
+        if parts.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{} ({})", self.id, parts.join(", "))
+        }
+    }
+
     /// A Go lockheed client in the middle of a write, seen as holding until `until`.
     pub(crate) fn reserved(by: &str, until: DateTime<Utc>) -> Self {
         Self {
@@ -60,8 +136,26 @@ impl Holder {
     }
 }
 
+impl fmt::Display for Holder {
+    /// The holder in one line, with absolute times: `worker-1 (since
+    /// 2026-11-23T09:59:30Z, token 7, until 2026-11-23T10:00:30Z, reason "db restart")`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.line(None))
+    }
+}
+
 fn forever_is_none(expires: GoTime) -> Option<DateTime<Utc>> {
     (!expires.is_forever()).then(|| expires.to_utc())
+}
+
+/// A span of time for people: `12s`, `3m05s`, `1h02m`.
+fn short(span: chrono::Duration) -> String {
+    let secs = span.num_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs / 60 % 60),
+    }
 }
 
 /// A lock as seen at one moment.
@@ -88,8 +182,10 @@ fn forever_is_none(expires: GoTime) -> Option<DateTime<Utc>> {
 pub struct LockInfo {
     /// The lock's name (without the backend's prefix).
     pub name: String,
-    /// The kind of lock (`mutex`, `semaphore`, `rwlock`), or `""` for one never acquired.
-    pub kind: String,
+    /// The kind of lock, `None` for one never acquired. Serialized as the stored `lockType`
+    /// (`mutex`, `semaphore`, `rwlock`; `""` for `None`).
+    #[serde(serialize_with = "kind_or_empty")]
+    pub kind: Option<LockKind>,
     /// The holders whose leases are live, in holder order.
     pub holders: Vec<Holder>,
     /// The most holders the lock admits at once: 1 for a mutex, the capacity of a semaphore,
@@ -109,14 +205,14 @@ impl LockInfo {
         let live = |lease: &&Lease| lease.expires.to_utc() > now;
         Self {
             name: name.to_owned(),
-            kind: state.lock_type.clone(),
+            kind: LockKind::from_lock_type(&state.lock_type),
             holders: state
                 .leases
                 .values()
                 .filter(live)
                 .map(|lease| Holder::from_lease(lease, false))
                 .collect(),
-            max_holders: kind::capacity(state),
+            max_holders: state.capacity(),
             waiting_writers: state
                 .waiting_writers
                 .values()
@@ -149,6 +245,11 @@ impl LockInfo {
     pub fn is_held(&self) -> bool {
         !self.holders.is_empty()
     }
+}
+
+#[allow(clippy::ref_option)] // serde's serialize_with passes a reference.
+fn kind_or_empty<S: Serializer>(kind: &Option<LockKind>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(kind.as_ref().map_or("", LockKind::as_str))
 }
 
 /// What a waiting [`acquire`](crate::Lock::acquire) waits for, as its

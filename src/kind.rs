@@ -2,8 +2,14 @@
 
 use std::fmt;
 
-use crate::error::Error;
-use crate::state::{LockState, MUTEX, RWLOCK, SEMAPHORE};
+use serde::Serialize;
+
+/// `lockType` of a mutex, the only kind Go lockheed accepts.
+pub(crate) const MUTEX: &str = "mutex";
+/// `lockType` of a semaphore (N holders). Go lockheed refuses it, so it never rewrites one.
+pub(crate) const SEMAPHORE: &str = "semaphore";
+/// `lockType` of a shared/exclusive lock. Go lockheed refuses it too.
+pub(crate) const RWLOCK: &str = "rwlock";
 
 /// How a holder takes a read/write lock ([`Lock::with_access`](crate::Lock::with_access)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,27 +30,87 @@ impl fmt::Display for Access {
     }
 }
 
-/// What kind of lock a caller wants (set by the `Lock` builders).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Want {
+/// The kind of a stored lock, as [`LockInfo::kind`](crate::LockInfo::kind) reports it.
+///
+/// It serializes (and displays) as the `lockType` stored with the lock: `mutex`, `semaphore`,
+/// `rwlock`, or whatever a newer writer stored.
+///
+/// # Examples
+///
+/// ```
+/// use lockheed::{Lock, LockKind, Locker, MemoryLocker};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lockheed::Error> {
+/// let locker = MemoryLocker::new();
+/// let guard = Lock::new("gpu", locker.clone()).with_max_holders(2).try_acquire().await?;
+/// let info = locker.get("gpu").await?.unwrap();
+/// assert_eq!(info.kind, Some(LockKind::Semaphore));
+/// assert_eq!(LockKind::Semaphore.to_string(), "semaphore");
+/// # guard.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LockKind {
+    /// One holder at a time (Go lockheed's only kind).
     Mutex,
-    /// A semaphore; the capacity applies only if the lock does not have one yet.
-    Semaphore(u32),
-    ReadWrite(Access),
+    /// Up to [`LockInfo::max_holders`](crate::LockInfo::max_holders) holders at once.
+    Semaphore,
+    /// Any number of shared holders, or one exclusive holder.
+    ReadWrite,
+    /// A kind this version does not know (written by a newer one): never taken or overwritten.
+    Other(String),
 }
 
-impl Want {
-    /// The stored `lockType` of this kind.
-    pub(crate) fn lock_type(self) -> &'static str {
+impl LockKind {
+    /// The kind stored as `lock_type` (`None` for `""`: a lock never acquired).
+    pub(crate) fn from_lock_type(lock_type: &str) -> Option<Self> {
+        match lock_type {
+            "" => None,
+            MUTEX => Some(Self::Mutex),
+            SEMAPHORE => Some(Self::Semaphore),
+            RWLOCK => Some(Self::ReadWrite),
+            other => Some(Self::Other(other.to_owned())),
+        }
+    }
+
+    /// The stored `lockType`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::LockKind;
+    ///
+    /// assert_eq!(LockKind::ReadWrite.as_str(), "rwlock");
+    /// ```
+    #[must_use]
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Mutex => MUTEX,
-            Self::Semaphore(_) => SEMAPHORE,
-            Self::ReadWrite(_) => RWLOCK,
+            Self::Semaphore => SEMAPHORE,
+            Self::ReadWrite => RWLOCK,
+            Self::Other(other) => other,
         }
     }
 }
 
-/// A lock's kind as it will be after an acquire: the stored kind wins.
+impl fmt::Display for LockKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for LockKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// The kind of lock a caller asks for (from the `Lock` builders), and the kind a lock has once
+/// the stored one is taken into account ([`resolve`](crate::rules) makes the second from the
+/// first): a semaphore's capacity is the caller's until one is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Mutex,
@@ -70,46 +136,5 @@ impl Kind {
             Self::Semaphore(_) => SEMAPHORE,
             Self::ReadWrite(_) => RWLOCK,
         }
-    }
-}
-
-/// The kind lock `name` has for a caller that wants `want`: a lock that was never acquired
-/// (`lockType` `""`) takes the caller's kind; otherwise the stored kind must match, and a
-/// semaphore's stored capacity wins over the caller's.
-///
-/// # Errors
-///
-/// [`Error::WrongKind`] when the stored kind differs (the lock is never overwritten);
-/// [`Error::Corrupt`] for a semaphore stored without a capacity.
-pub(crate) fn resolve(name: &str, state: &LockState, want: Want) -> Result<Kind, Error> {
-    let stored = state.lock_type.as_str();
-    if !stored.is_empty() && stored != want.lock_type() {
-        return Err(Error::WrongKind {
-            lock: name.to_owned(),
-            kind: stored.to_owned(),
-            wanted: want.lock_type(),
-        });
-    }
-    Ok(match want {
-        Want::Mutex => Kind::Mutex,
-        Want::ReadWrite(access) => Kind::ReadWrite(access),
-        Want::Semaphore(_) if stored == SEMAPHORE && state.max_holders == 0 => {
-            return Err(Error::Corrupt {
-                object: name.to_owned(),
-                reason: "a semaphore must have a capacity (maxHolders) of at least 1".to_owned(),
-            });
-        }
-        Want::Semaphore(_) if stored == SEMAPHORE => Kind::Semaphore(state.max_holders),
-        Want::Semaphore(max) => Kind::Semaphore(max),
-    })
-}
-
-/// The most holders a lock of kind `lock_type` admits at once (`None`: no limit, for the
-/// shared holders of a read/write lock; also `None` for a lock never acquired).
-pub(crate) fn capacity(state: &LockState) -> Option<u32> {
-    match state.lock_type.as_str() {
-        MUTEX => Some(1),
-        SEMAPHORE => Some(state.max_holders),
-        _ => None,
     }
 }

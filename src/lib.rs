@@ -8,11 +8,15 @@
 //!
 //! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
 //!   Rust and Go clients can share them; [`KubeLocker::kube_lock`] keeps semaphores in the Go
-//!   kube-lock tool's annotation instead.
-//! - [`MemoryLocker`] keeps them in process memory, for tests.
-//! - [`Condition`] filters locks when listing them ([`Locker::list`]) and allows forced
-//!   takeover ([`Lock::with_force`]).
+//!   kube-lock tool's annotation instead. The [`kube`] module names what both formats store.
+//! - [`MemoryLocker`] keeps them in process memory, for tests, refusing what `KubeLocker`
+//!   would.
+//! - [`Locker`] is what both are: [`get`](Locker::get) and [`list`](Locker::list) show locks
+//!   ([`LockInfo`], [`Holder`]), [`evict`](Locker::evict) removes dead holders.
+//! - [`Condition`] filters locks when listing them and allows forced takeover
+//!   ([`Lock::with_force`]).
 //! - [`clock`]: wall-clock time that tests can inject.
+//! - [`backend`]: what to implement to keep locks somewhere else.
 //! - `testing` (feature `testing`): [`testing::FakeApiServer`], an in-process Kubernetes API
 //!   server over real HTTP, with fault injection, request counters and access control.
 //!
@@ -47,39 +51,42 @@
 // `FakeApiServer` in `lockheed::testing` reads better than a shorter, vaguer name.
 #![allow(clippy::module_name_repetitions)]
 
+pub mod backend;
 mod background;
 mod backoff;
+mod cleanup;
 pub mod clock;
 mod condition;
 mod error;
-mod feed;
 mod gotime;
 mod guard;
+mod holding;
 mod info;
+mod keepalive;
 mod kind;
-mod kube_format;
-mod kube_locker;
+pub mod kube;
 mod lock;
 mod locker;
 mod memory;
 mod names;
 mod rules;
+mod settings;
 mod state;
+mod take;
+mod waiter;
+mod watched;
 
 pub use self::condition::Condition;
 pub use self::error::Error;
-pub use self::feed::{Changes, Feeds, Publisher, Snapshot};
-pub use self::gotime::GoTime;
 pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo, Waiting};
-pub use self::kind::Access;
-pub use self::kube_format::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY};
-pub use self::kube_locker::{DEFAULT_PREFIX, KubeLocker};
-pub use self::lock::{DEFAULT_DURATION, DEFAULT_RETRY_INTERVAL, DEFAULT_SKEW_ALLOWANCE, Lock};
-pub use self::locker::{LockList, Locker, Record, Reservation, StoredStates, Written};
+pub use self::kind::{Access, LockKind};
+#[doc(inline)]
+pub use self::kube::KubeLocker;
+pub use self::lock::Lock;
+pub use self::locker::{LockList, Locker};
 pub use self::memory::MemoryLocker;
 pub use self::rules::Evict;
-pub use self::state::{Lease, LockState};
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -1,34 +1,28 @@
 //! [`Lock`]: a named lock with its settings, and the ways to take it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
+use crate::backend::Start;
+use crate::background::Background;
 use crate::condition::Condition;
 use crate::error::Error;
-use tokio::time::Instant;
-
-use crate::background::Background;
-use crate::backoff::{Backoff, Jitter};
-use crate::feed::{Changes, Snapshot};
-use crate::guard::{Acquired, LockGuard, Settings};
-use crate::info::{Holder, Waiting};
-use crate::kind::{Access, Want};
-use crate::locker::{Locker, Record, Written};
-use crate::rules::{self, Acquire, Blocked, Intent, Judgement};
-
-/// How many times one attempt re-reads after a compare-and-swap conflict before it gives up
-/// with [`Error::Contended`]. Each conflict means another writer made progress.
-pub(crate) const MAX_CAS_ATTEMPTS: u32 = 32;
+use crate::guard::LockGuard;
+use crate::info::Waiting;
+use crate::kind::{Access, Kind};
+use crate::locker::Locker;
+use crate::settings::{Settings, WaitObserver};
+use crate::take::{self, Taken};
+use crate::waiter::Waiter;
 
 /// The default lease duration.
-pub const DEFAULT_DURATION: Duration = Duration::from_secs(30);
+const DEFAULT_DURATION: Duration = Duration::from_secs(30);
 /// The default [clock skew allowance](Lock::with_clock_skew_allowance).
-pub const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
-/// The default pause between attempts of [`Lock::acquire`] while the lock is held.
-pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
+/// The default pause between looks at a held lock when nothing notifies waiters.
+const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A named lock in a [`Locker`], with its settings. Taking it yields a [`LockGuard`].
 ///
@@ -83,16 +77,6 @@ pub struct Lock<L: Locker> {
     on_wait: Option<WaitObserver>,
     /// Clean-ups of cancelled acquires and releases of dropped guards (see `settle`).
     background: Background,
-}
-
-/// The callback of [`Lock::on_wait`].
-#[derive(Clone)]
-struct WaitObserver(Arc<dyn Fn(&Waiting) + Send + Sync>);
-
-impl std::fmt::Debug for WaitObserver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("WaitObserver")
-    }
 }
 
 impl<L: Locker> Lock<L> {
@@ -534,38 +518,29 @@ impl<L: Locker> Lock<L> {
         &self.locker
     }
 
-    fn invalid(&self, reason: String) -> Error {
+    fn invalid(&self, reason: &str) -> Error {
         Error::InvalidConfig {
             lock: self.name.clone(),
-            reason,
+            reason: reason.to_owned(),
         }
     }
 
     /// The kind of lock the settings ask for.
-    fn want(&self) -> Result<Want, Error> {
+    fn kind(&self) -> Result<Kind, Error> {
         match (self.max_holders, self.access) {
             (Some(_), Some(_)) => Err(self.invalid(
                 "a lock is either a semaphore (with_max_holders) or a read/write lock \
-                 (with_access), not both"
-                    .into(),
+                 (with_access), not both",
             )),
-            (Some(0), None) => Err(self.invalid("a semaphore needs at least 1 holder".into())),
-            (Some(max), None) => Ok(Want::Semaphore(max)),
-            (None, Some(access)) => Ok(Want::ReadWrite(access)),
-            (None, None) => Ok(Want::Mutex),
+            (Some(0), None) => Err(self.invalid("a semaphore needs at least 1 holder")),
+            (Some(max), None) => Ok(Kind::Semaphore(max)),
+            (None, Some(access)) => Ok(Kind::ReadWrite(access)),
+            (None, None) => Ok(Kind::Mutex),
         }
     }
 
-    /// The renew interval in force, after checking the settings.
-    fn validate(&self) -> Result<Option<Duration>, Error> {
-        self.locker.check_name(&self.name)?;
-        self.want()?;
-        if self.holder.is_empty() {
-            return Err(self.invalid("the holder identity must not be empty".into()));
-        }
-        if self.tags.iter().any(String::is_empty) {
-            return Err(self.invalid("tags must not be empty".into()));
-        }
+    /// The renew interval in force: `None` when the lease is never renewed.
+    fn renew_interval(&self) -> Result<Option<Duration>, Error> {
         if self.duration.is_zero() {
             // A lease without expiry needs no renewal.
             return Ok(None);
@@ -574,7 +549,7 @@ impl<L: Locker> Lock<L> {
             None => Ok(Some(self.duration / 3)),
             Some(interval) if interval.is_zero() => Ok(None),
             // The guard gives up a tenth of the duration early: renewals must come before that.
-            Some(interval) if interval >= self.duration * 9 / 10 => Err(self.invalid(format!(
+            Some(interval) if interval >= self.duration * 9 / 10 => Err(self.invalid(&format!(
                 "the renew interval ({interval:?}) must be shorter than the duration ({:?}) \
                  minus the tenth the guard keeps as a safety margin",
                 self.duration
@@ -583,11 +558,73 @@ impl<L: Locker> Lock<L> {
         }
     }
 
+    /// The settings, checked before any request.
+    fn settings(&self) -> Result<Settings, Error> {
+        self.locker.check_name(&self.name)?;
+        let kind = self.kind()?;
+        if self.holder.is_empty() {
+            return Err(self.invalid("the holder identity must not be empty"));
+        }
+        if self.tags.iter().any(String::is_empty) {
+            return Err(self.invalid("tags must not be empty"));
+        }
+        Ok(Settings {
+            name: self.name.clone(),
+            holder: self.holder.clone(),
+            kind,
+            duration: self.duration,
+            renew_interval: self.renew_interval()?,
+            tags: self.tags.clone(),
+            reset_tags: self.reset_tags,
+            force: self.force.clone(),
+            reason: self.reason.clone(),
+            retry_interval: self.retry_interval,
+            skew_allowance: self.skew_allowance,
+            background: self.background.clone(),
+            on_wait: self.on_wait.clone(),
+        })
+    }
+
+    /// One take: read, decide, compare-and-swap.
+    async fn attempt(&self) -> Result<LockGuard<L>, Error> {
+        let settings = self.settings()?;
+        match take::take(&self.locker, &settings, Start::Read, None, false).await? {
+            Taken::Acquired(acquired) => {
+                Ok(LockGuard::start(settings, self.locker.clone(), acquired))
+            }
+            Taken::Busy(blocked) | Taken::Announced { blocked, .. } => Err(Error::Held {
+                lock: self.name.clone(),
+                holders: blocked.holders,
+                max_holders: blocked.max_holders,
+            }),
+            Taken::Unknown { error, cleanup } => {
+                // The write may have happened: since this attempt fails, do not leave its
+                // lease behind.
+                drop(cleanup);
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits for the lock, at most `timeout`.
+    async fn wait(&self, timeout: Option<Duration>) -> Result<LockGuard<L>, Error> {
+        let settings = self.settings()?;
+        let mut waiter = Waiter::new(&self.locker, &settings);
+        let acquired = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, waiter.run())
+                .await
+                .map_err(|_| waiter.timeout())?,
+            None => waiter.run().await,
+        }?;
+        drop(waiter);
+        Ok(LockGuard::start(settings, self.locker.clone(), acquired))
+    }
+
     /// Takes the lock if nobody else holds it, without waiting.
     ///
     /// One read and one compare-and-swap write when uncontended (a lock that does not exist
-    /// yet is created in the same attempt). If this holder already holds the lock, the lease
-    /// is renewed and the guard has the same fencing token.
+    /// yet is created in the same attempt). If this holder already holds the lock, this is a
+    /// re-entry: it succeeds at once with a new lease and a new token (see below).
     ///
     /// # Errors
     ///
@@ -662,8 +699,9 @@ impl<L: Locker> Lock<L> {
     ///
     /// Cancel safe: dropping the future while it waits leaves nothing behind, and dropping it
     /// while it writes is handled as for [`try_acquire`](Self::try_acquire). A write whose
-    /// outcome is unknown is reconciled by the next attempt: if it took the lock, `acquire`
-    /// carries on with that lease and token.
+    /// outcome is unknown is reconciled by the next attempt: if it took the lock, the next
+    /// attempt finds this holder's lease and takes the lock again (a re-entry, with a new
+    /// token); if `acquire` ends first, the lease is removed in the background.
     ///
     /// # Examples
     ///
@@ -753,535 +791,5 @@ impl<L: Locker> Lock<L> {
     /// ```
     pub async fn settle(&self) {
         self.background.settle().await;
-    }
-
-    fn timeout_error(&self, started: Instant, waiting: &Waiting) -> Error {
-        Error::Timeout {
-            lock: self.name.clone(),
-            waited: started.elapsed(),
-            holders: waiting.holders.clone(),
-            max_holders: waiting.max_holders,
-        }
-    }
-
-    /// Records what a waiting acquire found in its way, and tells the observer when the
-    /// holders changed (who they are, not their renewals).
-    fn see_blocked(&self, waiting: &mut Waiting, blocked: &Blocked, started: Instant) {
-        let ids = |holders: &[Holder]| {
-            holders
-                .iter()
-                .map(|h| (h.id.clone(), h.waiting))
-                .collect::<Vec<_>>()
-        };
-        let changed = waiting.holders.is_empty()
-            || ids(&waiting.holders) != ids(&blocked.holders)
-            || waiting.max_holders != blocked.max_holders;
-        waiting.holders.clone_from(&blocked.holders);
-        waiting.max_holders = blocked.max_holders;
-        waiting.waited = started.elapsed();
-        if changed && let Some(observer) = &self.on_wait {
-            (observer.0)(waiting);
-        }
-    }
-
-    /// The waiting loop of `acquire`.
-    #[allow(clippy::too_many_lines)] // One loop whose states (read, decide, spread, write,
-    // wait) are easier to check for lost wake-ups when they read together.
-    async fn wait(&self, timeout: Option<Duration>) -> Result<LockGuard<L>, Error> {
-        let renew_interval = self.validate()?;
-        let started = Instant::now();
-        let deadline = timeout.map(|t| started + t);
-        let mut feed = self.locker.changes(&self.name);
-        // One waiter of this lock per locker in this process competes at a time.
-        let _turn = match &feed {
-            Some(feed) => Some(
-                until(deadline, feed.turn())
-                    .await
-                    .ok_or_else(|| self.timeout_error(started, &Waiting::new(&self.name)))?,
-            ),
-            None => None,
-        };
-        let clock = self.locker.clock();
-        let mut jitter = Jitter::new();
-        let mut spread = HERD_SPREAD_MIN;
-        let mut failures = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut polls = Backoff::new(
-            self.retry_interval.min(Duration::from_millis(100)),
-            self.retry_interval,
-        );
-        // The lock as last seen through the feed: used instead of reading it again. A feed
-        // that other waiters of this process already opened knows the lock: no read at all.
-        let mut seen = feed
-            .as_mut()
-            .map_or(Seen::Nothing, |f| Seen::from(f.latest()));
-        // What this acquire waits for, as last seen (for the observer and a timeout's error).
-        let mut waiting = Waiting::new(&self.name);
-        let mut woken = false;
-        let mut watched = Watched::default();
-        let mut maybe_written: Option<CancelCleanup<L>> = None;
-        // Withdraws this writer's intent if the acquire fails or is dropped.
-        let mut announced: Option<CancelCleanup<L>> = None;
-        loop {
-            let record = match std::mem::replace(&mut seen, Seen::Nothing) {
-                Seen::Absent => None,
-                Seen::Present(record) => Some(record),
-                Seen::Nothing => match self.locker.read(&self.name).await {
-                    Ok(record) => record,
-                    Err(err) if err.is_transient() => {
-                        tracing::debug!(error = %err, "reading the lock failed; retrying");
-                        until(deadline, tokio::time::sleep(failures.after(&err)))
-                            .await
-                            .ok_or_else(|| self.timeout_error(started, &waiting))?;
-                        continue;
-                    }
-                    Err(err) => return Err(err),
-                },
-            };
-            failures.reset();
-            let unchanged = watched.observe(record.as_ref(), &self.holder);
-            let blocked = match self.decide(record.as_ref(), clock.now(), Some(&unchanged), true)? {
-                Acquire::Busy(blocked) => blocked,
-                Acquire::Announce { state, blocked } => {
-                    // A writer blocked by readers: record the intent that keeps new readers
-                    // out, then wait like any other waiter.
-                    let version = record.as_ref().map(|r| &r.version);
-                    match self.locker.write(&self.name, version, &state).await {
-                        Ok(Written::Stored(version)) => {
-                            tracing::debug!("waiting as a writer; new shared holders wait behind");
-                            announced.get_or_insert_with(|| self.cleanup(Undo::Intent));
-                            seen = Seen::Present(Record::new(state, version));
-                        }
-                        Ok(Written::Conflict) => {}
-                        Err(err) if err.is_transient() => {
-                            tracing::debug!(error = %err, "announcing the writer failed; retrying");
-                            announced.get_or_insert_with(|| self.cleanup(Undo::Intent));
-                            until(deadline, tokio::time::sleep(failures.after(&err)))
-                                .await
-                                .ok_or_else(|| {
-                                    self.see_blocked(&mut waiting, &blocked, started);
-                                    self.timeout_error(started, &waiting)
-                                })?;
-                        }
-                        Err(err) => return Err(err),
-                    }
-                    self.see_blocked(&mut waiting, &blocked, started);
-                    continue;
-                }
-                Acquire::Take { .. } if woken && feed.is_some() => {
-                    // Others were woken by the same change: spread the writes, and look again.
-                    woken = false;
-                    let pause = jitter.upto(spread);
-                    until(deadline, tokio::time::sleep(pause))
-                        .await
-                        .ok_or_else(|| self.timeout_error(started, &waiting))?;
-                    seen = feed
-                        .as_mut()
-                        .map_or(Seen::Nothing, |f| Seen::from(f.latest()));
-                    continue;
-                }
-                Acquire::Take {
-                    state,
-                    token,
-                    expires,
-                    renewed,
-                } => {
-                    let version = record.as_ref().map(|r| &r.version);
-                    match self.write_take(version, &state, token, renewed).await {
-                        Ok(Written::Stored(version)) => {
-                            // This is the lease the earlier, ambiguous write may have made,
-                            // and taking the lock fulfilled this writer's intent.
-                            for cleanup in [maybe_written.as_mut(), announced.as_mut()]
-                                .into_iter()
-                                .flatten()
-                            {
-                                cleanup.armed = false;
-                            }
-                            return Ok(self.guard(
-                                version,
-                                state,
-                                token,
-                                expires,
-                                renewed,
-                                renew_interval,
-                            ));
-                        }
-                        Ok(Written::Conflict) => {
-                            // Someone else wrote first: spread further next time.
-                            spread = (spread * 2).min(HERD_SPREAD_MAX);
-                            tracing::debug!("the lock changed while taking it");
-                            continue;
-                        }
-                        Err(err) if err.is_transient() => {
-                            tracing::debug!(error = %err, "taking the lock failed; retrying");
-                            // The write may have happened. The next attempt finds out (and
-                            // carries on with that lease); if there is none, because this
-                            // acquire fails or is dropped first, the lease is removed.
-                            if !renewed {
-                                maybe_written = Some(self.cleanup(Undo::Lease(token)));
-                            }
-                            until(deadline, tokio::time::sleep(failures.after(&err)))
-                                .await
-                                .ok_or_else(|| self.timeout_error(started, &waiting))?;
-                            continue;
-                        }
-                        Err(err) => return Err(err),
-                    }
-                }
-            };
-            // Held: wait for a change, for a blocking lease to end, or to poll again.
-            self.see_blocked(&mut waiting, &blocked, started);
-            let lease_end = blocked.retry_in.map(|d| d + Duration::from_millis(1));
-            let watching = feed.is_some();
-            let poll = (!watching).then(|| {
-                polls.after(&Error::Contended {
-                    lock: String::new(),
-                    attempts: 0,
-                })
-            });
-            tracing::debug!(held_by = ?waiting.holders.iter().map(|h| &h.id).collect::<Vec<_>>(), ?lease_end, "lock is held; waiting");
-            let wake = async {
-                tokio::select! {
-                    () = changed(feed.as_mut()) => {}
-                    () = sleep_opt(lease_end) => {}
-                    () = sleep_opt(poll) => {}
-                }
-            };
-            until(deadline, wake)
-                .await
-                .ok_or_else(|| self.timeout_error(started, &waiting))?;
-            woken = true;
-            if let Some(f) = feed.as_mut() {
-                match f.latest() {
-                    Snapshot::Unavailable => {
-                        // The watch is forbidden: poll from now on.
-                        feed = None;
-                    }
-                    snapshot => seen = Seen::from(snapshot),
-                }
-            }
-        }
-    }
-
-    /// Writes a state that takes the lock. If the future is dropped before the write's outcome
-    /// is known (the caller gave up), a background task removes the lease should the write
-    /// have happened after all: a cancelled acquire leaves no lease behind.
-    async fn write_take(
-        &self,
-        version: Option<&L::Version>,
-        state: &crate::state::LockState,
-        token: u64,
-        renewed: bool,
-    ) -> Result<Written<L::Version>, Error> {
-        let mut cleanup = self.cleanup(Undo::Lease(token));
-        // A renewal extends a lease another guard of this holder owns: leave it.
-        cleanup.armed = !renewed;
-        let written = self.locker.write(&self.name, version, state).await;
-        cleanup.armed = false;
-        written
-    }
-
-    fn cleanup(&self, undo: Undo) -> CancelCleanup<L> {
-        CancelCleanup {
-            armed: true,
-            background: self.background.clone(),
-            locker: self.locker.clone(),
-            name: self.name.clone(),
-            holder: self.holder.clone(),
-            undo,
-        }
-    }
-
-    fn decide(
-        &self,
-        record: Option<&Record<L::Version>>,
-        now: chrono::DateTime<chrono::Utc>,
-        unchanged_for: Option<&BTreeMap<String, Duration>>,
-        announce: bool,
-    ) -> Result<Acquire, Error> {
-        let empty = crate::state::LockState::empty(&self.name);
-        let (state, reservation) = match record {
-            Some(r) => (&r.state, r.reservation.as_ref()),
-            None => (&empty, None),
-        };
-        let intent = Intent {
-            holder: &self.holder,
-            want: self.want()?,
-            reason: self.reason.as_deref(),
-            announce,
-            duration: self.duration,
-            tags: &self.tags,
-            reset_tags: self.reset_tags,
-            force: self.force.as_ref(),
-            judgement: self.judgement(unchanged_for),
-        };
-        rules::acquire(&self.name, state, reservation, intent, now)
-    }
-
-    fn judgement<'a>(
-        &self,
-        unchanged_for: Option<&'a BTreeMap<String, Duration>>,
-    ) -> Judgement<'a> {
-        Judgement {
-            skew_allowance: self.skew_allowance,
-            unchanged_for,
-        }
-    }
-
-    fn guard(
-        &self,
-        version: L::Version,
-        state: crate::state::LockState,
-        token: u64,
-        expires: crate::gotime::GoTime,
-        renewed: bool,
-        renew_interval: Option<Duration>,
-    ) -> LockGuard<L> {
-        tracing::debug!(token, renewed, %expires, "lock taken");
-        let settings = Settings {
-            name: self.name.clone(),
-            holder: self.holder.clone(),
-            duration: self.duration,
-            renew_interval,
-            tags: self.tags.clone(),
-            reset_tags: self.reset_tags,
-            background: self.background.clone(),
-        };
-        LockGuard::start(
-            settings,
-            self.locker.clone(),
-            Acquired {
-                version,
-                state,
-                token,
-                expires,
-                renewed,
-            },
-        )
-    }
-
-    /// One attempt: read, decide, compare-and-swap; a conflict re-reads and decides again.
-    async fn attempt(&self) -> Result<LockGuard<L>, Error> {
-        let renew_interval = self.validate()?;
-        let clock = self.locker.clock();
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let record = self.locker.read(&self.name).await?;
-            match self.decide(record.as_ref(), clock.now(), None, false)? {
-                Acquire::Busy(Blocked {
-                    holders,
-                    max_holders,
-                    ..
-                })
-                | Acquire::Announce {
-                    blocked:
-                        Blocked {
-                            holders,
-                            max_holders,
-                            ..
-                        },
-                    ..
-                } => {
-                    return Err(Error::Held {
-                        lock: self.name.clone(),
-                        holders,
-                        max_holders,
-                    });
-                }
-                Acquire::Take {
-                    state,
-                    token,
-                    expires,
-                    renewed,
-                } => {
-                    let version = record.as_ref().map(|r| &r.version);
-                    let written = self.write_take(version, &state, token, renewed).await;
-                    if let Err(err) = &written
-                        && err.is_transient()
-                        && !renewed
-                    {
-                        // The write may have happened: since this attempt fails, do not leave
-                        // its lease behind (dropping an armed cleanup removes it).
-                        drop(self.cleanup(Undo::Lease(token)));
-                    }
-                    match written? {
-                        Written::Stored(version) => {
-                            return Ok(self.guard(
-                                version,
-                                state,
-                                token,
-                                expires,
-                                renewed,
-                                renew_interval,
-                            ));
-                        }
-                        Written::Conflict => {
-                            tracing::debug!("the lock changed while taking it; reading it again");
-                        }
-                    }
-                }
-            }
-        }
-        Err(Error::Contended {
-            lock: self.name.clone(),
-            attempts: MAX_CAS_ATTEMPTS,
-        })
-    }
-}
-
-/// The smallest and largest random spread of the attempts of woken waiters.
-const HERD_SPREAD_MIN: Duration = Duration::from_millis(25);
-const HERD_SPREAD_MAX: Duration = Duration::from_secs(1);
-
-/// What an acquire that failed or was dropped may have left in the lock.
-#[derive(Debug, Clone, Copy)]
-enum Undo {
-    /// The lease of acquisition `token` (its write's outcome is unknown).
-    Lease(u64),
-    /// This holder's intent as a waiting writer.
-    Intent,
-}
-
-/// Removes what an acquire left behind when it fails or is cancelled: the lease of a write in
-/// flight, or a waiting writer's intent.
-struct CancelCleanup<L: Locker> {
-    armed: bool,
-    background: Background,
-    locker: L,
-    name: String,
-    holder: String,
-    undo: Undo,
-}
-
-impl<L: Locker> Drop for CancelCleanup<L> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (locker, name, holder, undo) = (
-            self.locker.clone(),
-            std::mem::take(&mut self.name),
-            std::mem::take(&mut self.holder),
-            self.undo,
-        );
-        let span =
-            tracing::info_span!("lockheed.cancelled_acquire", lock = %name, holder = %holder);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.background.spawn(
-                &runtime,
-                remove_if_ours(locker, name, holder, undo).instrument(span),
-            );
-        } else {
-            let _entered = span.enter();
-            tracing::warn!(
-                "acquire cancelled outside a Tokio runtime; a lease it may have written ends by itself"
-            );
-        }
-    }
-}
-
-/// Removes what `undo` names for `holder`, if the lock has it.
-async fn remove_if_ours<L: Locker>(locker: L, name: String, holder: String, undo: Undo) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let outcome = match locker.read(&name).await {
-            Ok(Some(record)) => match match undo {
-                Undo::Lease(token) => rules::release(&record.state, &holder, token, &[], false),
-                Undo::Intent => rules::withdraw(&record.state, &holder),
-            } {
-                Some(next) => locker.write(&name, Some(&record.version), &next).await,
-                // Not written after all, or already gone.
-                None => return,
-            },
-            Ok(None) => return,
-            Err(err) => Err(err),
-        };
-        match outcome {
-            Ok(Written::Stored(_)) => {
-                tracing::debug!("removed the lease of a cancelled acquire");
-                return;
-            }
-            Ok(Written::Conflict) => {}
-            Err(err) if err.is_transient() => tokio::time::sleep(backoff.after(&err)).await,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot remove the lease of a cancelled acquire; it ends by itself");
-                return;
-            }
-        }
-    }
-}
-
-/// The other holders' leases as this waiter has watched them: since when each has been seen
-/// unchanged, on the waiter's own monotonic clock.
-#[derive(Default)]
-struct Watched {
-    since: BTreeMap<String, (crate::gotime::GoTime, Instant)>,
-}
-
-impl Watched {
-    /// Notes the leases of `record` and returns how long each has been seen unchanged.
-    fn observe<V>(&mut self, record: Option<&Record<V>>, me: &str) -> BTreeMap<String, Duration> {
-        let now = Instant::now();
-        let leases = record.map(|r| r.state.leases());
-        self.since.retain(|holder, (expires, _)| {
-            leases
-                .and_then(|l| l.get(holder))
-                .is_some_and(|lease| lease.expires() == *expires)
-        });
-        for lease in leases.into_iter().flat_map(|l| l.values()) {
-            if lease.holder() != me {
-                self.since
-                    .entry(lease.holder().to_owned())
-                    .or_insert((lease.expires(), now));
-            }
-        }
-        self.unchanged()
-    }
-
-    fn unchanged(&self) -> BTreeMap<String, Duration> {
-        self.since
-            .iter()
-            .map(|(holder, (_, since))| (holder.clone(), since.elapsed()))
-            .collect()
-    }
-}
-
-/// What a waiter knows of the lock without reading it.
-enum Seen<V> {
-    /// Nothing: read the lock.
-    Nothing,
-    /// It is not stored.
-    Absent,
-    /// Its latest record.
-    Present(Record<V>),
-}
-
-impl<V> From<Snapshot<V>> for Seen<V> {
-    fn from(snapshot: Snapshot<V>) -> Self {
-        match snapshot {
-            Snapshot::Present(record) => Self::Present(record),
-            Snapshot::Absent => Self::Absent,
-            _ => Self::Nothing,
-        }
-    }
-}
-
-/// Runs `future` until `deadline`: `None` when the deadline came first.
-async fn until<F: std::future::Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
-        None => Some(future.await),
-    }
-}
-
-async fn sleep_opt(duration: Option<Duration>) {
-    match duration {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn changed<V: Clone>(feed: Option<&mut Changes<V>>) {
-    match feed {
-        Some(feed) => feed.changed().await,
-        None => std::future::pending().await,
     }
 }

@@ -1,98 +1,13 @@
-//! The [`Locker`] trait: what a backend does. It stores and compares-and-swaps records; the
-//! locking rules (who may take a lock, expiry, tags, force, fencing) live in the crate and are
-//! the same for every backend.
+//! The [`Locker`] trait: what every backend offers its users. It is implemented for every
+//! [`Backend`], and its operations apply the crate's rules, which a backend cannot change.
 
-use std::fmt::Debug;
 use std::future::Future;
-use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
-use crate::clock::Clock;
+use crate::backend::{Backend, Decision, Start, compare_and_swap};
 use crate::condition::Condition;
 use crate::error::Error;
-use crate::feed::Changes;
-use crate::info::LockInfo;
-use crate::state::LockState;
-
-/// Every lock of a backend by name: its state, or the error that says why it cannot be read.
-pub type StoredStates = Vec<(String, Result<LockState, Error>)>;
-
-/// A lock's state as a backend read it, with the version to compare against when writing.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Record<V> {
-    /// The state ([`LockState::empty`] for an object that exists without one).
-    pub state: LockState,
-    /// What the next write must find unchanged (a resourceVersion, a counter, ...).
-    pub version: V,
-    /// Another tool's write in progress, which makes the lock busy until it ends or the
-    /// version changes (Go lockheed's `reserved/by` annotation).
-    pub reservation: Option<Reservation>,
-}
-
-impl<V> Record<V> {
-    /// A record without a reservation.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::{LockState, Record};
-    ///
-    /// // What a backend's read returns for a lock stored at version 7.
-    /// let record = Record::new(LockState::empty("db"), 7_u64);
-    /// assert!(record.reservation.is_none());
-    /// ```
-    pub fn new(state: LockState, version: V) -> Self {
-        Self {
-            state,
-            version,
-            reservation: None,
-        }
-    }
-}
-
-/// A write in progress by another client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Reservation {
-    /// Who reserved the lock.
-    pub by: String,
-    /// Until when.
-    pub until: DateTime<Utc>,
-}
-
-impl Reservation {
-    /// A reservation by `by` until `until`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::Reservation;
-    ///
-    /// // A Go lockheed writer's `reserved/by` annotation, as a backend reports it.
-    /// let until = chrono::Utc::now() + chrono::Duration::seconds(30);
-    /// let reservation = Reservation::new("6f1d2c3e-go-instance", until);
-    /// assert_eq!(reservation.by, "6f1d2c3e-go-instance");
-    /// ```
-    #[must_use]
-    pub fn new(by: impl Into<String>, until: DateTime<Utc>) -> Self {
-        Self {
-            by: by.into(),
-            until,
-        }
-    }
-}
-
-/// The outcome of a compare-and-swap write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Written<V> {
-    /// Stored; the new version to compare against next time.
-    Stored(V),
-    /// The stored version was not the expected one (or an object to create already exists):
-    /// nothing was written. The caller re-reads and decides again.
-    Conflict,
-}
+use crate::info::{Holder, LockInfo};
+use crate::rules::{self, Evict};
 
 /// All locks of a backend, as listed.
 #[derive(Debug, Default)]
@@ -105,137 +20,40 @@ pub struct LockList {
     pub unreadable: Vec<Error>,
 }
 
-/// A place where locks are kept: the Kubernetes API ([`KubeLocker`](crate::KubeLocker)),
-/// process memory ([`MemoryLocker`](crate::MemoryLocker)), or a store of your own.
+/// A place where locks are kept, as its users see it: [`KubeLocker`](crate::KubeLocker),
+/// [`MemoryLocker`](crate::MemoryLocker), or any [`Backend`] (every backend is a `Locker`).
 ///
-/// A backend stores one [`LockState`] per lock name and writes it only by compare-and-swap;
-/// it never decides who holds a lock. Implement it with plain `async fn`s; the futures must be
-/// `Send`, as locks renew from spawned tasks.
-///
-/// # Cancel safety
-///
-/// The crate may drop any of these futures at an await point (a caller's timeout). A write
-/// that was dropped may or may not have happened, exactly as with a lost answer from a
-/// server: the next read tells.
+/// Take locks with [`Lock::new(name, locker)`](crate::Lock::new); look at them with
+/// [`get`](Self::get) and [`list`](Self::list); remove dead holders with
+/// [`evict`](Self::evict). These operations follow the crate's locking rules whatever the
+/// backend: they are provided for every backend and cannot be overridden.
 ///
 /// # Examples
 ///
-/// A backend over a shared map (this is what [`MemoryLocker`](crate::MemoryLocker) does):
-///
 /// ```
-/// use std::collections::HashMap;
-/// use std::sync::{Arc, Mutex};
-/// use lockheed::{Error, LockState, Locker, Record, StoredStates, Written};
+/// use lockheed::{Condition, Lock, Locker, MemoryLocker};
 ///
-/// #[derive(Clone, Default)]
-/// struct MapLocker(Arc<Mutex<HashMap<String, (String, u64)>>>);
-///
-/// impl Locker for MapLocker {
-///     type Version = u64;
-///
-///     async fn read(&self, name: &str) -> Result<Option<Record<u64>>, Error> {
-///         let map = self.0.lock().unwrap();
-///         let Some((json, version)) = map.get(name) else { return Ok(None) };
-///         let state = LockState::from_json(json)
-///             .map_err(|e| Error::Corrupt { object: name.into(), reason: e.to_string() })?;
-///         Ok(Some(Record::new(state, *version)))
-///     }
-///
-///     async fn write(&self, name: &str, expected: Option<&u64>, state: &LockState)
-///         -> Result<Written<u64>, Error>
-///     {
-///         let mut map = self.0.lock().unwrap();
-///         let current = map.get(name).map(|(_, v)| *v);
-///         if current.as_ref() != expected {
-///             return Ok(Written::Conflict);
-///         }
-///         let next = current.unwrap_or(0) + 1;
-///         map.insert(name.to_owned(), (state.to_json(), next));
-///         Ok(Written::Stored(next))
-///     }
-///
-///     async fn read_all(&self) -> Result<StoredStates, Error> {
-///         let map = self.0.lock().unwrap();
-///         Ok(map.iter().map(|(name, (json, _))| {
-///             let state = LockState::from_json(json)
-///                 .map_err(|e| Error::Corrupt { object: name.clone(), reason: e.to_string() });
-///             (name.clone(), state)
-///         }).collect())
-///     }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lockheed::Error> {
+/// // Code that takes any locker works with the Kubernetes one and the in-memory one alike.
+/// async fn held_reports(locker: &impl Locker) -> Result<usize, lockheed::Error> {
+///     let held = Condition::and([Condition::tags_contain("reports"), Condition::acquired(true)]);
+///     Ok(locker.list(Some(&held)).await?.locks.len())
 /// }
-/// # impl std::fmt::Debug for MapLocker {
-/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("MapLocker") }
+///
+/// let locker = MemoryLocker::new();
+/// let guard = Lock::new("nightly", locker.clone()).with_tags(["reports"]).try_acquire().await?;
+/// assert_eq!(held_reports(&locker).await?, 1);
+/// # guard.release().await?;
+/// # Ok(())
 /// # }
 /// ```
-pub trait Locker: Debug + Clone + Send + Sync + 'static {
-    /// What a write compares against.
-    type Version: Clone + Debug + Send + Sync + 'static;
-
-    /// The clock leases are judged by. Default: [`SystemClock`](crate::clock::SystemClock).
-    fn clock(&self) -> Arc<dyn Clock> {
-        Arc::new(crate::clock::SystemClock)
-    }
-
-    /// Checks that `name` can name a lock in this backend, before any request is made.
-    /// Default: not empty.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidName`] saying why.
-    fn check_name(&self, name: &str) -> Result<(), Error> {
-        if name.is_empty() {
-            return Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason: "a lock name must not be empty".to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Reads the record of lock `name`: `None` when the lock has never been stored.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Corrupt`] when the stored state does not parse; the backend's own errors.
-    fn read(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Record<Self::Version>>, Error>> + Send;
-
-    /// Stores `state` for lock `name` if its version is still `expected` (`None`: only if the
-    /// lock has never been stored), keeping whatever else the backend keeps next to it.
-    ///
-    /// # Errors
-    ///
-    /// The backend's own errors; a version mismatch is [`Written::Conflict`], not an error.
-    fn write(
-        &self,
-        name: &str,
-        expected: Option<&Self::Version>,
-        state: &LockState,
-    ) -> impl Future<Output = Result<Written<Self::Version>, Error>> + Send;
-
-    /// Reads every lock of the backend: each name with its state, or the error that names
-    /// why it could not be read.
-    ///
-    /// # Errors
-    ///
-    /// When the backend cannot be listed at all.
-    fn read_all(&self) -> impl Future<Output = Result<StoredStates, Error>> + Send;
-
-    /// A feed of the changes of lock `name`, shared by every waiter of that lock in this
-    /// process (see [`Feeds`](crate::Feeds)); `None` when the backend cannot notify, and
-    /// waiters poll. Default: `None`.
-    fn changes(&self, name: &str) -> Option<Changes<Self::Version>> {
-        let _ = name;
-        None
-    }
-
+pub trait Locker: Backend {
     /// What lock `name` looks like now (`None`: it has never been stored).
     ///
     /// # Errors
     ///
-    /// As [`read`](Self::read).
+    /// As [`Backend::read`].
     ///
     /// # Cancel safety
     ///
@@ -305,25 +123,23 @@ pub trait Locker: Debug + Clone + Send + Sync + 'static {
     fn evict(
         &self,
         name: &str,
-        which: crate::rules::Evict<'_>,
-    ) -> impl Future<Output = Result<Vec<crate::info::Holder>, Error>> + Send {
+        which: Evict<'_>,
+    ) -> impl Future<Output = Result<Vec<Holder>, Error>> + Send {
         async move {
             self.check_name(name)?;
-            for _ in 0..crate::lock::MAX_CAS_ATTEMPTS {
-                let Some(record) = self.read(name).await? else {
-                    return Ok(Vec::new());
-                };
-                let Some((next, removed)) = crate::rules::evict(&record.state, which) else {
-                    return Ok(Vec::new());
-                };
-                match self.write(name, Some(&record.version), &next).await? {
-                    Written::Stored(_) => return Ok(removed),
-                    Written::Conflict => {}
-                }
-            }
-            Err(Error::Contended {
-                lock: name.to_owned(),
-                attempts: crate::lock::MAX_CAS_ATTEMPTS,
+            let decide = |record: Option<&crate::backend::Record<Self::Version>>| {
+                Ok(match record.and_then(|r| rules::evict(&r.state, which)) {
+                    Some((state, removed)) => Decision::Write {
+                        state,
+                        value: removed,
+                        on_unknown: crate::backend::OnUnknown::nothing(),
+                    },
+                    None => Decision::Done(Vec::new()),
+                })
+            };
+            let swapped = compare_and_swap(self, name, Start::Read, decide).await?;
+            Ok(match swapped.known()? {
+                Ok((_, _, removed)) | Err(removed) => removed,
             })
         }
     }
@@ -333,7 +149,7 @@ pub trait Locker: Debug + Clone + Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// As [`read_all`](Self::read_all).
+    /// As [`Backend::read_all`].
     ///
     /// # Cancel safety
     ///
@@ -381,3 +197,5 @@ pub trait Locker: Debug + Clone + Send + Sync + 'static {
         }
     }
 }
+
+impl<B: Backend> Locker for B {}

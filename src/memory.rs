@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::backend::{Backend, Changes, Feeds, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::feed::{Changes, Feeds, Snapshot};
-use crate::locker::{Locker, Record, StoredStates, Written};
+use crate::kube::{DEFAULT_PREFIX, MAX_DATA_BYTES, check_name, check_state_size};
 use crate::state::LockState;
 
 /// Locks kept in this process's memory, with the same rules as every other backend. Clones
@@ -16,6 +16,13 @@ use crate::state::LockState;
 /// [`KubeLocker`](crate::KubeLocker) on a healthy API server, and its clock can be injected
 /// ([`with_clock`](Self::with_clock)) so that expiry is tested without sleeping. States are
 /// stored as the same JSON documents a ConfigMap holds.
+///
+/// It refuses what `KubeLocker` refuses, with the same errors, before storing anything: a lock
+/// name that cannot form a ConfigMap name `lockheed-<name>` ([`Error::InvalidName`]; another
+/// prefix with [`with_prefix`](Self::with_prefix), as `KubeLocker`'s), and a state larger than
+/// a ConfigMap can hold ([`Error::TooLarge`]). Tests that pass on it do not fail in production
+/// for these reasons. A store with other rules can turn the checks off, explicitly:
+/// [`without_kubernetes_limits`](Self::without_kubernetes_limits).
 ///
 /// # Examples
 ///
@@ -36,6 +43,9 @@ pub struct MemoryLocker {
     locks: Arc<Mutex<BTreeMap<String, (String, u64)>>>,
     clock: Arc<dyn Clock>,
     feeds: Feeds<u64>,
+    /// The ConfigMap name prefix whose rules lock names follow, as in a `KubeLocker`; `None`:
+    /// any non-empty name, and states of any size.
+    kubernetes_prefix: Option<String>,
 }
 
 impl Default for MemoryLocker {
@@ -65,7 +75,54 @@ impl MemoryLocker {
             locks: Arc::default(),
             clock: Arc::new(SystemClock),
             feeds: Feeds::new(),
+            kubernetes_prefix: Some(DEFAULT_PREFIX.to_owned()),
         }
+    }
+
+    /// Checks lock names as a [`KubeLocker::with_prefix`](crate::KubeLocker::with_prefix)
+    /// with this prefix would (the default is `lockheed-`, as `KubeLocker`'s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Error, Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // 250 characters fit in a ConfigMap name, but not after "lockheed-".
+    /// let name = "a".repeat(250);
+    /// let err = Lock::new(&name, MemoryLocker::new()).try_acquire().await.unwrap_err();
+    /// assert!(matches!(err, Error::InvalidName { .. }));
+    /// assert!(Lock::new(&name, MemoryLocker::new().with_prefix("")).try_acquire().await.is_ok());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.kubernetes_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Accepts any non-empty lock name and states of any size, unlike
+    /// [`KubeLocker`](crate::KubeLocker): for tests of code meant for another store, never for
+    /// code that runs on Kubernetes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let locker = MemoryLocker::new().without_kubernetes_limits();
+    /// let guard = Lock::new("Not A Valid/Name", locker).try_acquire().await?;
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn without_kubernetes_limits(mut self) -> Self {
+        self.kubernetes_prefix = None;
+        self
     }
 
     /// Judges leases by `clock` instead of the system clock.
@@ -135,11 +192,22 @@ impl MemoryLocker {
     }
 }
 
-impl Locker for MemoryLocker {
+impl Backend for MemoryLocker {
     type Version = u64;
 
     fn clock(&self) -> Arc<dyn Clock> {
         Arc::clone(&self.clock)
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), Error> {
+        match &self.kubernetes_prefix {
+            Some(prefix) => check_name(prefix, name),
+            None if name.is_empty() => Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "a lock name must not be empty".to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn read(&self, name: &str) -> Result<Option<Record<u64>>, Error> {
@@ -156,13 +224,18 @@ impl Locker for MemoryLocker {
         expected: Option<&u64>,
         state: &LockState,
     ) -> Result<Written<u64>, Error> {
+        let json = state.to_json();
+        if self.kubernetes_prefix.is_some() {
+            // What a ConfigMap's data can hold (the state is its only data key here).
+            check_state_size(&format!("memory/{name}"), json.len(), MAX_DATA_BYTES)?;
+        }
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
         let current = locks.get(name).map(|(_, v)| *v);
         if current.as_ref() != expected {
             return Ok(Written::Conflict);
         }
         let next = current.unwrap_or(0) + 1;
-        locks.insert(name.to_owned(), (state.to_json(), next));
+        locks.insert(name.to_owned(), (json, next));
         // Published while the map is locked, so that feeds see writes in their order.
         self.feeds
             .publish(name, Snapshot::Present(Record::new(state.clone(), next)));

@@ -3,7 +3,7 @@
 //! holders a semaphore admits, and how waiting writers of a read/write lock keep new readers
 //! out.
 //!
-//! Everything here is a pure function of a stored state, the caller's intent and the time;
+//! Everything here is a pure function of a stored state, the caller's request and the time;
 //! backends only store the results by compare-and-swap.
 
 use std::collections::BTreeMap;
@@ -11,23 +11,25 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::backend::Reservation;
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::gotime::GoTime;
 use crate::info::{Holder, LockInfo};
-use crate::kind::{self, Access, Kind, Want};
-use crate::locker::Reservation;
-use crate::state::{Lease, LockState, MUTEX};
+use crate::kind::{Access, Kind, MUTEX, SEMAPHORE};
+use crate::state::{Lease, LockState};
 
 /// The longest a waiting writer's intent lasts without being refreshed: if the writer dies,
 /// readers wait at most this long for it.
 pub(crate) const MAX_INTENT: Duration = Duration::from_secs(30);
 
-/// What a caller wants when it takes a lock.
+/// What a caller asks for when it takes a lock.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Intent<'a> {
+pub(crate) struct Request<'a> {
     pub(crate) holder: &'a str,
-    pub(crate) want: Want,
+    /// The kind the caller asks for (a semaphore's capacity applies only to a lock that has
+    /// none stored yet).
+    pub(crate) kind: Kind,
     /// Zero: no expiry.
     pub(crate) duration: Duration,
     pub(crate) tags: &'a [String],
@@ -35,7 +37,7 @@ pub(crate) struct Intent<'a> {
     pub(crate) force: Option<&'a Condition>,
     pub(crate) reason: Option<&'a str>,
     /// The caller waits (`acquire`): an exclusive holder blocked by shared ones announces
-    /// that it waits, so that new shared holders wait behind it. A single attempt does not.
+    /// its intent, so that new shared holders wait behind it. A single attempt does not.
     pub(crate) announce: bool,
     pub(crate) judgement: Judgement<'a>,
 }
@@ -108,12 +110,13 @@ pub(crate) enum Acquire {
         state: LockState,
         token: u64,
         expires: GoTime,
-        /// The caller already held the lock (a renewal, not a new acquisition).
-        renewed: bool,
+        /// The caller already held the lock: a re-entry, which replaces its lease with a new
+        /// one (and a new token).
+        reentry: bool,
     },
     /// Someone else holds it: wait.
     Busy(Blocked),
-    /// Someone else holds it: write `state`, which announces (or refreshes) the caller's
+    /// Someone else holds it: write `state`, which records (or refreshes) the caller's
     /// intent as a waiting writer, then wait.
     Announce { state: LockState, blocked: Blocked },
 }
@@ -143,12 +146,15 @@ pub(crate) fn intent_duration(duration: Duration) -> Duration {
     }
 }
 
+/// Adds `tags` to the lock's (after clearing them, with `reset`), keeping the order and
+/// skipping tags it already has; linear in the number of tags, however many a caller sends.
 fn apply_tags(state: &mut LockState, tags: &[String], reset: bool) {
     if reset {
         state.tags.clear();
     }
+    let mut seen: std::collections::HashSet<String> = state.tags.iter().cloned().collect();
     for tag in tags {
-        if !state.tags.contains(tag) {
+        if seen.insert(tag.clone()) {
             state.tags.push(tag.clone());
         }
     }
@@ -171,27 +177,30 @@ fn owns(state: &LockState, lease: &Lease, token: u64) -> bool {
 /// Whether the lease `ours`, written by the acquisition with fencing token `token`, is still
 /// in `state` and live at `now`. A lease without a token of its own (kube-lock's format, or a
 /// Go client's rewrite) is told apart from a later acquisition by the same holder by when it
-/// was taken, where that is recorded.
+/// was taken, where that is recorded: to the second, as kube-lock records it.
 pub(crate) fn holds(state: &LockState, ours: &Lease, token: u64, now: DateTime<Utc>) -> bool {
+    let second = |since: Option<GoTime>| since.map(|t| t.to_utc().timestamp());
     state.leases.get(&ours.instance_id).is_some_and(|lease| {
         lease.expires.to_utc() > now
             && owns(state, lease, token)
-            && (lease.token.is_some() || lease.since.is_none() || lease.since == ours.since)
+            && (lease.token.is_some()
+                || lease.since.is_none()
+                || second(lease.since) == second(ours.since))
     })
 }
 
-/// The live leases and intents that keep `intent`'s caller out of a lock of kind `kind`.
+/// The live leases and intents that keep `request`'s caller out of a lock of kind `kind`.
 fn blockers<'s>(
     state: &'s LockState,
     kind: Kind,
-    intent: &Intent<'_>,
+    request: &Request<'_>,
     now: DateTime<Utc>,
 ) -> Vec<(&'s Lease, bool)> {
-    let judgement = intent.judgement;
+    let judgement = request.judgement;
     let others = state
         .leases
         .values()
-        .filter(|lease| lease.instance_id != intent.holder && judgement.live(lease, now));
+        .filter(|lease| lease.instance_id != request.holder && judgement.live(lease, now));
     match kind {
         Kind::Mutex | Kind::ReadWrite(Access::Exclusive) => others.map(|l| (l, false)).collect(),
         Kind::Semaphore(max) => {
@@ -207,12 +216,12 @@ fn blockers<'s>(
             // writer that waits for it would deadlock.
             let holds = state
                 .leases
-                .get(intent.holder)
+                .get(request.holder)
                 .is_some_and(|own| own.expires.to_utc() > now);
             let writers = state
                 .waiting_writers
                 .values()
-                .filter(|w| !holds && w.instance_id != intent.holder && judgement.live(w, now));
+                .filter(|w| !holds && w.instance_id != request.holder && judgement.live(w, now));
             others
                 .filter(|l| !l.shared)
                 .map(|l| (l, false))
@@ -220,6 +229,35 @@ fn blockers<'s>(
                 .collect()
         }
     }
+}
+
+/// The kind lock `name` has for a caller that asks for `asked`: a lock that was never acquired
+/// (`lockType` `""`) takes the caller's kind; otherwise the stored kind must match, and a
+/// semaphore's stored capacity wins over the caller's.
+///
+/// # Errors
+///
+/// [`Error::WrongKind`] when the stored kind differs (the lock is never overwritten);
+/// [`Error::Corrupt`] for a semaphore stored without a capacity.
+fn resolve(name: &str, state: &LockState, asked: Kind) -> Result<Kind, Error> {
+    let stored = state.lock_type.as_str();
+    if !stored.is_empty() && stored != asked.lock_type() {
+        return Err(Error::WrongKind {
+            lock: name.to_owned(),
+            kind: stored.to_owned(),
+            wanted: asked.lock_type(),
+        });
+    }
+    Ok(match asked {
+        Kind::Semaphore(_) if stored == SEMAPHORE && state.max_holders == 0 => {
+            return Err(Error::Corrupt {
+                object: name.to_owned(),
+                reason: "a semaphore must have a capacity (maxHolders) of at least 1".to_owned(),
+            });
+        }
+        Kind::Semaphore(_) if stored == SEMAPHORE => Kind::Semaphore(state.max_holders),
+        asked => asked,
+    })
 }
 
 /// Decides an acquire of lock `name` whose stored state is `state`.
@@ -238,14 +276,14 @@ pub(crate) fn acquire(
     name: &str,
     state: &LockState,
     reservation: Option<&Reservation>,
-    intent: Intent<'_>,
+    request: Request<'_>,
     now: DateTime<Utc>,
 ) -> Result<Acquire, Error> {
-    let kind = kind::resolve(name, state, intent.want)?;
-    let judgement = intent.judgement;
-    let blocking = blockers(state, kind, &intent, now);
+    let kind = resolve(name, state, request.kind)?;
+    let judgement = request.judgement;
+    let blocking = blockers(state, kind, &request, now);
     let forced = !blocking.is_empty()
-        && intent
+        && request
             .force
             .is_some_and(|c| c.matches(&LockInfo::from_state(name, state, now)));
     if !blocking.is_empty() && !forced {
@@ -258,8 +296,10 @@ pub(crate) fn acquire(
             .iter()
             .map(|(lease, waiting)| Holder::from_lease(lease, *waiting))
             .collect();
-        if intent.announce && kind == Kind::ReadWrite(Access::Exclusive) {
-            return Ok(announce(name, state, kind, &intent, holders, retry_in, now));
+        if request.announce && kind == Kind::ReadWrite(Access::Exclusive) {
+            return Ok(announce(
+                name, state, kind, &request, holders, retry_in, now,
+            ));
         }
         return Ok(Acquire::Busy(Blocked {
             holders,
@@ -267,19 +307,33 @@ pub(crate) fn acquire(
             max_holders: kind.capacity(),
         }));
     }
-    if let Some(r) = reservation.filter(|r| r.until > now && r.by != intent.holder) {
+    if let Some(r) = reservation.filter(|r| r.until > now && r.by != request.holder) {
         return Ok(Acquire::Busy(Blocked {
             holders: vec![Holder::reserved(&r.by, r.until)],
             retry_in: (r.until - now).to_std().ok(),
             max_holders: kind.capacity(),
         }));
     }
+    take(name, state, kind, &request, forced, now)
+}
+
+/// The caller takes lock `name`: ended leases and intents are dropped (and live ones too when
+/// `forced`), the fencing token advances by one, the caller's lease is written (replacing its
+/// own live one: a re-entry), and tags are merged (or reset).
+fn take(
+    name: &str,
+    state: &LockState,
+    kind: Kind,
+    request: &Request<'_>,
+    forced: bool,
+    now: DateTime<Utc>,
+) -> Result<Acquire, Error> {
+    let judgement = request.judgement;
     let own = state
         .leases
-        .get(intent.holder)
+        .get(request.holder)
         .filter(|lease| !forced && lease.expires.to_utc() > now);
-    let renewed = own.is_some();
-    let expires = expiry(now, intent.duration);
+    let expires = expiry(now, request.duration);
     let mut next = state.clone();
     name.clone_into(&mut next.name);
     kind.lock_type().clone_into(&mut next.lock_type);
@@ -291,9 +345,9 @@ pub(crate) fn acquire(
     // were not blocked); ended ones go, and under force the live ones too. The same for
     // waiting writers' intents; the caller's own intent is fulfilled.
     next.leases
-        .retain(|holder, lease| holder != intent.holder && !forced && judgement.live(lease, now));
+        .retain(|holder, lease| holder != request.holder && !forced && judgement.live(lease, now));
     next.waiting_writers
-        .retain(|holder, w| holder != intent.holder && !forced && judgement.live(w, now));
+        .retain(|holder, w| holder != request.holder && !forced && judgement.live(w, now));
     // Every acquisition gets its own token, a re-entry too: an older guard of the same holder
     // then fails its renewal and release with Lost instead of removing the newer lease.
     next.fencing_token = state
@@ -303,25 +357,25 @@ pub(crate) fn acquire(
             object: name.to_owned(),
             reason: "the fencing token is at its maximum and cannot advance".to_owned(),
         })?;
-    let mut lease = Lease::new(intent.holder, expires);
-    lease.duration_millis = duration_millis(intent.duration);
+    let mut lease = Lease::until(request.holder, expires);
+    lease.duration_millis = duration_millis(request.duration);
     lease.token = Some(next.fencing_token);
     lease.since = Some(
         own.and_then(|l| l.since)
             .unwrap_or_else(|| GoTime::from(now)),
     );
-    lease.reason = intent
+    lease.reason = request
         .reason
         .map(str::to_owned)
         .or_else(|| own.and_then(|l| l.reason.clone()));
     lease.shared = kind == Kind::ReadWrite(Access::Shared);
-    next.leases.insert(intent.holder.to_owned(), lease);
-    apply_tags(&mut next, intent.tags, intent.reset_tags);
+    next.leases.insert(request.holder.to_owned(), lease);
+    apply_tags(&mut next, request.tags, request.reset_tags);
     Ok(Acquire::Take {
         token: next.fencing_token,
         state: next,
         expires,
-        renewed,
+        reentry: own.is_some(),
     })
 }
 
@@ -332,15 +386,15 @@ fn announce(
     name: &str,
     state: &LockState,
     kind: Kind,
-    intent: &Intent<'_>,
+    request: &Request<'_>,
     holders: Vec<Holder>,
     retry_in: Option<Duration>,
     now: DateTime<Utc>,
 ) -> Acquire {
-    let ttl = intent_duration(intent.duration);
+    let ttl = intent_duration(request.duration);
     let refresh_in = state
         .waiting_writers
-        .get(intent.holder)
+        .get(request.holder)
         .map_or(Duration::ZERO, |own| {
             (own.expires.to_utc() - now)
                 .to_std()
@@ -356,11 +410,11 @@ fn announce(
         });
     }
     let mut next = state.clone();
-    let mut own = Lease::new(intent.holder, expiry(now, ttl));
+    let mut own = Lease::until(request.holder, expiry(now, ttl));
     own.duration_millis = duration_millis(ttl);
-    next.waiting_writers.insert(intent.holder.to_owned(), own);
+    next.waiting_writers.insert(request.holder.to_owned(), own);
     next.waiting_writers
-        .retain(|holder, w| holder == intent.holder || intent.judgement.live(w, now));
+        .retain(|holder, w| holder == request.holder || request.judgement.live(w, now));
     name.clone_into(&mut next.name);
     kind.lock_type().clone_into(&mut next.lock_type);
     let refresh_in = ttl / 2;
@@ -419,6 +473,25 @@ pub(crate) fn release(
     Some(next)
 }
 
+/// Removes the lease that the acquisition with fencing token `token` may have written, after
+/// its write's outcome stayed unknown (a lost answer, a cancelled acquire); `None` when the
+/// lock does not have it.
+///
+/// A re-entry's lease replaced the holder's earlier one: it is removed only when its own token
+/// tells it apart. In a format that keeps no per-lease token (kube-lock's), the re-entry wrote
+/// the same lease, which the earlier guard still holds: it stays.
+pub(crate) fn undo_take(
+    state: &LockState,
+    holder: &str,
+    token: u64,
+    reentry: bool,
+) -> Option<LockState> {
+    if reentry && state.leases.get(holder)?.token != Some(token) {
+        return None;
+    }
+    release(state, holder, token, &[], false)
+}
+
 /// Removes the caller's intent as a waiting writer; `None` when it has none.
 pub(crate) fn withdraw(state: &LockState, holder: &str) -> Option<LockState> {
     let mut next = state.clone();
@@ -431,7 +504,7 @@ pub(crate) fn withdraw(state: &LockState, holder: &str) -> Option<LockState> {
 pub enum Evict<'a> {
     /// This holder's lease and intent, whatever their fencing token.
     Holder(&'a str),
-    /// Every lease and intent.
+    /// Every lease and request.
     All,
 }
 
@@ -468,7 +541,7 @@ mod tests {
     fn held_by(holder: &str, expires: &str) -> LockState {
         let mut state = LockState::empty("x");
         state.lock_type = MUTEX.into();
-        let mut lease = Lease::new(holder, GoTime::parse(expires).unwrap());
+        let mut lease = Lease::until(holder, GoTime::parse(expires).unwrap());
         lease.duration_millis = Some(30_000);
         lease.token = Some(4);
         state.leases.insert(holder.into(), lease);
@@ -476,10 +549,14 @@ mod tests {
         state
     }
 
-    fn intent<'a>(holder: &'a str, tags: &'a [String], force: Option<&'a Condition>) -> Intent<'a> {
-        Intent {
+    fn request<'a>(
+        holder: &'a str,
+        tags: &'a [String],
+        force: Option<&'a Condition>,
+    ) -> Request<'a> {
+        Request {
             holder,
-            want: Want::Mutex,
+            kind: Kind::Mutex,
             reason: None,
             announce: false,
             duration: Duration::from_secs(30),
@@ -499,12 +576,12 @@ mod tests {
             state,
             token,
             expires,
-            renewed,
-        } = acquire("x", &state, None, intent("me", &[], None), t(NOW)).unwrap()
+            reentry,
+        } = acquire("x", &state, None, request("me", &[], None), t(NOW)).unwrap()
         else {
             panic!("a free lock is taken")
         };
-        assert_eq!((token, renewed), (1, false));
+        assert_eq!((token, reentry), (1, false));
         assert_eq!(expires.to_string(), "2026-11-22T10:00:30Z");
         assert_eq!(state.lock_type, "mutex");
         assert_eq!(state.leases["me"].expires, expires);
@@ -513,12 +590,12 @@ mod tests {
     #[test]
     fn a_live_lease_blocks_and_an_expired_one_is_replaced() {
         let live = held_by("other", "2026-11-22T10:00:01Z");
-        let busy = acquire("x", &live, None, intent("me", &[], None), t(NOW)).unwrap();
+        let busy = acquire("x", &live, None, request("me", &[], None), t(NOW)).unwrap();
         assert!(matches!(&busy, Acquire::Busy(b) if b.holders[0].id == "other"));
         // now == expires: expired (a lease is live while now < expires).
         let stale = held_by("other", NOW);
         let Acquire::Take { state, token, .. } =
-            acquire("x", &stale, None, intent("me", &[], None), t(NOW)).unwrap()
+            acquire("x", &stale, None, request("me", &[], None), t(NOW)).unwrap()
         else {
             panic!("an expired lease does not block")
         };
@@ -531,14 +608,14 @@ mod tests {
         let mine = held_by("me", "2026-11-22T10:00:10Z");
         let Acquire::Take {
             token,
-            renewed,
+            reentry,
             expires,
             ..
-        } = acquire("x", &mine, None, intent("me", &[], None), t(NOW)).unwrap()
+        } = acquire("x", &mine, None, request("me", &[], None), t(NOW)).unwrap()
         else {
             panic!("re-entry renews")
         };
-        assert_eq!((token, renewed), (5, true));
+        assert_eq!((token, reentry), (5, true));
         assert_eq!(expires.to_string(), "2026-11-22T10:00:30Z");
     }
 
@@ -550,16 +627,30 @@ mod tests {
         let Acquire::Take {
             state,
             token,
-            renewed,
+            reentry,
             ..
-        } = acquire("x", &forever, None, intent("me", &[], Some(&force)), t(NOW)).unwrap()
+        } = acquire(
+            "x",
+            &forever,
+            None,
+            request("me", &[], Some(&force)),
+            t(NOW),
+        )
+        .unwrap()
         else {
             panic!("the condition holds")
         };
-        assert_eq!((token, renewed), (5, false));
+        assert_eq!((token, reentry), (5, false));
         assert!(!state.leases.contains_key("other"));
         let wrong = Condition::tags_contain("nope");
-        let busy = acquire("x", &forever, None, intent("me", &[], Some(&wrong)), t(NOW)).unwrap();
+        let busy = acquire(
+            "x",
+            &forever,
+            None,
+            request("me", &[], Some(&wrong)),
+            t(NOW),
+        )
+        .unwrap();
         assert!(matches!(busy, Acquire::Busy(_)));
     }
 
@@ -571,14 +662,14 @@ mod tests {
             "x",
             &state,
             Some(&reservation),
-            intent("me", &[], None),
+            request("me", &[], None),
             t(NOW),
         )
         .unwrap();
         assert!(matches!(&busy, Acquire::Busy(b) if b.holders[0].id == "go-writer"));
         let old = Reservation::new("go-writer", t("2026-11-22T09:59:00Z"));
         assert!(matches!(
-            acquire("x", &state, Some(&old), intent("me", &[], None), t(NOW)).unwrap(),
+            acquire("x", &state, Some(&old), request("me", &[], None), t(NOW)).unwrap(),
             Acquire::Take { .. }
         ));
     }
@@ -589,7 +680,7 @@ mod tests {
         state.tags = vec!["old".into()];
         let tags = vec!["a".into(), "old".into()];
         let Acquire::Take { state, token, .. } =
-            acquire("x", &state, None, intent("me", &tags, None), t(NOW)).unwrap()
+            acquire("x", &state, None, request("me", &tags, None), t(NOW)).unwrap()
         else {
             panic!()
         };
@@ -606,7 +697,7 @@ mod tests {
         let mut state = LockState::empty("x");
         state.lock_type = "semaphore".into();
         assert!(matches!(
-            acquire("x", &state, None, intent("me", &[], None), t(NOW)),
+            acquire("x", &state, None, request("me", &[], None), t(NOW)),
             Err(Error::WrongKind { .. })
         ));
     }
@@ -627,14 +718,17 @@ mod tests {
         (lease.token, lease.since) = (None, None);
         assert!(holds(&rewritten, &ours, 4, t(NOW)));
         // kube-lock keeps no token: the same name taken again later is another lease.
-        let taken_at = |at: &str| {
-            Lease::new("me", GoTime::forever()).with_since(Some(GoTime::parse(at).unwrap()), None)
-        };
+        let taken_at =
+            |at: &str| Lease::until("me", GoTime::forever()).with_since(Some(t(at)), None);
         let first = LockState::semaphore("x", 2, [taken_at("2026-11-22T09:00:00Z")]);
         let again = LockState::semaphore("x", 2, [taken_at("2026-11-22T09:30:00Z")]);
         let ours = first.leases["me"].clone();
         assert!(holds(&first, &ours, 1, t(NOW)));
         assert!(!holds(&again, &ours, 1, t(NOW)));
+        // kube-lock stores when a holder came to the second: the lease as written, to the
+        // nanosecond, is the one read back.
+        let written = taken_at("2026-11-22T09:00:00.734Z");
+        assert!(holds(&first, &written, 1, t(NOW)));
     }
 
     #[test]
@@ -697,7 +791,7 @@ mod tests {
         let mut state = LockState::empty("x");
         state.fencing_token = u64::MAX;
         assert!(matches!(
-            acquire("x", &state, None, intent("me", &[], None), t(NOW)),
+            acquire("x", &state, None, request("me", &[], None), t(NOW)),
             Err(Error::Corrupt { .. })
         ));
     }
@@ -714,15 +808,15 @@ mod tests {
         );
     }
 
-    fn want(holder: &str, want: Want) -> Intent<'_> {
-        Intent {
-            want,
-            ..intent(holder, &[], None)
+    fn want(holder: &str, kind: Kind) -> Request<'_> {
+        Request {
+            kind,
+            ..request(holder, &[], None)
         }
     }
 
-    fn take(state: &LockState, intent: Intent<'_>) -> (LockState, u64) {
-        match acquire("x", state, None, intent, t(NOW)).unwrap() {
+    fn take(state: &LockState, request: Request<'_>) -> (LockState, u64) {
+        match acquire("x", state, None, request, t(NOW)).unwrap() {
             Acquire::Take { state, token, .. } => (state, token),
             other => panic!("expected to take the lock, got {other:?}"),
         }
@@ -730,29 +824,29 @@ mod tests {
 
     #[test]
     fn a_semaphore_admits_its_stored_capacity_each_with_a_token() {
-        let (s1, t1) = take(&LockState::empty("x"), want("a", Want::Semaphore(2)));
+        let (s1, t1) = take(&LockState::empty("x"), want("a", Kind::Semaphore(2)));
         assert_eq!((s1.lock_type.as_str(), s1.max_holders), ("semaphore", 2));
         // A later caller asking for 5 gets the stored 2.
-        let (s2, t2) = take(&s1, want("b", Want::Semaphore(5)));
+        let (s2, t2) = take(&s1, want("b", Kind::Semaphore(5)));
         assert_eq!(s2.max_holders, 2);
         assert_eq!((t1, t2), (1, 2));
         assert_eq!(s2.leases["a"].token, Some(1));
         assert_eq!(s2.leases["b"].token, Some(2));
-        let busy = acquire("x", &s2, None, want("c", Want::Semaphore(2)), t(NOW)).unwrap();
+        let busy = acquire("x", &s2, None, want("c", Kind::Semaphore(2)), t(NOW)).unwrap();
         assert!(matches!(&busy, Acquire::Busy(b) if b.holders.len() == 2
             && b.retry_in == Some(Duration::from_secs(30))));
         // Each holder releases only its own lease.
         let freed = release(&s2, "a", 1, &[], false).unwrap();
         assert!(release(&s2, "a", 2, &[], false).is_none());
-        let (s3, t3) = take(&freed, want("c", Want::Semaphore(2)));
+        let (s3, t3) = take(&freed, want("c", Kind::Semaphore(2)));
         assert_eq!(t3, 3);
         assert_eq!(s3.leases.keys().collect::<Vec<_>>(), ["b", "c"]);
     }
 
     #[test]
     fn kinds_do_not_mix() {
-        let (mutex, _) = take(&LockState::empty("x"), intent("a", &[], None));
-        for other in [Want::Semaphore(2), Want::ReadWrite(Access::Shared)] {
+        let (mutex, _) = take(&LockState::empty("x"), request("a", &[], None));
+        for other in [Kind::Semaphore(2), Kind::ReadWrite(Access::Shared)] {
             let err = acquire("x", &mutex, None, want("b", other), t(NOW)).unwrap_err();
             assert!(
                 matches!(&err, Error::WrongKind { kind, wanted, .. }
@@ -767,7 +861,7 @@ mod tests {
                 "x",
                 &no_capacity,
                 None,
-                want("b", Want::Semaphore(1)),
+                want("b", Kind::Semaphore(1)),
                 t(NOW)
             ),
             Err(Error::Corrupt { .. })
@@ -776,8 +870,8 @@ mod tests {
 
     #[test]
     fn readers_share_and_a_writer_waits_for_all_of_them() {
-        let shared = Want::ReadWrite(Access::Shared);
-        let exclusive = Want::ReadWrite(Access::Exclusive);
+        let shared = Kind::ReadWrite(Access::Shared);
+        let exclusive = Kind::ReadWrite(Access::Exclusive);
         let (s1, _) = take(&LockState::empty("x"), want("r1", shared));
         let (s2, _) = take(&s1, want("r2", shared));
         assert!(s2.leases.values().all(|l| l.shared));
@@ -785,7 +879,7 @@ mod tests {
         let busy = acquire("x", &s2, None, want("w", exclusive), t(NOW)).unwrap();
         assert!(matches!(&busy, Acquire::Busy(b) if b.holders.len() == 2));
         // A waiting writer does, and then new readers wait behind it.
-        let waiting = Intent {
+        let waiting = Request {
             announce: true,
             ..want("w", exclusive)
         };
@@ -834,7 +928,7 @@ mod tests {
             Acquire::Busy(_)
         ));
         // An intent whose writer died ends by itself (plus the skew allowance).
-        let judged = Intent {
+        let judged = Request {
             judgement: Judgement {
                 skew_allowance: Duration::from_secs(2),
                 unchanged_for: None,
@@ -852,6 +946,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_take_is_undone_only_where_its_lease_is_told_apart() {
+        // A first acquisition's lease is removed by its token.
+        let (first, token) = take(&LockState::empty("x"), request("me", &[], None));
+        assert!(
+            undo_take(&first, "me", token, false)
+                .unwrap()
+                .leases
+                .is_empty()
+        );
+        assert!(undo_take(&first, "me", token + 1, false).is_none());
+        // A re-entry wrote a new token: its lease goes, and the earlier one is not left
+        // behind either (the re-entry replaced it; its guard is superseded).
+        let (reentered, again) = take(&first, request("me", &[], None));
+        assert!(
+            undo_take(&reentered, "me", again, true)
+                .unwrap()
+                .leases
+                .is_empty()
+        );
+        // The re-entry's write did not happen: the earlier lease stays.
+        assert!(undo_take(&first, "me", again, true).is_none());
+        // kube-lock's format keeps no per-lease token: a re-entry there is the earlier lease.
+        let kube_lock = LockState::semaphore("x", 1, [Lease::until("me", GoTime::forever())]);
+        assert!(undo_take(&kube_lock, "me", 7, true).is_none());
+        assert!(undo_take(&kube_lock, "me", 7, false).is_some());
+    }
+
+    #[test]
     fn leases_without_a_token_are_judged_by_the_counter_or_the_name() {
         // Go lockheed rewrote a mutex: its counter tells whose acquisition this is.
         let mut mutex = held_by("me", "2026-11-22T10:00:10Z");
@@ -859,14 +981,14 @@ mod tests {
         assert!(release(&mutex, "me", 4, &[], false).is_some());
         assert!(release(&mutex, "me", 3, &[], false).is_none());
         // kube-lock keeps no tokens: the holder's name decides.
-        let semaphore = LockState::semaphore("x", 1, [Lease::new("holder-1", GoTime::forever())]);
+        let semaphore = LockState::semaphore("x", 1, [Lease::until("holder-1", GoTime::forever())]);
         assert!(release(&semaphore, "holder-1", 9, &[], false).is_some());
     }
 
     #[test]
     fn eviction_removes_named_or_all_holders_whatever_their_tokens() {
-        let (s1, _) = take(&LockState::empty("x"), want("a", Want::Semaphore(3)));
-        let (s2, _) = take(&s1, want("b", Want::Semaphore(3)));
+        let (s1, _) = take(&LockState::empty("x"), want("a", Kind::Semaphore(3)));
+        let (s2, _) = take(&s1, want("b", Kind::Semaphore(3)));
         let (next, removed) = evict(&s2, Evict::Holder("a")).unwrap();
         assert_eq!(removed.len(), 1);
         assert_eq!(next.leases.keys().collect::<Vec<_>>(), ["b"]);
@@ -879,14 +1001,14 @@ mod tests {
 
     #[test]
     fn a_lease_records_since_and_reason_and_renewal_keeps_them() {
-        let reasoned = Intent {
+        let reasoned = Request {
             reason: Some("db restart"),
-            ..intent("me", &[], None)
+            ..request("me", &[], None)
         };
         let (state, token) = take(&LockState::empty("x"), reasoned);
         let lease = &state.leases["me"];
         assert_eq!(lease.reason(), Some("db restart"));
-        assert_eq!(lease.since().unwrap().to_string(), NOW);
+        assert_eq!(lease.since(), Some(t(NOW)));
         let later = t("2026-11-22T10:00:05Z");
         let (renewed, _) = renew("x", &state, "me", token, Duration::from_secs(30), later).unwrap();
         assert_eq!(renewed.leases["me"].since, lease.since);

@@ -5,14 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::gotime::GoTime;
+use chrono::{DateTime, Utc};
 
-/// `lockType` of a mutex, the only kind Go lockheed accepts.
-pub(crate) const MUTEX: &str = "mutex";
-/// `lockType` of a semaphore (N holders). Go lockheed refuses it, so it never rewrites one.
-pub(crate) const SEMAPHORE: &str = "semaphore";
-/// `lockType` of a shared/exclusive lock. Go lockheed refuses it too.
-pub(crate) const RWLOCK: &str = "rwlock";
+use crate::gotime::GoTime;
+use crate::kind::{MUTEX, SEMAPHORE};
 
 /// One holder's lease, as Go lockheed writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,20 +48,26 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// A lease of `holder` until `expires`, with nothing else recorded.
+    /// A lease of `holder` until `expires` (`None`: no expiry, stored as Go's
+    /// `9999-12-31T23:59:59Z`), with nothing else recorded.
     ///
     /// # Examples
     ///
     /// ```
-    /// use lockheed::{GoTime, Lease, LockState};
+    /// use lockheed::backend::{Lease, LockState};
     ///
     /// // A backend that keeps holders in another format builds its leases with this.
-    /// let lease = Lease::new("holder-1", GoTime::forever());
+    /// let lease = Lease::new("holder-1", None);
     /// let state = LockState::semaphore("lock", 1, [lease]);
-    /// assert!(state.leases()["holder-1"].expires().is_forever());
+    /// assert_eq!(state.leases()["holder-1"].expires(), None);
     /// ```
     #[must_use]
-    pub fn new(holder: impl Into<String>, expires: GoTime) -> Self {
+    pub fn new(holder: impl Into<String>, expires: Option<DateTime<Utc>>) -> Self {
+        Self::until(holder, expires.map_or_else(GoTime::forever, GoTime::from))
+    }
+
+    /// A lease of `holder` until `expires`, with nothing else recorded.
+    pub(crate) fn until(holder: impl Into<String>, expires: GoTime) -> Self {
         Self {
             instance_id: holder.into(),
             expires,
@@ -83,7 +85,7 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// let lease = &state.leases()["a"];
@@ -99,15 +101,15 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// let lease = &state.leases()["a"];
-    /// assert_eq!(lease.expires().to_string(), "2099-01-01T00:00:00Z");
+    /// assert_eq!(lease.expires().unwrap().to_rfc3339(), "2099-01-01T00:00:00+00:00");
     /// ```
     #[must_use]
-    pub fn expires(&self) -> GoTime {
-        self.expires
+    pub fn expires(&self) -> Option<DateTime<Utc>> {
+        (!self.expires.is_forever()).then(|| self.expires.to_utc())
     }
 
     /// How long the lease was taken for, when the writer said (this crate does; Go does not).
@@ -115,7 +117,7 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// let lease = &state.leases()["a"];
@@ -132,7 +134,7 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// let lease = &state.leases()["a"];
@@ -148,15 +150,15 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// let lease = &state.leases()["a"];
     /// assert_eq!(lease.since(), None);
     /// ```
     #[must_use]
-    pub fn since(&self) -> Option<GoTime> {
-        self.since
+    pub fn since(&self) -> Option<DateTime<Utc>> {
+        self.since.map(GoTime::to_utc)
     }
 
     /// Why the holder took the lock, when it said.
@@ -164,7 +166,7 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// let lease = &state.leases()["a"];
@@ -180,7 +182,7 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// let lease = &state.leases()["a"];
@@ -197,15 +199,15 @@ impl Lease {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::{GoTime, Lease};
+    /// use lockheed::backend::Lease;
     ///
-    /// let since = GoTime::parse("2018-08-19T19:14:24Z").unwrap();
-    /// let lease = Lease::new("holder-1", GoTime::forever()).with_since(Some(since), Some("db restart".into()));
+    /// let since = "2018-08-19T19:14:24Z".parse().unwrap();
+    /// let lease = Lease::new("holder-1", None).with_since(Some(since), Some("db restart".into()));
     /// assert_eq!(lease.reason(), Some("db restart"));
     /// ```
     #[must_use]
-    pub fn with_since(mut self, since: Option<GoTime>, reason: Option<String>) -> Self {
-        self.since = since;
+    pub fn with_since(mut self, since: Option<DateTime<Utc>>, reason: Option<String>) -> Self {
+        self.since = since.map(GoTime::from);
         self.reason = reason;
         self
     }
@@ -274,7 +276,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::empty("db");
     /// assert_eq!(state.to_json(), r#"{"name":"db","lockType":"","leases":{}}"#);
@@ -302,7 +304,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// // What Go lockheed writes for a lock created but never acquired.
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"","leases":null}"#).unwrap();
@@ -322,7 +324,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let json = r#"{"name":"db","lockType":"","leases":{},"addedByANewerVersion":true}"#;
     /// assert_eq!(LockState::from_json(json).unwrap().to_json(), json); // unknown keys are kept
@@ -337,7 +339,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// assert_eq!(state.name(), "db");
@@ -352,7 +354,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// assert_eq!(state.lock_type(), "mutex");
@@ -367,7 +369,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// assert_eq!(state.leases().keys().collect::<Vec<_>>(), ["a"]);
@@ -382,7 +384,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// assert_eq!(state.tags(), ["prod"]);
@@ -397,7 +399,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// assert_eq!(state.fencing_token(), 0); // Go lockheed records none
@@ -412,7 +414,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// assert_eq!(state.max_holders(), 0); // not a semaphore
@@ -427,7 +429,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
     /// assert!(state.waiting_writers().is_empty()); // not a read/write lock
@@ -443,9 +445,9 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::{GoTime, Lease, LockState};
+    /// use lockheed::backend::{Lease, LockState};
     ///
-    /// let state = LockState::semaphore("lock", 3, [Lease::new("holder-1", GoTime::forever())]);
+    /// let state = LockState::semaphore("lock", 3, [Lease::new("holder-1", None)]);
     /// assert_eq!((state.lock_type(), state.max_holders()), ("semaphore", 3));
     /// ```
     #[must_use]
@@ -470,7 +472,7 @@ impl LockState {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::LockState;
+    /// use lockheed::backend::LockState;
     ///
     /// // A Go client rewrote the state and dropped the counter; the backend kept 41 elsewhere.
     /// let mut state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{}}"#).unwrap();
@@ -480,6 +482,16 @@ impl LockState {
     /// ```
     pub fn raise_fencing_token(&mut self, floor: u64) {
         self.fencing_token = self.fencing_token.max(floor);
+    }
+
+    /// The most holders the lock admits at once (`None`: no limit, for the shared holders of
+    /// a read/write lock; also `None` for a lock never acquired).
+    pub(crate) fn capacity(&self) -> Option<u32> {
+        match self.lock_type.as_str() {
+            MUTEX => Some(1),
+            SEMAPHORE => Some(self.max_holders),
+            _ => None,
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use lockheed::backend::{Backend, LockState, Record, StoredStates, Written};
 use lockheed::clock::TokioClock;
 use lockheed::testing::FakeApiServer;
-use lockheed::{Error, KubeLocker, LockState, Locker, MemoryLocker, Record, StoredStates, Written};
+use lockheed::{Error, KubeLocker, Locker, MemoryLocker};
 
 /// A backend under test, with the controls the suite needs.
 pub trait Harness: Sized {
@@ -39,7 +40,7 @@ pub struct Flaky<L> {
     down: Arc<AtomicBool>,
 }
 
-impl<L: Locker> Flaky<L> {
+impl<L: Backend> Flaky<L> {
     fn check(&self, name: &str) -> Result<(), Error> {
         if self.down.load(Ordering::SeqCst) {
             return Err(Error::Backend {
@@ -52,11 +53,15 @@ impl<L: Locker> Flaky<L> {
     }
 }
 
-impl<L: Locker> Locker for Flaky<L> {
+impl<L: Backend> Backend for Flaky<L> {
     type Version = L::Version;
 
     fn clock(&self) -> Arc<dyn lockheed::clock::Clock> {
         self.inner.clock()
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), Error> {
+        self.inner.check_name(name)
     }
 
     async fn read(&self, name: &str) -> Result<Option<Record<L::Version>>, Error> {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use lockheed::{Access, Error, Evict, Lock, Locker};
+use lockheed::backend::Backend as _;
+use lockheed::{Access, Error, Evict, Lock, LockKind, Locker};
 
 use crate::harness::Harness;
 
@@ -46,8 +47,8 @@ pub async fn a_semaphore_admits_its_capacity<H: Harness>() {
     assert_eq!(err.holders().unwrap().len(), 3);
     let info = h.locker().get("pool").await.unwrap().unwrap();
     assert_eq!(
-        (info.kind.as_str(), info.max_holders),
-        ("semaphore", Some(3))
+        (info.kind.clone(), info.max_holders),
+        (Some(LockKind::Semaphore), Some(3))
     );
     // Each holder has its own lease and token.
     let tokens: Vec<_> = info.holders.iter().map(|h| h.token.unwrap()).collect();
@@ -130,7 +131,7 @@ pub async fn readers_share_and_writers_exclude<H: Harness>() {
         .unwrap_err();
     assert_eq!(err.holders().unwrap().len(), 2, "{err}");
     let info = h.locker().get("catalog").await.unwrap().unwrap();
-    assert_eq!(info.kind, "rwlock");
+    assert_eq!(info.kind, Some(LockKind::ReadWrite));
     assert!(info.holders.iter().all(|h| h.shared));
     assert!(
         info.waiting_writers.is_empty(),

@@ -57,7 +57,7 @@ async fn created_but_never_acquired_is_free_with_its_tags() {
     let info = c.locker().get("testlock").await.unwrap().unwrap();
     assert!(!info.is_held());
     assert_eq!(info.tags, ["testtag"]);
-    assert_eq!(info.kind, "");
+    assert_eq!(info.kind, None);
     let guard = c.lock("testlock", "me").try_acquire().await.unwrap();
     assert_eq!(guard.token(), 1);
     let stored = state(&c.get("lockheed-testlock").await);

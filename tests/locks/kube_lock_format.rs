@@ -7,8 +7,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use lockheed::clock::TokioClock;
-use lockheed::testing::FakeApiServer;
-use lockheed::{Error, Evict, KUBE_LOCK_ANNOTATION, KubeLocker, Lock, Locker};
+use lockheed::kube::KUBE_LOCK_ANNOTATION;
+use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
+use lockheed::{Error, Evict, KubeLocker, Lock, LockKind, Locker};
 use serde_json::json;
 
 struct Cluster {
@@ -58,8 +59,8 @@ async fn held_by_holder_1_with_max_1() {
     let before = c.load("kube-lock-held.json").await;
     let info = c.locker().get("lock").await.unwrap().unwrap();
     assert_eq!(
-        (info.kind.as_str(), info.max_holders),
-        ("semaphore", Some(1))
+        (info.kind.clone(), info.max_holders),
+        (Some(LockKind::Semaphore), Some(1))
     );
     let holder = &info.holders[0];
     assert_eq!(holder.id, "holder-1");
@@ -84,6 +85,49 @@ async fn held_by_holder_1_with_max_1() {
         c.annotation().await,
         json!({"max": 1, "holders": {"holder-1": {"date": "2018-08-19T19:14:24Z", "reason": "db restart"}}})
     );
+}
+
+/// A holder's place, recorded to the second, is recognised by its guard as its own: the guard
+/// watches it and never reports it lost while it is there.
+#[tokio::test(start_paused = true)]
+async fn a_guard_keeps_its_place_while_nothing_happens() {
+    let c = Cluster::new().await;
+    c.load("kube-lock-empty-max3.json").await;
+    let guard = c.lock("holder-1", 3).try_acquire().await.unwrap();
+    // Another holder comes and goes: the guard looks at the lock again each time.
+    c.lock("holder-2", 3)
+        .try_acquire()
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!guard.is_lost(), "its place is still there");
+    guard.release().await.unwrap();
+}
+
+/// kube-lock keeps no token per holder: a re-entry writes the same holder entry, which the
+/// earlier guard still holds. When the re-entry's write fails with its outcome unknown, the
+/// clean-up must leave that entry alone.
+#[tokio::test(start_paused = true)]
+async fn a_failed_reentry_keeps_the_holders_place() {
+    let c = Cluster::new().await;
+    c.load("kube-lock-empty-max3.json").await;
+    let first = c.lock("holder-1", 3).try_acquire().await.unwrap();
+    c.server.inject(
+        Fault::status(500)
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Update)),
+    );
+    let lock = c.lock("holder-1", 3);
+    assert!(lock.try_acquire().await.unwrap_err().is_transient());
+    lock.settle().await;
+    let info = c.locker().get("lock").await.unwrap().unwrap();
+    assert_eq!(info.holders.len(), 1, "{info:?}");
+    assert_eq!(info.holders[0].id, "holder-1");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!first.is_lost(), "the earlier guard still holds its place");
 }
 
 #[tokio::test(start_paused = true)]

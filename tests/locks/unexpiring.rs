@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
+use lockheed::backend::{
+    Backend, Changes, Feeds, LockState, Record, Snapshot, StoredStates, Written,
+};
 use lockheed::clock::TokioClock;
 use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
-use lockheed::{
-    Changes, Error, Evict, Feeds, KubeLocker, Lock, LockState, Locker, MemoryLocker, Record,
-    Snapshot, StoredStates, Written,
-};
+use lockheed::{Error, Evict, KubeLocker, Lock, Locker, MemoryLocker};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -93,7 +93,7 @@ struct HandFed {
     feeds: Feeds<u64>,
 }
 
-impl Locker for HandFed {
+impl Backend for HandFed {
     type Version = u64;
 
     fn clock(&self) -> Arc<dyn lockheed::clock::Clock> {

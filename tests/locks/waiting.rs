@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use lockheed::backend::Backend as _;
 use lockheed::clock::TokioClock;
 use lockheed::testing::{AccessControl, FakeApiServer, Fault, RequestMatcher, Verb};
 use lockheed::{Error, KubeLocker, Lock, Locker};
@@ -533,6 +534,55 @@ async fn an_ambiguous_write_is_reconciled_or_undone() {
     assert_eq!(info.holders.len(), 1);
     assert_eq!(info.holders[0].id, guard.holder());
     assert!(!guard.is_lost());
+}
+
+/// A re-entry replaces the holder's lease with a new one, with a new token. If its write's
+/// outcome is unknown and the re-entry fails, no guard renews or releases that new lease: it
+/// must not be left behind (without expiry it would stay forever). The earlier guard, whose
+/// lease the write replaced, has lost the lock.
+#[tokio::test(start_paused = true)]
+async fn a_failed_reentry_leaves_no_lease_behind() {
+    let server = FakeApiServer::start().await.unwrap();
+    let locker = process(&server, "a");
+    let lock = Lock::new("re", locker.clone())
+        .with_holder("me")
+        .with_duration(Duration::ZERO);
+    let first = lock.try_acquire().await.unwrap();
+    // The re-entry's update is committed, and then answered with a 500.
+    server.inject(
+        Fault::status(500)
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Update)),
+    );
+    let err = lock.try_acquire().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    lock.settle().await;
+    let info = locker.get("re").await.unwrap().unwrap();
+    assert_eq!(info.fencing_token, 2, "the re-entry was written");
+    assert!(!info.is_held(), "its lease was removed: {info:?}");
+    tokio::time::timeout(20 * SECOND, first.lost())
+        .await
+        .expect("the earlier guard's lease was replaced: it has lost the lock");
+
+    // The same for a re-entry that is cancelled while its write is in flight.
+    let first = lock.try_acquire().await.unwrap();
+    server.inject(
+        Fault::latency(5 * SECOND)
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Update)),
+    );
+    assert!(
+        tokio::time::timeout(SECOND, lock.try_acquire())
+            .await
+            .is_err()
+    );
+    lock.settle().await;
+    let info = locker.get("re").await.unwrap().unwrap();
+    assert_eq!(info.fencing_token, 4, "the cancelled re-entry was written");
+    assert!(!info.is_held(), "its lease was removed: {info:?}");
+    tokio::time::timeout(20 * SECOND, first.lost())
+        .await
+        .expect("the earlier guard has lost the lock");
 }
 
 #[tokio::test(start_paused = true)]

@@ -135,7 +135,7 @@ impl<'a> Locking<'a> {
             .iter()
             .find(|h| h.id == self.settings.holder);
         match me {
-            Some(me) if guard.reentered() => log_already(me),
+            Some(me) if guard.is_reentry() => log_already(me),
             _ => {
                 log_can_lock(
                     self.target(),

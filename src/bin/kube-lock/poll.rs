@@ -10,7 +10,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use lockheed::{Holder, KubeLocker, Lock, LockGuard, Locker as _};
+use lockheed::backend::Backend as _;
+use lockheed::{Holder, KubeLocker, Lock, LockGuard};
 use tokio::time::Instant;
 
 use crate::args::Settings;

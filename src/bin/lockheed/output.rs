@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, Utc};
-use lockheed::{Holder, LockInfo};
+use lockheed::{Holder, LockInfo, LockKind};
 
 use crate::shared::duration;
 
@@ -84,11 +84,7 @@ pub(crate) fn print(text: &str) -> anyhow::Result<()> {
 
 /// The lock's kind for people: `mutex`, `semaphore`, `rwlock`, or `-` for a lock never taken.
 pub(crate) fn kind(lock: &LockInfo) -> &str {
-    if lock.kind.is_empty() {
-        "-"
-    } else {
-        &lock.kind
-    }
+    lock.kind.as_ref().map_or("-", LockKind::as_str)
 }
 
 /// The holders in one cell: `worker-1`, `2/3: job-1, job-2`, `shared: r1, r2 (+1 writer
@@ -109,10 +105,14 @@ pub(crate) fn holders_cell(lock: &LockInfo) -> String {
         "-".to_owned()
     } else {
         let names = names.join(", ");
-        match (lock.kind.as_str(), lock.max_holders) {
-            ("semaphore", Some(max)) => format!("{}/{max}: {names}", lock.holders.len()),
-            ("rwlock", _) if lock.holders.iter().all(|h| h.shared) => format!("shared: {names}"),
-            ("rwlock", _) => format!("exclusive: {names}"),
+        match (&lock.kind, lock.max_holders) {
+            (Some(LockKind::Semaphore), Some(max)) => {
+                format!("{}/{max}: {names}", lock.holders.len())
+            }
+            (Some(LockKind::ReadWrite), _) if lock.holders.iter().all(|h| h.shared) => {
+                format!("shared: {names}")
+            }
+            (Some(LockKind::ReadWrite), _) => format!("exclusive: {names}"),
             _ => names,
         }
     };
@@ -166,35 +166,6 @@ pub(crate) fn tags(lock: &LockInfo) -> String {
     } else {
         lock.tags.join(",")
     }
-}
-
-/// A holder in one line, for messages: `worker-1 (token 7, since 2026-11-23T09:59:30Z (30s
-/// ago), lease ends in 24s, reason "db restart")`.
-pub(crate) fn holder_line(holder: &Holder, now: DateTime<Utc>) -> String {
-    let mut parts = Vec::new();
-    if holder.waiting {
-        parts.push("a writer waiting for its turn".to_owned());
-    } else if holder.shared {
-        parts.push("shared".to_owned());
-    }
-    if let Some(token) = holder.token {
-        parts.push(format!("token {token}"));
-    }
-    if let Some(since) = holder.since {
-        parts.push(format!("since {}", moment(since, now)));
-    }
-    match holder.expires {
-        Some(at) if at <= now => parts.push(format!(
-            "lease ended {} ago",
-            duration::short((now - at).to_std().unwrap_or(Duration::ZERO))
-        )),
-        Some(at) => parts.push(format!("lease ends in {}", until(at, now))),
-        None => parts.push("no expiry".to_owned()),
-    }
-    if let Some(reason) = &holder.reason {
-        parts.push(format!("reason {reason:?}"));
-    }
-    format!("{} ({})", holder.id, parts.join(", "))
 }
 
 #[cfg(test)]
@@ -304,8 +275,8 @@ pub(crate) mod tests {
         let locks = fixtures().await;
         let holder = &named(&locks, "db").holders[0];
         assert_eq!(
-            holder_line(holder, now()),
-            "worker-1 (token 1, since 2026-11-23T09:59:30Z (20s ago), lease ends in 40s, \
+            holder.describe(now()),
+            "worker-1 (since 2026-11-23T09:59:30Z (20s ago), token 1, lease ends in 40s, \
              reason \"db restart\")"
         );
     }

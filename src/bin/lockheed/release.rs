@@ -58,7 +58,7 @@ pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow:
 fn report(name: &str, removed: &[Holder], now: DateTime<Utc>) -> String {
     let mut text = format!("Removed from lock {name:?}:\n");
     for holder in removed {
-        let _ = writeln!(text, "  {}", output::holder_line(holder, now));
+        let _ = writeln!(text, "  {}", holder.describe(now));
     }
     text
 }
@@ -75,7 +75,9 @@ mod tests {
         let text = report("gpu", &gpu.holders, now());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "Removed from lock \"gpu\":");
-        assert!(lines[1].starts_with("  job-1 (token 1, since "), "{text}");
-        assert!(lines[2].starts_with("  job-2 (token 2, since "), "{text}");
+        assert!(lines[1].starts_with("  job-1 (since "), "{text}");
+        assert!(lines[1].contains(" ago), token 1, "), "{text}");
+        assert!(lines[2].starts_with("  job-2 (since "), "{text}");
+        assert!(lines[2].contains(" ago), token 2, "), "{text}");
     }
 }

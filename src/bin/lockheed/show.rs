@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use lockheed::{Holder, LockInfo, Locker as _};
+use lockheed::{Holder, LockInfo, LockKind, Locker as _};
 
 use crate::args::{ClusterArgs, Format, ShowArgs};
 use crate::exit;
@@ -39,11 +39,11 @@ pub(crate) async fn show(cluster: &ClusterArgs, args: ShowArgs) -> anyhow::Resul
 fn describe(lock: &LockInfo, object: &str, now: DateTime<Utc>) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "Lock:           {} (ConfigMap {object})", lock.name);
-    let kind = match (lock.kind.as_str(), lock.max_holders) {
-        ("", _) => "- (never taken)".to_owned(),
-        ("semaphore", Some(max)) => format!("semaphore of {max}"),
-        ("rwlock", _) => "rwlock (shared/exclusive)".to_owned(),
-        (kind, _) => kind.to_owned(),
+    let kind = match (&lock.kind, lock.max_holders) {
+        (None, _) => "- (never taken)".to_owned(),
+        (Some(LockKind::Semaphore), Some(max)) => format!("semaphore of {max}"),
+        (Some(LockKind::ReadWrite), _) => "rwlock (shared/exclusive)".to_owned(),
+        (Some(kind), _) => kind.to_string(),
     };
     let _ = writeln!(text, "Kind:           {kind}");
     let tags = if lock.tags.is_empty() {
@@ -65,7 +65,11 @@ fn describe(lock: &LockInfo, object: &str, now: DateTime<Utc>) -> String {
         let _ = writeln!(text, "Holders:        none");
     } else {
         let _ = writeln!(text, "Holders:        {count}");
-        text.push_str(&holders(&lock.holders, lock.kind == "rwlock", now));
+        text.push_str(&holders(
+            &lock.holders,
+            lock.kind == Some(LockKind::ReadWrite),
+            now,
+        ));
     }
     if !lock.waiting_writers.is_empty() {
         let _ = writeln!(

@@ -39,15 +39,15 @@ fn draw(text: Option<String>) {
     *line = text;
 }
 
-/// Describes what a waiter waits for: `held by holder-1 (since 2018-08-19T19:14:24Z, reason
-/// "db restart"), 1/1 holders`.
+/// Describes what a waiter waits for: `held by holder-1 (since 2018-08-19T19:14:24Z (5s ago),
+/// reason "db restart"), 1/1 holders` (each holder as [`Holder::describe`] has it).
 pub(crate) fn describe(waiting: &Waiting, now: DateTime<Utc>) -> String {
     let mut text = String::from("held by ");
     for (i, holder) in waiting.holders.iter().enumerate() {
         if i > 0 {
             text.push_str(", ");
         }
-        text.push_str(&describe_holder(holder, now));
+        text.push_str(&holder.describe(now));
     }
     if waiting.holders.is_empty() {
         text.push_str("nobody visible");
@@ -57,37 +57,6 @@ pub(crate) fn describe(waiting: &Waiting, now: DateTime<Utc>) -> String {
         let _ = write!(text, ", {held}/{max} holders");
     }
     text
-}
-
-fn describe_holder(holder: &Holder, now: DateTime<Utc>) -> String {
-    let mut parts = Vec::new();
-    if holder.waiting {
-        parts.push("a writer waiting for its turn".to_owned());
-    } else if holder.shared {
-        parts.push("shared".to_owned());
-    }
-    if let Some(since) = holder.since {
-        parts.push(format!(
-            "since {}",
-            since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        ));
-    }
-    match holder.expires {
-        Some(expires) if !holder.waiting => {
-            let left = (expires - now).to_std().unwrap_or(Duration::ZERO);
-            parts.push(format!("lease ends in {}", super::duration::short(left)));
-        }
-        None if !holder.waiting => parts.push("no expiry".to_owned()),
-        _ => {}
-    }
-    if let Some(reason) = &holder.reason {
-        parts.push(format!("reason {reason:?}"));
-    }
-    if parts.is_empty() {
-        holder.id.clone()
-    } else {
-        format!("{} ({})", holder.id, parts.join(", "))
-    }
 }
 
 /// Reports a wait on stderr until dropped (or [`finish`](Self::finish)ed).
@@ -198,8 +167,8 @@ mod tests {
         let now: DateTime<Utc> = "2026-11-23T10:00:00Z".parse().unwrap();
         assert_eq!(
             describe(&seen_at(now).await, now),
-            "held by holder-1 (since 2026-11-23T09:59:30Z, lease ends in 30s, \
-             reason \"db restart\"), 1/1 holders"
+            "held by holder-1 (since 2026-11-23T09:59:30Z (30s ago), token 1, \
+             lease ends in 30s, reason \"db restart\"), 1/1 holders"
         );
     }
 }

@@ -64,7 +64,7 @@ async fn removes_a_holder_and_says_so() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines[0], "Removed from lock \"db\":", "{out:?}");
     assert!(
-        lines[1].starts_with("  worker-1 (token 1, since "),
+        lines[1].starts_with("  worker-1 (since ") && lines[1].contains(" ago), token 1, "),
         "{out:?}"
     );
     assert!(lines[1].ends_with(", reason \"backup\")"), "{out:?}");
@@ -90,8 +90,10 @@ async fn all_removes_every_holder() {
     }
     let out = cluster.run("lockheed", &["release", "gpu", "--all"]).await;
     assert_eq!(out.code(), Some(0), "{out:?}");
-    assert!(out.stdout.contains("\n  job-1 (token 1, "), "{out:?}");
-    assert!(out.stdout.contains("\n  job-2 (token 2, "), "{out:?}");
+    assert!(out.stdout.contains("\n  job-1 (since "), "{out:?}");
+    assert!(out.stdout.contains(" ago), token 1, "), "{out:?}");
+    assert!(out.stdout.contains("\n  job-2 (since "), "{out:?}");
+    assert!(out.stdout.contains(" ago), token 2, "), "{out:?}");
     assert!(!lock(&cluster, "gpu").await.is_held());
 
     let out = cluster.run("lockheed", &["release", "gpu", "--all"]).await;

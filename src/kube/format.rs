@@ -10,30 +10,20 @@ use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::keys::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY};
+use super::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_state_size};
+use crate::backend::{Record, Reservation};
 use crate::error::Error;
 use crate::gotime::GoTime;
-use crate::locker::{Record, Reservation};
-use crate::state::{Lease, LockState, SEMAPHORE};
+use crate::kind::SEMAPHORE;
+use crate::state::{Lease, LockState};
 
-/// The label on every lockheed lock's ConfigMap (Go lockheed lists locks with this selector).
-pub const LOCK_LABEL: &str = "lockheed/lock";
-/// The data key that holds a lockheed lock's state document.
-pub const STATE_KEY: &str = "lock";
-/// The annotation that keeps the fencing counter out of reach of Go clients, which drop the
-/// state keys they do not know when they rewrite it.
-pub const FENCING_ANNOTATION: &str = "lockheed/fencing-token";
-/// The annotation in which kube-lock keeps a semaphore.
-pub const KUBE_LOCK_ANNOTATION: &str = "kube-lock";
 const RESERVED_BY: &str = "reserved/by";
 const RESERVED_EXPIRES: &str = "reserved/expires";
-/// kube-apiserver's limit on a ConfigMap's data values.
-const MAX_DATA_BYTES: usize = 1024 * 1024;
-/// kube-apiserver's limit on all annotations of an object together (keys and values).
-const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 /// kube-lock's `date` layout: Go's `2006-01-02T15:04:05Z`, a literal `Z`.
 const KUBE_LOCK_DATE: &str = "%Y-%m-%dT%H:%M:%SZ";
 
-/// Which format a [`KubeLocker`](crate::KubeLocker) reads and writes.
+/// Which format a [`KubeLocker`](super::KubeLocker) reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
     /// Go lockheed's: `data["lock"]`, label `lockheed/lock`.
@@ -157,14 +147,7 @@ impl Format {
                     .filter(|(k, _)| *k != STATE_KEY)
                     .map(|(_, v)| v.len())
                     .sum();
-                let size = others + json.len();
-                if size > MAX_DATA_BYTES {
-                    return Err(Error::TooLarge {
-                        object: object.to_owned(),
-                        size,
-                        limit: MAX_DATA_BYTES,
-                    });
-                }
+                check_state_size(object, others + json.len(), MAX_DATA_BYTES)?;
                 data.insert(STATE_KEY.to_owned(), json);
                 cm.metadata
                     .labels
@@ -201,13 +184,7 @@ impl Format {
             .flatten()
             .map(|(k, v)| k.len() + v.len())
             .sum();
-        if size > MAX_ANNOTATION_BYTES {
-            return Err(Error::TooLarge {
-                object: object.to_owned(),
-                size,
-                limit: MAX_ANNOTATION_BYTES,
-            });
-        }
+        check_state_size(object, size, MAX_ANNOTATION_BYTES)?;
         Ok(cm)
     }
 }
@@ -235,7 +212,8 @@ fn decode_kube_lock(name: &str, json: &str) -> Result<LockState, String> {
             Some(GoTime::from(date.and_utc()))
         };
         let reason = (!entry.reason.is_empty()).then_some(entry.reason);
-        let mut lease = Lease::new(holder, GoTime::forever()).with_since(since, reason);
+        let mut lease = Lease::until(holder, GoTime::forever());
+        (lease.since, lease.reason) = (since, reason);
         lease.extra = entry.extra;
         leases.push(lease);
     }
@@ -260,7 +238,7 @@ fn encode_kube_lock(
             "kube-lock's format keeps only semaphores: take the lock with with_max_holders",
         ));
     }
-    if state.leases().values().any(|l| !l.expires().is_forever()) {
+    if state.leases.values().any(|l| !l.expires.is_forever()) {
         return Err(refuse(
             "kube-lock's holders never expire: take the lock with a zero duration",
         ));
@@ -282,7 +260,7 @@ fn encode_kube_lock(
             .values()
             .map(|lease| {
                 let date = lease
-                    .since()
+                    .since
                     .map(|since| kube_lock_date(since.to_utc()))
                     .unwrap_or_default();
                 let holder = KubeLockHolder {
@@ -326,9 +304,12 @@ mod tests {
             .decode("lock", "default/lock", cm(Some(json)))
             .unwrap();
         let lease = &record.state.leases()["holder-1"];
-        assert!(lease.expires().is_forever());
+        assert_eq!(lease.expires(), None);
         assert_eq!(lease.reason(), Some("db restart"));
-        assert_eq!(lease.since().unwrap().to_string(), "2018-08-19T19:14:24Z");
+        assert_eq!(
+            lease.since().unwrap().to_rfc3339(),
+            "2018-08-19T19:14:24+00:00"
+        );
         assert_eq!(record.state.max_holders(), 1);
         let written = Format::KubeLock
             .encode("lock", "default/lock", record.version, &record.state)
@@ -371,11 +352,8 @@ mod tests {
     fn kube_lock_refuses_what_it_cannot_store() {
         let mut mutex = LockState::empty("lock");
         mutex.lock_type = "mutex".into();
-        let mut expiring = LockState::semaphore(
-            "lock",
-            2,
-            [Lease::new("h", GoTime::from(DateTime::UNIX_EPOCH))],
-        );
+        let mut expiring =
+            LockState::semaphore("lock", 2, [Lease::new("h", Some(DateTime::UNIX_EPOCH))]);
         let mut tagged = LockState::semaphore("lock", 2, []);
         tagged.tags = vec!["t".into()];
         for state in [&mutex, &expiring, &tagged] {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::task::AbortHandle;
 
-use crate::locker::Record;
+use super::record::Record;
 
 /// What a feed knows about a lock.
 #[derive(Debug, Clone)]
@@ -112,7 +112,7 @@ impl<V> Publisher<V> {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::{Feeds, Snapshot};
+    /// use lockheed::backend::{Feeds, Snapshot};
     ///
     /// let feeds: Feeds<u64> = Feeds::new();
     /// let mut publisher = None;
@@ -136,7 +136,7 @@ impl<V> Publisher<V> {
 /// The feeds of one backend instance (and its clones), by lock name.
 ///
 /// A backend embeds one, returns [`Feeds::subscribe`] from
-/// [`Locker::changes`](crate::Locker::changes), and calls [`Feeds::publish`] when it learns of
+/// [`Backend::changes`](super::Backend::changes), and calls [`Feeds::publish`] when it learns of
 /// a change by itself.
 pub struct Feeds<V> {
     feeds: Arc<Mutex<HashMap<String, Weak<FeedShared<V>>>>>,
@@ -164,7 +164,7 @@ impl<V> Feeds<V> {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::Feeds;
+    /// use lockheed::backend::Feeds;
     ///
     /// let feeds: Feeds<u64> = Feeds::new();
     /// let changes = feeds.subscribe("jobs", |_| None);
@@ -197,7 +197,7 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::Feeds;
+    /// use lockheed::backend::Feeds;
     ///
     /// let feeds: Feeds<u64> = Feeds::new(); // `u64`: the backend's version type
     /// assert_eq!(feeds.active(), 0);
@@ -214,7 +214,7 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::Feeds;
+    /// use lockheed::backend::Feeds;
     ///
     /// let feeds: Feeds<u64> = Feeds::new();
     /// let mut starts = 0;
@@ -255,7 +255,7 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     /// # Examples
     ///
     /// ```
-    /// use lockheed::{Feeds, LockState, Record, Snapshot};
+    /// use lockheed::backend::{Feeds, LockState, Record, Snapshot};
     ///
     /// let feeds: Feeds<u64> = Feeds::new();
     /// let changes = feeds.subscribe("jobs", |_| None);

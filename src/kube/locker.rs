@@ -1,4 +1,4 @@
-//! [`KubeLocker`]: locks in ConfigMaps, in Go lockheed's format.
+//! [`KubeLocker`]: locks in ConfigMaps, in Go lockheed's format or kube-lock's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,16 +9,72 @@ use kube::runtime::WatchStreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+use super::format::Format;
+use super::keys::DEFAULT_PREFIX;
+use super::limits::check_name;
+use crate::backend::{Backend, Changes, Feeds, Publisher, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::feed::{Changes, Feeds, Publisher, Snapshot};
-use crate::kube_format::Format;
-use crate::locker::{Locker, Record, StoredStates, Written};
-use crate::names::dns1123_subdomain_errors;
 use crate::state::LockState;
 
-/// The default prefix of lock ConfigMap names.
-pub const DEFAULT_PREFIX: &str = "lockheed-";
+/// What a [`KubeLocker`]'s write compares against: the ConfigMap as it was read. The write
+/// carries its resourceVersion (a compare-and-swap) and keeps everything else it holds.
+#[derive(Debug, Clone)]
+pub struct ConfigMapVersion(Arc<ConfigMap>);
+
+impl ConfigMapVersion {
+    /// The resourceVersion the next write must find.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lockheed::backend::Backend;
+    /// use lockheed::{KubeLocker, Lock};
+    ///
+    /// let server = lockheed::testing::FakeApiServer::start().await?;
+    /// let locker = KubeLocker::new(server.client(), "default");
+    /// Lock::new("db", locker.clone()).try_acquire().await?.release().await?;
+    /// let record = locker.read("db").await?.unwrap();
+    /// assert!(record.version.resource_version().is_some());
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
+    /// ```
+    #[must_use]
+    pub fn resource_version(&self) -> Option<&str> {
+        self.0.metadata.resource_version.as_deref()
+    }
+
+    /// The ConfigMap as it was read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lockheed::backend::Backend;
+    /// use lockheed::{KubeLocker, Lock};
+    ///
+    /// let server = lockheed::testing::FakeApiServer::start().await?;
+    /// let locker = KubeLocker::new(server.client(), "default");
+    /// Lock::new("db", locker.clone()).try_acquire().await?.release().await?;
+    /// let record = locker.read("db").await?.unwrap();
+    /// assert_eq!(record.version.config_map().metadata.name.as_deref(), Some("lockheed-db"));
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
+    /// ```
+    #[must_use]
+    pub fn config_map(&self) -> &ConfigMap {
+        &self.0
+    }
+}
 
 /// Locks kept in ConfigMaps `lockheed-<name>` of one namespace, readable and writable by Go
 /// lockheed v0.5.3 clients at the same time.
@@ -52,7 +108,7 @@ pub const DEFAULT_PREFIX: &str = "lockheed-";
 ///
 /// RBAC: `get`, `create` and `update` on `configmaps`; `list` and `watch` to be woken by
 /// changes instead of polling (they may be restricted to the lock's name, as a field
-/// selector is used); `list` on all ConfigMaps for [`list`](Locker::list).
+/// selector is used); `list` on all ConfigMaps for [`list`](crate::Locker::list).
 ///
 /// # Examples
 ///
@@ -74,7 +130,7 @@ pub struct KubeLocker {
     namespace: String,
     prefix: String,
     clock: Arc<dyn Clock>,
-    feeds: Feeds<ConfigMap>,
+    feeds: Feeds<ConfigMapVersion>,
     /// Set once a watch was forbidden: waiters poll, and it has been said.
     watch_forbidden: Arc<AtomicBool>,
     format: Format,
@@ -134,7 +190,7 @@ impl KubeLocker {
     /// - only semaphores ([`Lock::with_max_holders`](crate::Lock::with_max_holders)) can be
     ///   kept, and **holders never expire**: take them with a zero
     ///   [duration](crate::Lock::with_duration), and remove them with
-    ///   [`release`](crate::LockGuard::release) or [`Locker::evict`] (kube-lock's `--unlock`).
+    ///   [`release`](crate::LockGuard::release) or [`Locker::evict`](crate::Locker::evict) (kube-lock's `--unlock`).
     ///   Other kinds, finite leases and tags are refused with [`Error::InvalidConfig`];
     /// - a missing ConfigMap is not created unless [`with_create`](Self::with_create) allows
     ///   it (kube-lock's `--create-configmap`): acquiring fails with [`Error::Missing`];
@@ -147,7 +203,7 @@ impl KubeLocker {
     /// resourceVersion read. A ConfigMap without the annotation is an empty semaphore whose
     /// capacity comes from the first caller; the stored `max` wins afterwards.
     ///
-    /// [`list`](Locker::list) returns the ConfigMaps of the namespace that carry the
+    /// [`list`](crate::Locker::list) returns the ConfigMaps of the namespace that carry the
     /// annotation (it needs `list` on all ConfigMaps).
     ///
     /// # Examples
@@ -225,7 +281,7 @@ impl KubeLocker {
     }
 
     /// Watches lock `name`'s ConfigMap and publishes what it sees, until nobody waits.
-    async fn observe(self, name: String, publisher: Publisher<ConfigMap>) {
+    async fn observe(self, name: String, publisher: Publisher<ConfigMapVersion>) {
         let object = self.object_name(&name);
         let mut stream = std::pin::pin!(
             kube::runtime::watcher::watch_object(self.api.clone(), &object).default_backoff()
@@ -352,8 +408,12 @@ impl KubeLocker {
         }
     }
 
-    fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMap>, Error> {
-        self.format.decode(name, &self.object(name), cm)
+    fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMapVersion>, Error> {
+        let record = self.format.decode(name, &self.object(name), cm)?;
+        Ok(
+            Record::new(record.state, ConfigMapVersion(Arc::new(record.version)))
+                .with_reservation(record.reservation),
+        )
     }
 
     fn encode(&self, name: &str, cm: ConfigMap, state: &LockState) -> Result<ConfigMap, Error> {
@@ -376,30 +436,18 @@ fn is_forbidden(err: &kube::runtime::watcher::Error) -> bool {
     }
 }
 
-impl Locker for KubeLocker {
-    type Version = ConfigMap;
+impl Backend for KubeLocker {
+    type Version = ConfigMapVersion;
 
     fn clock(&self) -> Arc<dyn Clock> {
         Arc::clone(&self.clock)
     }
 
     fn check_name(&self, name: &str) -> Result<(), Error> {
-        let object = self.object_name(name);
-        let problems = if name.is_empty() {
-            vec!["a lock name must not be empty".to_owned()]
-        } else {
-            dns1123_subdomain_errors(&object)
-        };
-        if let Some(problem) = problems.first() {
-            return Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason: format!("the ConfigMap name {object:?} is invalid: {problem}"),
-            });
-        }
-        Ok(())
+        check_name(&self.prefix, name)
     }
 
-    fn changes(&self, name: &str) -> Option<Changes<ConfigMap>> {
+    fn changes(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
         if self.watch_forbidden.load(Ordering::Relaxed) {
             return None;
         }
@@ -411,7 +459,7 @@ impl Locker for KubeLocker {
         }))
     }
 
-    async fn read(&self, name: &str) -> Result<Option<Record<ConfigMap>>, Error> {
+    async fn read(&self, name: &str) -> Result<Option<Record<ConfigMapVersion>>, Error> {
         let cm = self
             .api
             .get_opt(&self.object_name(name))
@@ -423,12 +471,12 @@ impl Locker for KubeLocker {
     async fn write(
         &self,
         name: &str,
-        expected: Option<&ConfigMap>,
+        expected: Option<&ConfigMapVersion>,
         state: &LockState,
-    ) -> Result<Written<ConfigMap>, Error> {
+    ) -> Result<Written<ConfigMapVersion>, Error> {
         let object_name = self.object_name(name);
         let result = if let Some(current) = expected {
-            let cm = self.encode(name, current.clone(), state)?;
+            let cm = self.encode(name, ConfigMap::clone(&current.0), state)?;
             self.api
                 .replace(&object_name, &PostParams::default(), &cm)
                 .await
@@ -448,7 +496,7 @@ impl Locker for KubeLocker {
             self.api.create(&PostParams::default(), &cm).await
         };
         match result {
-            Ok(stored) => Ok(Written::Stored(stored)),
+            Ok(stored) => Ok(Written::Stored(ConfigMapVersion(Arc::new(stored)))),
             // 409: changed (or created) meanwhile; 404: deleted meanwhile. Either way the
             // caller re-reads and decides again.
             Err(err) if is_status(&err, 409) || (expected.is_some() && is_status(&err, 404)) => {

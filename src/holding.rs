@@ -1,0 +1,196 @@
+//! What a [`LockGuard`](crate::LockGuard) holds: its acquisition, the state it last wrote, and
+//! the two writes it makes, renewing the lease and releasing it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, Decision, OnUnknown, Record, Start, compare_and_swap};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::gotime::GoTime;
+use crate::info::LockInfo;
+use crate::rules;
+use crate::settings::Settings;
+use crate::state::LockState;
+use crate::take::Acquired;
+
+/// The last state this holder wrote, and the version to compare against next.
+pub(crate) struct Held<V> {
+    pub(crate) version: V,
+    pub(crate) state: LockState,
+    pub(crate) expires: GoTime,
+}
+
+/// A held lock, shared by its guard and the guard's background task.
+pub(crate) struct Holding<L: Backend> {
+    pub(crate) settings: Settings,
+    pub(crate) token: u64,
+    /// The lock as this acquisition wrote it.
+    pub(crate) taken: LockInfo,
+    pub(crate) reentry: bool,
+    pub(crate) locker: L,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) held: Mutex<Held<L::Version>>,
+    /// When this holder stops trusting its lease, in Unix milliseconds (`i64::MAX`: never);
+    /// kept outside `held` so that `is_lost` can read it without waiting.
+    give_up_ms: AtomicI64,
+    /// Fires when the lock can no longer be trusted.
+    pub(crate) lost: CancellationToken,
+    /// Stops the background task.
+    pub(crate) stop: CancellationToken,
+}
+
+impl<L: Backend> Holding<L> {
+    pub(crate) fn new(settings: Settings, locker: L, acquired: Acquired<L::Version>) -> Self {
+        let clock = locker.clock();
+        Self {
+            token: acquired.token,
+            taken: LockInfo::from_state(&settings.name, &acquired.state, clock.now()),
+            reentry: acquired.reentry,
+            give_up_ms: AtomicI64::new(give_up_ms(acquired.expires, settings.duration)),
+            clock,
+            locker,
+            held: Mutex::new(Held {
+                version: acquired.version,
+                state: acquired.state,
+                expires: acquired.expires,
+            }),
+            lost: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            settings,
+        }
+    }
+
+    fn lost_error(&self) -> Error {
+        Error::Lost {
+            lock: self.settings.name.clone(),
+        }
+    }
+
+    /// The moment this holder stops trusting its lease (see [`give_up_ms`]).
+    pub(crate) fn give_up_at(&self) -> DateTime<Utc> {
+        let ms = self.give_up_ms.load(Ordering::Acquire);
+        DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// Whether the wall clock is past the moment this holder gives up its lease.
+    pub(crate) fn past_give_up(&self) -> bool {
+        let give_up = self.give_up_ms.load(Ordering::Acquire);
+        give_up != i64::MAX && self.clock.now().timestamp_millis() >= give_up
+    }
+
+    /// Fires `lost`, saying why.
+    pub(crate) fn lose(&self, why: &str) {
+        tracing::warn!(reason = why, "lock lost");
+        self.lost.cancel();
+    }
+
+    /// Extends this holder's lease once: one write when nothing changed, a read and a write
+    /// when something did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lost`] when the lease is gone; the backend's errors (a transient one leaves
+    /// the renewal's outcome unknown: the next renewal finds out).
+    pub(crate) async fn renew(&self) -> Result<(), Error> {
+        let settings = &self.settings;
+        let mut held = self.held.lock().await;
+        let known = Record::new(held.state.clone(), held.version.clone());
+        let decide = |record: Option<&Record<L::Version>>| {
+            let record = record.ok_or_else(|| self.lost_error())?;
+            let (state, expires) = rules::renew(
+                &settings.name,
+                &record.state,
+                &settings.holder,
+                self.token,
+                settings.duration,
+                self.clock.now(),
+            )?;
+            Ok(Decision::<_, Infallible>::Write {
+                state,
+                value: expires,
+                on_unknown: OnUnknown::nothing(),
+            })
+        };
+        let swapped = compare_and_swap(
+            &self.locker,
+            &settings.name,
+            Start::Known(Some(known)),
+            decide,
+        )
+        .await?;
+        let (version, state, expires) = match swapped.known()? {
+            Ok(stored) => stored,
+            Err(never) => match never {},
+        };
+        *held = Held {
+            version,
+            state,
+            expires,
+        };
+        self.give_up_ms
+            .store(give_up_ms(expires, settings.duration), Ordering::Release);
+        tracing::trace!(%expires, "lease renewed");
+        Ok(())
+    }
+
+    /// Removes this holder's lease and applies its tags.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Lost`] when the lease was already gone; the backend's errors.
+    pub(crate) async fn release(&self) -> Result<(), Error> {
+        let settings = &self.settings;
+        let held = self.held.lock().await;
+        let known = Record::new(held.state.clone(), held.version.clone());
+        let decide = |record: Option<&Record<L::Version>>| {
+            // Deleted by someone since this holder wrote it: nothing is held any more.
+            let Some(record) = record else {
+                return Ok(Decision::Done(()));
+            };
+            let state = rules::release(
+                &record.state,
+                &settings.holder,
+                self.token,
+                &settings.tags,
+                settings.reset_tags,
+            )
+            .ok_or_else(|| self.lost_error())?;
+            Ok(Decision::Write {
+                state,
+                value: (),
+                on_unknown: OnUnknown::nothing(),
+            })
+        };
+        let swapped = compare_and_swap(
+            &self.locker,
+            &settings.name,
+            Start::Known(Some(known)),
+            decide,
+        )
+        .await?;
+        if swapped.known()?.is_ok() {
+            tracing::debug!("lock released");
+        } else {
+            tracing::debug!("the lock was deleted: nothing is held");
+        }
+        Ok(())
+    }
+}
+
+/// The moment a holder stops trusting its lease that ends at `expires`, in Unix milliseconds:
+/// a tenth of the duration before it ends, so that `lost` fires before another holder can take
+/// the lock (`i64::MAX` for a lease without expiry).
+fn give_up_ms(expires: GoTime, duration: Duration) -> i64 {
+    if expires.is_forever() {
+        return i64::MAX;
+    }
+    let margin = i64::try_from((duration / 10).as_millis()).unwrap_or(i64::MAX);
+    expires.to_utc().timestamp_millis().saturating_sub(margin)
+}

@@ -1,0 +1,13 @@
+//! The names lockheed's and kube-lock's formats use in a ConfigMap.
+
+/// The default prefix of lock ConfigMap names ([`KubeLocker::with_prefix`](super::KubeLocker::with_prefix) changes it).
+pub const DEFAULT_PREFIX: &str = "lockheed-";
+/// The label on every lockheed lock's ConfigMap (Go lockheed lists locks with this selector).
+pub const LOCK_LABEL: &str = "lockheed/lock";
+/// The data key that holds a lockheed lock's state document.
+pub const STATE_KEY: &str = "lock";
+/// The annotation that keeps the fencing counter out of reach of Go clients, which drop the
+/// state keys they do not know when they rewrite it.
+pub const FENCING_ANNOTATION: &str = "lockheed/fencing-token";
+/// The annotation in which kube-lock keeps a semaphore.
+pub const KUBE_LOCK_ANNOTATION: &str = "kube-lock";

@@ -1,0 +1,31 @@
+//! Locks in Kubernetes ConfigMaps: [`KubeLocker`] (also at the crate root) and the names its
+//! formats use, for tools that read or select lock ConfigMaps themselves.
+//!
+//! Two formats are kept (see [`KubeLocker::new`] and [`KubeLocker::kube_lock`]):
+//!
+//! - Go lockheed's: the ConfigMap `lockheed-<name>` ([`DEFAULT_PREFIX`]), labelled
+//!   [`LOCK_LABEL`], its state a JSON document in `data[`[`STATE_KEY`]`]`;
+//! - the Go kube-lock tool's: a semaphore in the annotation [`KUBE_LOCK_ANNOTATION`] of a
+//!   ConfigMap of any name.
+//!
+//! Both keep the fencing counter in the annotation [`FENCING_ANNOTATION`] too.
+//!
+//! ```
+//! use lockheed::kube::{LOCK_LABEL, STATE_KEY};
+//!
+//! // Select lockheed's lock ConfigMaps yourself, as `kubectl get cm -l lockheed/lock` does.
+//! let params = kube::api::ListParams::default().labels(LOCK_LABEL);
+//! assert_eq!(params.label_selector.as_deref(), Some("lockheed/lock"));
+//! assert_eq!(STATE_KEY, "lock");
+//! ```
+
+mod format;
+mod keys;
+mod limits;
+mod locker;
+
+pub use self::keys::{
+    DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY,
+};
+pub(crate) use self::limits::{MAX_DATA_BYTES, check_name, check_state_size};
+pub use self::locker::{ConfigMapVersion, KubeLocker};
