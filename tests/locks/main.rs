@@ -2,6 +2,7 @@
 //! Kubernetes-specific tests (Go lockheed's formats, request counts, interoperation).
 #![cfg(feature = "testing")]
 
+mod bad_input;
 mod bounds;
 mod harness;
 mod kinds;
