@@ -50,6 +50,7 @@ mod access;
 mod faults;
 mod http;
 mod log;
+mod openapi;
 mod patch;
 mod protobuf;
 mod request;
