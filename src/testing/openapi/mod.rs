@@ -1055,6 +1055,81 @@ mod tests {
         );
     }
 
+    fn header<'a>(answer: &'a Answer, name: &str) -> Option<&'a str> {
+        answer
+            .headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn serving_negotiates_redirects_and_caches_like_kube_openapi() {
+        let r = registry();
+        let now = chrono::DateTime::UNIX_EPOCH;
+        let doc = Document::V3("api/v1");
+        let plain = serve(&r, doc, &Conditions::default(), now).unwrap();
+        assert_eq!(plain.status, 200);
+        let tag = etag(&plain.body);
+        assert_eq!(header(&plain, "etag"), Some(format!("\"{tag}\"").as_str()));
+        assert_eq!(header(&plain, "cache-control"), None, "no hash, no caching");
+
+        let hashed = Conditions {
+            hash: Some(&tag),
+            ..Conditions::default()
+        };
+        let cached = serve(&r, doc, &hashed, now).unwrap();
+        assert_eq!(header(&cached, "cache-control"), Some("public, immutable"));
+        assert_eq!(
+            header(&cached, "expires"),
+            Some("Fri, 01 Jan 1971 00:00:00 UTC")
+        );
+
+        let stale = Conditions {
+            hash: Some("0123"),
+            ..Conditions::default()
+        };
+        let moved = serve(&r, doc, &stale, now).unwrap();
+        assert_eq!(moved.status, 301);
+        assert_eq!(
+            header(&moved, "location"),
+            Some(format!("/openapi/v3/api/v1?hash={tag}").as_str())
+        );
+
+        let quoted = format!("\"{tag}\"");
+        let revalidate = Conditions {
+            if_none_match: Some(&quoted),
+            ..Conditions::default()
+        };
+        let not_modified = serve(&r, doc, &revalidate, now).unwrap();
+        assert_eq!((not_modified.status, not_modified.body.len()), (304, 0));
+
+        let protobuf = Conditions {
+            accept: "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+            ..Conditions::default()
+        };
+        assert_eq!(serve(&r, Document::V2, &protobuf, now).unwrap().status, 406);
+        let json_too = Conditions {
+            accept: "application/com.github.proto-openapi.spec.v2@v1.0+protobuf, application/json;q=0.5",
+            ..Conditions::default()
+        };
+        assert_eq!(serve(&r, Document::V2, &json_too, now).unwrap().status, 200);
+        let refused = Conditions {
+            accept: "application/json;q=0",
+            ..Conditions::default()
+        };
+        assert_eq!(serve(&r, Document::V2, &refused, now).unwrap().status, 406);
+        assert!(
+            serve(
+                &r,
+                Document::V3("apis/nope/v1"),
+                &Conditions::default(),
+                now
+            )
+            .is_none()
+        );
+    }
+
     #[test]
     fn etags_are_sha512_in_upper_case_hex() {
         assert_eq!(
