@@ -17,6 +17,7 @@
 //! literals of the `k8s-openapi` crate (generated from Kubernetes v1.33's OpenAPI document);
 //! the `x-kubernetes-*` extensions, which `k8s-openapi` does not carry, were added to match
 //! kube-apiserver's published documents (`api/openapi-spec/v3` in kubernetes/kubernetes).
+//! `extract_schemas.py` beside it regenerates the file from the `k8s-openapi` sources.
 //! `parameters.json` holds the query parameters' descriptions from the same documents.
 //! Paths and operations are generated below for each served resource, with kube-apiserver's
 //! operation ids, tags, parameters, `x-kubernetes-action` and `x-kubernetes-group-version-kind`.
