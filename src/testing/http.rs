@@ -1,6 +1,7 @@
 //! The HTTP side: one hyper connection per client connection, and the request handler that
 //! applies partitions, faults and access control before dispatching to the store.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -22,11 +23,12 @@ use super::Shared;
 use super::access::Verdict;
 use super::faults::{Outcome, PartitionKind};
 use super::log::{RequestRecord, Verb};
+use super::openapi::{self, fields};
 use super::request::{self, RequestInfo, ResourcePath, Route};
 use super::resources::Registry;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{PatchBody, Preconditions, Selectors};
+use super::store::{PatchBody, Preconditions, Selectors, Store};
 use super::watch::{self, Closers, WatchParams};
 
 /// The media type parameters of aggregated discovery, as clients ask for it in `Accept`.
@@ -305,11 +307,17 @@ async fn respond(
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
     let method = req.method().clone();
-    let aggregated = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|accept| accept.split(',').next())
+    let header_text = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let accept = header_text(header::ACCEPT).unwrap_or_default();
+    let if_none_match = header_text(header::IF_NONE_MATCH);
+    let aggregated = accept
+        .split(',')
+        .next()
         .is_some_and(|first| first.contains(AGGREGATED_DISCOVERY));
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
@@ -331,9 +339,12 @@ async fn respond(
         method,
         closer,
         aggregated,
+        accept,
+        if_none_match,
         query,
         content_type,
         body,
+        warnings: RefCell::default(),
     };
     let response = match dispatch(shared, route, &incoming) {
         Ok(Reply::Json(status, body)) => json_response(status, &body),
@@ -346,6 +357,15 @@ async fn respond(
             );
             response
         }
+        Ok(Reply::Document(answer)) => {
+            let mut response = Response::builder().status(answer.status);
+            for (name, value) in answer.headers {
+                response = response.header(name, value);
+            }
+            response
+                .body(ResponseBody::Full(Some(Bytes::from(answer.body))))
+                .expect("a valid response")
+        }
         Ok(Reply::Watch(rx)) => Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "application/json")
@@ -354,6 +374,12 @@ async fn respond(
             .expect("a valid response"),
         Err(err) => error_response(&err),
     };
+    let mut response = response;
+    for warning in incoming.warnings.take() {
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
     if !decision.latency_after.is_zero() {
         // Committed; the answer takes its time (the client may give up meanwhile).
         tokio::select! {
@@ -376,9 +402,15 @@ struct Accepted {
     closer: tokio::sync::watch::Receiver<u64>,
     /// The client prefers aggregated discovery (`apidiscovery.k8s.io/v2`).
     aggregated: bool,
+    /// The `Accept` header.
+    accept: String,
+    /// The `If-None-Match` header.
+    if_none_match: Option<String>,
     query: BTreeMap<String, String>,
     content_type: String,
     body: Bytes,
+    /// `Warning` headers of the answer (`299 - "..."`).
+    warnings: RefCell<Vec<String>>,
 }
 
 impl Accepted {
@@ -394,6 +426,34 @@ impl Accepted {
         }
         serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    }
+
+    /// The `fieldValidation` directive of a create, update or patch.
+    fn field_validation(&self, verb: Verb) -> Result<fields::Directive, ApiError> {
+        let options = match verb {
+            Verb::Create => "CreateOptions",
+            Verb::Update => "UpdateOptions",
+            Verb::Patch => "PatchOptions",
+            _ => return Ok(fields::Directive::Ignore),
+        };
+        fields::Directive::from_query(&self.query, options)
+    }
+
+    /// The body of a create or update after field validation (see [`fields::check_body`]).
+    fn validated(
+        &self,
+        rt: &super::resources::ResourceType,
+        body: Option<Value>,
+        directive: fields::Directive,
+    ) -> Result<Value, ApiError> {
+        let mut body = body.unwrap_or_default();
+        self.warn(&fields::check_body(rt, &mut body, directive)?);
+        Ok(body)
+    }
+
+    /// Adds a `Warning` header to the answer for each of these dropped fields.
+    fn warn(&self, unknown: &[String]) {
+        self.warnings.borrow_mut().extend(fields::warnings(unknown));
     }
 
     fn dry_run(&self) -> Result<bool, ApiError> {
@@ -420,6 +480,8 @@ enum Reply {
     Json(u16, Value),
     /// Aggregated discovery, with its own content type.
     Aggregated(Value),
+    /// An OpenAPI document (or a redirect, 304 or 406 about one).
+    Document(openapi::Answer),
     Watch(mpsc::Receiver<Bytes>),
 }
 
@@ -443,6 +505,23 @@ fn dispatch(shared: &Shared, route: &Route, incoming: &Accepted) -> Result<Reply
         Route::Resources { group, version } => {
             let list = shared.store().registry.api_resource_list(group, version);
             discovery(list.ok_or_else(ApiError::no_route)?)
+        }
+        Route::OpenApiV2 | Route::OpenApiV3 | Route::OpenApiV3Document(_) => {
+            discovery(Value::Null)?;
+            let doc = match route {
+                Route::OpenApiV2 => openapi::Document::V2,
+                Route::OpenApiV3Document(path) => openapi::Document::V3(path),
+                _ => openapi::Document::V3Discovery,
+            };
+            let conditions = openapi::Conditions {
+                accept: &incoming.accept,
+                hash: incoming.query.get("hash").map(String::as_str),
+                if_none_match: incoming.if_none_match.as_deref(),
+            };
+            let registry = shared.store().registry.clone();
+            openapi::serve(&registry, doc, &conditions, chrono::Utc::now())
+                .map(Reply::Document)
+                .ok_or_else(ApiError::no_route)
         }
         Route::Unknown => Err(ApiError::no_route()),
         Route::Resource(path) => resource(shared, path, incoming),
@@ -484,6 +563,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
             "Forbidden: may not be specified for non-apply patch",
         ));
     }
+    let directive = incoming.field_validation(verb)?;
     let ok = |v| Ok(Reply::Json(200, v));
     match verb {
         Verb::Get => ok(store.get(&rt, namespace, name)?),
@@ -509,18 +589,23 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         }
         Verb::Watch => start_watch(shared, store, &rt, path, incoming),
         Verb::Create => {
-            let created = store.create(&rt, namespace, body.unwrap_or_default(), dry_run)?;
-            Ok(Reply::Json(201, created))
+            let body = incoming.validated(&rt, body, directive)?;
+            Ok(Reply::Json(
+                201,
+                store.create(&rt, namespace, body, dry_run)?,
+            ))
         }
         Verb::Update => {
-            ok(store.update(&rt, namespace, name, body.unwrap_or_default(), dry_run)?)
+            let body = incoming.validated(&rt, body, directive)?;
+            ok(store.update(&rt, namespace, name, body, dry_run)?)
         }
         Verb::Patch => {
-            let body = patch_body(
+            let mut body = patch_body(
                 &incoming.content_type,
                 &incoming.query,
                 body.unwrap_or_default(),
             )?;
+            validate_patch(&mut store, &rt, namespace, name, &mut body, incoming)?;
             let existed = store.get(&rt, namespace, name).is_ok();
             let patched = store.patch(&rt, namespace, name, &body, dry_run)?;
             Ok(Reply::Json(if existed { 200 } else { 201 }, patched))
@@ -543,6 +628,51 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         )),
         Verb::Discovery => unreachable!("resource paths have resource verbs"),
     }
+}
+
+/// Field validation of a patch: server-side apply fails on any field the kind does not declare;
+/// other patches are tried without committing, and fields their result would gain that the kind
+/// does not declare fail a `Strict` patch, or are dropped (with a warning under `Warn`).
+fn validate_patch(
+    store: &mut Store,
+    rt: &super::resources::ResourceType,
+    namespace: &str,
+    name: &str,
+    body: &mut PatchBody,
+    incoming: &Accepted,
+) -> Result<(), ApiError> {
+    if let PatchBody::Apply { config, .. } = body {
+        return fields::apply_error(rt, namespace, name, config).map_or(Ok(()), Err);
+    }
+    let directive = incoming.field_validation(Verb::Patch)?;
+    // A patch that fails fails the same way when it is applied for real.
+    let Ok(result) = store.patch(rt, namespace, name, body, true) else {
+        return Ok(());
+    };
+    let unknown = fields::unknown_fields(rt, &result);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    if directive == fields::Directive::Strict {
+        return Err(fields::strict_patch_error(&unknown));
+    }
+    match body {
+        PatchBody::Merge(patch) => fields::prune(rt, patch, false),
+        PatchBody::Strategic(patch) => fields::prune(rt, patch, true),
+        PatchBody::Json(_) => {
+            // The operations may put the fields anywhere: send the pruned result instead, as
+            // the merge patch from the current object (the same lock is held throughout).
+            let mut pruned = result;
+            fields::prune(rt, &mut pruned, false);
+            let current = store.get(rt, namespace, name)?;
+            *body = PatchBody::Merge(fields::merge_diff(&current, &pruned));
+        }
+        PatchBody::Apply { .. } => {}
+    }
+    if directive == fields::Directive::Warn {
+        incoming.warn(&unknown);
+    }
+    Ok(())
 }
 
 /// Starts a watch: its events flow through a channel into the response body.

@@ -4,14 +4,18 @@
 //! under test uses an ordinary [`kube::Client`] (or `kubectl`) and cannot tell it from a
 //! cluster for what lock libraries use: get, list, watch, create, update, the four patch types
 //! and delete of namespaced objects, with kube-apiserver's optimistic concurrency, validation
-//! limits and error statuses. On top of that it offers what a real cluster cannot: fault
-//! injection, request counters, access control by token, and an injectable clock.
+//! limits and error statuses. It publishes the OpenAPI documents `kubectl` reads before it writes
+//! (`/openapi/v3` and its group-version documents, `/openapi/v2`), and honours the
+//! `fieldValidation` they advertise: unknown fields fail a `Strict` request (kubectl's default)
+//! and are dropped otherwise, with a `Warning` under `Warn`. On top of that it offers what a
+//! real cluster cannot: fault injection, request counters, access control by token, and an
+//! injectable clock.
 //!
 //! # What it does not emulate
 //!
 //! Nobody should rely on these by mistake:
 //!
-//! - admission (webhooks, quotas, limit ranges) and the `fieldValidation` parameter;
+//! - admission (webhooks, quotas, limit ranges);
 //! - finalizers and graceful deletion (a delete removes the object at once), garbage
 //!   collection by owner references, and namespace termination (a namespace is deleted at
 //!   once with its contents);
@@ -19,9 +23,14 @@
 //! - `managedFields`: server-side apply tracks which apply manager owns which field, enough
 //!   for conflicts, `force` and removal of fields a manager stops applying, but update and
 //!   patch take no ownership and nothing is shown in the object; `metadata.generation`;
-//! - table output (`kubectl get` prints its own columns), OpenAPI documents, protobuf other
-//!   than the ConfigMap and Namespace bodies `kubectl create` sends (answers are JSON), YAML
-//!   request bodies (send JSON, which is YAML too);
+//! - table output (`kubectl get` prints its own columns), protobuf other than the ConfigMap
+//!   and Namespace bodies `kubectl create` sends (answers are JSON, OpenAPI documents included:
+//!   a client that accepts only protobuf gets `406`), YAML request bodies (send JSON, which is
+//!   YAML too);
+//! - in the OpenAPI documents: the deprecated `/watch/` paths, and the documents of `/api`,
+//!   `/apis`, `/version` and of API groups; resources registered at run time are described like
+//!   custom resources that keep unknown fields, and are not validated; `fieldValidation` does
+//!   not detect duplicate fields (the last one wins);
 //! - authentication other than bearer tokens, and TLS;
 //! - consistent reads at a given `resourceVersion`: get and list always read the latest
 //!   state (pages of one list are consistent with each other).
@@ -50,6 +59,7 @@ mod access;
 mod faults;
 mod http;
 mod log;
+mod openapi;
 mod patch;
 mod protobuf;
 mod request;

@@ -44,6 +44,12 @@ pub(crate) enum Route {
         version: String,
     },
     Resource(ResourcePath),
+    /// `/openapi/v2`
+    OpenApiV2,
+    /// `/openapi/v3`
+    OpenApiV3,
+    /// `/openapi/v3/<api/v1 | apis/group/version>`
+    OpenApiV3Document(String),
     /// Anything else: 404.
     Unknown,
 }
@@ -55,6 +61,9 @@ impl Route {
             ["version"] => return Self::Version,
             ["api"] => return Self::CoreVersions,
             ["apis"] => return Self::Groups,
+            ["openapi", "v2"] => return Self::OpenApiV2,
+            ["openapi", "v3"] => return Self::OpenApiV3,
+            ["openapi", "v3", rest @ ..] => return Self::OpenApiV3Document(rest.join("/")),
             ["api", version, rest @ ..] => ("", *version, rest),
             ["apis", group, version, rest @ ..] => (*group, *version, rest),
             _ => return Self::Unknown,
@@ -197,7 +206,13 @@ mod tests {
             Route::parse("/api/v1/namespaces"),
             rp("", "namespaces", None, None)
         );
-        assert_eq!(Route::parse("/openapi/v2"), Route::Unknown);
+        assert_eq!(Route::parse("/openapi/v2"), Route::OpenApiV2);
+        assert_eq!(Route::parse("/openapi/v3/"), Route::OpenApiV3);
+        assert_eq!(
+            Route::parse("/openapi/v3/apis/coordination.k8s.io/v1"),
+            Route::OpenApiV3Document("apis/coordination.k8s.io/v1".into())
+        );
+        assert_eq!(Route::parse("/openapi/v1"), Route::Unknown);
     }
 
     #[test]

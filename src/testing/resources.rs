@@ -194,6 +194,11 @@ impl Registry {
         rt.clone()
     }
 
+    /// Every known type, served or guessed.
+    pub(crate) fn types(&self) -> impl Iterator<Item = &ResourceType> {
+        self.types.values()
+    }
+
     fn in_group_version<'a>(
         &'a self,
         group: &'a str,
