@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::backend::Start;
+use crate::backend::{Snapshot, Start};
 use crate::background::Background;
 use crate::condition::Condition;
 use crate::error::Error;
@@ -585,10 +585,21 @@ impl<L: Locker> Lock<L> {
         })
     }
 
-    /// One take: read, decide, compare-and-swap.
+    /// One take: read (or start from what the backend's watch knows), decide,
+    /// compare-and-swap. A lock that looks held in the watch's view is read before saying so:
+    /// the view may be a moment old.
     async fn attempt(&self) -> Result<LockGuard<L>, Error> {
         let settings = self.settings()?;
-        match take::take(&self.locker, &settings, Start::Read, None, false).await? {
+        let (start, from_view) = match self.locker.known(&self.name) {
+            Snapshot::Present(record) => (Start::Known(Some(record)), true),
+            Snapshot::Absent => (Start::Known(None), true),
+            _ => (Start::Read, false),
+        };
+        let mut taken = take::take(&self.locker, &settings, start, None, false).await?;
+        if from_view && matches!(taken, Taken::Busy(_)) {
+            taken = take::take(&self.locker, &settings, Start::Read, None, false).await?;
+        }
+        match taken {
             Taken::Acquired(acquired) => {
                 Ok(LockGuard::start(settings, self.locker.clone(), acquired))
             }

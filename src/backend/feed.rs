@@ -33,21 +33,89 @@ struct FeedShared<V> {
     tx: watch::Sender<Snapshot<V>>,
     /// The waiters of this lock in this process take turns: a fair (FIFO) queue.
     turn: Arc<tokio::sync::Mutex<()>>,
-    /// The backend's task that feeds it, stopped when the last waiter goes.
-    task: Mutex<Option<AbortHandle>>,
+    /// What feeds it (a task, a share of a watch), dropped when the last subscriber goes.
+    source: Mutex<Option<Source>>,
     registry: Weak<Mutex<HashMap<String, Weak<FeedShared<V>>>>>,
+}
+
+/// What keeps a feed's source running: a task that observes the lock, or a share of
+/// something that observes many locks (a watch of a whole namespace). It is dropped when the
+/// feed's last subscriber goes: a task is aborted, a share released.
+pub struct Source {
+    _alive: Box<dyn Send + Sync>,
+}
+
+impl Source {
+    /// A task that feeds one lock, aborted when nobody subscribes any more.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::backend::{Feeds, Snapshot, Source};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let changes = feeds.subscribe("jobs", |publisher| {
+    ///     let task = tokio::spawn(async move {
+    ///         publisher.publish(Snapshot::Absent); // then watch the store, publishing changes
+    ///     });
+    ///     Some(Source::task(task.abort_handle()))
+    /// });
+    /// # drop(changes);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn task(task: AbortHandle) -> Self {
+        struct Abort(AbortHandle);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        Self {
+            _alive: Box::new(Abort(task)),
+        }
+    }
+
+    /// Anything whose drop releases the source: a share of a watch that feeds many locks,
+    /// which stops when its last share is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lockheed::backend::{Feeds, Source};
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let namespace_watch = Arc::new("a watch of every lock"); // stops with its last Arc
+    /// let changes = feeds.subscribe("jobs", |_| Some(Source::share(Arc::clone(&namespace_watch))));
+    /// assert_eq!(Arc::strong_count(&namespace_watch), 2);
+    /// drop(changes);
+    /// assert_eq!(Arc::strong_count(&namespace_watch), 1);
+    /// ```
+    #[must_use]
+    pub fn share(share: impl Send + Sync + 'static) -> Self {
+        Self {
+            _alive: Box::new(share),
+        }
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Source")
+    }
 }
 
 impl<V> Drop for FeedShared<V> {
     fn drop(&mut self) {
-        if let Some(task) = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            task.abort();
-        }
+        drop(
+            self.source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         if let Some(registry) = self.registry.upgrade() {
             let mut feeds = registry.lock().unwrap_or_else(PoisonError::into_inner);
             if feeds.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
@@ -183,6 +251,55 @@ impl<V> Feeds<V> {
     }
 }
 
+impl<V> Feeds<V> {
+    /// The locks that have a feed now, by name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::backend::Feeds;
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let changes = feeds.subscribe("jobs", |_| None);
+    /// assert_eq!(feeds.subscribed(), ["jobs"]);
+    /// # drop(changes);
+    /// ```
+    #[must_use]
+    pub fn subscribed(&self) -> Vec<String> {
+        let feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = feeds
+            .iter()
+            .filter(|(_, w)| w.strong_count() > 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl<V> Feeds<V> {
+    /// Whether lock `name` has a feed now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::backend::Feeds;
+    ///
+    /// let feeds: Feeds<u64> = Feeds::new();
+    /// let changes = feeds.subscribe("jobs", |_| None);
+    /// assert!(feeds.is_subscribed("jobs") && !feeds.is_subscribed("other"));
+    /// # drop(changes);
+    /// ```
+    #[must_use]
+    pub fn is_subscribed(&self, name: &str) -> bool {
+        self.feeds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .is_some_and(|w| w.strong_count() > 0)
+    }
+}
+
 impl<V> fmt::Debug for Feeds<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Feeds")
@@ -208,8 +325,8 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     }
 
     /// Subscribes to lock `name`. The first subscriber creates the feed and calls `start`
-    /// with its publisher; `start` may spawn a task that observes the lock and return its
-    /// handle, which is aborted when the last subscriber goes.
+    /// with its publisher; `start` may start what observes the lock and return it as a
+    /// [`Source`], which is dropped when the last subscriber goes.
     ///
     /// # Examples
     ///
@@ -226,7 +343,7 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     pub fn subscribe(
         &self,
         name: &str,
-        start: impl FnOnce(Publisher<V>) -> Option<AbortHandle>,
+        start: impl FnOnce(Publisher<V>) -> Option<Source>,
     ) -> Changes<V> {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(shared) = feeds.get(name).and_then(Weak::upgrade) {
@@ -238,15 +355,15 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
             name: name.to_owned(),
             tx,
             turn: Arc::default(),
-            task: Mutex::new(None),
+            source: Mutex::new(None),
             registry: Arc::downgrade(&self.feeds),
         });
         feeds.insert(name.to_owned(), Arc::downgrade(&shared));
         drop(feeds);
-        let task = start(Publisher {
+        let source = start(Publisher {
             shared: Arc::downgrade(&shared),
         });
-        *shared.task.lock().unwrap_or_else(PoisonError::into_inner) = task;
+        *shared.source.lock().unwrap_or_else(PoisonError::into_inner) = source;
         Changes { shared, rx }
     }
 
@@ -321,7 +438,7 @@ mod tests {
                 }
                 std::future::pending::<()>().await;
             });
-            Some(task.abort_handle())
+            Some(Source::task(task.abort_handle()))
         });
         drop(changes);
         // Aborted (or it noticed): the sender half is dropped either way.

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 
-use super::feed::Changes;
+use super::feed::{Changes, Snapshot};
 use super::record::{Record, StoredStates, Written};
 use crate::clock::Clock;
 use crate::error::Error;
@@ -143,6 +143,15 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
     ///
     /// When the backend cannot be listed at all.
     fn read_all(&self) -> impl Future<Output = Result<StoredStates, Error>> + Send;
+
+    /// What the backend knows of lock `name` without a request, from a watch it runs anyway
+    /// ([`Snapshot::Unknown`] when it knows nothing). A single attempt to take the lock starts
+    /// from this instead of reading; the compare-and-swap catches a view that was stale.
+    /// Default: [`Snapshot::Unknown`].
+    fn known(&self, name: &str) -> Snapshot<Self::Version> {
+        let _ = name;
+        Snapshot::Unknown
+    }
 
     /// A feed of the changes of lock `name`, shared by every waiter and holder of that lock in
     /// this process (see [`Feeds`](super::Feeds)); `None` when the backend cannot notify, and

@@ -1,10 +1,6 @@
 //! [`KubeLocker`]: locks in ConfigMaps, in Go lockheed's format or kube-lock's.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use futures::StreamExt;
-use kube::runtime::WatchStreamExt;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -12,7 +8,8 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use super::format::Format;
 use super::keys::DEFAULT_PREFIX;
 use super::limits::check_name;
-use crate::backend::{Backend, Changes, Feeds, Publisher, Record, Snapshot, StoredStates, Written};
+use super::watch::Watches;
+use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::state::LockState;
@@ -102,13 +99,19 @@ impl ConfigMapVersion {
 /// are lower than those it has seen) until the counter passes the old one, which fails safe
 /// but stalls: do not delete the ConfigMaps of locks whose tokens are in use.
 ///
-/// Waiters of a lock are woken by a watch of its ConfigMap, one watch per lock for all the
-/// waiters of this locker and its clones. If the watch is forbidden, they poll instead (and a
-/// warning says so, once).
+/// Waiters are woken, and held locks without expiry watched, by one watch of the namespace's
+/// lock ConfigMaps (their label), shared by every lock of this locker and its clones while any
+/// lock has waiters or such holders: 10,000 locks cost one watch. It also keeps each lock's
+/// latest state, so that a [`try_acquire`](crate::Lock::try_acquire) while it runs needs one
+/// write and no read. If the namespace-wide watch is forbidden (RBAC restricted to some
+/// `resourceNames`), each lock's ConfigMap is watched alone; if that is forbidden too, waiters
+/// poll (and a warning says so, once). Locks in [kube-lock's format](Self::kube_lock), which
+/// carry no label, are always watched one by one.
 ///
 /// RBAC: `get`, `create` and `update` on `configmaps`; `list` and `watch` to be woken by
-/// changes instead of polling (they may be restricted to the lock's name, as a field
-/// selector is used); `list` on all ConfigMaps for [`list`](crate::Locker::list).
+/// changes instead of polling (on all ConfigMaps for the namespace watch; restricted to the
+/// locks' names, they still allow one watch per lock); `list` on all ConfigMaps for
+/// [`list`](crate::Locker::list).
 ///
 /// # Examples
 ///
@@ -130,9 +133,8 @@ pub struct KubeLocker {
     namespace: String,
     prefix: String,
     clock: Arc<dyn Clock>,
-    feeds: Feeds<ConfigMapVersion>,
-    /// Set once a watch was forbidden: waiters poll, and it has been said.
-    watch_forbidden: Arc<AtomicBool>,
+    /// The watch shared by every waiter and held lock of this locker and its clones.
+    watches: Watches,
     format: Format,
     /// Whether a missing ConfigMap may be created.
     create: bool,
@@ -174,8 +176,7 @@ impl KubeLocker {
             namespace,
             prefix: DEFAULT_PREFIX.to_owned(),
             clock: Arc::new(SystemClock),
-            feeds: Feeds::new(),
-            watch_forbidden: Arc::default(),
+            watches: Watches::new(true),
             format: Format::Lockheed,
             create: true,
         }
@@ -232,6 +233,8 @@ impl KubeLocker {
             prefix: String::new(),
             format: Format::KubeLock,
             create: false,
+            // kube-lock labels nothing: its ConfigMaps are watched one by one.
+            watches: Watches::new(false),
             ..Self::new(client, namespace)
         }
     }
@@ -255,8 +258,10 @@ impl KubeLocker {
         self
     }
 
-    /// How many locks this locker (and its clones) watch now: one per lock with waiters or
-    /// with a held lease without expiry (which its guard watches instead of renewing).
+    /// How many watches this locker (and its clones) have open now: one for the whole
+    /// namespace while any lock has waiters or a held lease without expiry (which its guard
+    /// watches instead of renewing); one per such lock where the namespace watch is forbidden
+    /// or for kube-lock's format; none when nothing waits.
     ///
     /// # Examples
     ///
@@ -269,7 +274,7 @@ impl KubeLocker {
     /// let held = Lock::new("db", locker.clone()).acquire().await?;
     /// let waiter = Lock::new("db", locker.clone());
     /// let waiting = tokio::spawn(async move { waiter.acquire().await });
-    /// // While someone waits for "db", this process watches its ConfigMap, once.
+    /// // While someone waits for "db", this process watches the namespace's locks, once.
     /// assert!(locker.active_watches() <= 1);
     /// # drop((held, waiting));
     /// # Ok(())
@@ -277,43 +282,7 @@ impl KubeLocker {
     /// ```
     #[must_use]
     pub fn active_watches(&self) -> usize {
-        self.feeds.active()
-    }
-
-    /// Watches lock `name`'s ConfigMap and publishes what it sees, until nobody waits.
-    async fn observe(self, name: String, publisher: Publisher<ConfigMapVersion>) {
-        let object = self.object_name(&name);
-        let mut stream = std::pin::pin!(
-            kube::runtime::watcher::watch_object(self.api.clone(), &object).default_backoff()
-        );
-        while let Some(item) = stream.next().await {
-            let snapshot = match item {
-                Ok(Some(cm)) => self
-                    .decode(&name, cm)
-                    .map_or(Snapshot::Unknown, Snapshot::Present),
-                Ok(None) => Snapshot::Absent,
-                Err(err) if is_forbidden(&err) => {
-                    if !self.watch_forbidden.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            lock = %name, error = %err,
-                            "cannot watch lock ConfigMaps (RBAC needs list and watch on configmaps); \
-                             waiters poll instead"
-                        );
-                    }
-                    publisher.publish(Snapshot::Unavailable);
-                    return;
-                }
-                // The watcher resumes by itself (relisting after a 410), with backoff; until
-                // then waiters keep what they know, and the relist tells them what changed.
-                Err(err) => {
-                    tracing::debug!(lock = %name, error = %err, "watch of the lock interrupted");
-                    continue;
-                }
-            };
-            if !publisher.publish(snapshot) {
-                return;
-            }
-        }
+        self.watches.active()
     }
 
     /// Names lock ConfigMaps `<prefix><name>` instead of `lockheed-<name>`. Go lockheed
@@ -408,7 +377,19 @@ impl KubeLocker {
         }
     }
 
-    fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMapVersion>, Error> {
+    pub(super) fn api(&self) -> &Api<ConfigMap> {
+        &self.api
+    }
+
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(super) fn decode(
+        &self,
+        name: &str,
+        cm: ConfigMap,
+    ) -> Result<Record<ConfigMapVersion>, Error> {
         let record = self.format.decode(name, &self.object(name), cm)?;
         Ok(
             Record::new(record.state, ConfigMapVersion(Arc::new(record.version)))
@@ -425,17 +406,6 @@ fn is_status(err: &kube::Error, code: u16) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == code)
 }
 
-fn is_forbidden(err: &kube::runtime::watcher::Error) -> bool {
-    use kube::runtime::watcher::Error as W;
-    match err {
-        W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => {
-            is_status(e, 403) || is_status(e, 401)
-        }
-        W::WatchError(status) => status.code == 403,
-        W::NoResourceVersion => false,
-    }
-}
-
 impl Backend for KubeLocker {
     type Version = ConfigMapVersion;
 
@@ -448,15 +418,11 @@ impl Backend for KubeLocker {
     }
 
     fn changes(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
-        if self.watch_forbidden.load(Ordering::Relaxed) {
-            return None;
-        }
-        let locker = self.clone();
-        let lock = name.to_owned();
-        Some(self.feeds.subscribe(name, move |publisher| {
-            let task = tokio::spawn(locker.observe(lock, publisher));
-            Some(task.abort_handle())
-        }))
+        self.watches.changes(self, name)
+    }
+
+    fn known(&self, name: &str) -> Snapshot<ConfigMapVersion> {
+        self.watches.known(name)
     }
 
     async fn read(&self, name: &str) -> Result<Option<Record<ConfigMapVersion>>, Error> {
@@ -465,7 +431,9 @@ impl Backend for KubeLocker {
             .get_opt(&self.object_name(name))
             .await
             .map_err(|e| self.kube_error(name, e))?;
-        cm.map(|cm| self.decode(name, cm)).transpose()
+        let record = cm.map(|cm| self.decode(name, cm)).transpose()?;
+        self.watches.read(name, record.as_ref());
+        Ok(record)
     }
 
     async fn write(
@@ -496,7 +464,13 @@ impl Backend for KubeLocker {
             self.api.create(&PostParams::default(), &cm).await
         };
         match result {
-            Ok(stored) => Ok(Written::Stored(ConfigMapVersion(Arc::new(stored)))),
+            Ok(stored) => {
+                // Tell this process's waiters and watchers at once, ahead of the watch.
+                if let Ok(record) = self.decode(name, stored.clone()) {
+                    self.watches.saw(name, &record);
+                }
+                Ok(Written::Stored(ConfigMapVersion(Arc::new(stored))))
+            }
             // 409: changed (or created) meanwhile; 404: deleted meanwhile. Either way the
             // caller re-reads and decides again.
             Err(err) if is_status(&err, 409) || (expected.is_some() && is_status(&err, 404)) => {

@@ -23,6 +23,7 @@ mod format;
 mod keys;
 mod limits;
 mod locker;
+mod watch;
 
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY,

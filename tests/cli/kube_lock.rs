@@ -340,6 +340,38 @@ async fn max_holders_3_admits_three() {
     );
 }
 
+/// A first attempt reads the ConfigMap once (for its messages and to find a current holder)
+/// and the library starts from that read: GET + POST to create, GET + PUT to join.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_attempt_is_one_read_and_one_write() {
+    let cluster = Cluster::start().await;
+    for (holder, write) in [("a", Verb::Create), ("b", Verb::Update)] {
+        cluster.server.reset_counters();
+        let args = [
+            "--holder-name",
+            holder,
+            "--create-configmap",
+            "--max-holders",
+            "2",
+            "--run-once",
+        ];
+        assert_eq!(
+            kube_lock(&cluster, "counted", &args).await.status.code(),
+            Some(0)
+        );
+        let counts = cluster.server.counts();
+        assert_eq!(
+            (
+                counts.get(Verb::Get),
+                counts.get(write),
+                counts.api_requests()
+            ),
+            (1, 1, 2),
+            "{holder}: {counts:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stored_max_wins() {
     let cluster = Cluster::start().await;

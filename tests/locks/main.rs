@@ -12,3 +12,4 @@ mod kube_requests;
 mod suite;
 mod unexpiring;
 mod waiting;
+mod watches;
