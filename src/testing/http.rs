@@ -305,6 +305,12 @@ async fn respond(
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
     let method = req.method().clone();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let aggregated = req
         .headers()
         .get(header::ACCEPT)
@@ -333,6 +339,7 @@ async fn respond(
         aggregated,
         query,
         content_type,
+        user_agent,
         body,
     };
     let response = match dispatch(shared, route, &incoming) {
@@ -378,6 +385,8 @@ struct Accepted {
     aggregated: bool,
     query: BTreeMap<String, String>,
     content_type: String,
+    /// Names the field manager of writes without a `fieldManager` parameter.
+    user_agent: String,
     body: Bytes,
 }
 
@@ -484,6 +493,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
             "Forbidden: may not be specified for non-apply patch",
         ));
     }
+    let manager = request::field_manager(verb, &incoming.query, &incoming.user_agent)?;
     let ok = |v| Ok(Reply::Json(200, v));
     match verb {
         Verb::Get => ok(store.get(&rt, namespace, name)?),
@@ -509,12 +519,18 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         }
         Verb::Watch => start_watch(shared, store, &rt, path, incoming),
         Verb::Create => {
-            let created = store.create(&rt, namespace, body.unwrap_or_default(), dry_run)?;
+            let created =
+                store.create(&rt, namespace, body.unwrap_or_default(), &manager, dry_run)?;
             Ok(Reply::Json(201, created))
         }
-        Verb::Update => {
-            ok(store.update(&rt, namespace, name, body.unwrap_or_default(), dry_run)?)
-        }
+        Verb::Update => ok(store.update(
+            &rt,
+            namespace,
+            name,
+            body.unwrap_or_default(),
+            &manager,
+            dry_run,
+        )?),
         Verb::Patch => {
             let body = patch_body(
                 &incoming.content_type,
@@ -522,7 +538,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
                 body.unwrap_or_default(),
             )?;
             let existed = store.get(&rt, namespace, name).is_ok();
-            let patched = store.patch(&rt, namespace, name, &body, dry_run)?;
+            let patched = store.patch(&rt, namespace, name, &body, &manager, dry_run)?;
             Ok(Reply::Json(if existed { 200 } else { 201 }, patched))
         }
         Verb::Delete => {

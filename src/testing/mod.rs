@@ -3,9 +3,10 @@
 //! [`FakeApiServer`] speaks the Kubernetes REST API over real HTTP on `127.0.0.1`, so the code
 //! under test uses an ordinary [`kube::Client`] (or `kubectl`) and cannot tell it from a
 //! cluster for what lock libraries use: get, list, watch, create, update, the four patch types
-//! and delete of namespaced objects, with kube-apiserver's optimistic concurrency, validation
-//! limits and error statuses. On top of that it offers what a real cluster cannot: fault
-//! injection, request counters, access control by token, and an injectable clock.
+//! and delete of namespaced objects, with kube-apiserver's optimistic concurrency, field
+//! ownership (`managedFields`, apply conflicts), validation limits and error statuses. On top
+//! of that it offers what a real cluster cannot: fault injection, request counters, access
+//! control by token, and an injectable clock.
 //!
 //! # What it does not emulate
 //!
@@ -16,9 +17,10 @@
 //!   collection by owner references, and namespace termination (a namespace is deleted at
 //!   once with its contents);
 //! - subresources (`/status`, `/scale`: 404) and the legacy `/api/v1/watch/...` paths;
-//! - `managedFields`: server-side apply tracks which apply manager owns which field, enough
-//!   for conflicts, `force` and removal of fields a manager stops applying, but update and
-//!   patch take no ownership and nothing is shown in the object; `metadata.generation`;
+//! - schemas: every object is a map of fields and every list is atomic (apply and
+//!   `managedFields` merge only `metadata.finalizers` and `metadata.ownerReferences` by item,
+//!   strategic merge patches replace lists whole); no defaulting, no `metadata.generation`,
+//!   and server-side apply leaves kubectl's `last-applied-configuration` annotation alone;
 //! - table output (`kubectl get` prints its own columns), OpenAPI documents, protobuf other
 //!   than the ConfigMap and Namespace bodies `kubectl create` sends (answers are JSON), YAML
 //!   request bodies (send JSON, which is YAML too);
@@ -50,6 +52,7 @@ mod access;
 mod faults;
 mod http;
 mod log;
+mod managed;
 mod patch;
 mod protobuf;
 mod request;

@@ -11,6 +11,7 @@ mod discovery;
 mod faults;
 mod kubectl;
 mod observe;
+mod ownership;
 mod patch;
 mod validation;
 mod watch;
