@@ -1,28 +1,13 @@
 //! The patch types kube-apiserver accepts besides apply (see `managed`): JSON merge patch
-//! (RFC 7386), strategic merge patch (with map semantics, which is all ConfigMaps and Leases
-//! need) and JSON patch (RFC 6902).
+//! (RFC 7386) and JSON patch (RFC 6902) from the `json-patch` crate, and strategic merge patch
+//! (with map semantics, which is all ConfigMaps and Leases need), which is ours.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
 pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(target) = target else {
-        unreachable!("made an object above")
-    };
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
+    json_patch::merge(target, patch);
 }
 
 /// Strategic merge patch with map semantics: like [`merge_patch`], plus the `$patch: replace`
@@ -90,145 +75,17 @@ pub(crate) enum JsonPatchError {
     Failed(String),
 }
 
-/// RFC 6902: `add`, `remove`, `replace`, `move`, `copy` and `test`, applied in order to a copy;
-/// the target is only changed when every operation succeeds.
+/// RFC 6902 with the `json-patch` crate: the operations apply in order to a copy, and
+/// `target` only changes when every one succeeds.
 pub(crate) fn json_patch(target: &Value, ops: &Value) -> Result<Value, JsonPatchError> {
-    let ops = ops.as_array().ok_or_else(|| {
-        JsonPatchError::Malformed("a JSON patch must be a list of operations".into())
-    })?;
+    let ops = json_patch::Patch::deserialize(ops)
+        .map_err(|e| JsonPatchError::Malformed(format!("invalid JSON patch: {e}")))?;
     let mut doc = target.clone();
-    for (i, op) in ops.iter().enumerate() {
-        let field = |name: &str| {
-            op.get(name).and_then(Value::as_str).ok_or_else(|| {
-                JsonPatchError::Malformed(format!("operation {i} has no string \"{name}\""))
-            })
-        };
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| JsonPatchError::Malformed(format!("operation {i} has no \"value\"")))
-        };
-        let kind = field("op")?;
-        let path = parse_pointer(field("path")?)?;
-        match kind {
-            "add" => add(&mut doc, &path, value()?)?,
-            "remove" => {
-                remove(&mut doc, &path)?;
-            }
-            "replace" => {
-                remove(&mut doc, &path)?;
-                add(&mut doc, &path, value()?)?;
-            }
-            "move" => {
-                let from = parse_pointer(field("from")?)?;
-                let moved = remove(&mut doc, &from)?;
-                add(&mut doc, &path, moved)?;
-            }
-            "copy" => {
-                let from = parse_pointer(field("from")?)?;
-                let copied = get(&doc, &from).cloned().ok_or_else(|| missing(&from))?;
-                add(&mut doc, &path, copied)?;
-            }
-            "test" => {
-                let expected = value()?;
-                let actual = get(&doc, &path).ok_or_else(|| missing(&path))?;
-                if *actual != expected {
-                    return Err(JsonPatchError::Failed(format!(
-                        "testing value /{} failed",
-                        path.join("/")
-                    )));
-                }
-            }
-            other => {
-                return Err(JsonPatchError::Malformed(format!(
-                    "unexpected kind of operation: {other}"
-                )));
-            }
-        }
-    }
+    // `patch_unsafe` on a copy: the crate's `patch` undoes a failed patch in place and panics
+    // if it cannot, and a copy needs no undoing.
+    json_patch::patch_unsafe(&mut doc, &ops.0)
+        .map_err(|e| JsonPatchError::Failed(e.to_string()))?;
     Ok(doc)
-}
-
-fn missing(path: &[String]) -> JsonPatchError {
-    JsonPatchError::Failed(format!(
-        "doc is missing path: \"/{}\": missing value",
-        path.join("/")
-    ))
-}
-
-fn parse_pointer(pointer: &str) -> Result<Vec<String>, JsonPatchError> {
-    if pointer.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rest = pointer.strip_prefix('/').ok_or_else(|| {
-        JsonPatchError::Malformed(format!("a JSON pointer must start with '/': {pointer:?}"))
-    })?;
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
-}
-
-fn get<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(doc, |v, token| match v {
-        Value::Object(m) => m.get(token),
-        Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
-}
-
-fn parent<'a>(doc: &'a mut Value, path: &[String]) -> Result<&'a mut Value, JsonPatchError> {
-    let parent_path = &path[..path.len() - 1];
-    let mut current = doc;
-    for token in parent_path {
-        current = match current {
-            Value::Object(m) => m.get_mut(token),
-            Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
-            _ => None,
-        }
-        .ok_or_else(|| missing(parent_path))?;
-    }
-    Ok(current)
-}
-
-fn add(doc: &mut Value, path: &[String], value: Value) -> Result<(), JsonPatchError> {
-    let Some(last) = path.last() else {
-        *doc = value;
-        return Ok(());
-    };
-    match parent(doc, path)? {
-        Value::Object(m) => {
-            m.insert(last.clone(), value);
-            Ok(())
-        }
-        Value::Array(a) => {
-            let index = if last == "-" {
-                a.len()
-            } else {
-                last.parse::<usize>()
-                    .ok()
-                    .filter(|&i| i <= a.len())
-                    .ok_or_else(|| JsonPatchError::Failed(format!("index out of bounds: {last}")))?
-            };
-            a.insert(index, value);
-            Ok(())
-        }
-        _ => Err(missing(path)),
-    }
-}
-
-fn remove(doc: &mut Value, path: &[String]) -> Result<Value, JsonPatchError> {
-    let Some(last) = path.last() else {
-        return Ok(std::mem::take(doc));
-    };
-    match parent(doc, path)? {
-        Value::Object(m) => m.remove(last).ok_or_else(|| missing(path)),
-        Value::Array(a) => match last.parse::<usize>() {
-            Ok(i) if i < a.len() => Ok(a.remove(i)),
-            _ => Err(missing(path)),
-        },
-        _ => Err(missing(path)),
-    }
 }
 
 #[cfg(test)]
@@ -289,5 +146,9 @@ mod tests {
         assert!(matches!(err, Err(JsonPatchError::Failed(_))));
         let err = json_patch(&doc, &json!({"op": "add"}));
         assert!(matches!(err, Err(JsonPatchError::Malformed(_))));
+        let err = json_patch(&doc, &json!([{"op": "frobnicate", "path": "/a"}]));
+        assert!(matches!(err, Err(JsonPatchError::Malformed(_))));
+        let err = json_patch(&doc, &json!([{"op": "add", "path": "/a"}]));
+        assert!(matches!(err, Err(JsonPatchError::Malformed(_))), "no value");
     }
 }
