@@ -10,6 +10,7 @@ mod crud;
 mod discovery;
 mod faults;
 mod kubectl;
+mod lease_manager;
 mod observe;
 mod ownership;
 mod patch;
