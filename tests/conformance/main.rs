@@ -14,5 +14,6 @@ mod lease_manager;
 mod observe;
 mod ownership;
 mod patch;
+mod reflector;
 mod validation;
 mod watch;
