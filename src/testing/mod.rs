@@ -17,10 +17,10 @@
 //!   collection by owner references, and namespace termination (a namespace is deleted at
 //!   once with its contents);
 //! - subresources (`/status`, `/scale`: 404) and the legacy `/api/v1/watch/...` paths;
-//! - schemas: every object is a map of fields and every list is atomic (apply and
-//!   `managedFields` merge only `metadata.finalizers` and `metadata.ownerReferences` by item,
-//!   strategic merge patches replace lists whole); no defaulting, no `metadata.generation`,
-//!   and server-side apply leaves kubectl's `last-applied-configuration` annotation alone;
+//! - schemas: objects are maps and lists are atomic, except `metadata.finalizers` and
+//!   `metadata.ownerReferences` for apply and `managedFields` (strategic merge patches replace
+//!   lists whole); no defaulting, no `metadata.generation`, and apply does not update
+//!   kubectl's `last-applied-configuration`;
 //! - table output (`kubectl get` prints its own columns), OpenAPI documents, protobuf other
 //!   than the ConfigMap and Namespace bodies `kubectl create` sends (answers are JSON), YAML
 //!   request bodies (send JSON, which is YAML too);
