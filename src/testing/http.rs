@@ -307,6 +307,12 @@ async fn respond(
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
     let method = req.method().clone();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let header_text = |name| {
         req.headers()
             .get(name)
@@ -343,6 +349,7 @@ async fn respond(
         if_none_match,
         query,
         content_type,
+        user_agent,
         body,
         warnings: RefCell::default(),
     };
@@ -408,6 +415,8 @@ struct Accepted {
     if_none_match: Option<String>,
     query: BTreeMap<String, String>,
     content_type: String,
+    /// Names the field manager of writes without a `fieldManager` parameter.
+    user_agent: String,
     body: Bytes,
     /// `Warning` headers of the answer (`299 - "..."`).
     warnings: RefCell<Vec<String>>,
@@ -564,6 +573,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         ));
     }
     let directive = incoming.field_validation(verb)?;
+    let manager = request::field_manager(verb, &incoming.query, &incoming.user_agent)?;
     let ok = |v| Ok(Reply::Json(200, v));
     match verb {
         Verb::Get => ok(store.get(&rt, namespace, name)?),
@@ -590,14 +600,12 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         Verb::Watch => start_watch(shared, store, &rt, path, incoming),
         Verb::Create => {
             let body = incoming.validated(&rt, body, directive)?;
-            Ok(Reply::Json(
-                201,
-                store.create(&rt, namespace, body, dry_run)?,
-            ))
+            let created = store.create(&rt, namespace, body, &manager, dry_run)?;
+            Ok(Reply::Json(201, created))
         }
         Verb::Update => {
             let body = incoming.validated(&rt, body, directive)?;
-            ok(store.update(&rt, namespace, name, body, dry_run)?)
+            ok(store.update(&rt, namespace, name, body, &manager, dry_run)?)
         }
         Verb::Patch => {
             let mut body = patch_body(
@@ -605,9 +613,9 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
                 &incoming.query,
                 body.unwrap_or_default(),
             )?;
-            validate_patch(&mut store, &rt, namespace, name, &mut body, incoming)?;
+            validate_patch(&mut store, &rt, namespace, name, &mut body, incoming, &manager)?;
             let existed = store.get(&rt, namespace, name).is_ok();
-            let patched = store.patch(&rt, namespace, name, &body, dry_run)?;
+            let patched = store.patch(&rt, namespace, name, &body, &manager, dry_run)?;
             Ok(Reply::Json(if existed { 200 } else { 201 }, patched))
         }
         Verb::Delete => {
@@ -640,13 +648,14 @@ fn validate_patch(
     name: &str,
     body: &mut PatchBody,
     incoming: &Accepted,
+    manager: &str,
 ) -> Result<(), ApiError> {
     if let PatchBody::Apply { config, .. } = body {
         return fields::apply_error(rt, namespace, name, config).map_or(Ok(()), Err);
     }
     let directive = incoming.field_validation(Verb::Patch)?;
     // A patch that fails fails the same way when it is applied for real.
-    let Ok(result) = store.patch(rt, namespace, name, body, true) else {
+    let Ok(result) = store.patch(rt, namespace, name, body, manager, true) else {
         return Ok(());
     };
     let unknown = fields::unknown_fields(rt, &result);

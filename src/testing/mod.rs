@@ -3,13 +3,13 @@
 //! [`FakeApiServer`] speaks the Kubernetes REST API over real HTTP on `127.0.0.1`, so the code
 //! under test uses an ordinary [`kube::Client`] (or `kubectl`) and cannot tell it from a
 //! cluster for what lock libraries use: get, list, watch, create, update, the four patch types
-//! and delete of namespaced objects, with kube-apiserver's optimistic concurrency, validation
-//! limits and error statuses. It publishes the OpenAPI documents `kubectl` reads before it writes
-//! (`/openapi/v3` and its group-version documents, `/openapi/v2`), and honours the
-//! `fieldValidation` they advertise: unknown fields fail a `Strict` request (kubectl's default)
-//! and are dropped otherwise, with a `Warning` under `Warn`. On top of that it offers what a
-//! real cluster cannot: fault injection, request counters, access control by token, and an
-//! injectable clock.
+//! and delete of namespaced objects, with kube-apiserver's optimistic concurrency, field
+//! ownership (`managedFields`, apply conflicts), validation limits and error statuses. It
+//! publishes the OpenAPI documents `kubectl` reads before it writes (`/openapi/v3` and its
+//! group-version documents, `/openapi/v2`), and honours the `fieldValidation` they advertise:
+//! unknown fields fail a `Strict` request (kubectl's default) and are dropped otherwise, with a
+//! `Warning` under `Warn`. On top of that it offers what a real cluster cannot: fault
+//! injection, request counters, access control by token, and an injectable clock.
 //!
 //! # What it does not emulate
 //!
@@ -20,9 +20,10 @@
 //!   collection by owner references, and namespace termination (a namespace is deleted at
 //!   once with its contents);
 //! - subresources (`/status`, `/scale`: 404) and the legacy `/api/v1/watch/...` paths;
-//! - `managedFields`: server-side apply tracks which apply manager owns which field, enough
-//!   for conflicts, `force` and removal of fields a manager stops applying, but update and
-//!   patch take no ownership and nothing is shown in the object; `metadata.generation`;
+//! - schemas: objects are maps and lists are atomic, except `metadata.finalizers` and
+//!   `metadata.ownerReferences` for apply and `managedFields` (strategic merge patches replace
+//!   lists whole); no defaulting, no `metadata.generation`, and apply does not update
+//!   kubectl's `last-applied-configuration`;
 //! - table output (`kubectl get` prints its own columns), protobuf other than the ConfigMap
 //!   and Namespace bodies `kubectl create` sends (answers are JSON, OpenAPI documents included:
 //!   a client that accepts only protobuf gets `406`), YAML request bodies (send JSON, which is
@@ -59,6 +60,7 @@ mod access;
 mod faults;
 mod http;
 mod log;
+mod managed;
 mod openapi;
 mod patch;
 mod protobuf;

@@ -1,30 +1,13 @@
-//! The four patch types kube-apiserver accepts: JSON merge patch (RFC 7386), strategic merge
-//! patch (with map semantics, which is all ConfigMaps and Leases need), JSON patch (RFC 6902)
-//! and server-side apply (with a simplified field ownership, see [`apply`]).
+//! The patch types kube-apiserver accepts besides apply (see `managed`): JSON merge patch
+//! (RFC 7386) and JSON patch (RFC 6902) from the `json-patch` crate, and strategic merge patch
+//! (with map semantics, which is all ConfigMaps and Leases need), which is ours.
 
-use std::collections::{BTreeMap, BTreeSet};
-
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// RFC 7386: objects merge recursively, `null` deletes, anything else replaces.
 pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let Value::Object(target) = target else {
-        unreachable!("made an object above")
-    };
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
+    json_patch::merge(target, patch);
 }
 
 /// Strategic merge patch with map semantics: like [`merge_patch`], plus the `$patch: replace`
@@ -92,282 +75,17 @@ pub(crate) enum JsonPatchError {
     Failed(String),
 }
 
-/// RFC 6902: `add`, `remove`, `replace`, `move`, `copy` and `test`, applied in order to a copy;
-/// the target is only changed when every operation succeeds.
+/// RFC 6902 with the `json-patch` crate: the operations apply in order to a copy, and
+/// `target` only changes when every one succeeds.
 pub(crate) fn json_patch(target: &Value, ops: &Value) -> Result<Value, JsonPatchError> {
-    let ops = ops.as_array().ok_or_else(|| {
-        JsonPatchError::Malformed("a JSON patch must be a list of operations".into())
-    })?;
+    let ops = json_patch::Patch::deserialize(ops)
+        .map_err(|e| JsonPatchError::Malformed(format!("invalid JSON patch: {e}")))?;
     let mut doc = target.clone();
-    for (i, op) in ops.iter().enumerate() {
-        let field = |name: &str| {
-            op.get(name).and_then(Value::as_str).ok_or_else(|| {
-                JsonPatchError::Malformed(format!("operation {i} has no string \"{name}\""))
-            })
-        };
-        let value = || {
-            op.get("value")
-                .cloned()
-                .ok_or_else(|| JsonPatchError::Malformed(format!("operation {i} has no \"value\"")))
-        };
-        let kind = field("op")?;
-        let path = parse_pointer(field("path")?)?;
-        match kind {
-            "add" => add(&mut doc, &path, value()?)?,
-            "remove" => {
-                remove(&mut doc, &path)?;
-            }
-            "replace" => {
-                remove(&mut doc, &path)?;
-                add(&mut doc, &path, value()?)?;
-            }
-            "move" => {
-                let from = parse_pointer(field("from")?)?;
-                let moved = remove(&mut doc, &from)?;
-                add(&mut doc, &path, moved)?;
-            }
-            "copy" => {
-                let from = parse_pointer(field("from")?)?;
-                let copied = get(&doc, &from).cloned().ok_or_else(|| missing(&from))?;
-                add(&mut doc, &path, copied)?;
-            }
-            "test" => {
-                let expected = value()?;
-                let actual = get(&doc, &path).ok_or_else(|| missing(&path))?;
-                if *actual != expected {
-                    return Err(JsonPatchError::Failed(format!(
-                        "testing value /{} failed",
-                        path.join("/")
-                    )));
-                }
-            }
-            other => {
-                return Err(JsonPatchError::Malformed(format!(
-                    "unexpected kind of operation: {other}"
-                )));
-            }
-        }
-    }
+    // `patch_unsafe` on a copy: the crate's `patch` undoes a failed patch in place and panics
+    // if it cannot, and a copy needs no undoing.
+    json_patch::patch_unsafe(&mut doc, &ops.0)
+        .map_err(|e| JsonPatchError::Failed(e.to_string()))?;
     Ok(doc)
-}
-
-fn missing(path: &[String]) -> JsonPatchError {
-    JsonPatchError::Failed(format!(
-        "doc is missing path: \"/{}\": missing value",
-        path.join("/")
-    ))
-}
-
-fn parse_pointer(pointer: &str) -> Result<Vec<String>, JsonPatchError> {
-    if pointer.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rest = pointer.strip_prefix('/').ok_or_else(|| {
-        JsonPatchError::Malformed(format!("a JSON pointer must start with '/': {pointer:?}"))
-    })?;
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
-}
-
-fn get<'a>(doc: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(doc, |v, token| match v {
-        Value::Object(m) => m.get(token),
-        Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get(i)),
-        _ => None,
-    })
-}
-
-fn parent<'a>(doc: &'a mut Value, path: &[String]) -> Result<&'a mut Value, JsonPatchError> {
-    let parent_path = &path[..path.len() - 1];
-    let mut current = doc;
-    for token in parent_path {
-        current = match current {
-            Value::Object(m) => m.get_mut(token),
-            Value::Array(a) => token.parse::<usize>().ok().and_then(|i| a.get_mut(i)),
-            _ => None,
-        }
-        .ok_or_else(|| missing(parent_path))?;
-    }
-    Ok(current)
-}
-
-fn add(doc: &mut Value, path: &[String], value: Value) -> Result<(), JsonPatchError> {
-    let Some(last) = path.last() else {
-        *doc = value;
-        return Ok(());
-    };
-    match parent(doc, path)? {
-        Value::Object(m) => {
-            m.insert(last.clone(), value);
-            Ok(())
-        }
-        Value::Array(a) => {
-            let index = if last == "-" {
-                a.len()
-            } else {
-                last.parse::<usize>()
-                    .ok()
-                    .filter(|&i| i <= a.len())
-                    .ok_or_else(|| JsonPatchError::Failed(format!("index out of bounds: {last}")))?
-            };
-            a.insert(index, value);
-            Ok(())
-        }
-        _ => Err(missing(path)),
-    }
-}
-
-fn remove(doc: &mut Value, path: &[String]) -> Result<Value, JsonPatchError> {
-    let Some(last) = path.last() else {
-        return Ok(std::mem::take(doc));
-    };
-    match parent(doc, path)? {
-        Value::Object(m) => m.remove(last).ok_or_else(|| missing(path)),
-        Value::Array(a) => match last.parse::<usize>() {
-            Ok(i) if i < a.len() => Ok(a.remove(i)),
-            _ => Err(missing(path)),
-        },
-        _ => Err(missing(path)),
-    }
-}
-
-/// A path to a leaf of an object: map keys from the root.
-pub(crate) type FieldPath = Vec<String>;
-
-/// Which apply field manager owns which leaves of one object.
-pub(crate) type Owners = BTreeMap<String, BTreeSet<FieldPath>>;
-
-/// Fields no apply configuration owns: the server sets them.
-fn is_server_field(path: &[String]) -> bool {
-    matches!(
-        path.iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice(),
-        ["apiVersion" | "kind" | "status"]
-            | [
-                "metadata",
-                "resourceVersion"
-                    | "uid"
-                    | "creationTimestamp"
-                    | "namespace"
-                    | "name"
-                    | "generation"
-                    | "managedFields"
-                    | "selfLink"
-            ]
-    ) || path.first().is_some_and(|p| p == "status")
-}
-
-/// Every leaf (scalar, list, or empty map) of `value`, as paths of map keys.
-fn leaves(value: &Value, prefix: &mut FieldPath, out: &mut BTreeSet<FieldPath>) {
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            for (key, child) in map {
-                prefix.push(key.clone());
-                leaves(child, prefix, out);
-                prefix.pop();
-            }
-        }
-        _ => {
-            if !prefix.is_empty() && !is_server_field(prefix) {
-                out.insert(prefix.clone());
-            }
-        }
-    }
-}
-
-/// A field that another manager owns with a different value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ApplyConflict {
-    pub(crate) manager: String,
-    pub(crate) field: FieldPath,
-}
-
-/// Server-side apply of `config` by `manager` onto `current` (`None` when creating).
-///
-/// Field ownership is tracked per leaf for apply managers only: applying a value that differs
-/// from one owned by another apply manager conflicts unless `force`, which transfers ownership;
-/// a leaf this manager applied before and now omits is removed unless another manager owns it.
-/// Writes by update and patch take no ownership (the real server records them too).
-pub(crate) fn apply(
-    current: Option<&Value>,
-    config: &Value,
-    manager: &str,
-    force: bool,
-    owners: &mut Owners,
-) -> Result<Value, Vec<ApplyConflict>> {
-    let mut applied = BTreeSet::new();
-    leaves(config, &mut Vec::new(), &mut applied);
-    let mut conflicts = Vec::new();
-    if let Some(current) = current {
-        for (other, fields) in owners.iter() {
-            if other == manager {
-                continue;
-            }
-            for field in fields.intersection(&applied) {
-                if get(current, field) != get(config, field) {
-                    conflicts.push(ApplyConflict {
-                        manager: other.clone(),
-                        field: field.clone(),
-                    });
-                }
-            }
-        }
-    }
-    if !conflicts.is_empty() && !force {
-        return Err(conflicts);
-    }
-    for conflict in &conflicts {
-        if let Some(fields) = owners.get_mut(&conflict.manager) {
-            fields.remove(&conflict.field);
-        }
-    }
-    let mut result = current
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    let previous = owners.remove(manager).unwrap_or_default();
-    for dropped in previous.difference(&applied) {
-        let owned_elsewhere = owners.values().any(|fields| fields.contains(dropped));
-        if !owned_elsewhere {
-            // Ignore a field that is already gone: someone else removed it.
-            let _ = remove(&mut result, dropped);
-        }
-    }
-    merge_without_deletes(&mut result, config);
-    owners.retain(|_, fields| !fields.is_empty());
-    owners.insert(manager.to_owned(), applied);
-    Ok(result)
-}
-
-/// Like [`merge_patch`], but `null` in an apply configuration is a value, not a deletion.
-fn merge_without_deletes(target: &mut Value, config: &Value) {
-    match (target, config) {
-        (Value::Object(target), Value::Object(config)) => {
-            for (key, value) in config {
-                match target.get_mut(key) {
-                    Some(slot) if slot.is_object() && value.is_object() => {
-                        merge_without_deletes(slot, value);
-                    }
-                    _ => {
-                        target.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-        }
-        (target, config) => *target = config.clone(),
-    }
-}
-
-/// `.data.key` — how the real server names a field in an apply conflict.
-pub(crate) fn describe_field(field: &[String]) -> String {
-    field.iter().fold(String::new(), |mut out, key| {
-        out.push('.');
-        out.push_str(key);
-        out
-    })
 }
 
 #[cfg(test)]
@@ -428,62 +146,9 @@ mod tests {
         assert!(matches!(err, Err(JsonPatchError::Failed(_))));
         let err = json_patch(&doc, &json!({"op": "add"}));
         assert!(matches!(err, Err(JsonPatchError::Malformed(_))));
-    }
-
-    #[test]
-    fn apply_tracks_ownership() {
-        let mut owners = Owners::new();
-        let a = apply(
-            None,
-            &json!({"data": {"x": "1", "y": "1"}}),
-            "a",
-            false,
-            &mut owners,
-        )
-        .unwrap();
-        // b applies a different value for x: conflict, unless forced.
-        let conflicts = apply(
-            Some(&a),
-            &json!({"data": {"x": "2"}}),
-            "b",
-            false,
-            &mut owners,
-        )
-        .unwrap_err();
-        assert_eq!(conflicts[0].manager, "a");
-        assert_eq!(describe_field(&conflicts[0].field), ".data.x");
-        // The same value is shared ownership, not a conflict.
-        let b = apply(
-            Some(&a),
-            &json!({"data": {"y": "1", "z": "b"}}),
-            "b",
-            false,
-            &mut owners,
-        )
-        .unwrap();
-        // a stops applying y (b still owns it: kept) and x (only a owned it: removed).
-        let a2 = apply(
-            Some(&b),
-            &json!({"data": {"w": "a"}}),
-            "a",
-            false,
-            &mut owners,
-        )
-        .unwrap();
-        assert_eq!(a2, json!({"data": {"y": "1", "z": "b", "w": "a"}}));
-        let forced = apply(
-            Some(&a2),
-            &json!({"data": {"w": "b"}}),
-            "b",
-            true,
-            &mut owners,
-        )
-        .unwrap();
-        assert_eq!(forced["data"]["w"], "b");
-        assert!(!owners["b"].contains(&vec!["data".to_owned(), "y".to_owned()]));
-        assert!(
-            !owners.contains_key("a"),
-            "a lost its only field to the forced apply"
-        );
+        let err = json_patch(&doc, &json!([{"op": "frobnicate", "path": "/a"}]));
+        assert!(matches!(err, Err(JsonPatchError::Malformed(_))));
+        let err = json_patch(&doc, &json!([{"op": "add", "path": "/a"}]));
+        assert!(matches!(err, Err(JsonPatchError::Malformed(_))), "no value");
     }
 }

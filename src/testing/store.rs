@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use super::patch::{self, JsonPatchError, Owners};
+use super::managed::{self, Managed, Provided};
+use super::patch::{self, JsonPatchError};
 use super::resources::{Registry, ResourceType};
 use super::rng::Rng;
 use super::selector::{FieldSelector, LabelSelector};
@@ -102,9 +103,17 @@ pub(crate) struct Preconditions {
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// The object as stored, `metadata.managedFields` included.
     object: Value,
-    /// Server-side apply ownership (not shown as `managedFields`).
-    owners: Owners,
+}
+
+/// How a write records field ownership.
+#[derive(Debug)]
+enum Tracking<'a> {
+    /// A create, update or non-apply patch by this field manager.
+    Update(&'a str),
+    /// An apply, whose ownership is already worked out.
+    Applied(Managed),
 }
 
 /// A paginated list in progress: the rest of a consistent snapshot.
@@ -196,8 +205,14 @@ impl Store {
         if self.objects.contains_key(&ObjectKey::new(&rt, "", name)) {
             return Ok(());
         }
-        self.create(&rt, "", json!({ "metadata": { "name": name } }), false)
-            .map(drop)
+        self.create(
+            &rt,
+            "",
+            json!({ "metadata": { "name": name } }),
+            "kube-apiserver",
+            false,
+        )
+        .map(drop)
     }
 
     /// Drops the watch history: watches from any earlier revision now get 410 Expired, and
@@ -354,10 +369,12 @@ impl Store {
         rt: &ResourceType,
         key: ObjectKey,
         mut object: Value,
-        owners: Owners,
+        tracking: Tracking<'_>,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         let previous = self.objects.get(&key).map(|e| e.object.clone());
+        let provided = Provided::decode(object["metadata"].get("managedFields"))
+            .map_err(ApiError::bad_request)?;
         object["apiVersion"] = json!(rt.api_version());
         object["kind"] = json!(rt.kind);
         {
@@ -389,7 +406,16 @@ impl Store {
                 object["status"] = json!({ "phase": "Active" });
             }
         }
-        normalize(&mut object);
+        normalize(&rt.kind, &mut object);
+        let managed = match tracking {
+            Tracking::Applied(managed) => managed,
+            Tracking::Update(manager) => {
+                self.track_update(rt, previous.as_ref(), &object, provided, manager)
+            }
+        };
+        if !managed.is_empty() {
+            metadata_mut(&mut object).insert("managedFields".into(), managed.encode());
+        }
         let causes = validation::validate(&rt.kind, &object);
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &key.name, &causes));
@@ -398,9 +424,6 @@ impl Store {
             return Ok(Self::present(rt, &object));
         }
         if previous.as_ref() == Some(&object) {
-            if let Some(entry) = self.objects.get_mut(&key) {
-                entry.owners = owners;
-            }
             return Ok(Self::present(rt, &object));
         }
         self.rv += 1;
@@ -414,11 +437,42 @@ impl Store {
             key.clone(),
             Entry {
                 object: object.clone(),
-                owners,
             },
         );
         self.publish(kind, key, object.clone(), previous);
         Ok(Self::present(rt, &object))
+    }
+
+    /// The `managedFields` after a create, update or non-apply patch by `manager`, as
+    /// kube-apiserver's field manager works them out: from the entries the client sent, or
+    /// else the stored ones; an object whose entries are empty (a client cleared them) stays
+    /// untracked until the next apply.
+    fn track_update(
+        &self,
+        rt: &ResourceType,
+        previous: Option<&Value>,
+        object: &Value,
+        provided: Provided,
+        manager: &str,
+    ) -> Managed {
+        let mut owners = match provided {
+            Provided::Absent | Provided::Invalid => previous.map(Managed::of).unwrap_or_default(),
+            Provided::Reset => Managed::default(),
+            Provided::Entries(sent) => sent,
+        };
+        if owners.is_empty() && previous.is_some() {
+            return owners;
+        }
+        let live = previous.map_or_else(|| managed::empty_object(&rt.kind), without_managed_fields);
+        owners.update(
+            &live,
+            object,
+            manager,
+            &rt.api_version(),
+            &rt.kind,
+            self.clock.now(),
+        );
+        owners
     }
 
     fn publish(&mut self, kind: EventType, key: ObjectKey, object: Value, previous: Option<Value>) {
@@ -444,6 +498,7 @@ impl Store {
         rt: &ResourceType,
         namespace: &str,
         mut object: Value,
+        manager: &str,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         if !object.is_object() {
@@ -469,7 +524,7 @@ impl Store {
         if !name.is_empty() && self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&rt.plural, &name));
         }
-        self.write(rt, key, object, Owners::new(), dry_run)
+        self.write(rt, key, object, Tracking::Update(manager), dry_run)
     }
 
     pub(crate) fn update(
@@ -478,6 +533,7 @@ impl Store {
         namespace: &str,
         name: &str,
         object: Value,
+        manager: &str,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         if !object.is_object() {
@@ -496,15 +552,17 @@ impl Store {
         let current = self.entry(rt, namespace, name)?.clone();
         check_preconditions(rt, name, &current.object, &object)?;
         let key = ObjectKey::new(rt, namespace, name);
-        self.write(rt, key, object, current.owners, dry_run)
+        self.write(rt, key, object, Tracking::Update(manager), dry_run)
     }
 
+    /// A patch; `manager` is the field manager of a non-apply patch (an apply names its own).
     pub(crate) fn patch(
         &mut self,
         rt: &ResourceType,
         namespace: &str,
         name: &str,
         body: &PatchBody,
+        manager: &str,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         self.require_namespace(rt, namespace)?;
@@ -557,7 +615,7 @@ impl Store {
                 meta_str(&patched, "name").unwrap_or_default()
             )));
         }
-        self.write(rt, key, patched, current.owners, dry_run)
+        self.write(rt, key, patched, Tracking::Update(manager), dry_run)
     }
 
     #[allow(clippy::too_many_arguments)] // The one private step of patch() that apply needs.
@@ -580,25 +638,47 @@ impl Store {
             )));
         }
         check_namespace_matches(rt, &key.namespace, config)?;
+        if config["metadata"]
+            .get("managedFields")
+            .is_some_and(|m| !m.is_null())
+        {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
+        let version = config["apiVersion"].as_str().unwrap_or_default();
+        if version != rt.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "Incorrect version specified in apply patch. Specified patch version: {version}, \
+                 expected: {}",
+                rt.api_version()
+            )));
+        }
         if let Some(current) = current {
             check_preconditions(rt, &key.name, &current.object, config)?;
         } else if meta_str(config, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
             return Err(ApiError::not_found(&rt.plural, &key.name));
         }
-        let mut owners = current.map(|e| e.owners.clone()).unwrap_or_default();
-        let mut applied = patch::apply(
-            current.map(|e| &e.object),
-            config,
-            manager,
-            force,
-            &mut owners,
-        )
-        .map_err(|conflicts| apply_conflict(&conflicts))?;
+        let live = current.map_or_else(
+            || managed::empty_object(&rt.kind),
+            |e| without_managed_fields(&e.object),
+        );
+        let mut owners = current.map(|e| Managed::of(&e.object)).unwrap_or_default();
+        let mut applied = owners
+            .apply(
+                &live,
+                current.is_some(),
+                config,
+                manager,
+                &rt.api_version(),
+                force,
+                &rt.kind,
+                self.clock.now(),
+            )
+            .map_err(|conflicts| apply_conflict(&conflicts))?;
         metadata_mut(&mut applied).insert("name".into(), json!(key.name));
         if current.is_none() {
             metadata_mut(&mut applied).remove("resourceVersion");
         }
-        self.write(rt, key, applied, owners, dry_run)
+        self.write(rt, key, applied, Tracking::Applied(owners), dry_run)
     }
 
     pub(crate) fn delete(
@@ -757,9 +837,19 @@ impl Store {
     }
 }
 
+/// The object without its `metadata.managedFields`.
+fn without_managed_fields(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
+    object
+}
+
 /// Drops empty maps that the real server does not keep (`omitempty` fields and protobuf
-/// storage): `data: {}` stores the same object as no `data`, so writing it is a no-op.
-fn normalize(object: &mut Value) {
+/// storage): `data: {}` stores the same object as no `data`, so writing it is a no-op. A
+/// Lease always has a `spec` (a Go struct, never omitted).
+fn normalize(kind: &str, object: &mut Value) {
     fn drop_if_empty(map: &mut Map<String, Value>, key: &str) {
         if map
             .get(key)
@@ -775,6 +865,12 @@ fn normalize(object: &mut Value) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         drop_if_empty(meta, "labels");
         drop_if_empty(meta, "annotations");
+    }
+    if kind == "Lease"
+        && let Some(map) = object.as_object_mut()
+        && map.get("spec").is_none_or(Value::is_null)
+    {
+        map.insert("spec".into(), json!({}));
     }
 }
 
@@ -829,25 +925,21 @@ fn check_preconditions(
     Ok(())
 }
 
-fn apply_conflict(conflicts: &[patch::ApplyConflict]) -> ApiError {
+fn apply_conflict(conflicts: &[managed::Conflict]) -> ApiError {
     let message = match conflicts {
         [one] => format!(
-            "Apply failed with 1 conflict: conflict with \"{}\": {}",
-            one.manager,
-            patch::describe_field(&one.field)
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            one.manager, one.field
         ),
         many => {
-            let mut by_manager: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            let mut by_manager: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
             for c in many {
-                by_manager
-                    .entry(&c.manager)
-                    .or_default()
-                    .push(patch::describe_field(&c.field));
+                by_manager.entry(&c.manager).or_default().push(&c.field);
             }
             let parts: Vec<String> = by_manager
                 .into_iter()
                 .map(|(manager, fields)| {
-                    format!("conflicts with \"{manager}\":\n- {}", fields.join("\n- "))
+                    format!("conflicts with {manager}:\n- {}", fields.join("\n- "))
                 })
                 .collect();
             format!(
@@ -861,8 +953,8 @@ fn apply_conflict(conflicts: &[patch::ApplyConflict]) -> ApiError {
     err.details = Some(json!({
         "causes": conflicts.iter().map(|c| json!({
             "reason": "FieldManagerConflict",
-            "message": format!("conflict with \"{}\"", c.manager),
-            "field": patch::describe_field(&c.field),
+            "message": format!("conflict with {}", c.manager),
+            "field": c.field,
         })).collect::<Vec<_>>(),
     }));
     err
