@@ -613,7 +613,9 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
                 &incoming.query,
                 body.unwrap_or_default(),
             )?;
-            validate_patch(&mut store, &rt, namespace, name, &mut body, incoming, &manager)?;
+            validate_patch(
+                &mut store, &rt, namespace, name, &mut body, incoming, &manager,
+            )?;
             let existed = store.get(&rt, namespace, name).is_ok();
             let patched = store.patch(&rt, namespace, name, &body, &manager, dry_run)?;
             Ok(Reply::Json(if existed { 200 } else { 201 }, patched))
