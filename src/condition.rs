@@ -176,7 +176,7 @@ mod tests {
                 Vec::new()
             },
             max_holders: Some(1),
-            waiting_writers: Vec::new(),
+            waiters: Vec::new(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
             fencing_token: 0,
         }

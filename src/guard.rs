@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backend::Changes;
 use crate::error::Error;
 use crate::holding::Holding;
 use crate::info::LockInfo;
@@ -64,10 +65,17 @@ impl<L: Locker> fmt::Debug for LockGuard<L> {
 }
 
 impl<L: Locker> LockGuard<L> {
-    pub(crate) fn start(settings: Settings, locker: L, acquired: Acquired<L::Version>) -> Self {
+    /// Starts holding what `acquired` took; `view` is the lock's feed when the process
+    /// watches the lock already (the guard's writes start from it).
+    pub(crate) fn start(
+        settings: Settings,
+        locker: L,
+        acquired: Acquired<L::Version>,
+        view: Option<Changes<L::Version>>,
+    ) -> Self {
         tracing::debug!(token = acquired.token, reentry = acquired.reentry, expires = %acquired.expires, "lock taken");
         let forever = acquired.expires.is_forever();
-        let shared = Arc::new(Holding::new(settings, locker, acquired));
+        let shared = Arc::new(Holding::new(settings, locker, acquired, view));
         let span = tracing::info_span!(
             "lockheed.renew",
             lock = %shared.settings.name,

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, Decision, OnUnknown, Record, Start, compare_and_swap};
+use crate::backend::{
+    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, compare_and_swap,
+};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::gotime::GoTime;
@@ -37,6 +39,9 @@ pub(crate) struct Holding<L: Backend> {
     pub(crate) locker: L,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) held: Mutex<Held<L::Version>>,
+    /// The lock as this process last saw it change (waiters queueing, others holding): the
+    /// next write starts from it when it still holds this lease, instead of conflicting.
+    view: Option<Changes<L::Version>>,
     /// When this holder stops trusting its lease, in Unix milliseconds (`i64::MAX`: never);
     /// kept outside `held` so that `is_lost` can read it without waiting.
     give_up_ms: AtomicI64,
@@ -47,7 +52,13 @@ pub(crate) struct Holding<L: Backend> {
 }
 
 impl<L: Backend> Holding<L> {
-    pub(crate) fn new(settings: Settings, locker: L, acquired: Acquired<L::Version>) -> Self {
+    /// A held lock; `view` is the lock's feed, when the process watches it already.
+    pub(crate) fn new(
+        settings: Settings,
+        locker: L,
+        acquired: Acquired<L::Version>,
+        view: Option<Changes<L::Version>>,
+    ) -> Self {
         let clock = locker.clock();
         Self {
             token: acquired.token,
@@ -63,8 +74,22 @@ impl<L: Backend> Holding<L> {
             }),
             lost: CancellationToken::new(),
             stop: CancellationToken::new(),
+            view,
             settings,
         }
+    }
+
+    /// Where this holder's next write starts: the lock as last seen changing, if that still
+    /// holds this lease (waiters may have queued since this holder wrote), or as it wrote it.
+    fn current(&self, held: &Held<L::Version>) -> Record<L::Version> {
+        if let (Some(Snapshot::Present(seen)), Some(ours)) = (
+            self.view.as_ref().map(Changes::peek),
+            held.state.leases.get(&self.settings.holder),
+        ) && rules::holds(&seen.state, ours, self.token, self.clock.now())
+        {
+            return seen;
+        }
+        Record::new(held.state.clone(), held.version.clone())
     }
 
     fn lost_error(&self) -> Error {
@@ -101,7 +126,7 @@ impl<L: Backend> Holding<L> {
     pub(crate) async fn renew(&self) -> Result<(), Error> {
         let settings = &self.settings;
         let mut held = self.held.lock().await;
-        let known = Record::new(held.state.clone(), held.version.clone());
+        let known = self.current(&held);
         let decide = |record: Option<&Record<L::Version>>| {
             let record = record.ok_or_else(|| self.lost_error())?;
             let (state, expires) = rules::renew(
@@ -140,7 +165,8 @@ impl<L: Backend> Holding<L> {
         Ok(())
     }
 
-    /// Removes this holder's lease and applies its tags.
+    /// Removes this holder's lease and applies its tags, handing the lock over to the waiters
+    /// whose turn it is.
     ///
     /// # Errors
     ///
@@ -148,7 +174,7 @@ impl<L: Backend> Holding<L> {
     pub(crate) async fn release(&self) -> Result<(), Error> {
         let settings = &self.settings;
         let held = self.held.lock().await;
-        let known = Record::new(held.state.clone(), held.version.clone());
+        let known = self.current(&held);
         let decide = |record: Option<&Record<L::Version>>| {
             // Deleted by someone since this holder wrote it: nothing is held any more.
             let Some(record) = record else {
@@ -160,6 +186,8 @@ impl<L: Backend> Holding<L> {
                 self.token,
                 &settings.tags,
                 settings.reset_tags,
+                self.clock.now(),
+                settings.skew_allowance,
             )
             .ok_or_else(|| self.lost_error())?;
             Ok(Decision::Write {

@@ -8,9 +8,9 @@ use serde::{Serialize, Serializer};
 
 use crate::gotime::GoTime;
 use crate::kind::LockKind;
-use crate::state::{Lease, LockState};
+use crate::state::{Lease, LockState, QueueEntry};
 
-/// A holder of a lock and its lease (or a writer waiting for a read/write lock).
+/// A holder of a lock and its lease, or a waiter queued for it ([`Holder::waiting`]).
 ///
 /// It serializes (for command lines and scripts) with camelCase keys, times in RFC 3339.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,8 +29,9 @@ pub struct Holder {
     pub token: Option<u64>,
     /// A shared holder of a read/write lock.
     pub shared: bool,
-    /// Not a holder yet: a writer waiting for a read/write lock, which keeps new shared
-    /// holders out until it has had its turn (or until its intent ends).
+    /// Not a holder yet: a waiter queued for the lock, which keeps those who came after it
+    /// out until it has had its turn (or until its place ends: see
+    /// [`LockInfo::waiters`]). Its `expires` is when its place ends unless it refreshes it.
     pub waiting: bool,
 }
 
@@ -86,8 +87,9 @@ impl Holder {
     fn line(&self, now: Option<DateTime<Utc>>) -> String {
         let mut parts = Vec::new();
         if self.waiting {
-            parts.push("a writer waiting for its turn".to_owned());
-        } else if self.shared {
+            parts.push("waiting for its turn".to_owned());
+        }
+        if self.shared {
             parts.push("shared".to_owned());
         }
         if let Some(since) = self.since {
@@ -119,6 +121,19 @@ impl Holder {
             self.id.clone()
         } else {
             format!("{} ({})", self.id, parts.join(", "))
+        }
+    }
+
+    /// A waiter queued for the lock.
+    pub(crate) fn from_entry(entry: &QueueEntry) -> Self {
+        Self {
+            id: entry.instance_id.clone(),
+            expires: forever_is_none(entry.expires),
+            since: Some(entry.since.to_utc()),
+            reason: entry.reason.clone(),
+            token: None,
+            shared: entry.shared,
+            waiting: true,
         }
     }
 
@@ -191,8 +206,9 @@ pub struct LockInfo {
     /// The most holders the lock admits at once: 1 for a mutex, the capacity of a semaphore,
     /// `None` for a read/write lock (any number of shared holders) or a lock never acquired.
     pub max_holders: Option<u32>,
-    /// Writers waiting for a read/write lock whose intent is live.
-    pub waiting_writers: Vec<Holder>,
+    /// The waiters queued for the lock whose place is live, in the order they came (first
+    /// come, first served; each marked [`Holder::waiting`]).
+    pub waiters: Vec<Holder>,
     /// The lock's tags.
     pub tags: Vec<String>,
     /// The fencing token of the latest acquisition (0: never acquired by this crate).
@@ -213,11 +229,11 @@ impl LockInfo {
                 .map(|lease| Holder::from_lease(lease, false))
                 .collect(),
             max_holders: state.capacity(),
-            waiting_writers: state
-                .waiting_writers
-                .values()
-                .filter(live)
-                .map(|lease| Holder::from_lease(lease, true))
+            waiters: state
+                .queue
+                .iter()
+                .filter(|entry| entry.expires.to_utc() > now)
+                .map(Holder::from_entry)
                 .collect(),
             tags: state.tags.clone(),
             fencing_token: state.fencing_token,
@@ -259,9 +275,9 @@ fn kind_or_empty<S: Serializer>(kind: &Option<LockKind>, serializer: S) -> Resul
 pub struct Waiting {
     /// The lock's name.
     pub lock: String,
-    /// The holders in the way: every other holder of a full mutex or semaphore; the exclusive
-    /// holder, or writers waiting ahead ([`Holder::waiting`]), of a read/write lock; a Go
-    /// lockheed client in the middle of a write.
+    /// What is in the way: the holders of a full mutex or semaphore, the exclusive holder of
+    /// a read/write lock (or its shared ones, for a writer), the waiters queued ahead
+    /// ([`Holder::waiting`]), or a Go lockheed client in the middle of a write.
     pub holders: Vec<Holder>,
     /// The most holders the lock admits at once: 1 for a mutex, a semaphore's stored
     /// capacity, `None` for a read/write lock.

@@ -23,6 +23,9 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(30);
 const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
 /// The default pause between looks at a held lock when nothing notifies waiters.
 const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a new attempt waits at most for the lock's background work (clean-ups, releases
+/// of dropped guards) to finish first.
+const BACKGROUND_FIRST: Duration = Duration::from_secs(1);
 
 /// A named lock in a [`Locker`], with its settings. Taking it yields a [`LockGuard`].
 ///
@@ -71,6 +74,7 @@ pub struct Lock<L: Locker> {
     retry_interval: Duration,
     acquire_timeout: Option<Duration>,
     skew_allowance: Duration,
+    fifo: bool,
     max_holders: Option<u32>,
     access: Option<Access>,
     reason: Option<String>,
@@ -106,6 +110,7 @@ impl<L: Locker> Lock<L> {
             retry_interval: DEFAULT_RETRY_INTERVAL,
             acquire_timeout: None,
             skew_allowance: DEFAULT_SKEW_ALLOWANCE,
+            fifo: true,
             max_holders: None,
             access: None,
             reason: None,
@@ -340,7 +345,8 @@ impl<L: Locker> Lock<L> {
     }
 
     /// The identity this lock holds leases under. Two `Lock`s with the same identity are the
-    /// same holder: taking the lock again renews the lease instead of waiting for it.
+    /// same holder: taking the lock again does not wait, it replaces the holder's lease with a
+    /// new one and a new token (a re-entry: see [`try_acquire`](Self::try_acquire)).
     /// Default: a random UUID v4.
     ///
     /// # Examples
@@ -410,8 +416,44 @@ impl<L: Locker> Lock<L> {
         self
     }
 
+    /// Whether waiting is fair (first come, first served). Default: `true`.
+    ///
+    /// A waiting [`acquire`](Self::acquire) takes a place at the end of the lock's queue,
+    /// kept in the lock with its holders, and nobody who came later takes the lock before
+    /// it: not a waiter of another process, not [`try_acquire`](Self::try_acquire), not a
+    /// holder that releases and comes straight back. Whoever frees the lock hands it over in
+    /// the same write, so the waiter takes it without a write of its own.
+    ///
+    /// The cost: one write to queue, and one more every half of the place's life while it
+    /// waits (the place lasts the lease duration, at most 30 s, so that a waiter that dies
+    /// keeps no one waiting longer than that). A wait shorter than that costs no more writes
+    /// than taking the lock unfairly would, since the handover saves the taking write; a long
+    /// wait costs one write per 15 s (with 30 s leases).
+    ///
+    /// With `false`, this lock neither queues nor respects the queue: it takes the lock
+    /// whenever it is free, as Go lockheed clients do, and waiting costs no writes at all. Mix
+    /// the two on one lock only knowingly: unfair callers overtake the queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// // A lock polled for hours by a background job, for which fairness does not matter.
+    /// let lock = Lock::new("vacuum", MemoryLocker::new()).with_fifo(false);
+    /// # let _ = lock;
+    /// ```
+    pub fn with_fifo(mut self, fifo: bool) -> Self {
+        self.fifo = fifo;
+        self
+    }
+
     /// How long [`acquire`](Self::acquire) waits at most before failing with
     /// [`Error::Timeout`]. Default: no limit.
+    ///
+    /// The limit bounds the waiting, not a request in flight: a lock found free is taken even
+    /// if the API server answers the write after the limit (so an acquire can take a little
+    /// longer than its timeout on a slow server, but never gives up a lock it was writing).
     ///
     /// # Examples
     ///
@@ -580,9 +622,19 @@ impl<L: Locker> Lock<L> {
             reason: self.reason.clone(),
             retry_interval: self.retry_interval,
             skew_allowance: self.skew_allowance,
+            fifo: self.fifo,
             background: self.background.clone(),
             on_wait: self.on_wait.clone(),
         })
+    }
+
+    /// Lets this lock's background work finish first, for a moment at most: the release of a
+    /// guard just dropped lands before the lock is taken again (which would otherwise be a
+    /// re-entry), and the clean-up of an attempt whose outcome was unknown never races the
+    /// attempt after it (in kube-lock's format, which keeps no per-lease id, it could remove
+    /// the new lease).
+    async fn background_first(&self) {
+        let _ = tokio::time::timeout(BACKGROUND_FIRST, self.background.settle()).await;
     }
 
     /// One take: read (or start from what the backend's watch knows), decide,
@@ -590,6 +642,7 @@ impl<L: Locker> Lock<L> {
     /// the view may be a moment old.
     async fn attempt(&self) -> Result<LockGuard<L>, Error> {
         let settings = self.settings()?;
+        self.background_first().await;
         let (start, from_view) = match self.locker.known(&self.name) {
             Snapshot::Present(record) => (Start::Known(Some(record)), true),
             Snapshot::Absent => (Start::Known(None), true),
@@ -601,14 +654,22 @@ impl<L: Locker> Lock<L> {
         }
         match taken {
             Taken::Acquired(acquired) => {
-                Ok(LockGuard::start(settings, self.locker.clone(), acquired))
+                // A guard joins the process's watch of the lock when it runs (it costs
+                // nothing then), so that its writes start from the lock as it changes.
+                let view = from_view.then(|| self.locker.changes(&self.name)).flatten();
+                Ok(LockGuard::start(
+                    settings,
+                    self.locker.clone(),
+                    acquired,
+                    view,
+                ))
             }
-            Taken::Busy(blocked) | Taken::Announced { blocked, .. } => Err(Error::Held {
+            Taken::Busy(blocked) | Taken::Queued { blocked, .. } => Err(Error::Held {
                 lock: self.name.clone(),
                 holders: blocked.holders,
                 max_holders: blocked.max_holders,
             }),
-            Taken::Unknown { error, cleanup } => {
+            Taken::Unknown { error, cleanup, .. } => {
                 // The write may have happened: since this attempt fails, do not leave its
                 // lease behind.
                 drop(cleanup);
@@ -620,15 +681,17 @@ impl<L: Locker> Lock<L> {
     /// Waits for the lock, at most `timeout`.
     async fn wait(&self, timeout: Option<Duration>) -> Result<LockGuard<L>, Error> {
         let settings = self.settings()?;
+        self.background_first().await;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut waiter = Waiter::new(&self.locker, &settings);
-        let acquired = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, waiter.run())
-                .await
-                .map_err(|_| waiter.timeout())?,
-            None => waiter.run().await,
-        }?;
-        drop(waiter);
-        Ok(LockGuard::start(settings, self.locker.clone(), acquired))
+        let acquired = waiter.run(deadline).await?;
+        let view = waiter.into_feed();
+        Ok(LockGuard::start(
+            settings,
+            self.locker.clone(),
+            acquired,
+            view,
+        ))
     }
 
     /// Takes the lock if nobody else holds it, without waiting.
@@ -688,13 +751,14 @@ impl<L: Locker> Lock<L> {
     /// Takes the lock, waiting while someone else holds it (at most the
     /// [acquire timeout](Self::with_acquire_timeout), if one is set).
     ///
-    /// A waiter is woken as soon as the lock changes (through a watch shared by all the
-    /// waiters of the lock in this process) and when the holder's lease can have ended; it does
-    /// not poll. Waiters in one process take turns (first come, first served), and waiters in
-    /// different processes spread their attempts over a short random delay, so that a release
-    /// is followed by one write that takes the lock rather than one per waiter. Transient
-    /// failures (an unreachable or overloaded API server) are retried with exponential backoff
-    /// and jitter, honouring `Retry-After`.
+    /// Waiting is fair: the waiter takes a place at the end of the lock's queue, and the lock
+    /// is handed over to it when its turn comes, in the write that frees it (see
+    /// [`with_fifo`](Self::with_fifo)). Waiters in one process take turns among themselves
+    /// first; one at a time holds the process's place in the queue. A waiter is woken as soon
+    /// as the lock changes (through the backend's watch, shared by every lock of the process)
+    /// and when a blocking lease can have ended; it does not poll. Transient failures (an
+    /// unreachable or overloaded API server) are retried with exponential backoff and jitter,
+    /// honouring `Retry-After`.
     ///
     /// # Errors
     ///

@@ -1,6 +1,5 @@
 //! A lock's settings once checked: what taking it, waiting for it and holding it need.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +8,7 @@ use crate::background::Background;
 use crate::condition::Condition;
 use crate::info::Waiting;
 use crate::kind::Kind;
-use crate::rules::{Judgement, Request};
+use crate::rules::{Judgement, Request, Unchanged};
 
 /// The settings of a [`Lock`](crate::Lock), checked before any request: a valid name, a kind,
 /// a renew interval that leaves time to renew.
@@ -29,6 +28,8 @@ pub(crate) struct Settings {
     /// The longest pause between looks at a held lock when nothing notifies waiters.
     pub(crate) retry_interval: Duration,
     pub(crate) skew_allowance: Duration,
+    /// Waiting acquires queue and take their turns; everyone respects the queue.
+    pub(crate) fifo: bool,
     /// Where clean-ups and the releases of dropped guards run, counted for
     /// [`Lock::settle`](crate::Lock::settle).
     pub(crate) background: Background,
@@ -48,18 +49,21 @@ impl fmt::Debug for WaitObserver {
 
 impl Settings {
     /// What the rules are asked when this lock is taken: `unchanged_for` is how long a waiter
-    /// has watched each other holder's lease unchanged (`None` for a single attempt), and
-    /// `announce` whether a blocked writer records its intent (waiting acquires do).
+    /// has watched each other lease and queue entry unchanged (`None` for a single attempt),
+    /// and `waits` whether the caller waits (it queues, unless fair waiting is off).
     pub(crate) fn request<'a>(
         &'a self,
-        unchanged_for: Option<&'a BTreeMap<String, Duration>>,
-        announce: bool,
+        unchanged_for: Option<&'a Unchanged>,
+        waits: bool,
+        nonce: &'a str,
     ) -> Request<'a> {
         Request {
             holder: &self.holder,
             kind: self.kind,
             reason: self.reason.as_deref(),
-            announce,
+            nonce,
+            queue: waits && self.fifo,
+            fair: self.fifo,
             duration: self.duration,
             tags: &self.tags,
             reset_tags: self.reset_tags,

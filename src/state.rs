@@ -42,6 +42,11 @@ pub struct Lease {
     /// `true` for a shared holder of a read/write lock (added by this crate).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) shared: bool,
+    /// A random id of the attempt that wrote the lease (added by this crate): the clean-up of
+    /// an attempt whose write's outcome is unknown removes the lease only if it is that
+    /// attempt's, never a later attempt's with the same token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) nonce: Option<String>,
     /// Keys written by other versions, kept so that a rewrite does not lose them.
     #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,
@@ -76,6 +81,7 @@ impl Lease {
             since: None,
             reason: None,
             shared: false,
+            nonce: None,
             extra: Map::new(),
         }
     }
@@ -213,6 +219,51 @@ impl Lease {
     }
 }
 
+/// A waiter's place in a lock's queue (added by this crate; Go lockheed ignores the key, and
+/// drops it when it rewrites the state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct QueueEntry {
+    /// The waiter.
+    #[serde(rename = "instanceID")]
+    pub(crate) instance_id: String,
+    /// When the entry ends unless its waiter refreshes it (it does while it waits).
+    pub(crate) expires: GoTime,
+    /// How long the entry lasts from each refresh, in milliseconds: contenders judge its end
+    /// by their own elapsed time too, as they do leases'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) duration_millis: Option<u64>,
+    /// When the waiter queued.
+    pub(crate) since: GoTime,
+    /// The lease the waiter asks for, in milliseconds: whoever frees the lock may hand it
+    /// that lease directly. `None`: a lease without expiry, which is never handed over (a
+    /// waiter that died would hold it forever); the waiter takes it itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) lease_millis: Option<u64>,
+    /// Why the waiter wants the lock, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// A shared holder of a read/write lock (`false`: exclusive, or another kind).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) shared: bool,
+    /// The tags the waiter adds when it takes the lock (applied by whoever hands it over).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) tags: Vec<String>,
+    /// Whether those tags replace the lock's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) reset_tags: bool,
+    /// Keys written by other versions, kept so that a rewrite does not lose them.
+    #[serde(flatten)]
+    pub(crate) extra: Map<String, Value>,
+}
+
+impl QueueEntry {
+    /// How long the entry lasts from each refresh, when its writer said.
+    pub(crate) fn duration(&self) -> Option<std::time::Duration> {
+        self.duration_millis.map(std::time::Duration::from_millis)
+    }
+}
+
 /// The state of one lock, as stored (`data["lock"]` of a lockheed ConfigMap).
 ///
 /// The keys Go lockheed v0.5.3 writes come first and keep its meaning: `name`, `lockType`,
@@ -239,15 +290,14 @@ pub struct LockState {
     /// A semaphore's capacity (0 for other kinds).
     #[serde(rename = "maxHolders", default, skip_serializing_if = "is_zero_u32")]
     pub(crate) max_holders: u32,
-    /// Writers waiting for a read/write lock, by holder: while one's intent is live, new shared
-    /// holders wait (writer preference). An intent ends by itself if its writer dies.
+    /// The waiters, in the order they came (added by this crate): each takes its turn after
+    /// those ahead of it, and an entry ends by itself if its waiter dies.
     #[serde(
-        rename = "waitingWriters",
         default,
-        skip_serializing_if = "BTreeMap::is_empty",
-        deserialize_with = "null_as_empty"
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_none"
     )]
-    pub(crate) waiting_writers: BTreeMap<String, Lease>,
+    pub(crate) queue: Vec<QueueEntry>,
     /// Keys written by other versions or tools, kept so that a rewrite does not lose them.
     #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,
@@ -264,6 +314,13 @@ fn is_zero_u32(n: &u32) -> bool {
 }
 
 fn null_as_empty<'de, D>(deserializer: D) -> Result<BTreeMap<String, Lease>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::deserialize(deserializer)?.unwrap_or_default())
+}
+
+fn null_as_none<'de, D>(deserializer: D) -> Result<Vec<QueueEntry>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
@@ -290,7 +347,7 @@ impl LockState {
             tags: Vec::new(),
             fencing_token: 0,
             max_holders: 0,
-            waiting_writers: BTreeMap::new(),
+            queue: Vec::new(),
             extra: Map::new(),
         }
     }
@@ -424,19 +481,19 @@ impl LockState {
         self.max_holders
     }
 
-    /// Writers waiting for a read/write lock, by holder, each until its intent ends.
+    /// The waiters queued for the lock, by holder, in the order they came (each until its
+    /// entry ends: see [`LockInfo::waiters`](crate::LockInfo::waiters)).
     ///
     /// # Examples
     ///
     /// ```
     /// use lockheed::backend::LockState;
     ///
-    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{"a":{"instanceID":"a","expires":"2099-01-01T00:00:00Z"}},"tags":["prod"]}"#).unwrap();
-    /// assert!(state.waiting_writers().is_empty()); // not a read/write lock
+    /// let state = LockState::from_json(r#"{"name":"db","lockType":"mutex","leases":{},"queue":[{"instanceID":"w","expires":"2099-01-01T00:00:00Z","since":"2098-12-31T23:59:30Z"}]}"#).unwrap();
+    /// assert_eq!(state.waiters().collect::<Vec<_>>(), ["w"]);
     /// ```
-    #[must_use]
-    pub fn waiting_writers(&self) -> &BTreeMap<String, Lease> {
-        &self.waiting_writers
+    pub fn waiters(&self) -> impl Iterator<Item = &str> {
+        self.queue.iter().map(|entry| entry.instance_id.as_str())
     }
 
     /// A semaphore of `max_holders` with these holders (a backend that keeps semaphores in

@@ -1,9 +1,6 @@
-//! The take step: decide on a lock's record and write what takes it. A single
-//! [`try_acquire`](crate::Lock::try_acquire) is one take; a waiting
+//! The take step: decide on a lock's record and write what takes it, or what queues the
+//! caller. A single [`try_acquire`](crate::Lock::try_acquire) is one take; a waiting
 //! [`acquire`](crate::Lock::acquire) takes once each time the lock may have become free.
-
-use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -11,12 +8,12 @@ use crate::backend::{Backend, Decision, OnUnknown, Record, Start, Swapped, compa
 use crate::cleanup::{self, Undo};
 use crate::error::Error;
 use crate::gotime::GoTime;
-use crate::rules::{self, Acquire, Blocked};
+use crate::rules::{self, Acquire, Blocked, Unchanged};
 use crate::settings::Settings;
 use crate::state::LockState;
 use crate::watched::Watched;
 
-/// The write that took a lock.
+/// The write that took a lock (or the lease handed over to a waiter).
 #[derive(Debug)]
 pub(crate) struct Acquired<V> {
     /// The version written, to compare against at the first renewal.
@@ -33,19 +30,25 @@ pub(crate) struct Acquired<V> {
 pub(crate) enum Taken<V> {
     /// The lock is taken.
     Acquired(Acquired<V>),
-    /// Someone else holds it.
+    /// Someone else holds it, or waiters are ahead.
     Busy(Blocked),
-    /// Someone else holds it, and this waiting writer's intent is now recorded in `record`.
-    /// `withdraw` removes the intent when dropped armed: keep it until the acquire ends.
-    Announced {
+    /// Someone else holds it, and the caller's place in the queue is now recorded in
+    /// `record`: it waits for its turn, or for the lock to be handed over to it (a lease of its
+    /// own with a token above `floor`). Until the acquire ends, it keeps `Undo::Queue` to
+    /// withdraw.
+    Queued {
         blocked: Blocked,
         record: Record<V>,
-        withdraw: OnUnknown,
+        floor: u64,
     },
     /// The write failed and may have happened all the same (a timeout, a 5xx). `cleanup`
-    /// removes what it may have written when dropped armed: at once if the acquire gives up,
-    /// or when it ends without the lock; a later take that succeeds disarms it.
-    Unknown { error: Error, cleanup: OnUnknown },
+    /// removes what it may have written when dropped armed; a waiter disarms it and keeps
+    /// `undo` with its other pending clean-ups instead.
+    Unknown {
+        error: Error,
+        undo: Undo,
+        cleanup: OnUnknown,
+    },
 }
 
 /// What a decision to write will have done, once written.
@@ -54,12 +57,21 @@ enum Write {
         token: u64,
         expires: GoTime,
         reentry: bool,
+        nonce: String,
     },
-    Announce(Blocked),
+    Queue {
+        blocked: Blocked,
+        floor: u64,
+    },
+}
+
+/// A random id for one attempt's lease (see [`rules::undo_take`]).
+fn nonce() -> String {
+    format!("{:016x}", fastrand::u64(..))
 }
 
 /// Decides an acquire by `settings` on `record` (`None`: the lock is not stored) at `now`.
-/// `unchanged_for` and `announce` are as in [`Settings::request`].
+/// `unchanged_for` and `waits` are as in [`Settings::request`].
 ///
 /// # Errors
 ///
@@ -68,8 +80,9 @@ pub(crate) fn decide<V>(
     settings: &Settings,
     record: Option<&Record<V>>,
     now: DateTime<Utc>,
-    unchanged_for: Option<&BTreeMap<String, Duration>>,
-    announce: bool,
+    unchanged_for: Option<&Unchanged>,
+    waits: bool,
+    nonce: &str,
 ) -> Result<Acquire, Error> {
     let empty;
     let (state, reservation) = if let Some(r) = record {
@@ -78,40 +91,49 @@ pub(crate) fn decide<V>(
         empty = LockState::empty(&settings.name);
         (&empty, None)
     };
-    let request = settings.request(unchanged_for, announce);
+    let request = settings.request(unchanged_for, waits, nonce);
     rules::acquire(&settings.name, state, reservation, request, now)
 }
 
 /// Takes the lock if the rules allow it on its current record (read first, or as `start`
 /// knows it), writing by compare-and-swap; a conflict reads again and decides again. A waiter
-/// passes what it has `watched` of the other holders' leases (a single attempt has seen
-/// nothing), and `announce`s its intent if it is a blocked writer.
+/// passes what it has `watched` of the other leases and entries (a single attempt has seen
+/// nothing), and whether it `waits` (it then queues when the lock is busy).
 ///
 /// # Errors
 ///
-/// The rules' errors; the backend's permanent errors; [`Error::Contended`].
+/// The rules' errors; the backend's errors (a transient one after a write's outcome became
+/// known); [`Error::Contended`].
 ///
 /// # Cancel safety
 ///
-/// If the future is dropped while a write that takes the lock is in flight, what it may have
-/// written is removed in the background.
+/// If the future is dropped while a write is in flight, what it may have written is removed
+/// in the background.
 pub(crate) async fn take<L: Backend>(
     locker: &L,
     settings: &Settings,
     start: Start<L::Version>,
     mut watched: Option<&mut Watched>,
-    announce: bool,
+    waits: bool,
 ) -> Result<Taken<L::Version>, Error> {
     let clock = locker.clock();
     let decision = |record: Option<&Record<L::Version>>| {
         let unchanged = watched
             .as_deref_mut()
             .map(|w| w.observe(record, &settings.holder));
-        let acquire = decide(settings, record, clock.now(), unchanged.as_ref(), announce)?;
-        Ok(to_write(locker, settings, acquire))
+        let nonce = nonce();
+        let acquire = decide(
+            settings,
+            record,
+            clock.now(),
+            unchanged.as_ref(),
+            waits,
+            &nonce,
+        )?;
+        Ok(to_write(locker, settings, acquire, nonce))
     };
     let swapped = compare_and_swap(locker, &settings.name, start, decision).await?;
-    Ok(taken(locker, settings, swapped))
+    Ok(taken(swapped))
 }
 
 /// What to write for a decision, and what to undo if the write's outcome stays unknown.
@@ -119,38 +141,46 @@ fn to_write<L: Backend>(
     locker: &L,
     settings: &Settings,
     acquire: Acquire,
+    nonce: String,
 ) -> Decision<Write, Blocked> {
     match acquire {
         Acquire::Busy(blocked) => Decision::Done(blocked),
-        Acquire::Announce { state, blocked } => Decision::Write {
+        Acquire::Queue {
             state,
-            value: Write::Announce(blocked),
-            on_unknown: OnUnknown::nothing(),
+            blocked,
+            floor,
+        } => Decision::Write {
+            state,
+            value: Write::Queue { blocked, floor },
+            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor }),
         },
         Acquire::Take {
             state,
             token,
             expires,
             reentry,
-        } => Decision::Write {
-            state,
-            value: Write::Take {
+        } => {
+            let undo = Undo::Lease {
                 token,
-                expires,
+                nonce: nonce.clone(),
                 reentry,
-            },
-            on_unknown: cleanup::on_unknown(locker, settings, Undo::Lease { token, reentry }),
-        },
+            };
+            Decision::Write {
+                state,
+                value: Write::Take {
+                    token,
+                    expires,
+                    reentry,
+                    nonce,
+                },
+                on_unknown: cleanup::on_unknown(locker, settings, undo),
+            }
+        }
     }
 }
 
-/// What a take did, from how its compare-and-swap ended. A writer's intent, once written or
-/// perhaps written, is withdrawn unless the acquire takes the lock.
-fn taken<L: Backend>(
-    locker: &L,
-    settings: &Settings,
-    swapped: Swapped<L::Version, Write, Blocked>,
-) -> Taken<L::Version> {
+/// What a take did, from how its compare-and-swap ended.
+fn taken<V>(swapped: Swapped<V, Write, Blocked>) -> Taken<V> {
     match swapped {
         Swapped::Stored {
             version,
@@ -160,6 +190,7 @@ fn taken<L: Backend>(
                     token,
                     expires,
                     reentry,
+                    ..
                 },
         } => Taken::Acquired(Acquired {
             version,
@@ -171,25 +202,31 @@ fn taken<L: Backend>(
         Swapped::Stored {
             version,
             state,
-            value: Write::Announce(blocked),
-        } => Taken::Announced {
+            value: Write::Queue { blocked, floor },
+        } => Taken::Queued {
             blocked,
             record: Record::new(state, version),
-            withdraw: cleanup::on_unknown(locker, settings, Undo::Intent),
+            floor,
         },
         Swapped::Unknown {
             error,
-            value: Write::Announce(_),
             pending,
-        } => {
-            pending.disarm();
-            Taken::Unknown {
-                error,
-                cleanup: cleanup::on_unknown(locker, settings, Undo::Intent),
-            }
-        }
-        Swapped::Unknown { error, pending, .. } => Taken::Unknown {
+            value,
+        } => Taken::Unknown {
             error,
+            undo: match value {
+                Write::Take {
+                    token,
+                    reentry,
+                    nonce,
+                    ..
+                } => Undo::Lease {
+                    token,
+                    nonce,
+                    reentry,
+                },
+                Write::Queue { floor, .. } => Undo::Queue { floor },
+            },
             cleanup: pending,
         },
         Swapped::Done(blocked) => Taken::Busy(blocked),

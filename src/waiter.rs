@@ -1,12 +1,17 @@
 //! Waiting for a held lock: [`Waiter`], the state machine that
-//! [`Lock::acquire`](crate::Lock::acquire) steps until it has taken the lock.
+//! [`Lock::acquire`](crate::Lock::acquire) steps until it has the lock.
 //!
-//! A waiter does not poll. It is woken when the lock changes (the backend's feed, one per lock
-//! for every waiter in the process) and when a blocking lease can have ended; it decides on
-//! what the feed showed, without reading the lock again. Without a feed it polls with
-//! backoff. The waiters of a lock in one process take turns; waiters in different processes,
-//! woken by the same change, each pause a short random moment before writing, so that a
-//! release is followed by one write that takes the lock rather than one per waiter.
+//! A waiter does not poll. It is woken when the lock changes (the backend's feed, shared by
+//! every lock of the process) and when a blocking lease or queue entry can have ended; it
+//! decides on what the feed showed, without reading the lock again. Without a feed it polls
+//! with backoff.
+//!
+//! A blocked waiter first waits for its turn among the waiters of the lock in its process,
+//! then takes a place at the end of the lock's queue (see [`rules`](crate::rules)) and waits
+//! for the lock to be handed over to it, or, at the head of the queue, for the lock to be free
+//! to take. A waiter that does not wait fairly instead spreads its write over a short random
+//! delay when woken with others, so that a release is followed by one write that takes the
+//! lock rather than one per waiter.
 
 use std::mem;
 use std::time::Duration;
@@ -14,14 +19,18 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-use crate::backend::{Backend, Changes, OnUnknown, Record, Snapshot, Start};
+use crate::backend::{Backend, Changes, Record, Snapshot, Start};
 use crate::backoff::{self, Backoff};
+use crate::cleanup::{Pending, Undo};
 use crate::error::Error;
 use crate::info::{Holder, Waiting};
-use crate::rules::{Acquire, Blocked};
+use crate::rules::{self, Acquire, Blocked};
 use crate::settings::Settings;
 use crate::take::{self, Acquired, Taken};
 use crate::watched::Watched;
+
+/// How long a waiter waits for a starting feed's first view before it reads the lock.
+const LISTEN: Duration = Duration::from_secs(1);
 
 /// The smallest and largest random spread of the writes of woken waiters.
 const SPREAD_MIN: Duration = Duration::from_millis(25);
@@ -29,26 +38,32 @@ const SPREAD_MAX: Duration = Duration::from_secs(1);
 
 /// Where a waiter is.
 enum State<V> {
-    /// Waiting for its turn among the waiters of the lock in this process.
-    Queued,
-    /// Knows nothing of the lock: read it.
+    /// Look at the lock as the feed shows it, or read it.
+    Look,
+    /// The feed knows nothing yet (its watch is starting): wait a moment for its first view
+    /// rather than read the lock (a thousand waiters starting together read it once).
+    Listen,
+    /// Read the lock.
     Read,
     /// Decide on the lock as known (`None`: not stored).
     Decide(Option<Record<V>>),
+    /// Blocked: first wait for this process's turn among its waiters of the lock.
+    Turn(Blocked),
     /// The lock looks free, but other waiters were woken by the same change: pause a random
-    /// moment, then look again.
+    /// moment, then look again (unfair waiting only).
     Spread,
-    /// The rules allow taking the lock (or recording this writer's intent): write.
+    /// The rules allow taking the lock, or queueing: write.
     Take(Option<Record<V>>),
-    /// Someone else holds the lock: wait for a change, for a blocking lease to end, or to
-    /// poll again.
+    /// Someone else holds the lock, or waiters are ahead: wait for a change, for a blocking
+    /// lease or entry to end, for the place in the queue to need refreshing, or to poll.
     Blocked(Blocked),
     /// A transient failure: wait this long, then read the lock.
     Backoff(Duration),
 }
 
-/// One waiting acquire. Dropping it (the acquire failed, timed out or was cancelled) runs the
-/// clean-ups of what it may have written.
+/// One waiting acquire. Dropping it (the acquire failed, timed out or was cancelled) removes
+/// what it may have written: its place in the queue, leases of writes whose outcome is
+/// unknown.
 pub(crate) struct Waiter<'a, L: Backend> {
     locker: &'a L,
     settings: &'a Settings,
@@ -65,26 +80,24 @@ pub(crate) struct Waiter<'a, L: Backend> {
     failures: Backoff,
     polls: Backoff,
     watched: Watched,
+    /// Whether the waiter has waited for the feed's first view already.
+    listened: bool,
+    /// The lock's fencing counter when this waiter first queued: a lease of its own with a
+    /// higher token was handed over to it.
+    floor: Option<u64>,
     /// What this acquire waits for, as last seen (for the observer and a timeout's error).
     waiting: Waiting,
-    /// Removes what writes whose outcome is unknown may have left, unless the lock is taken.
-    pending: Vec<OnUnknown>,
-    /// Withdraws this writer's recorded intent, unless the lock is taken.
-    intent: Option<OnUnknown>,
+    /// What this acquire may have written, removed unless it takes the lock.
+    pending: Pending<L>,
 }
 
 impl<'a, L: Backend> Waiter<'a, L> {
     pub(crate) fn new(locker: &'a L, settings: &'a Settings) -> Self {
-        let feed = locker.changes(&settings.name);
         Self {
             locker,
             settings,
-            state: if feed.is_some() {
-                State::Queued
-            } else {
-                State::Read
-            },
-            feed,
+            state: State::Look,
+            feed: locker.changes(&settings.name),
             turn: None,
             started: Instant::now(),
             woken: false,
@@ -95,37 +108,44 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 settings.retry_interval,
             ),
             watched: Watched::default(),
+            listened: false,
+            floor: None,
             waiting: Waiting::new(&settings.name),
-            pending: Vec::new(),
-            intent: None,
+            pending: Pending::new(locker, settings),
         }
     }
 
-    /// Steps until the lock is taken.
+    /// Steps until the lock is taken, waiting at most until `deadline`. The deadline bounds
+    /// the waiting, never a read or a write in flight: a lock found free is taken however
+    /// slowly the backend answers.
     ///
     /// # Errors
     ///
-    /// Permanent errors (of the rules or the backend); transient ones make it wait.
+    /// [`Error::Timeout`] at the deadline; permanent errors (of the rules or the backend).
+    /// Transient errors make it wait.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: what the waiter may have written is cleaned up when it is dropped.
-    pub(crate) async fn run(&mut self) -> Result<Acquired<L::Version>, Error> {
+    pub(crate) async fn run(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Acquired<L::Version>, Error> {
         loop {
-            if let Some(acquired) = self.step().await? {
-                // Taking the lock replaced any lease an earlier, ambiguous write made, and
-                // fulfilled this writer's intent: nothing is left to clean up.
-                self.pending.drain(..).for_each(OnUnknown::disarm);
-                if let Some(intent) = self.intent.take() {
-                    intent.disarm();
-                }
+            if let Some(acquired) = self.step(deadline).await? {
+                self.pending.disarm();
                 return Ok(acquired);
             }
         }
     }
 
+    /// The lock's feed, for the guard that takes over from this waiter.
+    pub(crate) fn into_feed(mut self) -> Option<Changes<L::Version>> {
+        self.feed.take()
+    }
+
     /// The error of an acquire that timed out while waiting here.
-    pub(crate) fn timeout(&self) -> Error {
+    fn timeout(&self) -> Error {
         Error::Timeout {
             lock: self.settings.name.clone(),
             waited: self.started.elapsed(),
@@ -135,14 +155,22 @@ impl<'a, L: Backend> Waiter<'a, L> {
     }
 
     /// Makes one transition; returns the acquisition once the lock is taken.
-    async fn step(&mut self) -> Result<Option<Acquired<L::Version>>, Error> {
-        match mem::replace(&mut self.state, State::Read) {
-            State::Queued => {
-                if let Some(feed) = &self.feed {
-                    self.turn = Some(feed.turn().await);
+    async fn step(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Acquired<L::Version>>, Error> {
+        match mem::replace(&mut self.state, State::Look) {
+            State::Look => self.state = self.look(),
+            State::Listen => {
+                self.listened = true;
+                if let Some(feed) = self.feed.as_mut() {
+                    let first = tokio::time::timeout(LISTEN, feed.changed());
+                    until(deadline, first)
+                        .await
+                        .ok_or_else(|| self.timeout())?
+                        .ok();
                 }
-                // A feed that other waiters of this process opened already knows the lock.
-                self.state = self.as_fed();
+                self.state = self.look();
             }
             State::Read => {
                 self.state = match self.locker.read(&self.settings.name).await {
@@ -154,34 +182,91 @@ impl<'a, L: Backend> Waiter<'a, L> {
                     Err(err) => return Err(err),
                 };
             }
-            State::Decide(record) => self.state = self.decide(record)?,
+            State::Decide(record) => return self.decide(record),
+            State::Turn(blocked) => {
+                self.see(&blocked);
+                if let Some(feed) = &self.feed {
+                    let turn = until(deadline, feed.turn()).await;
+                    self.turn = Some(turn.ok_or_else(|| self.timeout())?);
+                }
+                // Others of this process may have changed the lock meanwhile.
+                self.state = State::Look;
+            }
             State::Spread => {
                 self.woken = false;
-                tokio::time::sleep(backoff::spread(self.spread)).await;
-                self.state = self.as_fed();
+                let pause = tokio::time::sleep(backoff::spread(self.spread));
+                until(deadline, pause).await.ok_or_else(|| self.timeout())?;
+                self.state = self.look();
             }
             State::Take(record) => return self.take(record).await,
-            State::Blocked(blocked) => self.wait(blocked).await,
-            State::Backoff(delay) => tokio::time::sleep(delay).await,
+            State::Blocked(blocked) => {
+                self.see(&blocked);
+                let woken = until(deadline, self.wake(&blocked)).await;
+                woken.ok_or_else(|| self.timeout())?;
+                self.woken = true;
+                self.state = self.look();
+            }
+            State::Backoff(delay) => {
+                let slept = until(deadline, tokio::time::sleep(delay)).await;
+                slept.ok_or_else(|| self.timeout())?;
+                self.state = State::Read;
+            }
         }
         Ok(None)
     }
 
-    /// What to do about the lock as known: wait, spread, or write.
-    fn decide(&mut self, record: Option<Record<L::Version>>) -> Result<State<L::Version>, Error> {
-        self.failures.reset();
-        let unchanged = self.watched.observe(record.as_ref(), &self.settings.holder);
+    /// What to do about the lock as known: it was handed over, or take it, queue, wait.
+    fn decide(
+        &mut self,
+        record: Option<Record<L::Version>>,
+    ) -> Result<Option<Acquired<L::Version>>, Error> {
         let now = self.locker.clock().now();
-        Ok(
-            match take::decide(self.settings, record.as_ref(), now, Some(&unchanged), true)? {
-                Acquire::Busy(blocked) => State::Blocked(blocked),
-                Acquire::Take { .. } if self.woken && self.feed.is_some() => State::Spread,
-                Acquire::Take { .. } | Acquire::Announce { .. } => State::Take(record),
-            },
-        )
+        let handed = match (self.floor, &record) {
+            (Some(floor), Some(current)) => {
+                rules::handed_over(&current.state, &self.settings.holder, floor, now)
+            }
+            _ => None,
+        };
+        if let (Some((token, expires)), Some(record)) = (handed, &record) {
+            tracing::debug!(token, "the lock was handed over");
+            return Ok(Some(Acquired {
+                version: record.version.clone(),
+                state: record.state.clone(),
+                token,
+                expires,
+                reentry: false,
+            }));
+        }
+        let unchanged = self.watched.observe(record.as_ref(), &self.settings.holder);
+        let decision = take::decide(
+            self.settings,
+            record.as_ref(),
+            now,
+            Some(&unchanged),
+            true,
+            "",
+        )?;
+        let needs_turn = self.turn.is_none() && self.feed.is_some();
+        self.state = match decision {
+            Acquire::Busy(blocked) => {
+                self.failures.reset();
+                if needs_turn {
+                    State::Turn(blocked)
+                } else {
+                    State::Blocked(blocked)
+                }
+            }
+            // One waiter of this process at a time holds its place in the queue.
+            Acquire::Queue { blocked, .. } if needs_turn => State::Turn(blocked),
+            Acquire::Take { .. } if self.woken && self.feed.is_some() && !self.settings.fifo => {
+                State::Spread
+            }
+            Acquire::Take { .. } | Acquire::Queue { .. } => State::Take(record),
+        };
+        Ok(None)
     }
 
-    /// Writes what takes the lock, or records this writer's intent.
+    /// Writes what takes the lock, or what queues this waiter.
     async fn take(
         &mut self,
         record: Option<Record<L::Version>>,
@@ -193,43 +278,55 @@ impl<'a, L: Backend> Waiter<'a, L> {
             start,
             Some(&mut self.watched),
             true,
-        )
-        .await?;
-        self.state = match taken {
-            Taken::Acquired(acquired) => return Ok(Some(acquired)),
-            Taken::Busy(blocked) => {
+        );
+        self.state = match taken.await {
+            Ok(Taken::Acquired(acquired)) => return Ok(Some(acquired)),
+            Ok(Taken::Busy(blocked)) => {
                 // Another waiter wrote first: spread further next time.
                 self.spread = (self.spread * 2).min(SPREAD_MAX);
+                self.failures.reset();
                 tracing::debug!("the lock was taken by another waiter first");
                 State::Blocked(blocked)
             }
-            Taken::Announced {
+            Ok(Taken::Queued {
                 blocked,
                 record,
-                withdraw,
-            } => {
-                tracing::debug!("waiting as a writer; new shared holders wait behind");
-                match &self.intent {
-                    Some(_) => withdraw.disarm(),
-                    None => self.intent = Some(withdraw),
-                }
+                floor,
+            }) => {
+                let floor = *self.floor.get_or_insert(floor);
+                self.pending.add(Undo::Queue { floor });
+                self.failures.reset();
+                tracing::debug!(?blocked.retry_in, "queued for the lock");
                 self.see(&blocked);
                 State::Decide(Some(record))
             }
-            Taken::Unknown { error, cleanup } => {
+            Ok(Taken::Unknown {
+                error,
+                undo,
+                cleanup,
+            }) => {
                 // The write may have happened: the next attempt finds out (and carries on
-                // with that lease); if the acquire ends first, the clean-up removes it.
+                // from there); if the acquire ends first, the clean-up removes it.
                 tracing::debug!(%error, "writing the lock failed; retrying");
-                self.pending.push(cleanup);
+                cleanup.disarm();
+                if let Undo::Queue { floor } = undo {
+                    self.floor.get_or_insert(floor);
+                }
+                self.pending.add(undo);
                 State::Backoff(self.failures.after(&error))
             }
+            Err(error) if error.is_transient() => {
+                tracing::debug!(%error, "taking the lock failed; retrying");
+                State::Backoff(self.failures.after(&error))
+            }
+            Err(error) => return Err(error),
         };
         Ok(None)
     }
 
-    /// Waits until the lock changes, a blocking lease can have ended, or it is time to poll.
-    async fn wait(&mut self, blocked: Blocked) {
-        self.see(&blocked);
+    /// Waits until the lock changes, a blocking lease or entry can have ended, this waiter's
+    /// place needs refreshing, or it is time to poll.
+    async fn wake(&mut self, blocked: &Blocked) {
         let lease_end = blocked.retry_in.map(|d| d + Duration::from_millis(1));
         let poll = self.feed.is_none().then(|| self.polls.next());
         tracing::debug!(held_by = ?self.waiting.holders.iter().map(|h| &h.id).collect::<Vec<_>>(), ?lease_end, "lock is held; waiting");
@@ -244,13 +341,11 @@ impl<'a, L: Backend> Waiter<'a, L> {
             () = sleep_for(lease_end) => {}
             () = sleep_for(poll) => {}
         }
-        self.woken = true;
-        self.state = self.as_fed();
     }
 
     /// The lock as the feed last showed it; without a feed (or if it showed nothing usable),
     /// read it.
-    fn as_fed(&mut self) -> State<L::Version> {
+    fn look(&mut self) -> State<L::Version> {
         match self.feed.as_mut().map(Changes::latest) {
             Some(Snapshot::Present(record)) => State::Decide(Some(record)),
             Some(Snapshot::Absent) => State::Decide(None),
@@ -259,6 +354,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 self.feed = None;
                 State::Read
             }
+            Some(Snapshot::Unknown) if !self.listened => State::Listen,
             _ => State::Read,
         }
     }
@@ -282,6 +378,14 @@ impl<'a, L: Backend> Waiter<'a, L> {
         if changed && let Some(observer) = &self.settings.on_wait {
             (observer.0)(waiting);
         }
+    }
+}
+
+/// Runs `future` until `deadline`: `None` when the deadline came first.
+async fn until<F: Future>(deadline: Option<Instant>, future: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
     }
 }
 

@@ -1,53 +1,54 @@
-//! How long a waiter has seen each other holder's lease unchanged, on its own monotonic clock:
-//! client-go's rule for judging expiry without trusting the holder's clock.
+//! How long a waiter has seen each other holder's lease, and each other waiter's place in the
+//! queue, unchanged, on its own monotonic clock: client-go's rule for judging expiry without
+//! trusting the other side's clock.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::backend::Record;
 use crate::gotime::GoTime;
+use crate::rules::{Slot, Unchanged};
 
-/// The other holders' leases as this waiter has watched them.
+/// The other holders' leases and waiters' entries as this waiter has watched them.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
-    /// Each other holder's lease end as last seen, and since when it has been seen so.
-    since: BTreeMap<String, (GoTime, Instant)>,
+    /// Each one's end as last seen, and since when it has been seen so.
+    since: BTreeMap<(Slot, String), (GoTime, Instant)>,
 }
 
 impl Watched {
-    /// Notes the leases of `record` (`None`: the lock is not stored) and returns how long each
-    /// other holder's lease has been seen unchanged. A lease that changed (a renewal, another
-    /// acquisition) starts again from now.
-    pub(crate) fn observe<V>(
-        &mut self,
-        record: Option<&Record<V>>,
-        me: &str,
-    ) -> BTreeMap<String, Duration> {
+    /// Notes the leases and queue entries of `record` (`None`: the lock is not stored) and
+    /// returns how long each other one has been seen unchanged. One that changed (a renewal,
+    /// a refresh, another acquisition) starts again from now.
+    pub(crate) fn observe<V>(&mut self, record: Option<&Record<V>>, me: &str) -> Unchanged {
         let now = Instant::now();
-        let leases = record.map(|r| &r.state.leases);
-        self.since.retain(|holder, (expires, _)| {
-            leases
-                .and_then(|l| l.get(holder))
-                .is_some_and(|lease| lease.expires == *expires)
-        });
-        for lease in leases.into_iter().flat_map(|l| l.values()) {
-            if lease.instance_id != me {
-                self.since
-                    .entry(lease.instance_id.clone())
-                    .or_insert((lease.expires, now));
+        let mut seen: BTreeMap<(Slot, String), GoTime> = BTreeMap::new();
+        if let Some(record) = record {
+            let state = &record.state;
+            for lease in state.leases.values().filter(|l| l.instance_id != me) {
+                seen.insert((Slot::Lease, lease.instance_id.clone()), lease.expires);
+            }
+            for entry in state.queue.iter().filter(|e| e.instance_id != me) {
+                seen.insert((Slot::Queue, entry.instance_id.clone()), entry.expires);
             }
         }
         self.since
+            .retain(|key, (expires, _)| seen.get(key) == Some(expires));
+        for (key, expires) in seen {
+            self.since.entry(key).or_insert((expires, now));
+        }
+        self.since
             .iter()
-            .map(|(holder, (_, since))| (holder.clone(), since.elapsed()))
+            .map(|(key, (_, since))| (key.clone(), since.elapsed()))
             .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::state::{Lease, LockState};
 
@@ -62,15 +63,18 @@ mod tests {
     async fn a_lease_counts_while_unchanged_and_restarts_when_renewed() {
         let mut watched = Watched::default();
         let first = held("other", "2026-11-22T10:00:30Z");
-        assert_eq!(watched.observe(Some(&first), "me")["other"], Duration::ZERO);
+        assert_eq!(
+            watched.observe(Some(&first), "me")[&(Slot::Lease, "other".to_owned())],
+            Duration::ZERO
+        );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(
-            watched.observe(Some(&first), "me")["other"],
+            watched.observe(Some(&first), "me")[&(Slot::Lease, "other".to_owned())],
             Duration::from_secs(10)
         );
         let renewed = held("other", "2026-11-22T10:00:40Z");
         assert_eq!(
-            watched.observe(Some(&renewed), "me")["other"],
+            watched.observe(Some(&renewed), "me")[&(Slot::Lease, "other".to_owned())],
             Duration::ZERO
         );
         // My own lease is not watched; a lock that is gone forgets everything.

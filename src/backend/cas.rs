@@ -120,8 +120,9 @@ impl Drop for OnUnknown {
 ///
 /// # Errors
 ///
-/// The decision's errors; the backend's errors, except a transient write error, which is
-/// [`Swapped::Unknown`]; [`Error::Contended`] when every attempt met a conflict.
+/// The decision's errors; the backend's errors, except a transient write error, and any read
+/// error after a conflict, which are [`Swapped::Unknown`]; [`Error::Contended`] when every
+/// attempt met a conflict.
 ///
 /// # Cancel safety
 ///
@@ -156,7 +157,6 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
                 });
             }
             Ok(Written::Conflict) => {
-                on_unknown.disarm();
                 tracing::debug!("the lock changed since it was read; reading it again");
             }
             Err(error) if error.is_transient() => {
@@ -171,7 +171,30 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
                 return Err(error);
             }
         }
-        record = backend.read(name).await?;
+        // A conflict is usually another writer's progress; it can also be this very write,
+        // committed, then sent again by the client (kube retries a 503) and refused. Until the
+        // lock is read again, the write's outcome is unknown.
+        record = match backend.read(name).await {
+            Ok(record) => record,
+            Err(error) => {
+                return Ok(Swapped::Unknown {
+                    error,
+                    pending: on_unknown,
+                    value,
+                });
+            }
+        };
+        match record {
+            Some(current) if current.state == state => {
+                on_unknown.disarm();
+                return Ok(Swapped::Stored {
+                    version: current.version,
+                    state,
+                    value,
+                });
+            }
+            _ => on_unknown.disarm(),
+        }
     }
     Err(Error::Contended {
         lock: name.to_owned(),

@@ -154,6 +154,11 @@ impl<V: Clone> Changes<V> {
         self.rx.borrow_and_update().clone()
     }
 
+    /// The newest snapshot, without counting it as seen.
+    pub(crate) fn peek(&self) -> Snapshot<V> {
+        self.rx.borrow().clone()
+    }
+
     /// Waits for this waiter's turn among the waiters of the lock in this process.
     pub(crate) async fn turn(&self) -> OwnedMutexGuard<()> {
         Arc::clone(&self.shared.turn).lock_owned().await

@@ -8,8 +8,9 @@
 //! lock operation on it follows the crate's rules, which backends never decide.
 //!
 //! The states are Go lockheed's JSON documents ([`LockState::from_json`],
-//! [`LockState::to_json`]); a backend that keeps them in another shape converts with
-//! [`LockState`] and [`Lease`].
+//! [`LockState::to_json`]): store them as they are. Their public accessors ([`LockState`],
+//! [`Lease`]) are for reading (what a store indexes or shows); a state cannot be rebuilt from
+//! them without losing what the rules keep in it (tokens, queue, kinds).
 
 mod cas;
 mod feed;

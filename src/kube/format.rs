@@ -10,7 +10,9 @@ use kube::api::ListParams;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::keys::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY};
+use super::keys::{
+    FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION, STATE_KEY,
+};
 use super::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_state_size};
 use crate::backend::{Record, Reservation};
 use crate::error::Error;
@@ -100,10 +102,18 @@ impl Format {
                 Some(json) => LockState::from_json(json).map_err(|e| corrupt(e.to_string()))?,
                 None => LockState::empty(name),
             },
-            Self::KubeLock => match annotations.and_then(|a| a.get(KUBE_LOCK_ANNOTATION)) {
-                Some(json) => decode_kube_lock(name, json).map_err(corrupt)?,
-                None => LockState::empty(name),
-            },
+            Self::KubeLock => {
+                let mut state = match annotations.and_then(|a| a.get(KUBE_LOCK_ANNOTATION)) {
+                    Some(json) => decode_kube_lock(name, json).map_err(corrupt)?,
+                    None => LockState::empty(name),
+                };
+                if let Some(json) = annotations.and_then(|a| a.get(QUEUE_ANNOTATION)) {
+                    state.queue = serde_json::from_str(json).map_err(|e| {
+                        corrupt(format!("annotation {QUEUE_ANNOTATION} is not a queue: {e}"))
+                    })?;
+                }
+                state
+            }
         };
         if let Some(token) = annotations.and_then(|a| a.get(FENCING_ANNOTATION)) {
             let token = token.parse::<u64>().map_err(|_| {
@@ -162,10 +172,15 @@ impl Format {
                     .as_ref()
                     .and_then(|a| a.get(KUBE_LOCK_ANNOTATION));
                 let json = encode_kube_lock(name, previous.map(String::as_str), state)?;
-                cm.metadata
-                    .annotations
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(KUBE_LOCK_ANNOTATION.to_owned(), json);
+                let annotations = cm.metadata.annotations.get_or_insert_with(BTreeMap::new);
+                annotations.insert(KUBE_LOCK_ANNOTATION.to_owned(), json);
+                if state.queue.is_empty() {
+                    annotations.remove(QUEUE_ANNOTATION);
+                } else {
+                    let queue =
+                        serde_json::to_string(&state.queue).expect("a queue always serializes");
+                    annotations.insert(QUEUE_ANNOTATION.to_owned(), queue);
+                }
             }
         }
         if state.fencing_token() > 0 {

@@ -11,3 +11,7 @@ pub const STATE_KEY: &str = "lock";
 pub const FENCING_ANNOTATION: &str = "lockheed/fencing-token";
 /// The annotation in which kube-lock keeps a semaphore.
 pub const KUBE_LOCK_ANNOTATION: &str = "kube-lock";
+/// The annotation in which this crate keeps the waiters' queue of a lock in kube-lock's format
+/// (kube-lock's own document has no room for it, and the Go tool leaves other annotations
+/// alone). Locks in lockheed's format keep their queue in their state document.
+pub const QUEUE_ANNOTATION: &str = "lockheed/queue";

@@ -8,70 +8,12 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use super::format::Format;
 use super::keys::DEFAULT_PREFIX;
 use super::limits::check_name;
+use super::objects::{ConfigMapVersion, Objects};
 use super::watch::Watches;
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::state::LockState;
-
-/// What a [`KubeLocker`]'s write compares against: the ConfigMap as it was read. The write
-/// carries its resourceVersion (a compare-and-swap) and keeps everything else it holds.
-#[derive(Debug, Clone)]
-pub struct ConfigMapVersion(Arc<ConfigMap>);
-
-impl ConfigMapVersion {
-    /// The resourceVersion the next write must find.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "testing")]
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use lockheed::backend::Backend;
-    /// use lockheed::{KubeLocker, Lock};
-    ///
-    /// let server = lockheed::testing::FakeApiServer::start().await?;
-    /// let locker = KubeLocker::new(server.client(), "default");
-    /// Lock::new("db", locker.clone()).try_acquire().await?.release().await?;
-    /// let record = locker.read("db").await?.unwrap();
-    /// assert!(record.version.resource_version().is_some());
-    /// # Ok(())
-    /// # }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
-    /// ```
-    #[must_use]
-    pub fn resource_version(&self) -> Option<&str> {
-        self.0.metadata.resource_version.as_deref()
-    }
-
-    /// The ConfigMap as it was read.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # #[cfg(feature = "testing")]
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use lockheed::backend::Backend;
-    /// use lockheed::{KubeLocker, Lock};
-    ///
-    /// let server = lockheed::testing::FakeApiServer::start().await?;
-    /// let locker = KubeLocker::new(server.client(), "default");
-    /// Lock::new("db", locker.clone()).try_acquire().await?.release().await?;
-    /// let record = locker.read("db").await?.unwrap();
-    /// assert_eq!(record.version.config_map().metadata.name.as_deref(), Some("lockheed-db"));
-    /// # Ok(())
-    /// # }
-    /// # #[cfg(not(feature = "testing"))]
-    /// # fn main() {}
-    /// ```
-    #[must_use]
-    pub fn config_map(&self) -> &ConfigMap {
-        &self.0
-    }
-}
 
 /// Locks kept in ConfigMaps `lockheed-<name>` of one namespace, readable and writable by Go
 /// lockheed v0.5.3 clients at the same time.
@@ -129,13 +71,10 @@ impl ConfigMapVersion {
 /// ```
 #[derive(Clone)]
 pub struct KubeLocker {
-    api: Api<ConfigMap>,
-    namespace: String,
-    prefix: String,
+    objects: Objects,
     clock: Arc<dyn Clock>,
     /// The watch shared by every waiter and held lock of this locker and its clones.
     watches: Watches,
-    format: Format,
     /// Whether a missing ConfigMap may be created.
     create: bool,
 }
@@ -143,9 +82,9 @@ pub struct KubeLocker {
 impl std::fmt::Debug for KubeLocker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeLocker")
-            .field("namespace", &self.namespace)
-            .field("prefix", &self.prefix)
-            .field("format", &self.format)
+            .field("namespace", &self.objects.namespace)
+            .field("prefix", &self.objects.prefix)
+            .field("format", &self.objects.format)
             .field("create", &self.create)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
@@ -172,12 +111,14 @@ impl KubeLocker {
     pub fn new(client: kube::Client, namespace: impl Into<String>) -> Self {
         let namespace = namespace.into();
         Self {
-            api: Api::namespaced(client, &namespace),
-            namespace,
-            prefix: DEFAULT_PREFIX.to_owned(),
+            objects: Objects {
+                api: Api::namespaced(client, &namespace),
+                namespace,
+                prefix: DEFAULT_PREFIX.to_owned(),
+                format: Format::Lockheed,
+            },
             clock: Arc::new(SystemClock),
             watches: Watches::new(true),
-            format: Format::Lockheed,
             create: true,
         }
     }
@@ -229,14 +170,15 @@ impl KubeLocker {
     /// ```
     #[must_use]
     pub fn kube_lock(client: kube::Client, namespace: impl Into<String>) -> Self {
-        Self {
-            prefix: String::new(),
-            format: Format::KubeLock,
+        let mut locker = Self {
             create: false,
             // kube-lock labels nothing: its ConfigMaps are watched one by one.
             watches: Watches::new(false),
             ..Self::new(client, namespace)
-        }
+        };
+        locker.objects.prefix = String::new();
+        locker.objects.format = Format::KubeLock;
+        locker
     }
 
     /// Whether acquiring a lock whose ConfigMap does not exist creates it. Default: `true`
@@ -302,7 +244,7 @@ impl KubeLocker {
     /// ```
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.objects.prefix = prefix.into();
         self
     }
 
@@ -343,7 +285,7 @@ impl KubeLocker {
     /// ```
     #[must_use]
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.objects.namespace
     }
 
     /// The ConfigMap name of lock `name`.
@@ -362,43 +304,18 @@ impl KubeLocker {
     /// ```
     #[must_use]
     pub fn object_name(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
-    /// `namespace/configmap`, for messages.
-    fn object(&self, name: &str) -> String {
-        format!("{}/{}", self.namespace, self.object_name(name))
+        self.objects.object_name(name)
     }
 
     fn kube_error(&self, name: &str, source: kube::Error) -> Error {
         Error::Kube {
-            object: self.object(name),
+            object: self.objects.object(name),
             source,
         }
     }
 
-    pub(super) fn api(&self) -> &Api<ConfigMap> {
-        &self.api
-    }
-
-    pub(super) fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    pub(super) fn decode(
-        &self,
-        name: &str,
-        cm: ConfigMap,
-    ) -> Result<Record<ConfigMapVersion>, Error> {
-        let record = self.format.decode(name, &self.object(name), cm)?;
-        Ok(
-            Record::new(record.state, ConfigMapVersion(Arc::new(record.version)))
-                .with_reservation(record.reservation),
-        )
-    }
-
-    fn encode(&self, name: &str, cm: ConfigMap, state: &LockState) -> Result<ConfigMap, Error> {
-        self.format.encode(name, &self.object(name), cm, state)
+    fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMapVersion>, Error> {
+        self.objects.decode(name, cm)
     }
 }
 
@@ -414,11 +331,11 @@ impl Backend for KubeLocker {
     }
 
     fn check_name(&self, name: &str) -> Result<(), Error> {
-        check_name(&self.prefix, name)
+        check_name(&self.objects.prefix, name)
     }
 
     fn changes(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
-        self.watches.changes(self, name)
+        self.watches.changes(&self.objects, name)
     }
 
     fn known(&self, name: &str) -> Snapshot<ConfigMapVersion> {
@@ -427,6 +344,7 @@ impl Backend for KubeLocker {
 
     async fn read(&self, name: &str) -> Result<Option<Record<ConfigMapVersion>>, Error> {
         let cm = self
+            .objects
             .api
             .get_opt(&self.object_name(name))
             .await
@@ -444,13 +362,16 @@ impl Backend for KubeLocker {
     ) -> Result<Written<ConfigMapVersion>, Error> {
         let object_name = self.object_name(name);
         let result = if let Some(current) = expected {
-            let cm = self.encode(name, ConfigMap::clone(&current.0), state)?;
-            self.api
+            let cm = self
+                .objects
+                .encode(name, ConfigMap::clone(&current.0), state)?;
+            self.objects
+                .api
                 .replace(&object_name, &PostParams::default(), &cm)
                 .await
         } else if !self.create {
             return Err(Error::Missing {
-                object: self.object(name),
+                object: self.objects.object(name),
             });
         } else {
             let fresh = ConfigMap {
@@ -460,8 +381,8 @@ impl Backend for KubeLocker {
                 },
                 ..ConfigMap::default()
             };
-            let cm = self.encode(name, fresh, state)?;
-            self.api.create(&PostParams::default(), &cm).await
+            let cm = self.objects.encode(name, fresh, state)?;
+            self.objects.api.create(&PostParams::default(), &cm).await
         };
         match result {
             Ok(stored) => {
@@ -482,20 +403,21 @@ impl Backend for KubeLocker {
 
     async fn read_all(&self) -> Result<StoredStates, Error> {
         let list = self
+            .objects
             .api
-            .list(&self.format.list_params())
+            .list(&self.objects.format.list_params())
             .await
             .map_err(|source| Error::Kube {
-                object: self.namespace.clone(),
+                object: self.objects.namespace.clone(),
                 source,
             })?;
         Ok(list
             .items
             .into_iter()
-            .filter(|cm| self.format.is_lock(cm))
+            .filter(|cm| self.objects.format.is_lock(cm))
             .filter_map(|cm| {
                 let object_name = cm.metadata.name.clone()?;
-                let name = object_name.strip_prefix(&self.prefix)?.to_owned();
+                let name = object_name.strip_prefix(&self.objects.prefix)?.to_owned();
                 let state = self.decode(&name, cm).map(|record| record.state);
                 Some((name, state))
             })

@@ -23,10 +23,13 @@ mod format;
 mod keys;
 mod limits;
 mod locker;
+mod objects;
 mod watch;
 
 pub use self::keys::{
-    DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, STATE_KEY,
+    DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION,
+    STATE_KEY,
 };
 pub(crate) use self::limits::{MAX_DATA_BYTES, check_name, check_state_size};
-pub use self::locker::{ConfigMapVersion, KubeLocker};
+pub use self::locker::KubeLocker;
+pub use self::objects::ConfigMapVersion;

@@ -1,4 +1,4 @@
-//! How a [`KubeLocker`] learns that its locks changed: one watch of the namespace's lock
+//! How a [`KubeLocker`](super::KubeLocker) learns that its locks changed: one watch of the namespace's lock
 //! ConfigMaps (the `lockheed/lock` label), shared by every waiter and held lock of the locker
 //! and its clones, so that 10,000 locks cost one watch. The watch also keeps every lock's
 //! latest record, so that a first look at a lock needs no request.
@@ -20,7 +20,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::keys::LOCK_LABEL;
-use super::locker::{ConfigMapVersion, KubeLocker};
+use super::objects::{ConfigMapVersion, Objects};
 use crate::backend::{Changes, Feeds, Record, Snapshot, Source};
 
 /// How the locks are watched.
@@ -34,7 +34,7 @@ enum Mode {
     Forbidden,
 }
 
-/// The watches of one [`KubeLocker`] and its clones.
+/// The watches of one [`KubeLocker`](super::KubeLocker) and its clones.
 #[derive(Clone)]
 pub(super) struct Watches {
     feeds: Feeds<ConfigMapVersion>,
@@ -103,7 +103,7 @@ impl Drop for Running {
 struct Subscription {
     name: String,
     commands: mpsc::UnboundedSender<Command>,
-    _running: Arc<Running>,
+    running: Option<Arc<Running>>,
 }
 
 impl Drop for Subscription {
@@ -111,8 +111,24 @@ impl Drop for Subscription {
         let _ = self
             .commands
             .send(Command::Unsubscribe(std::mem::take(&mut self.name)));
+        // The last share keeps the namespace watch a while longer: a process that takes locks
+        // again and again (or takes one after waiting) keeps its view of the locks instead of
+        // listing them all again each time.
+        if let Some(running) = self.running.take()
+            && Arc::strong_count(&running) == 1
+            && lock(&running.state).mode == Mode::Namespace
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                tokio::time::sleep(LINGER).await;
+                drop(running);
+            });
+        }
     }
 }
+
+/// How long the namespace watch outlives the last lock that needed it.
+const LINGER: Duration = Duration::from_secs(30);
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -181,31 +197,31 @@ impl Watches {
     /// watching is forbidden.
     pub(super) fn changes(
         &self,
-        locker: &KubeLocker,
+        objects: &Objects,
         name: &str,
     ) -> Option<Changes<ConfigMapVersion>> {
         if lock(&self.state).mode == Mode::Forbidden {
             return None;
         }
         Some(self.feeds.subscribe(name, |_| {
-            let (running, commands) = self.join(locker);
+            let (running, commands) = self.join(objects);
             let _ = commands.send(Command::Subscribe(name.to_owned()));
             Some(Source::share(Subscription {
                 name: name.to_owned(),
                 commands,
-                _running: running,
+                running: Some(running),
             }))
         }))
     }
 
     /// The running watcher, started if it is not.
-    fn join(&self, locker: &KubeLocker) -> (Arc<Running>, mpsc::UnboundedSender<Command>) {
+    fn join(&self, objects: &Objects) -> (Arc<Running>, mpsc::UnboundedSender<Command>) {
         let mut state = lock(&self.state);
         if let (Some(running), Some(commands)) = (state.running.upgrade(), &state.commands) {
             return (running, commands.clone());
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(watch(locker.clone(), self.clone(), rx));
+        let task = tokio::spawn(watch(objects.clone(), self.clone(), rx));
         state.generation += 1;
         // What a previous watcher knew is not kept up to date any more.
         state.cache.clear();
@@ -228,6 +244,10 @@ impl Watches {
         let mut state = lock(&self.state);
         // A read before this change is not a starting point any more.
         state.recent.remove(name);
+        if state.mode == Mode::Forbidden {
+            // The feeds said to poll: nothing may replace that.
+            return;
+        }
         if state.synced {
             if let Some(known) = state.cache.get(name)
                 && newer(&known.version, &record.version)
@@ -236,7 +256,7 @@ impl Watches {
             }
             state.cache.insert(name.to_owned(), record.clone());
         }
-        drop(state);
+        // Published under the state's lock, so that a change of mode comes before or after.
         self.feeds.publish(name, Snapshot::Present(record.clone()));
     }
 
@@ -253,21 +273,21 @@ impl Watches {
     }
 
     /// Watches lock `name`'s ConfigMap alone (per-lock mode).
-    fn watch_single(&self, locker: &KubeLocker, state: &mut State, name: &str) {
-        let task = tokio::spawn(watch_single(locker.clone(), self.clone(), name.to_owned()));
+    fn watch_single(&self, objects: &Objects, state: &mut State, name: &str) {
+        let task = tokio::spawn(watch_single(objects.clone(), self.clone(), name.to_owned()));
         state
             .single
             .insert(name.to_owned(), Abort(task.abort_handle()));
     }
 
     /// The namespace watch is forbidden: watch each lock alone from now on.
-    fn fall_back(&self, locker: &KubeLocker) {
+    fn fall_back(&self, objects: &Objects) {
         let mut state = lock(&self.state);
         state.mode = Mode::PerLock;
         state.cache.clear();
         state.synced = false;
         for name in self.feeds.subscribed() {
-            self.watch_single(locker, &mut state, &name);
+            self.watch_single(objects, &mut state, &name);
         }
     }
 
@@ -297,14 +317,10 @@ fn newer(a: &ConfigMapVersion, b: &ConfigMapVersion) -> bool {
 
 /// The watcher task: the namespace watch (or, after a fall-back, the single watches it
 /// starts), and the feeds' comings and goings.
-async fn watch(
-    locker: KubeLocker,
-    watches: Watches,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-) {
+async fn watch(objects: Objects, watches: Watches, mut commands: mpsc::UnboundedReceiver<Command>) {
     let config = watcher::Config::default().labels(LOCK_LABEL);
     let mut stream =
-        std::pin::pin!(watcher::watcher(locker.api().clone(), config).default_backoff());
+        std::pin::pin!(watcher::watcher(objects.api.clone(), config).default_backoff());
     let mut listing: Option<HashMap<String, Record<ConfigMapVersion>>> = None;
     loop {
         let namespace = lock(&watches.state).mode == Mode::Namespace;
@@ -314,7 +330,7 @@ async fn watch(
                     let mut state = lock(&watches.state);
                     match state.mode {
                         Mode::Namespace => watches.publish_known(&state, &name),
-                        Mode::PerLock => watches.watch_single(&locker, &mut state, &name),
+                        Mode::PerLock => watches.watch_single(&objects, &mut state, &name),
                         Mode::Forbidden => watches.feeds.publish(&name, Snapshot::Unavailable),
                     }
                 }
@@ -326,14 +342,14 @@ async fn watch(
                 None => return,
             },
             event = stream.next(), if namespace => match event {
-                Some(Ok(event)) => on_event(&locker, &watches, &mut listing, event),
+                Some(Ok(event)) => on_event(&objects, &watches, &mut listing, event),
                 Some(Err(err)) if is_forbidden(&err) => {
                     tracing::warn!(
-                        namespace = locker.namespace(), error = %err,
+                        namespace = %objects.namespace, error = %err,
                         "cannot watch the namespace's lock ConfigMaps (RBAC needs list and watch on \
                          all configmaps); watching each lock's ConfigMap instead"
                     );
-                    watches.fall_back(&locker);
+                    watches.fall_back(&objects);
                 }
                 // The watcher resumes by itself (relisting after a 410), with backoff; until
                 // then waiters keep what they know, and the relist tells them what changed.
@@ -348,7 +364,7 @@ async fn watch(
 
 /// Applies one event of the namespace watch to the cache and the feeds.
 fn on_event(
-    locker: &KubeLocker,
+    objects: &Objects,
     watches: &Watches,
     listing: &mut Option<HashMap<String, Record<ConfigMapVersion>>>,
     event: Event<ConfigMap>,
@@ -357,7 +373,7 @@ fn on_event(
         Event::Init => *listing = Some(HashMap::new()),
         Event::InitApply(cm) => {
             if let (Some(listing), Some((name, Ok(record)))) =
-                (listing.as_mut(), decode(locker, cm))
+                (listing.as_mut(), decode(objects, cm))
             {
                 listing.insert(name, record);
             }
@@ -370,7 +386,7 @@ fn on_event(
                 watches.publish_known(&state, &name);
             }
         }
-        Event::Apply(cm) => match decode(locker, cm) {
+        Event::Apply(cm) => match decode(objects, cm) {
             Some((name, Ok(record))) => watches.saw(&name, &record),
             Some((name, Err(_))) => {
                 // Unreadable: waiters read it themselves, and get the error that names it.
@@ -380,7 +396,7 @@ fn on_event(
             None => {}
         },
         Event::Delete(cm) => {
-            if let Some(name) = lock_name(locker, &cm) {
+            if let Some(name) = objects.lock_name(&cm) {
                 lock(&watches.state).cache.remove(&name);
                 watches.feeds.publish(&name, Snapshot::Absent);
             }
@@ -388,32 +404,26 @@ fn on_event(
     }
 }
 
-/// The lock a ConfigMap holds, by name (`None`: not one of this locker's).
-fn lock_name(locker: &KubeLocker, cm: &ConfigMap) -> Option<String> {
-    let object = cm.metadata.name.as_deref()?;
-    Some(object.strip_prefix(locker.prefix())?.to_owned())
-}
-
 fn decode(
-    locker: &KubeLocker,
+    objects: &Objects,
     cm: ConfigMap,
 ) -> Option<(
     String,
     Result<Record<ConfigMapVersion>, crate::error::Error>,
 )> {
-    let name = lock_name(locker, &cm)?;
-    let record = locker.decode(&name, cm);
+    let name = objects.lock_name(&cm)?;
+    let record = objects.decode(&name, cm);
     Some((name, record))
 }
 
 /// Watches lock `name`'s ConfigMap alone and publishes what it sees.
-async fn watch_single(locker: KubeLocker, watches: Watches, name: String) {
-    let object = locker.object_name(&name);
+async fn watch_single(objects: Objects, watches: Watches, name: String) {
+    let object = objects.object_name(&name);
     let mut stream =
-        std::pin::pin!(watcher::watch_object(locker.api().clone(), &object).default_backoff());
+        std::pin::pin!(watcher::watch_object(objects.api.clone(), &object).default_backoff());
     while let Some(item) = stream.next().await {
         let snapshot = match item {
-            Ok(Some(cm)) => locker
+            Ok(Some(cm)) => objects
                 .decode(&name, cm)
                 .map_or(Snapshot::Unknown, Snapshot::Present),
             Ok(None) => Snapshot::Absent,

@@ -1,163 +1,46 @@
 //! The locking rules, in one place for every backend: who may take a lock, when a lease
 //! expires, what happens to tags, when force applies, how fencing tokens advance, how many
-//! holders a semaphore admits, and how waiting writers of a read/write lock keep new readers
-//! out.
+//! holders a semaphore admits, how readers and writers of a read/write lock share it, and how
+//! waiters queue and take their turns (first come, first served).
 //!
 //! Everything here is a pure function of a stored state, the caller's request and the time;
 //! backends only store the results by compare-and-swap.
 
-use std::collections::BTreeMap;
+mod decision;
+mod judgement;
+mod queue;
+mod writing;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::backend::Reservation;
-use crate::condition::Condition;
 use crate::error::Error;
 use crate::gotime::GoTime;
 use crate::info::{Holder, LockInfo};
 use crate::kind::{Access, Kind, MUTEX, SEMAPHORE};
 use crate::state::{Lease, LockState};
 
-/// The longest a waiting writer's intent lasts without being refreshed: if the writer dies,
-/// readers wait at most this long for it.
-pub(crate) const MAX_INTENT: Duration = Duration::from_secs(30);
+pub(crate) use self::decision::{Acquire, Blocked, Request};
+pub(crate) use self::judgement::{Judgement, Slot, Unchanged};
+pub(crate) use self::queue::{handed_over, withdraw};
+use self::writing::apply_tags;
+pub(crate) use self::writing::{duration_millis, expiry};
 
-/// What a caller asks for when it takes a lock.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Request<'a> {
-    pub(crate) holder: &'a str,
-    /// The kind the caller asks for (a semaphore's capacity applies only to a lock that has
-    /// none stored yet).
-    pub(crate) kind: Kind,
-    /// Zero: no expiry.
-    pub(crate) duration: Duration,
-    pub(crate) tags: &'a [String],
-    pub(crate) reset_tags: bool,
-    pub(crate) force: Option<&'a Condition>,
-    pub(crate) reason: Option<&'a str>,
-    /// The caller waits (`acquire`): an exclusive holder blocked by shared ones announces
-    /// its intent, so that new shared holders wait behind it. A single attempt does not.
-    pub(crate) announce: bool,
-    pub(crate) judgement: Judgement<'a>,
-}
-
-/// How a contender judges whether another holder's lease has ended, without trusting that
-/// holder's clock too far.
+/// The fencing token of the next acquisition of lock `name`: one more than the last.
 ///
-/// A lease of another holder is live while either holds:
-/// - by the contender's wall clock, `now < expires + skew_allowance`: a contender whose clock
-///   runs ahead of the holder's by up to the allowance still waits for the real end;
-/// - the contender has watched the lease and seen it unchanged for less than the lease's
-///   duration (client-go's rule: elapsed time on the contender's own monotonic clock, which
-///   no skew affects). Only leases written by this crate say their duration.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Judgement<'a> {
-    pub(crate) skew_allowance: Duration,
-    /// For each other holder, how long this contender has seen its lease unchanged (when it
-    /// has been watching; `None` for a single attempt).
-    pub(crate) unchanged_for: Option<&'a BTreeMap<String, Duration>>,
-}
-
-impl Judgement<'_> {
-    /// How long until `lease` of another holder has ended for this contender (zero: it has).
-    pub(crate) fn remaining(&self, lease: &Lease, now: DateTime<Utc>) -> Duration {
-        if lease.expires.is_forever() {
-            return Duration::MAX;
-        }
-        let end = lease.expires.to_utc();
-        let by_wall = if end > now {
-            (end - now).to_std().unwrap_or(Duration::ZERO) + self.skew_allowance
-        } else {
-            // Ended by the wall clock: the allowance still counts from the end.
-            let since = (now - end).to_std().unwrap_or(Duration::ZERO);
-            self.skew_allowance.saturating_sub(since)
-        };
-        let by_watch = match (
-            lease.duration(),
-            self.unchanged_for.and_then(|m| m.get(&lease.instance_id)),
-        ) {
-            (Some(duration), Some(seen)) => duration.saturating_sub(*seen),
-            _ => Duration::ZERO,
-        };
-        by_wall.max(by_watch)
-    }
-
-    /// Whether `lease` of another holder has not ended for this contender.
-    fn live(&self, lease: &Lease, now: DateTime<Utc>) -> bool {
-        !self.remaining(lease, now).is_zero()
-    }
-}
-
-/// Who keeps a caller from taking a lock, and when that can change by time alone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Blocked {
-    /// The holders in the way (waiting writers among them are marked
-    /// [`Holder::waiting`]).
-    pub(crate) holders: Vec<Holder>,
-    /// When the decision should be made again even if nothing changes: the first blocking
-    /// lease or intent ends, or the caller's own intent needs refreshing (`None`: never).
-    pub(crate) retry_in: Option<Duration>,
-    /// The most holders the lock admits at once (see [`Kind::capacity`]).
-    pub(crate) max_holders: Option<u32>,
-}
-
-/// The decision on an acquire.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Acquire {
-    /// Write `state` to take the lock; the acquisition's fencing token is `token`.
-    Take {
-        state: LockState,
-        token: u64,
-        expires: GoTime,
-        /// The caller already held the lock: a re-entry, which replaces its lease with a new
-        /// one (and a new token).
-        reentry: bool,
-    },
-    /// Someone else holds it: wait.
-    Busy(Blocked),
-    /// Someone else holds it: write `state`, which records (or refreshes) the caller's
-    /// intent as a waiting writer, then wait.
-    Announce { state: LockState, blocked: Blocked },
-}
-
-/// The duration to record in a lease (`None` for no expiry).
-fn duration_millis(duration: Duration) -> Option<u64> {
-    (!duration.is_zero()).then(|| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// When a lease taken at `now` for `duration` ends.
-pub(crate) fn expiry(now: DateTime<Utc>, duration: Duration) -> GoTime {
-    if duration.is_zero() {
-        return GoTime::forever();
-    }
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .map_or_else(GoTime::forever, |t| GoTime::from(t).min(GoTime::forever()))
-}
-
-/// How long a waiting writer's intent lasts: its lease duration, at most [`MAX_INTENT`].
-pub(crate) fn intent_duration(duration: Duration) -> Duration {
-    if duration.is_zero() {
-        MAX_INTENT
-    } else {
-        duration.min(MAX_INTENT)
-    }
-}
-
-/// Adds `tags` to the lock's (after clearing them, with `reset`), keeping the order and
-/// skipping tags it already has; linear in the number of tags, however many a caller sends.
-fn apply_tags(state: &mut LockState, tags: &[String], reset: bool) {
-    if reset {
-        state.tags.clear();
-    }
-    let mut seen: std::collections::HashSet<String> = state.tags.iter().cloned().collect();
-    for tag in tags {
-        if seen.insert(tag.clone()) {
-            state.tags.push(tag.clone());
-        }
-    }
+/// # Errors
+///
+/// [`Error::Corrupt`] when the counter is at its maximum: a token is never repeated.
+fn next_token(name: &str, state: &LockState) -> Result<u64, Error> {
+    state
+        .fencing_token
+        .checked_add(1)
+        .ok_or_else(|| Error::Corrupt {
+            object: name.to_owned(),
+            reason: "the fencing token is at its maximum and cannot advance".to_owned(),
+        })
 }
 
 /// Whether `lease` was written by the acquisition with fencing token `token`. A lease
@@ -189,45 +72,57 @@ pub(crate) fn holds(state: &LockState, ours: &Lease, token: u64, now: DateTime<U
     })
 }
 
-/// The live leases and intents that keep `request`'s caller out of a lock of kind `kind`.
+/// What keeps a caller out: a holder's lease or a waiter queued ahead.
+struct Blocker<'s> {
+    holder: Holder,
+    remaining: Duration,
+    /// An exclusive holder, or a waiter for exclusive access (or for a mutex or a semaphore).
+    exclusive: bool,
+    _state: std::marker::PhantomData<&'s ()>,
+}
+
+/// The live leases, and the live waiters queued ahead, that keep `request`'s caller out of a
+/// lock of kind `kind`. Waiters ahead count as holders that come first: a semaphore admits
+/// the caller only if its holders and the waiters ahead leave a place, a reader passes only
+/// readers. A caller that holds a live lease itself is taking it again (a re-entry), which
+/// waits for no queue: making it wait for waiters that wait for it would deadlock.
 fn blockers<'s>(
     state: &'s LockState,
     kind: Kind,
     request: &Request<'_>,
     now: DateTime<Utc>,
-) -> Vec<(&'s Lease, bool)> {
+) -> Vec<Blocker<'s>> {
     let judgement = request.judgement;
-    let others = state
+    let reentry = state
+        .leases
+        .get(request.holder)
+        .is_some_and(|own| own.expires.to_utc() > now);
+    let mut all: Vec<Blocker<'s>> = state
         .leases
         .values()
-        .filter(|lease| lease.instance_id != request.holder && judgement.live(lease, now));
+        .filter(|lease| lease.instance_id != request.holder && judgement.live(lease, now))
+        .map(|lease| Blocker {
+            holder: Holder::from_lease(lease, false),
+            remaining: judgement.remaining(lease, now),
+            exclusive: !lease.shared,
+            _state: std::marker::PhantomData,
+        })
+        .collect();
+    if request.fair && !reentry {
+        all.extend(
+            queue::ahead(state, request.holder, &judgement, now).map(|entry| Blocker {
+                holder: Holder::from_entry(entry),
+                remaining: judgement.entry_remaining(entry, now),
+                exclusive: !entry.shared,
+                _state: std::marker::PhantomData,
+            }),
+        );
+    }
     match kind {
-        Kind::Mutex | Kind::ReadWrite(Access::Exclusive) => others.map(|l| (l, false)).collect(),
-        Kind::Semaphore(max) => {
-            let others: Vec<_> = others.map(|l| (l, false)).collect();
-            if others.len() >= usize::try_from(max).unwrap_or(usize::MAX) {
-                others
-            } else {
-                Vec::new()
-            }
-        }
-        Kind::ReadWrite(Access::Shared) => {
-            // A shared holder taking the lock again is not a new reader: making it wait for a
-            // writer that waits for it would deadlock.
-            let holds = state
-                .leases
-                .get(request.holder)
-                .is_some_and(|own| own.expires.to_utc() > now);
-            let writers = state
-                .waiting_writers
-                .values()
-                .filter(|w| !holds && w.instance_id != request.holder && judgement.live(w, now));
-            others
-                .filter(|l| !l.shared)
-                .map(|l| (l, false))
-                .chain(writers.map(|w| (w, true)))
-                .collect()
-        }
+        Kind::Mutex | Kind::ReadWrite(Access::Exclusive) => all,
+        Kind::Semaphore(max) if all.len() >= usize::try_from(max).unwrap_or(usize::MAX) => all,
+        Kind::Semaphore(_) => Vec::new(),
+        Kind::ReadWrite(Access::Shared) => all.into_iter().filter(|b| b.exclusive).collect(),
     }
 }
 
@@ -265,13 +160,16 @@ fn resolve(name: &str, state: &LockState, asked: Kind) -> Result<Kind, Error> {
 /// - The stored kind must be the one the caller wants (a lock never acquired takes the
 ///   caller's); a semaphore's stored capacity wins over the caller's.
 /// - Live leases of other holders block as the kind says: any for a mutex or an exclusive
-///   holder; as many as the capacity for a semaphore; an exclusive one, or a waiting writer's
-///   live intent, for a shared holder. Unless the lock meets the intent's force condition:
-///   then every other lease and intent is removed (a takeover).
+///   holder; as many as the capacity for a semaphore; an exclusive one for a shared holder.
+///   Live waiters queued ahead of the caller (all of them, for a caller not queued) block
+///   as if they held it: first come, first served. Unless the lock meets the request's force
+///   condition: then every other lease is removed (a takeover), ahead of the queue.
+/// - A blocked caller that waits takes a place at the end of the queue (or refreshes its
+///   place once half of it has passed).
 /// - A live reservation by another client (a Go lockheed writer mid-write) blocks.
 /// - The caller's own live lease is taken again: a new fencing token, a new expiry.
-/// - Otherwise the caller takes the lock: ended leases and intents are dropped, the fencing
-///   token advances by one, tags are merged (or reset).
+/// - Otherwise the caller takes the lock: ended leases and queue entries are dropped, its own
+///   entry is fulfilled, the fencing token advances by one, tags are merged (or reset).
 pub(crate) fn acquire(
     name: &str,
     state: &LockState,
@@ -280,32 +178,27 @@ pub(crate) fn acquire(
     now: DateTime<Utc>,
 ) -> Result<Acquire, Error> {
     let kind = resolve(name, state, request.kind)?;
-    let judgement = request.judgement;
     let blocking = blockers(state, kind, &request, now);
     let forced = !blocking.is_empty()
         && request
             .force
             .is_some_and(|c| c.matches(&LockInfo::from_state(name, state, now)));
     if !blocking.is_empty() && !forced {
-        let retry_in = blocking
-            .iter()
-            .map(|(lease, _)| judgement.remaining(lease, now))
-            .min()
-            .filter(|d| *d != Duration::MAX);
-        let holders = blocking
-            .iter()
-            .map(|(lease, waiting)| Holder::from_lease(lease, *waiting))
-            .collect();
-        if request.announce && kind == Kind::ReadWrite(Access::Exclusive) {
-            return Ok(announce(
-                name, state, kind, &request, holders, retry_in, now,
+        let blocked = Blocked {
+            retry_in: blocking
+                .iter()
+                .map(|b| b.remaining)
+                .min()
+                .filter(|d| *d != Duration::MAX),
+            holders: blocking.into_iter().map(|b| b.holder).collect(),
+            max_holders: kind.capacity(),
+        };
+        if request.queue {
+            return Ok(queue::wait_in_line(
+                name, state, kind, &request, blocked, now,
             ));
         }
-        return Ok(Acquire::Busy(Blocked {
-            holders,
-            retry_in,
-            max_holders: kind.capacity(),
-        }));
+        return Ok(Acquire::Busy(blocked));
     }
     if let Some(r) = reservation.filter(|r| r.until > now && r.by != request.holder) {
         return Ok(Acquire::Busy(Blocked {
@@ -317,9 +210,10 @@ pub(crate) fn acquire(
     take(name, state, kind, &request, forced, now)
 }
 
-/// The caller takes lock `name`: ended leases and intents are dropped (and live ones too when
-/// `forced`), the fencing token advances by one, the caller's lease is written (replacing its
-/// own live one: a re-entry), and tags are merged (or reset).
+/// The caller takes lock `name`: ended leases and entries are dropped (and live leases too
+/// when `forced`), its own entry is fulfilled, the fencing token advances by one, the
+/// caller's lease is written (replacing its own live one: a re-entry), and tags are merged
+/// (or reset).
 fn take(
     name: &str,
     state: &LockState,
@@ -342,21 +236,14 @@ fn take(
         _ => 0,
     };
     // Other leases stay while they are live (none for a mutex or an exclusive holder, which
-    // were not blocked); ended ones go, and under force the live ones too. The same for
-    // waiting writers' intents; the caller's own intent is fulfilled.
+    // were not blocked); ended ones go, and under force the live ones too.
     next.leases
         .retain(|holder, lease| holder != request.holder && !forced && judgement.live(lease, now));
-    next.waiting_writers
-        .retain(|holder, w| holder != request.holder && !forced && judgement.live(w, now));
+    next.queue
+        .retain(|entry| entry.instance_id != request.holder && judgement.entry_live(entry, now));
     // Every acquisition gets its own token, a re-entry too: an older guard of the same holder
     // then fails its renewal and release with Lost instead of removing the newer lease.
-    next.fencing_token = state
-        .fencing_token
-        .checked_add(1)
-        .ok_or_else(|| Error::Corrupt {
-            object: name.to_owned(),
-            reason: "the fencing token is at its maximum and cannot advance".to_owned(),
-        })?;
+    next.fencing_token = next_token(name, state)?;
     let mut lease = Lease::until(request.holder, expires);
     lease.duration_millis = duration_millis(request.duration);
     lease.token = Some(next.fencing_token);
@@ -369,6 +256,7 @@ fn take(
         .map(str::to_owned)
         .or_else(|| own.and_then(|l| l.reason.clone()));
     lease.shared = kind == Kind::ReadWrite(Access::Shared);
+    lease.nonce = Some(request.nonce.to_owned());
     next.leases.insert(request.holder.to_owned(), lease);
     apply_tags(&mut next, request.tags, request.reset_tags);
     Ok(Acquire::Take {
@@ -377,55 +265,6 @@ fn take(
         expires,
         reentry: own.is_some(),
     })
-}
-
-/// The decision of an exclusive waiter of a read/write lock blocked by others: announce its
-/// intent (or refresh it once half of it has passed), so that new shared holders wait behind
-/// it, and wait until the blockers' leases end or the intent needs refreshing.
-fn announce(
-    name: &str,
-    state: &LockState,
-    kind: Kind,
-    request: &Request<'_>,
-    holders: Vec<Holder>,
-    retry_in: Option<Duration>,
-    now: DateTime<Utc>,
-) -> Acquire {
-    let ttl = intent_duration(request.duration);
-    let refresh_in = state
-        .waiting_writers
-        .get(request.holder)
-        .map_or(Duration::ZERO, |own| {
-            (own.expires.to_utc() - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .saturating_sub(ttl / 2)
-        });
-    if !refresh_in.is_zero() {
-        let retry_in = Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in)));
-        return Acquire::Busy(Blocked {
-            holders,
-            retry_in,
-            max_holders: kind.capacity(),
-        });
-    }
-    let mut next = state.clone();
-    let mut own = Lease::until(request.holder, expiry(now, ttl));
-    own.duration_millis = duration_millis(ttl);
-    next.waiting_writers.insert(request.holder.to_owned(), own);
-    next.waiting_writers
-        .retain(|holder, w| holder == request.holder || request.judgement.live(w, now));
-    name.clone_into(&mut next.name);
-    kind.lock_type().clone_into(&mut next.lock_type);
-    let refresh_in = ttl / 2;
-    Acquire::Announce {
-        state: next,
-        blocked: Blocked {
-            holders,
-            retry_in: Some(retry_in.map_or(refresh_in, |r| r.min(refresh_in))),
-            max_holders: kind.capacity(),
-        },
-    }
 }
 
 /// Extends the caller's lease: fails with [`Error::Lost`] when the lease is gone, expired, or
@@ -454,14 +293,18 @@ pub(crate) fn renew(
     Ok((next, expires))
 }
 
-/// Removes the caller's lease and applies its tags; `None` when it holds nothing to release
-/// (its lease is gone, or belongs to a later acquisition).
+/// Removes the caller's lease and applies its tags, then hands the lock over to the waiters
+/// whose turn it is (see [`queue`]); `None` when the caller holds nothing to release (its
+/// lease is gone, or belongs to a later acquisition).
+#[allow(clippy::too_many_arguments)] // What a release is: whose, which, its tags, and when.
 pub(crate) fn release(
     state: &LockState,
     holder: &str,
     token: u64,
     tags: &[String],
     reset_tags: bool,
+    now: DateTime<Utc>,
+    skew: Duration,
 ) -> Option<LockState> {
     let lease = state.leases.get(holder)?;
     if !owns(state, lease, token) {
@@ -470,69 +313,86 @@ pub(crate) fn release(
     let mut next = state.clone();
     next.leases.remove(holder);
     apply_tags(&mut next, tags, reset_tags);
+    queue::hand_over(&mut next, now, skew);
     Some(next)
 }
 
-/// Removes the lease that the acquisition with fencing token `token` may have written, after
-/// its write's outcome stayed unknown (a lost answer, a cancelled acquire); `None` when the
-/// lock does not have it.
+/// Removes the lease that the attempt with fencing token `token` and nonce `nonce` may have
+/// written, after its write's outcome stayed unknown (a lost answer, a cancelled acquire);
+/// `None` when the lock does not have it.
 ///
-/// A re-entry's lease replaced the holder's earlier one: it is removed only when its own token
-/// tells it apart. In a format that keeps no per-lease token (kube-lock's), the re-entry wrote
-/// the same lease, which the earlier guard still holds: it stays.
+/// The nonce tells that attempt's lease apart from a later attempt's with the same token (the
+/// token is the same when the first write did not happen). A lease without a nonce comes from
+/// a format that keeps none (kube-lock's) or from a Go client's rewrite: a first acquisition's
+/// is recognised by the holder's name (or the lock's counter), and a re-entry's, which wrote
+/// the same lease as the one it replaced, is left to the earlier guard that holds it.
+#[allow(clippy::too_many_arguments)] // Which attempt (holder, token, nonce, re-entry), and when.
 pub(crate) fn undo_take(
     state: &LockState,
     holder: &str,
     token: u64,
+    nonce: &str,
     reentry: bool,
+    now: DateTime<Utc>,
+    skew: Duration,
 ) -> Option<LockState> {
-    if reentry && state.leases.get(holder)?.token != Some(token) {
+    let lease = state.leases.get(holder)?;
+    let ours = match &lease.nonce {
+        Some(written) => written == nonce && lease.token == Some(token),
+        None => !reentry,
+    };
+    if !ours {
         return None;
     }
-    release(state, holder, token, &[], false)
-}
-
-/// Removes the caller's intent as a waiting writer; `None` when it has none.
-pub(crate) fn withdraw(state: &LockState, holder: &str) -> Option<LockState> {
-    let mut next = state.clone();
-    next.waiting_writers.remove(holder)?;
-    Some(next)
+    release(state, holder, token, &[], false, now, skew)
 }
 
 /// Which holders an operator removes ([`Locker::evict`](crate::Locker::evict)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Evict<'a> {
-    /// This holder's lease and intent, whatever their fencing token.
+    /// This holder's lease and its place in the queue, whatever their fencing token.
     Holder(&'a str),
-    /// Every lease and request.
+    /// Every lease and every waiter's place.
     All,
 }
 
-/// Removes the leases (and waiting writers' intents) `which` names, live or not, returning
-/// the new state and the holders removed; `None` when there is nothing to remove.
+/// Removes the leases (and queued waiters) `which` names, live or not, returning the new
+/// state and the holders removed; `None` when there is nothing to remove.
 pub(crate) fn evict(state: &LockState, which: Evict<'_>) -> Option<(LockState, Vec<Holder>)> {
+    let hit = |holder: &str| match which {
+        Evict::Holder(h) => holder == h,
+        Evict::All => true,
+    };
     let mut next = state.clone();
     let mut removed = Vec::new();
-    let mut take = |map: &mut BTreeMap<String, Lease>, waiting: bool| {
-        map.retain(|holder, lease| {
-            let hit = match which {
-                Evict::Holder(h) => holder == h,
-                Evict::All => true,
-            };
-            if hit {
-                removed.push(Holder::from_lease(lease, waiting));
-            }
-            !hit
-        });
-    };
-    take(&mut next.leases, false);
-    take(&mut next.waiting_writers, true);
+    next.leases.retain(|holder, lease| {
+        let hit = hit(holder);
+        if hit {
+            removed.push(Holder::from_lease(lease, false));
+        }
+        !hit
+    });
+    next.queue.retain(|entry| {
+        let hit = hit(&entry.instance_id);
+        if hit {
+            removed.push(Holder::from_entry(entry));
+        }
+        !hit
+    });
     (!removed.is_empty()).then_some((next, removed))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::condition::Condition;
+
+    /// Releases `holder`'s lease with `token` at `NOW`, with no skew allowance.
+    fn rel(state: &LockState, holder: &str, token: u64) -> Option<LockState> {
+        release(state, holder, token, &[], false, t(NOW), Duration::ZERO)
+    }
 
     fn t(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -558,7 +418,9 @@ mod tests {
             holder,
             kind: Kind::Mutex,
             reason: None,
-            announce: false,
+            nonce: "n",
+            queue: false,
+            fair: true,
             duration: Duration::from_secs(30),
             tags,
             reset_tags: false,
@@ -685,11 +547,20 @@ mod tests {
             panic!()
         };
         assert_eq!(state.tags, ["old", "a"]);
-        let released = release(&state, "me", token, &["b".to_owned()], true).unwrap();
+        let released = release(
+            &state,
+            "me",
+            token,
+            &["b".to_owned()],
+            true,
+            t(NOW),
+            Duration::ZERO,
+        )
+        .unwrap();
         assert_eq!(released.tags, ["b"]);
         assert!(released.leases.is_empty());
         assert_eq!(released.fencing_token, token, "release keeps the counter");
-        assert!(release(&released, "me", token, &[], false).is_none());
+        assert!(rel(&released, "me", token).is_none());
     }
 
     #[test]
@@ -772,7 +643,7 @@ mod tests {
         );
         // A contender that watched it unchanged for 10 s of a 30 s lease waits 20 s more,
         // however far its clock is ahead.
-        let seen = BTreeMap::from([("other".to_owned(), Duration::from_secs(10))]);
+        let seen = BTreeMap::from([((Slot::Lease, "other".to_owned()), Duration::from_secs(10))]);
         judgement.unchanged_for = Some(&seen);
         assert_eq!(
             judgement.remaining(lease, t("2027-01-01T00:00:00Z")),
@@ -836,8 +707,8 @@ mod tests {
         assert!(matches!(&busy, Acquire::Busy(b) if b.holders.len() == 2
             && b.retry_in == Some(Duration::from_secs(30))));
         // Each holder releases only its own lease.
-        let freed = release(&s2, "a", 1, &[], false).unwrap();
-        assert!(release(&s2, "a", 2, &[], false).is_none());
+        let freed = rel(&s2, "a", 1).unwrap();
+        assert!(rel(&s2, "a", 2).is_none());
         let (s3, t3) = take(&freed, want("c", Kind::Semaphore(2)));
         assert_eq!(t3, 3);
         assert_eq!(s3.leases.keys().collect::<Vec<_>>(), ["b", "c"]);
@@ -868,81 +739,221 @@ mod tests {
         ));
     }
 
+    /// A waiting request by `holder` for `kind`.
+    fn waits(holder: &str, kind: Kind) -> Request<'_> {
+        Request {
+            queue: true,
+            ..want(holder, kind)
+        }
+    }
+
+    /// The state after `request` queues, and its floor.
+    fn queue(state: &LockState, request: Request<'_>) -> (LockState, u64) {
+        match acquire("x", state, None, request, t(NOW)).unwrap() {
+            Acquire::Queue { state, floor, .. } => (state, floor),
+            other => panic!("expected to queue, got {other:?}"),
+        }
+    }
+
+    fn waiting(state: &LockState) -> Vec<&str> {
+        state.waiters().collect()
+    }
+
     #[test]
-    fn readers_share_and_a_writer_waits_for_all_of_them() {
+    fn readers_share_and_a_writer_queues_ahead_of_later_readers() {
         let shared = Kind::ReadWrite(Access::Shared);
         let exclusive = Kind::ReadWrite(Access::Exclusive);
         let (s1, _) = take(&LockState::empty("x"), want("r1", shared));
         let (s2, _) = take(&s1, want("r2", shared));
         assert!(s2.leases.values().all(|l| l.shared));
-        // A single attempt by a writer does not announce itself.
+        // A single attempt by a writer does not queue.
         let busy = acquire("x", &s2, None, want("w", exclusive), t(NOW)).unwrap();
         assert!(matches!(&busy, Acquire::Busy(b) if b.holders.len() == 2));
-        // A waiting writer does, and then new readers wait behind it.
-        let waiting = Request {
-            announce: true,
-            ..want("w", exclusive)
-        };
-        let Acquire::Announce { state: s3, blocked } =
-            acquire("x", &s2, None, waiting, t(NOW)).unwrap()
-        else {
-            panic!("a blocked writer announces itself")
-        };
-        assert_eq!(blocked.retry_in, Some(Duration::from_secs(15)));
-        assert_eq!(
-            s3.waiting_writers["w"].expires.to_string(),
-            "2026-11-22T10:00:30Z"
-        );
+        // A waiting writer does, and new readers come after it.
+        let (s3, _) = queue(&s2, waits("w", exclusive));
+        assert_eq!(waiting(&s3), ["w"]);
         let Acquire::Busy(reader_blocked) =
             acquire("x", &s3, None, want("r3", shared), t(NOW)).unwrap()
         else {
-            panic!("a new reader waits for the waiting writer")
+            panic!("a new reader waits behind the queued writer")
         };
         assert_eq!(reader_blocked.holders[0].id, "w");
         assert!(reader_blocked.holders[0].waiting);
+        let (s4, _) = queue(&s3, waits("r3", shared));
+        assert_eq!(waiting(&s4), ["w", "r3"]);
         // A reader that already holds may take it again (it is not new).
-        take(&s3, want("r1", shared));
-        // Announced already: no second write until the intent needs refreshing.
+        take(&s4, want("r1", shared));
+        // The last reader out hands the lock to the writer, then the writer to the reader.
+        let s5 = rel(&rel(&s4, "r1", 1).unwrap(), "r2", 2).unwrap();
+        assert_eq!(s5.leases.keys().collect::<Vec<_>>(), ["w"]);
+        assert!(!s5.leases["w"].shared);
+        assert_eq!(waiting(&s5), ["r3"]);
+        let s6 = rel(&s5, "w", 3).unwrap();
+        assert!(s6.leases["r3"].shared);
+        assert!(s6.queue.is_empty());
+    }
+
+    #[test]
+    fn waiters_take_turns_in_the_order_they_came() {
+        let mut state = held_by("a", "2026-11-22T10:00:10Z");
+        for waiter in ["b", "c", "d"] {
+            state = queue(&state, waits(waiter, Kind::Mutex)).0;
+        }
+        assert_eq!(waiting(&state), ["b", "c", "d"]);
+        // Nobody overtakes: not a single attempt, not a waiter further back, not a holder that
+        // comes back after releasing (it queues behind them).
+        let handed = rel(&state, "a", 4).unwrap();
+        assert_eq!(handed.leases.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            (handed.leases["b"].token, handed.fencing_token),
+            (Some(5), 5)
+        );
+        for late in [want("e", Kind::Mutex), waits("c", Kind::Mutex)] {
+            assert!(matches!(
+                acquire("x", &handed, None, late, t(NOW)).unwrap(),
+                Acquire::Busy(_)
+            ));
+        }
+        let (back, _) = queue(&handed, waits("a", Kind::Mutex));
+        assert_eq!(waiting(&back), ["c", "d", "a"]);
+        // Each release hands the lock to the next, with the next token.
+        let next = rel(&back, "b", 5).unwrap();
+        assert_eq!(
+            (next.leases["c"].token, waiting(&next)),
+            (Some(6), vec!["d", "a"])
+        );
+        // The waiter recognises the handover by its token above the floor.
+        assert_eq!(handed_over(&next, "c", 4, t(NOW)).map(|(t, _)| t), Some(6));
+        assert_eq!(handed_over(&next, "d", 4, t(NOW)), None);
+    }
+
+    #[test]
+    fn the_head_of_the_queue_takes_a_lock_nobody_handed_over() {
+        let mut state = held_by("a", "2026-11-22T10:00:10Z");
+        state = queue(&state, waits("b", Kind::Mutex)).0;
+        state = queue(&state, waits("c", Kind::Mutex)).0;
+        // The holder died: its lease ended, nobody released it.
+        let later = t("2026-11-22T10:00:12Z");
         assert!(matches!(
-            acquire("x", &s3, None, waiting, t(NOW)).unwrap(),
-            Acquire::Busy(b) if b.retry_in == Some(Duration::from_secs(15))
+            acquire("x", &state, None, waits("c", Kind::Mutex), later).unwrap(),
+            Acquire::Busy(b) if b.holders[0].id == "b"
         ));
+        let Acquire::Take {
+            state: taken,
+            token,
+            ..
+        } = acquire("x", &state, None, waits("b", Kind::Mutex), later).unwrap()
+        else {
+            panic!("the head takes the free lock")
+        };
+        assert_eq!(token, 5);
+        assert_eq!(waiting(&taken), ["c"]);
+    }
+
+    #[test]
+    fn a_waiters_place_lasts_while_it_is_refreshed() {
+        let mut state = held_by("a", GoTime::FOREVER_STR);
+        state = queue(&state, waits("b", Kind::Mutex)).0;
+        state = queue(&state, waits("c", Kind::Mutex)).0;
+        // Queued already: no write until half the place's life (30 s) has passed.
+        let later = |secs| t(&format!("2026-11-22T10:00:{secs:02}Z"));
         assert!(matches!(
-            acquire("x", &s3, None, waiting, t("2026-11-22T10:00:16Z")).unwrap(),
-            Acquire::Announce { .. }
+            acquire("x", &state, None, waits("b", Kind::Mutex), later(14)).unwrap(),
+            Acquire::Busy(b) if b.retry_in == Some(Duration::from_secs(1))
         ));
-        // Once the readers are gone, the writer takes it and its intent is fulfilled.
-        let gone = release(
-            &release(&s3, "r1", 1, &[], false).unwrap(),
-            "r2",
-            2,
-            &[],
-            false,
-        )
-        .unwrap();
-        let (s4, _) = take(&gone, waiting);
-        assert!(s4.waiting_writers.is_empty());
-        assert!(!s4.leases["w"].shared);
-        assert!(matches!(
-            acquire("x", &s4, None, want("r1", shared), t(NOW)).unwrap(),
-            Acquire::Busy(_)
-        ));
-        // An intent whose writer died ends by itself (plus the skew allowance).
+        let Acquire::Queue {
+            state: refreshed, ..
+        } = acquire("x", &state, None, waits("b", Kind::Mutex), later(16)).unwrap()
+        else {
+            panic!("the place is refreshed")
+        };
+        assert_eq!(waiting(&refreshed), ["b", "c"], "in the same place");
+        // A place that was not refreshed ends: c is not kept behind a waiter that died.
         let judged = Request {
             judgement: Judgement {
                 skew_allowance: Duration::from_secs(2),
                 unchanged_for: None,
             },
-            ..want("r3", shared)
+            ..waits("c", Kind::Mutex)
         };
-        let Acquire::Take { state: after, .. } =
-            acquire("x", &s3, None, judged, t("2026-11-22T10:00:32Z")).unwrap()
+        let Acquire::Queue { state: after, .. } =
+            acquire("x", &state, None, judged, later(33)).unwrap()
         else {
-            panic!("a dead writer's intent does not block")
+            panic!("c refreshes its place")
         };
-        assert!(after.waiting_writers.is_empty(), "and it is cleared");
-        assert_eq!(withdraw(&s3, "w").unwrap().waiting_writers.len(), 0);
-        assert!(withdraw(&s2, "w").is_none());
+        assert_eq!(waiting(&after), ["c"], "the dead waiter's place is dropped");
+    }
+
+    #[test]
+    fn waiters_for_leases_without_expiry_take_their_turn_themselves() {
+        let mut state = held_by("a", "2026-11-22T10:00:10Z");
+        let forever = Request {
+            duration: Duration::ZERO,
+            ..waits("b", Kind::Mutex)
+        };
+        state = queue(&state, forever).0;
+        state = queue(&state, waits("c", Kind::Mutex)).0;
+        // Never handed a lease it could keep forever if it died: the lock is left free...
+        let freed = rel(&state, "a", 4).unwrap();
+        assert!(freed.leases.is_empty());
+        assert_eq!(waiting(&freed), ["b", "c"]);
+        // ...for it to take, and nobody behind it overtakes.
+        assert!(matches!(
+            acquire("x", &freed, None, waits("c", Kind::Mutex), t(NOW)).unwrap(),
+            Acquire::Busy(_)
+        ));
+        let (taken, _) = take(&freed, forever);
+        assert!(taken.leases["b"].expires.is_forever());
+    }
+
+    #[test]
+    fn a_semaphore_hands_each_freed_place_to_the_next_waiter() {
+        let sem = Kind::Semaphore(2);
+        let (s1, _) = take(&LockState::empty("x"), want("a", sem));
+        let (mut state, _) = take(&s1, want("b", sem));
+        for waiter in ["c", "d", "e"] {
+            state = queue(&state, waits(waiter, sem)).0;
+        }
+        let once = rel(&state, "a", 1).unwrap();
+        assert_eq!(once.leases.keys().collect::<Vec<_>>(), ["b", "c"]);
+        let twice = rel(&once, "b", 2).unwrap();
+        assert_eq!(twice.leases.keys().collect::<Vec<_>>(), ["c", "d"]);
+        assert_eq!(waiting(&twice), ["e"]);
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_leaves_nothing_and_passes_the_lock_on() {
+        let mut state = held_by("a", "2026-11-22T10:00:10Z");
+        let (queued, floor) = queue(&state, waits("b", Kind::Mutex));
+        state = queue(&queued, waits("c", Kind::Mutex)).0;
+        // Gave up while waiting: its place goes.
+        let gone = withdraw(&state, "b", floor, t(NOW), Duration::ZERO).unwrap();
+        assert_eq!(waiting(&gone), ["c"]);
+        assert!(withdraw(&gone, "b", floor, t(NOW), Duration::ZERO).is_none());
+        // Gave up just after the lock was handed over to it: the lease goes on to the next.
+        let handed = rel(&state, "a", 4).unwrap();
+        let passed = withdraw(&handed, "b", floor, t(NOW), Duration::ZERO).unwrap();
+        assert_eq!(passed.leases.keys().collect::<Vec<_>>(), ["c"]);
+        assert_eq!(passed.leases["c"].token, Some(6));
+    }
+
+    #[test]
+    fn an_unfair_caller_ignores_the_queue() {
+        let mut state = held_by("a", "2026-11-22T10:00:10Z");
+        state = queue(&state, waits("b", Kind::Mutex)).0;
+        let unfair = Request {
+            fair: false,
+            ..want("go", Kind::Mutex)
+        };
+        let later = t("2026-11-22T10:00:15Z");
+        assert!(matches!(
+            acquire("x", &state, None, unfair, later).unwrap(),
+            Acquire::Take { .. }
+        ));
+        assert!(matches!(
+            acquire("x", &state, None, want("fair", Kind::Mutex), later).unwrap(),
+            Acquire::Busy(_)
+        ));
     }
 
     #[test]
@@ -950,27 +961,27 @@ mod tests {
         // A first acquisition's lease is removed by its token.
         let (first, token) = take(&LockState::empty("x"), request("me", &[], None));
         assert!(
-            undo_take(&first, "me", token, false)
+            undo_take(&first, "me", token, "n", false, t(NOW), Duration::ZERO)
                 .unwrap()
                 .leases
                 .is_empty()
         );
-        assert!(undo_take(&first, "me", token + 1, false).is_none());
+        assert!(undo_take(&first, "me", token + 1, "n", false, t(NOW), Duration::ZERO).is_none());
         // A re-entry wrote a new token: its lease goes, and the earlier one is not left
         // behind either (the re-entry replaced it; its guard is superseded).
         let (reentered, again) = take(&first, request("me", &[], None));
         assert!(
-            undo_take(&reentered, "me", again, true)
+            undo_take(&reentered, "me", again, "n", true, t(NOW), Duration::ZERO)
                 .unwrap()
                 .leases
                 .is_empty()
         );
         // The re-entry's write did not happen: the earlier lease stays.
-        assert!(undo_take(&first, "me", again, true).is_none());
+        assert!(undo_take(&first, "me", again, "n", true, t(NOW), Duration::ZERO).is_none());
         // kube-lock's format keeps no per-lease token: a re-entry there is the earlier lease.
         let kube_lock = LockState::semaphore("x", 1, [Lease::until("me", GoTime::forever())]);
-        assert!(undo_take(&kube_lock, "me", 7, true).is_none());
-        assert!(undo_take(&kube_lock, "me", 7, false).is_some());
+        assert!(undo_take(&kube_lock, "me", 7, "n", true, t(NOW), Duration::ZERO).is_none());
+        assert!(undo_take(&kube_lock, "me", 7, "n", false, t(NOW), Duration::ZERO).is_some());
     }
 
     #[test]
@@ -978,11 +989,11 @@ mod tests {
         // Go lockheed rewrote a mutex: its counter tells whose acquisition this is.
         let mut mutex = held_by("me", "2026-11-22T10:00:10Z");
         mutex.leases.get_mut("me").unwrap().token = None;
-        assert!(release(&mutex, "me", 4, &[], false).is_some());
-        assert!(release(&mutex, "me", 3, &[], false).is_none());
+        assert!(rel(&mutex, "me", 4).is_some());
+        assert!(rel(&mutex, "me", 3).is_none());
         // kube-lock keeps no tokens: the holder's name decides.
         let semaphore = LockState::semaphore("x", 1, [Lease::until("holder-1", GoTime::forever())]);
-        assert!(release(&semaphore, "holder-1", 9, &[], false).is_some());
+        assert!(rel(&semaphore, "holder-1", 9).is_some());
     }
 
     #[test]

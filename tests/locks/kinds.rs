@@ -133,10 +133,7 @@ pub async fn readers_share_and_writers_exclude<H: Harness>() {
     let info = h.locker().get("catalog").await.unwrap().unwrap();
     assert_eq!(info.kind, Some(LockKind::ReadWrite));
     assert!(info.holders.iter().all(|h| h.shared));
-    assert!(
-        info.waiting_writers.is_empty(),
-        "a single attempt does not queue"
-    );
+    assert!(info.waiters.is_empty(), "a single attempt does not queue");
     r1.release().await.unwrap();
     r2.release().await.unwrap();
     let w = rw(&h, "w", Access::Exclusive).try_acquire().await.unwrap();
@@ -164,8 +161,8 @@ pub async fn a_waiting_writer_keeps_new_readers_out<H: Harness>() {
     let writer = spawn_acquire(rw(&h, "w", Access::Exclusive));
     settle().await;
     let info = h.locker().get("catalog").await.unwrap().unwrap();
-    assert_eq!(info.waiting_writers.len(), 1, "the writer announced itself");
-    assert_eq!(info.waiting_writers[0].id, "w");
+    assert_eq!(info.waiters.len(), 1, "the writer queued");
+    assert_eq!(info.waiters[0].id, "w");
     // A new reader now waits behind the writer instead of joining r1.
     let err = rw(&h, "r2", Access::Shared)
         .try_acquire()
@@ -173,7 +170,7 @@ pub async fn a_waiting_writer_keeps_new_readers_out<H: Harness>() {
         .unwrap_err();
     let blocker = &err.holders().unwrap()[0];
     assert!(blocker.waiting && blocker.id == "w", "{err}");
-    assert!(err.to_string().contains("w (a writer waiting"), "{err}");
+    assert!(err.to_string().contains("w (waiting for its turn"), "{err}");
     let reader = spawn_acquire(rw(&h, "r2", Access::Shared));
     // The intent outlives its 30 s by being refreshed while the writer waits.
     tokio::time::sleep(45 * SECOND).await;
@@ -186,7 +183,12 @@ pub async fn a_waiting_writer_keeps_new_readers_out<H: Harness>() {
     settle().await;
     assert!(!reader.is_finished(), "the reader waits for the writer");
     let info = h.locker().get("catalog").await.unwrap().unwrap();
-    assert!(info.waiting_writers.is_empty(), "the intent was fulfilled");
+    let waiters: Vec<_> = info.waiters.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(
+        waiters,
+        ["r2"],
+        "the writer's turn came; the reader queued behind it"
+    );
     w.release().await.unwrap();
     let r2 = reader.await.unwrap().unwrap();
     r2.release().await.unwrap();
@@ -202,7 +204,7 @@ pub async fn a_writer_that_gives_up_withdraws_its_intent<H: Harness>() {
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     settle().await;
     let info = h.locker().get("catalog").await.unwrap().unwrap();
-    assert!(info.waiting_writers.is_empty(), "{info:?}");
+    assert!(info.waiters.is_empty(), "{info:?}");
     // Readers are not kept out by a writer that left.
     let r2 = rw(&h, "r2", Access::Shared).try_acquire().await.unwrap();
     // A writer whose acquire is dropped (cancelled) withdraws too.
@@ -214,25 +216,27 @@ pub async fn a_writer_that_gives_up_withdraws_its_intent<H: Harness>() {
             .await
             .unwrap()
             .unwrap()
-            .waiting_writers
+            .waiters
             .len(),
         1
     );
     writer.abort();
     settle().await;
     let info = h.locker().get("catalog").await.unwrap().unwrap();
-    assert!(info.waiting_writers.is_empty(), "{info:?}");
+    assert!(info.waiters.is_empty(), "{info:?}");
     drop((r1, r2));
 }
 
 pub async fn a_dead_writers_intent_ends_by_itself<H: Harness>() {
     let h = H::new().await;
-    // An intent ending 10 s from now, by the locker's clock, whose writer is gone.
-    let expires = (h.locker().clock().now() + chrono::Duration::seconds(10)).to_rfc3339();
+    // A place in the queue ending 10 s from now, by the locker's clock, whose writer is gone.
+    let now = h.locker().clock().now();
+    let expires = (now + chrono::Duration::seconds(10)).to_rfc3339();
+    let since = now.to_rfc3339();
     h.store_raw(
         "catalog",
         &format!(
-            r#"{{"name":"catalog","lockType":"rwlock","leases":{{}},"waitingWriters":{{"dead":{{"instanceID":"dead","expires":"{expires}","durationMillis":10000}}}}}}"#
+            r#"{{"name":"catalog","lockType":"rwlock","leases":{{}},"queue":[{{"instanceID":"dead","expires":"{expires}","durationMillis":10000,"since":"{since}"}}]}}"#
         ),
     )
     .await;
@@ -244,7 +248,7 @@ pub async fn a_dead_writers_intent_ends_by_itself<H: Harness>() {
     let waited = started.elapsed();
     assert!(waited >= 12 * SECOND && waited < 13 * SECOND, "{waited:?}");
     let info = h.locker().get("catalog").await.unwrap().unwrap();
-    assert!(info.waiting_writers.is_empty());
+    assert!(info.waiters.is_empty());
     r.release().await.unwrap();
 }
 

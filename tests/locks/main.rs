@@ -4,6 +4,8 @@
 
 mod bad_input;
 mod bounds;
+mod edges;
+mod fifo;
 mod harness;
 mod kinds;
 mod kube_format;

@@ -74,15 +74,18 @@ async fn guards_leave_no_watch_behind() {
     let a = forever(&locker, "a").try_acquire().await.unwrap();
     tokio::time::sleep(SECOND).await;
     assert_eq!(locker.active_watches(), 1, "the guard watches its lock");
+    // The namespace watch outlives its last lock by 30 s (a process that takes locks again
+    // keeps its view), then stops.
+    let linger = 31 * SECOND;
     a.release().await.unwrap();
-    tokio::time::sleep(SECOND).await;
+    tokio::time::sleep(linger).await;
     assert_eq!(locker.active_watches(), 0, "after release");
     forever(&locker, "b").try_acquire().await.unwrap().forget();
-    tokio::time::sleep(SECOND).await;
+    tokio::time::sleep(linger).await;
     assert_eq!(locker.active_watches(), 0, "after forget");
     locker.evict("f", Evict::All).await.unwrap();
     drop(forever(&locker, "c").try_acquire().await.unwrap());
-    tokio::time::sleep(SECOND).await;
+    tokio::time::sleep(linger).await;
     assert_eq!(locker.active_watches(), 0, "after drop");
 }
 

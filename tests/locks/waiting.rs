@@ -265,14 +265,19 @@ async fn a_thousand_local_waiters_share_one_watch() {
     }
     let counts = server.counts();
     assert_eq!(counts.get(Verb::Watch), 1);
-    // 1,000 acquisitions and releases: a write each, and almost no reads or conflicts.
-    assert!(counts.writes() <= 2 * 1000 + 1 + 20, "{counts:?}");
+    // 1,000 acquisitions and releases with nothing in between: each next waiter of the
+    // process queues while the last one releases, and the two writes race (a conflict and a
+    // read), so at most three writes and one read each.
+    assert!(counts.writes() <= 3 * 1000 + 1 + 20, "{counts:?}");
+    assert!(counts.get(Verb::Get) <= 1000 + 20, "{counts:?}");
     tokio::time::sleep(SECOND).await;
     assert_eq!(
         locker.active_watches(),
-        0,
-        "the watch ends with its last waiter"
+        1,
+        "the watch outlives its last waiter a while"
     );
+    tokio::time::sleep(30 * SECOND).await;
+    assert_eq!(locker.active_watches(), 0, "then it ends");
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,8 +314,9 @@ async fn sixteen_processes_hand_over_in_few_requests() {
     let counts = server.counts();
     let per_handover = counts.total() as f64 / 16.0;
     println!("16 handovers: {counts:?}, {per_handover:.2} requests each");
+    // Each release hands the lock over to the next waiter in the queue: one write.
     assert!(
-        per_handover <= 4.0,
+        per_handover <= 1.25,
         "{per_handover:.2} requests per handover: {counts:?}"
     );
 }

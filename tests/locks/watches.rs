@@ -66,12 +66,14 @@ async fn every_lock_of_a_namespace_shares_one_watch() {
         .unwrap()
         .unwrap();
     assert_eq!(guard.name(), "theirs-7");
-    // The watch stops with the last lock that needs it.
+    // The watch stops 30 s after the last lock that needed it.
     drop((held, guard));
     for waiter in &waiters {
         waiter.abort();
     }
     settle().await;
+    assert_eq!(me.active_watches(), 1, "it lingers");
+    tokio::time::sleep(31 * SECOND).await;
     assert_eq!(me.active_watches(), 0);
 }
 

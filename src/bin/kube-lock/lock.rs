@@ -74,11 +74,7 @@ impl<'a> Locking<'a> {
             log_info!(PROGRAM, "Semaphore is full, skipping lock");
             return Err(Failure::Full);
         }
-        match poll::poll(&self.lock, &self.locker, self.settings, |err| {
-            self.failure(err)
-        })
-        .await
-        {
+        match poll::poll(&self.lock, self.settings, |err| self.failure(err)).await {
             Ok(guard) => {
                 self.locked(guard);
                 Ok(())

@@ -1,17 +1,15 @@
-//! Waiting for a place in a full semaphore: every `--polling-interval` until
-//! `--polling-timeout`, as the Go tool, but woken sooner by a watch of the ConfigMap.
+//! Waiting for a place in a full semaphore, until `--polling-timeout`, as the Go tool does,
+//! but woken by a watch of the ConfigMap instead of polling it.
 //!
-//! Each polling interval is one [`Lock::acquire_timeout`] that ends on the interval's tick: it
-//! takes a place as soon as the watch shows one free, and otherwise gives up at the tick, where
-//! the Go tool's poll would have looked, and the poll's lines are logged. The ticks are counted
-//! from the start of polling (as a Go ticker), so waits never drift later. One watch is kept
-//! open for the whole wait, so the intervals do not each list the ConfigMap again.
+//! One [`Lock::acquire`] waits the whole time, so that this holder keeps its place in the
+//! semaphore's queue (first come, first served). At each `--polling-interval` tick, where the
+//! Go tool's poll would have looked, the poll's lines are logged from what the wait last saw.
+//! The ticks are counted from the start of polling (as a Go ticker), so they never drift later.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use lockheed::backend::Backend as _;
-use lockheed::{Holder, KubeLocker, Lock, LockGuard};
+use lockheed::{KubeLocker, Lock, LockGuard, Waiting};
 use tokio::time::Instant;
 
 use crate::args::Settings;
@@ -30,7 +28,6 @@ use crate::shared::progress::Progress;
 /// 25s`); `fail(err)` for the library's other errors.
 pub(crate) async fn poll(
     lock: &Lock<KubeLocker>,
-    locker: &KubeLocker,
     settings: &Settings,
     fail: impl Fn(lockheed::Error) -> Failure,
 ) -> Result<LockGuard<KubeLocker>, Failure> {
@@ -50,51 +47,57 @@ pub(crate) async fn poll(
         ),
     }
     let progress = Progress::start(PROGRAM, target.to_string());
-    let lock = lock
-        .clone()
-        .on_wait(progress.observer(log_changes(target.clone())));
-    // Keeps the ConfigMap's watch (shared with the acquires below) open between intervals.
-    let _watch = locker.changes(&target.configmap);
+    let observe = progress.observer(log_changes(target.clone()));
+    let seen: Arc<Mutex<Option<Waiting>>> = Arc::default();
+    let mut lock = lock.clone().on_wait({
+        let seen = Arc::clone(&seen);
+        move |waiting| {
+            observe(waiting);
+            *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(waiting.clone());
+        }
+    });
+    if let Some(timeout) = settings.timeout {
+        lock = lock.with_acquire_timeout(timeout);
+    }
     let started = Instant::now();
     let deadline = settings.timeout.map(|timeout| started + timeout);
+    let acquire = lock.acquire();
+    tokio::pin!(acquire);
     let mut tick = started;
     loop {
         tick = next_tick(tick, interval, Instant::now());
-        let (until, last) = next_stop(tick, deadline);
-        let err = match lock
-            .acquire_timeout(until.saturating_duration_since(Instant::now()))
-            .await
-        {
-            Ok(guard) => {
+        let polls = deadline.is_none_or(|deadline| tick < deadline);
+        tokio::select! {
+            result = &mut acquire => {
                 progress.finish();
-                return Ok(guard);
+                return match result {
+                    Ok(guard) => Ok(guard),
+                    Err(lockheed::Error::Timeout { .. }) => {
+                        let timeout = settings.timeout.unwrap_or_default();
+                        Err(Failure::Failed(anyhow::anyhow!(
+                            "cannot lock {target}, timeout after {}",
+                            duration::format(timeout)
+                        )))
+                    }
+                    Err(err) => Err(fail(err)),
+                };
             }
-            Err(err) => err,
-        };
-        match err {
-            lockheed::Error::Timeout { .. } if last => {
-                progress.finish();
-                let timeout = settings.timeout.unwrap_or_default();
-                return Err(Failure::Failed(anyhow::anyhow!(
-                    "cannot lock {target}, timeout after {}",
-                    duration::format(timeout)
-                )));
-            }
-            lockheed::Error::Timeout { .. } => {
+            () = tokio::time::sleep_until(tick), if polls => {
                 // The Go tool's poll at this tick.
                 log_info!(
                     PROGRAM,
                     "Processing lock over {target} for reason: {:?}",
                     settings.reason
                 );
-                let held = err.holders().map_or(0, <[Holder]>::len);
-                let max = err.max_holders().unwrap_or(settings.max_holders);
+                let waiting = seen.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let held = waiting
+                    .as_ref()
+                    .map_or(0, |w| w.holders.iter().filter(|h| !h.waiting).count());
+                let max = waiting
+                    .and_then(|w| w.max_holders)
+                    .unwrap_or(settings.max_holders);
                 log_cannot_lock(target, held, max);
                 log_info!(PROGRAM, "Semaphore is full, skipping lock");
-            }
-            err => {
-                progress.finish();
-                return Err(fail(err));
             }
         }
     }
@@ -121,47 +124,9 @@ fn next_tick(previous: Instant, interval: Duration, now: Instant) -> Instant {
     if next > now { next } else { now + interval }
 }
 
-/// Where the wait for the next poll ends: the interval's `tick`, or the `deadline` when it
-/// comes first, and whether it is the last wait.
-fn next_stop(tick: Instant, deadline: Option<Instant>) -> (Instant, bool) {
-    match deadline {
-        Some(deadline) if deadline <= tick => (deadline, true),
-        _ => (tick, false),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_last_wait_ends_at_the_timeout() {
-        // `--polling-interval 10s --polling-timeout 25s`: polls at 10s and 20s, gives up at 25s.
-        let start = Instant::now();
-        let second = Duration::from_secs(1);
-        let deadline = Some(start + 25 * second);
-        assert_eq!(
-            next_stop(start + 10 * second, deadline),
-            (start + 10 * second, false)
-        );
-        assert_eq!(
-            next_stop(start + 20 * second, deadline),
-            (start + 20 * second, false)
-        );
-        assert_eq!(
-            next_stop(start + 30 * second, deadline),
-            (start + 25 * second, true)
-        );
-        // A timeout on a tick gives up there.
-        assert_eq!(
-            next_stop(start + 25 * second, deadline),
-            (start + 25 * second, true)
-        );
-        assert_eq!(
-            next_stop(start + 10 * second, None),
-            (start + 10 * second, false)
-        );
-    }
 
     #[test]
     fn ticks_keep_their_phase_and_drop_missed_ones() {

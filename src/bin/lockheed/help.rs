@@ -85,7 +85,7 @@ pub(crate) const LIST: &str = concat!(
     "  {\"namespace\": \"default\",\n",
     "   \"locks\": [{\"name\", \"kind\", \"maxHolders\", \"tags\", \"fencingToken\",\n",
     "              \"holders\": [{\"id\", \"since\", \"expires\", \"reason\", \"token\", \"shared\", \"waiting\"}],\n",
-    "              \"waitingWriters\": [..]}],\n",
+    "              \"waiters\": [..]}],\n",
     "   \"unreadable\": [{\"error\": \"..\"}]}\n",
     "Times are RFC 3339; \"expires\" is null for a lease without expiry.",
 );

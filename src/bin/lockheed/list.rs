@@ -150,12 +150,12 @@ mod tests {
         assert_eq!(
             table(&list, now()),
             "\
-NAME     KIND       HOLDERS                         EXPIRES IN  TAGS        TOKEN
-catalog  rwlock     shared: r1 (+1 writer waiting)  40s         -           1
-db       mutex      worker-1                        40s         db,nightly  1
-forever  mutex      keeper                          never       -           1
-free     mutex      -                               -           -           1
-gpu      semaphore  2/3: job-1, job-2               40s         -           2
+NAME     KIND       HOLDERS                  EXPIRES IN  TAGS        TOKEN
+catalog  rwlock     shared: r1 (+1 waiting)  40s         -           1
+db       mutex      worker-1                 40s         db,nightly  1
+forever  mutex      keeper                   never       -           1
+free     mutex      -                        -           -           1
+gpu      semaphore  2/3: job-1, job-2        40s         -           2
 "
         );
         assert_eq!(table(&LockList::default(), now()), "No locks found.\n");

@@ -116,11 +116,10 @@ pub(crate) fn holders_cell(lock: &LockInfo) -> String {
             _ => names,
         }
     };
-    match lock.waiting_writers.len() {
+    match lock.waiters.len() {
         0 => {}
-        1 => cell.push_str(" (+1 writer waiting)"),
         n => {
-            let _ = write!(cell, " (+{n} writers waiting)");
+            let _ = write!(cell, " (+{n} waiting)");
         }
     }
     cell
@@ -222,7 +221,7 @@ pub(crate) mod tests {
             .await
             .unwrap()
             .unwrap()
-            .waiting_writers
+            .waiters
             .is_empty()
         {
             tokio::task::yield_now().await;
@@ -267,7 +266,7 @@ pub(crate) mod tests {
         assert_eq!(cells("free"), ["mutex", "-", "-", "-"]);
         assert_eq!(cells("forever"), ["mutex", "keeper", "never", "-"]);
         let catalog = cells("catalog");
-        assert_eq!(catalog[1], "shared: r1 (+1 writer waiting)");
+        assert_eq!(catalog[1], "shared: r1 (+1 waiting)");
     }
 
     #[tokio::test]

@@ -71,12 +71,13 @@ fn describe(lock: &LockInfo, object: &str, now: DateTime<Utc>) -> String {
             now,
         ));
     }
-    if !lock.waiting_writers.is_empty() {
-        let _ = writeln!(
-            text,
-            "Waiting writers (new shared holders wait behind them):"
-        );
-        text.push_str(&holders(&lock.waiting_writers, false, now));
+    if !lock.waiters.is_empty() {
+        let _ = writeln!(text, "Waiting (in turn, first come, first served):");
+        text.push_str(&holders(
+            &lock.waiters,
+            lock.kind == Some(LockKind::ReadWrite),
+            now,
+        ));
     }
     text
 }
@@ -134,7 +135,7 @@ Holders:        1/1
         let catalog = describe(lock("catalog"), "default/lockheed-catalog", now());
         assert!(catalog.contains("Kind:           rwlock"), "{catalog}");
         assert!(catalog.contains("  r1  shared"), "{catalog}");
-        assert!(catalog.contains("Waiting writers"), "{catalog}");
+        assert!(catalog.contains("Waiting (in turn"), "{catalog}");
         assert!(catalog.contains("  w1  "), "{catalog}");
         let free = describe(lock("free"), "default/lockheed-free", now());
         assert!(free.contains("Holders:        none"), "{free}");

@@ -1,0 +1,121 @@
+//! The ConfigMaps a [`KubeLocker`](super::KubeLocker) keeps its locks in: where they are, how
+//! they are named, and how a lock's record is read from one and written into one.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+
+use super::format::Format;
+use crate::backend::Record;
+use crate::error::Error;
+use crate::state::LockState;
+
+/// What a [`KubeLocker`]'s write compares against: the ConfigMap as it was read. The write
+/// carries its resourceVersion (a compare-and-swap) and keeps everything else it holds.
+#[derive(Debug, Clone)]
+pub struct ConfigMapVersion(pub(super) Arc<ConfigMap>);
+
+impl ConfigMapVersion {
+    /// The resourceVersion the next write must find.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lockheed::backend::Backend;
+    /// use lockheed::{KubeLocker, Lock};
+    ///
+    /// let server = lockheed::testing::FakeApiServer::start().await?;
+    /// let locker = KubeLocker::new(server.client(), "default");
+    /// Lock::new("db", locker.clone()).try_acquire().await?.release().await?;
+    /// let record = locker.read("db").await?.unwrap();
+    /// assert!(record.version.resource_version().is_some());
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
+    /// ```
+    #[must_use]
+    pub fn resource_version(&self) -> Option<&str> {
+        self.0.metadata.resource_version.as_deref()
+    }
+
+    /// The ConfigMap as it was read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "testing")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use lockheed::backend::Backend;
+    /// use lockheed::{KubeLocker, Lock};
+    ///
+    /// let server = lockheed::testing::FakeApiServer::start().await?;
+    /// let locker = KubeLocker::new(server.client(), "default");
+    /// Lock::new("db", locker.clone()).try_acquire().await?.release().await?;
+    /// let record = locker.read("db").await?.unwrap();
+    /// assert_eq!(record.version.config_map().metadata.name.as_deref(), Some("lockheed-db"));
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "testing"))]
+    /// # fn main() {}
+    /// ```
+    #[must_use]
+    pub fn config_map(&self) -> &ConfigMap {
+        &self.0
+    }
+}
+
+/// Where a locker's lock ConfigMaps are, and in which format.
+#[derive(Clone)]
+pub(super) struct Objects {
+    pub(super) api: Api<ConfigMap>,
+    pub(super) namespace: String,
+    pub(super) prefix: String,
+    pub(super) format: Format,
+}
+
+impl Objects {
+    /// The ConfigMap name of lock `name`.
+    pub(super) fn object_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// `namespace/configmap`, for messages.
+    pub(super) fn object(&self, name: &str) -> String {
+        format!("{}/{}", self.namespace, self.object_name(name))
+    }
+
+    /// The lock a ConfigMap holds, by name (`None`: not one of this locker's).
+    pub(super) fn lock_name(&self, cm: &ConfigMap) -> Option<String> {
+        let object = cm.metadata.name.as_deref()?;
+        Some(object.strip_prefix(&self.prefix)?.to_owned())
+    }
+
+    /// Lock `name`'s record, read from its ConfigMap.
+    pub(super) fn decode(
+        &self,
+        name: &str,
+        cm: ConfigMap,
+    ) -> Result<Record<ConfigMapVersion>, Error> {
+        let record = self.format.decode(name, &self.object(name), cm)?;
+        Ok(
+            Record::new(record.state, ConfigMapVersion(Arc::new(record.version)))
+                .with_reservation(record.reservation),
+        )
+    }
+
+    /// `cm` with lock `name`'s `state` written into it.
+    pub(super) fn encode(
+        &self,
+        name: &str,
+        cm: ConfigMap,
+        state: &LockState,
+    ) -> Result<ConfigMap, Error> {
+        self.format.encode(name, &self.object(name), cm, state)
+    }
+}

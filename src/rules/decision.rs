@@ -1,0 +1,70 @@
+//! What the rules are asked (a [`Request`]) and what they decide ([`Acquire`], [`Blocked`]).
+
+use std::time::Duration;
+
+use super::judgement::Judgement;
+use crate::condition::Condition;
+use crate::gotime::GoTime;
+use crate::info::Holder;
+use crate::kind::Kind;
+use crate::state::LockState;
+
+/// What a caller asks for when it takes a lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Request<'a> {
+    pub(crate) holder: &'a str,
+    /// The kind the caller asks for (a semaphore's capacity applies only to a lock that has
+    /// none stored yet).
+    pub(crate) kind: Kind,
+    /// Zero: no expiry.
+    pub(crate) duration: Duration,
+    pub(crate) tags: &'a [String],
+    pub(crate) reset_tags: bool,
+    pub(crate) force: Option<&'a Condition>,
+    pub(crate) reason: Option<&'a str>,
+    /// A random id of this attempt, written with its lease (see [`undo_take`]).
+    pub(crate) nonce: &'a str,
+    /// The caller waits in the queue (a waiting `acquire`): when the lock is busy it takes a
+    /// place at the end, and keeps it fresh while it waits. A single attempt does not.
+    pub(crate) queue: bool,
+    /// The caller takes its turn: waiters queued ahead of it keep it out. A caller that opted
+    /// out of fair waiting ignores the queue, as Go lockheed clients do.
+    pub(crate) fair: bool,
+    pub(crate) judgement: Judgement<'a>,
+}
+
+/// Who keeps a caller from taking a lock, and when that can change by time alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Blocked {
+    /// The holders in the way, and the waiters queued ahead (marked [`Holder::waiting`]).
+    pub(crate) holders: Vec<Holder>,
+    /// When the decision should be made again even if nothing changes: the first blocking
+    /// lease or entry ends, or the caller's own entry needs refreshing (`None`: never).
+    pub(crate) retry_in: Option<Duration>,
+    /// The most holders the lock admits at once (see [`Kind::capacity`]).
+    pub(crate) max_holders: Option<u32>,
+}
+
+/// The decision on an acquire.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Acquire {
+    /// Write `state` to take the lock; the acquisition's fencing token is `token`.
+    Take {
+        state: LockState,
+        token: u64,
+        expires: GoTime,
+        /// The caller already held the lock: a re-entry, which replaces its lease with a new
+        /// one (and a new token).
+        reentry: bool,
+    },
+    /// Someone else holds it, or waiters are ahead: wait.
+    Busy(Blocked),
+    /// Someone else holds it: write `state`, which queues the caller (or refreshes its
+    /// place), then wait. `floor` is the lock's fencing counter in `state`: a lease of the
+    /// caller with a higher token was handed over to it.
+    Queue {
+        state: LockState,
+        blocked: Blocked,
+        floor: u64,
+    },
+}

@@ -1,0 +1,218 @@
+//! The waiters' queue: first come, first served, across processes.
+//!
+//! A waiting acquire that finds the lock busy takes a place at the end of the lock's queue
+//! (one write), and keeps it fresh while it waits (once every half of the entry's life: its
+//! lease duration, at most 30 s). Waiters queued ahead of a caller keep it out as holders
+//! would, so nobody overtakes them, and a holder that releases and comes straight back
+//! queues behind them.
+//!
+//! Whoever frees the lock hands it over in the same write: the waiters at the head whose
+//! turn it is get a lease each, with the next fencing tokens, and learn it through their
+//! watch. A handover costs that one write and one watch event; the waiter writes nothing to
+//! take the lock. A waiter that asks for a lease without expiry is never handed the lock (one
+//! that died would hold it forever): at the head of the queue, it takes it itself.
+//!
+//! An entry ends by itself if its waiter dies without withdrawing it, and ended entries are
+//! dropped by the next write.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::decision::{Acquire, Blocked, Request};
+use super::judgement::Judgement;
+use super::writing::{apply_tags, duration_millis, expiry};
+use crate::gotime::GoTime;
+use crate::kind::{Access, Kind, MUTEX, RWLOCK, SEMAPHORE};
+use crate::state::{Lease, LockState, QueueEntry};
+
+/// The longest a waiter's place lasts without being refreshed: if the waiter dies, those
+/// behind it wait at most this long for it.
+const MAX_ENTRY: Duration = Duration::from_secs(30);
+
+/// How long a waiter's place lasts from each refresh: its lease duration, at most
+/// [`MAX_ENTRY`] (and that for a lease without expiry).
+pub(crate) fn entry_duration(duration: Duration) -> Duration {
+    if duration.is_zero() {
+        MAX_ENTRY
+    } else {
+        duration.min(MAX_ENTRY)
+    }
+}
+
+/// The live entries ahead of `holder`'s place (every live entry, for a holder not queued).
+pub(super) fn ahead<'s>(
+    state: &'s LockState,
+    holder: &str,
+    judgement: &Judgement<'_>,
+    now: DateTime<Utc>,
+) -> impl Iterator<Item = &'s QueueEntry> {
+    let place = state
+        .queue
+        .iter()
+        .position(|entry| entry.instance_id == holder)
+        .unwrap_or(state.queue.len());
+    let judgement = *judgement;
+    state.queue[..place]
+        .iter()
+        .filter(move |entry| judgement.entry_live(entry, now))
+}
+
+/// The decision of a waiting caller blocked by `blocked`: take a place at the end of the
+/// queue, or refresh its place once half of it has passed, or just wait.
+pub(super) fn wait_in_line(
+    name: &str,
+    state: &LockState,
+    kind: Kind,
+    request: &Request<'_>,
+    blocked: Blocked,
+    now: DateTime<Utc>,
+) -> Acquire {
+    let ttl = entry_duration(request.duration);
+    let own = state
+        .queue
+        .iter()
+        .find(|entry| entry.instance_id == request.holder);
+    let left = own.map_or(Duration::ZERO, |own| {
+        (own.expires.to_utc() - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    });
+    if left > ttl / 2 {
+        let refresh_in = left.saturating_sub(ttl / 2);
+        return Acquire::Busy(Blocked {
+            retry_in: Some(blocked.retry_in.map_or(refresh_in, |r| r.min(refresh_in))),
+            ..blocked
+        });
+    }
+    let mut next = state.clone();
+    name.clone_into(&mut next.name);
+    kind.lock_type().clone_into(&mut next.lock_type);
+    if let Kind::Semaphore(max) = kind {
+        next.max_holders = max;
+    }
+    let judgement = request.judgement;
+    next.queue
+        .retain(|entry| entry.instance_id == request.holder || judgement.entry_live(entry, now));
+    let expires = expiry(now, ttl);
+    match next
+        .queue
+        .iter_mut()
+        .find(|entry| entry.instance_id == request.holder)
+    {
+        Some(own) => own.expires = expires,
+        None => next.queue.push(QueueEntry {
+            instance_id: request.holder.to_owned(),
+            expires,
+            duration_millis: duration_millis(ttl),
+            since: GoTime::from(now),
+            lease_millis: duration_millis(request.duration),
+            reason: request.reason.map(str::to_owned),
+            shared: kind == Kind::ReadWrite(Access::Shared),
+            tags: request.tags.to_vec(),
+            reset_tags: request.reset_tags,
+            extra: serde_json::Map::new(),
+        }),
+    }
+    let refresh_in = ttl / 2;
+    Acquire::Queue {
+        floor: next.fencing_token,
+        state: next,
+        blocked: Blocked {
+            retry_in: Some(blocked.retry_in.map_or(refresh_in, |r| r.min(refresh_in))),
+            ..blocked
+        },
+    }
+}
+
+/// Whether a lease is live for whoever hands the lock over: by its wall clock, with the skew
+/// allowance, so that a holder whose clock runs behind is not counted out too early.
+fn live(lease: &Lease, now: DateTime<Utc>, skew: Duration) -> bool {
+    let skew = chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::MAX);
+    lease.expires.is_forever()
+        || now
+            .checked_sub_signed(skew)
+            .is_none_or(|then| lease.expires.to_utc() > then)
+}
+
+/// Whether the lock, as `state` holds it, admits `entry`'s waiter now.
+fn admits(state: &LockState, entry: &QueueEntry, now: DateTime<Utc>, skew: Duration) -> bool {
+    let mut holders = state.leases.values().filter(|l| live(l, now, skew));
+    match state.lock_type.as_str() {
+        "" | MUTEX => holders.next().is_none(),
+        SEMAPHORE => holders.count() < usize::try_from(state.max_holders).unwrap_or(usize::MAX),
+        RWLOCK if entry.shared => holders.all(|l| l.shared),
+        RWLOCK => holders.next().is_none(),
+        _ => false,
+    }
+}
+
+/// Hands the lock over to the waiters at the head of the queue whose turn it is, in `state`
+/// as the write that frees it will leave it: each gets the lease it asked for, with the next
+/// fencing token, and its tags. Entries that ended are dropped; a waiter for a lease without
+/// expiry stops the handover (it takes its turn itself).
+pub(super) fn hand_over(state: &mut LockState, now: DateTime<Utc>, skew: Duration) {
+    state.queue.retain(|entry| entry.expires.to_utc() > now);
+    while let Some(head) = state.queue.first() {
+        let (Some(millis), Some(token)) = (head.lease_millis, state.fencing_token.checked_add(1))
+        else {
+            break;
+        };
+        if !admits(state, head, now, skew) {
+            break;
+        }
+        let entry = state.queue.remove(0);
+        let duration = Duration::from_millis(millis);
+        let mut lease = Lease::until(&entry.instance_id, expiry(now, duration));
+        lease.duration_millis = Some(millis);
+        lease.token = Some(token);
+        lease.since = Some(GoTime::from(now));
+        lease.reason = entry.reason;
+        lease.shared = entry.shared;
+        state.fencing_token = token;
+        state.leases.insert(entry.instance_id, lease);
+        apply_tags(state, &entry.tags, entry.reset_tags);
+    }
+}
+
+/// The lease the lock was handed over to `holder` with, while it waited in the queue: a lease
+/// of its own with a token above `floor` (the counter when it queued), and no place in the
+/// queue any more. Returns its token and end.
+pub(crate) fn handed_over(
+    state: &LockState,
+    holder: &str,
+    floor: u64,
+    now: DateTime<Utc>,
+) -> Option<(u64, GoTime)> {
+    if state.queue.iter().any(|entry| entry.instance_id == holder) {
+        return None;
+    }
+    let lease = state.leases.get(holder)?;
+    let token = lease.token.filter(|t| *t > floor)?;
+    (lease.expires.to_utc() > now).then_some((token, lease.expires))
+}
+
+/// Removes `holder`'s place in the queue when its acquire ends without the lock, and the
+/// lease it may have been handed meanwhile (a token above `floor`), handing that on to the
+/// next waiters; `None` when there is nothing to remove.
+pub(crate) fn withdraw(
+    state: &LockState,
+    holder: &str,
+    floor: u64,
+    now: DateTime<Utc>,
+    skew: Duration,
+) -> Option<LockState> {
+    let mut next = state.clone();
+    next.queue.retain(|entry| entry.instance_id != holder);
+    let mut changed = next.queue.len() != state.queue.len();
+    let handed = next
+        .leases
+        .get(holder)
+        .is_some_and(|lease| lease.token.is_some_and(|t| t > floor));
+    if handed {
+        next.leases.remove(holder);
+        hand_over(&mut next, now, skew);
+        changed = true;
+    }
+    changed.then_some(next)
+}

@@ -1,0 +1,38 @@
+//! How the rules write a lock's state: lease ends and durations, and tags.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::gotime::GoTime;
+use crate::state::LockState;
+
+/// The duration to record in a lease (`None` for no expiry).
+pub(crate) fn duration_millis(duration: Duration) -> Option<u64> {
+    (!duration.is_zero()).then(|| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// When a lease taken at `now` for `duration` ends.
+pub(crate) fn expiry(now: DateTime<Utc>, duration: Duration) -> GoTime {
+    if duration.is_zero() {
+        return GoTime::forever();
+    }
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .map_or_else(GoTime::forever, |t| GoTime::from(t).min(GoTime::forever()))
+}
+
+/// Adds `tags` to the lock's (after clearing them, with `reset`), keeping the order and
+/// skipping tags it already has; linear in the number of tags, however many a caller sends.
+pub(crate) fn apply_tags(state: &mut LockState, tags: &[String], reset: bool) {
+    if reset {
+        state.tags.clear();
+    }
+    let mut seen: std::collections::HashSet<String> = state.tags.iter().cloned().collect();
+    for tag in tags {
+        if seen.insert(tag.clone()) {
+            state.tags.push(tag.clone());
+        }
+    }
+}
