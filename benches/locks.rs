@@ -1,0 +1,114 @@
+//! The lock benchmarks of issue 11, "Performance at the physical limit": requests per
+//! operation, handover latency, contention, scale, and the fake API server's own ceiling,
+//! with kube-lease-manager 0.13 measured in the same run for comparison. Every scenario runs
+//! against [`lockheed::testing::FakeApiServer`] over loopback HTTP. Run with:
+//!
+//! ```text
+//! cargo bench --features testing --bench locks
+//! LOCKHEED_BENCH_QUICK=1 cargo bench --features testing --bench locks   # every scenario, < 1 min
+//! ```
+//!
+//! It prints one Markdown table per scenario (what `BENCHMARKS.md` shows) and one line
+//! `figure <name> <value> <unit>` per headline figure, for scripts (`grep ^figure`).
+//! `LOCKHEED_BENCH_ONLY=2,3` runs only some scenarios.
+//!
+//! The memory and CPU scenarios (4 and 5) run in child processes of this binary, with the
+//! server in a third process, so that what they measure is the lock-holding process alone.
+
+#[path = "locks/ceiling.rs"]
+mod ceiling;
+#[path = "locks/contention.rs"]
+mod contention;
+#[path = "locks/handover.rs"]
+mod handover;
+#[path = "locks/remote.rs"]
+mod remote;
+#[path = "locks/report.rs"]
+mod report;
+#[path = "locks/requests.rs"]
+mod requests;
+#[path = "locks/scale.rs"]
+mod scale;
+#[path = "locks/sys.rs"]
+mod sys;
+
+use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: sys::Counting = sys::Counting;
+
+/// Set (to anything) for the quick mode.
+pub const QUICK: &str = "LOCKHEED_BENCH_QUICK";
+
+/// How big the run is.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    pub quick: bool,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // The machine has 2 cores: as many workers, shared with the fake server.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+fn main() {
+    let mode = Mode {
+        quick: std::env::var_os(QUICK).is_some(),
+    };
+    match remote::role().as_deref() {
+        Some("server") => return remote::serve(),
+        Some("held-locks") => {
+            sys::Counting::enable();
+            return runtime().block_on(scale::held_locks(mode));
+        }
+        Some("waiters") => {
+            sys::Counting::enable();
+            return runtime().block_on(scale::waiters(mode));
+        }
+        Some(other) => panic!("unknown role {other:?}"),
+        None => {}
+    }
+    let only: Option<Vec<u32>> = std::env::var("LOCKHEED_BENCH_ONLY")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    let runs = |n: u32| only.as_ref().is_none_or(|only| only.contains(&n));
+    let started = Instant::now();
+    println!(
+        "# lockheed benchmarks ({} mode, {} build)",
+        if mode.quick { "quick" } else { "full" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    );
+    println!("{}", sys::machine());
+    let rt = runtime();
+    let ceiling = rt.block_on(ceiling::run(mode));
+    if runs(1) {
+        rt.block_on(requests::run(mode));
+    }
+    if runs(2) {
+        rt.block_on(handover::run(mode, &ceiling));
+    }
+    if runs(3) {
+        rt.block_on(contention::run(mode, &ceiling));
+    }
+    drop(rt);
+    if runs(4) {
+        remote::run_child("held-locks", mode.quick);
+    }
+    if runs(5) {
+        remote::run_child("waiters", mode.quick);
+    }
+    println!(
+        "\nwall time: {:.1} s; load average at the end: {}",
+        started.elapsed().as_secs_f64(),
+        sys::load_average()
+    );
+    report::figure("wall_time_s", started.elapsed().as_secs_f64(), "s");
+}
