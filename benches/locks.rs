@@ -32,7 +32,7 @@ mod scale;
 #[path = "locks/sys.rs"]
 mod sys;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static ALLOCATOR: sys::Counting = sys::Counting;
@@ -55,19 +55,57 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// How long a runtime may take to shut down before its tasks count as stuck.
+const SHUTDOWN: Duration = Duration::from_secs(10);
+
+/// Runs `future` on a runtime of its own, and says so if the runtime then does not shut down
+/// in time: a worker thread is blocked, which a deadlock in the library once caused (see
+/// `BENCHMARKS.md`). A stuck runtime is left behind instead of hanging the benchmark.
+pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
+    let rt = runtime();
+    let out = rt.block_on(future);
+    let started = Instant::now();
+    rt.shutdown_timeout(SHUTDOWN);
+    let stuck = started.elapsed() >= SHUTDOWN;
+    if stuck {
+        println!(
+            "\n**Warning: the runtime of {what} did not shut down within {SHUTDOWN:?}: a worker \
+             thread is blocked (its figures may be low).**"
+        );
+    }
+    report::figure(
+        &format!("runtime_stuck.{what}"),
+        f64::from(u8::from(stuck)),
+        "bool",
+    );
+    out
+}
+
+/// Ends the process if it runs far longer than it should, so that a hang (a blocked worker
+/// thread of every runtime) fails the benchmark instead of stalling it.
+fn watchdog(mode: Mode) {
+    let limit = Duration::from_secs(if mode.quick { 300 } else { 1200 });
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        eprintln!("the benchmark has run for {limit:?}: it hangs; giving up");
+        std::process::exit(2);
+    });
+}
+
 fn main() {
     let mode = Mode {
         quick: std::env::var_os(QUICK).is_some(),
     };
+    watchdog(mode);
     match remote::role().as_deref() {
         Some("server") => return remote::serve(),
         Some("held-locks") => {
             sys::Counting::enable();
-            return runtime().block_on(scale::held_locks(mode));
+            return run_on_own_runtime("held_locks", scale::held_locks(mode));
         }
         Some("waiters") => {
             sys::Counting::enable();
-            return runtime().block_on(scale::waiters(mode));
+            return run_on_own_runtime("waiters", scale::waiters(mode));
         }
         Some(other) => panic!("unknown role {other:?}"),
         None => {}
@@ -87,18 +125,16 @@ fn main() {
         },
     );
     println!("{}", sys::machine());
-    let rt = runtime();
-    let ceiling = rt.block_on(ceiling::run(mode));
+    let ceiling = run_on_own_runtime("ceiling", ceiling::run(mode));
     if runs(1) {
-        rt.block_on(requests::run(mode));
+        run_on_own_runtime("requests", requests::run(mode));
     }
     if runs(2) {
-        rt.block_on(handover::run(mode, &ceiling));
+        run_on_own_runtime("handover", handover::run(mode, &ceiling));
     }
     if runs(3) {
-        rt.block_on(contention::run(mode, &ceiling));
+        contention::run(mode, &ceiling);
     }
-    drop(rt);
     if runs(4) {
         remote::run_child("held-locks", mode.quick);
     }

@@ -330,7 +330,7 @@ fn slices(run: &Run) -> (f64, f64, f64) {
 }
 
 #[allow(clippy::too_many_lines)] // one table, read top to bottom
-pub async fn run(mode: Mode, ceiling: &Ceiling) {
+pub fn run(mode: Mode, ceiling: &Ceiling) {
     let seconds =
         |quick: f64, full: f64| Duration::from_secs_f64(if mode.quick { quick } else { full });
     let config = |contenders, locks, faults| {
@@ -388,7 +388,19 @@ pub async fn run(mode: Mode, ceiling: &Ceiling) {
     let mut injected_total = 0;
     let mut errors_seen = Vec::new();
     for config in &configs {
-        let (run, injected) = contend(config).await;
+        let name = format!(
+            "contention.{}_on_{}{}{}",
+            config.contenders,
+            config.locks,
+            if config.faults { "_faults" } else { "" },
+            if config.per_lock_watch {
+                "_per_lock_watch"
+            } else {
+                ""
+            }
+        );
+        // Each run on a runtime of its own, so that one stuck task cannot slow the next.
+        let (run, injected) = crate::run_on_own_runtime(&name, contend(config));
         let Config {
             contenders,
             locks,
