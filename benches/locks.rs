@@ -10,7 +10,9 @@
 //!
 //! It prints one Markdown table per scenario (what `BENCHMARKS.md` shows) and one line
 //! `figure <name> <value> <unit>` per headline figure, for scripts (`grep ^figure`).
-//! `LOCKHEED_BENCH_ONLY=2,3` runs only some scenarios.
+//! `LOCKHEED_BENCH_ONLY=2,3` runs only some scenarios (6, the server's ceiling, always runs);
+//! `LOCKHEED_BENCH_FAULTS=latency,500-update` injects only some of the faults of scenario 3
+//! (see `contention.rs` for their names), to find which one costs what.
 //!
 //! The memory and CPU scenarios (4 and 5) run in child processes of this binary, with the
 //! server in a third process, so that what they measure is the lock-holding process alone.
@@ -29,9 +31,12 @@ mod report;
 mod requests;
 #[path = "locks/scale.rs"]
 mod scale;
+#[path = "locks/served.rs"]
+mod served;
 #[path = "locks/sys.rs"]
 mod sys;
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 #[global_allocator]
@@ -46,22 +51,43 @@ pub struct Mode {
     pub quick: bool,
 }
 
+/// How many threads run the clients: `LOCKHEED_BENCH_WORKERS`, 1 by default.
+///
+/// One thread (a current-thread runtime), with the in-process fake server on a thread of its
+/// own: client and server each get one of the machine's 2 cores, as two processes would.
+/// With 2 or more, a multi-thread runtime; the library then deadlocks now and then (see
+/// `BENCHMARKS.md`, "Library problems found"), which the watchdog reports.
 fn runtime() -> tokio::runtime::Runtime {
-    // The machine has 2 cores: as many workers, shared with the fake server.
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime")
+    let workers: usize = std::env::var("LOCKHEED_BENCH_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let mut builder = if workers > 1 {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().expect("a runtime")
 }
 
 /// How long a runtime may take to shut down before its tasks count as stuck.
 const SHUTDOWN: Duration = Duration::from_secs(10);
 
 /// Runs `future` on a runtime of its own, and says so if the runtime then does not shut down
-/// in time: a worker thread is blocked, which a deadlock in the library once caused (see
-/// `BENCHMARKS.md`). A stuck runtime is left behind instead of hanging the benchmark.
+/// in time: a worker thread is blocked, which the deadlock described in `BENCHMARKS.md`
+/// ("Library problems found") causes. A stuck runtime is left behind instead of hanging the
+/// benchmark, and the watchdog ends a scenario that cannot finish.
 pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
+    // No scenario takes more than a few minutes, even on a loaded machine.
+    let limit = Duration::from_secs(if std::env::var_os(QUICK).is_some() {
+        120
+    } else {
+        600
+    });
+    *RUNNING.lock().unwrap_or_else(PoisonError::into_inner) =
+        Some((what.to_owned(), Instant::now() + limit));
     let rt = runtime();
     let out = rt.block_on(future);
     let started = Instant::now();
@@ -70,7 +96,8 @@ pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
     if stuck {
         println!(
             "\n**Warning: the runtime of {what} did not shut down within {SHUTDOWN:?}: a worker \
-             thread is blocked (its figures may be low).**"
+             thread is blocked (see BENCHMARKS.md, \"Library problems found\"); its figures \
+             may have been measured with one worker instead of two.**"
         );
     }
     report::figure(
@@ -81,14 +108,26 @@ pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
     out
 }
 
-/// Ends the process if it runs far longer than it should, so that a hang (a blocked worker
-/// thread of every runtime) fails the benchmark instead of stalling it.
-fn watchdog(mode: Mode) {
-    let limit = Duration::from_secs(if mode.quick { 300 } else { 1200 });
-    std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        eprintln!("the benchmark has run for {limit:?}: it hangs; giving up");
-        std::process::exit(2);
+/// The scenario running now and when it must have ended, for the watchdog.
+static RUNNING: Mutex<Option<(String, Instant)>> = Mutex::new(None);
+
+/// Ends the process if a scenario runs far longer than it should, so that a hang (every
+/// worker thread of its runtime blocked) fails the benchmark instead of stalling it.
+fn watchdog() {
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            let running = RUNNING.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((what, deadline)) = running.as_ref()
+                && Instant::now() > *deadline
+            {
+                println!(
+                    "\n**{what} hangs: its runtime's worker threads are blocked (see \
+                     BENCHMARKS.md, \"Library problems found\"). Giving up.**"
+                );
+                std::process::exit(2);
+            }
+        }
     });
 }
 
@@ -96,7 +135,7 @@ fn main() {
     let mode = Mode {
         quick: std::env::var_os(QUICK).is_some(),
     };
-    watchdog(mode);
+    watchdog();
     match remote::role().as_deref() {
         Some("server") => return remote::serve(),
         Some("held-locks") => {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use lockheed::testing::{AccessControl, FakeApiServer, Fault, RequestMatcher, Verb};
+
+use crate::served::Served;
 use lockheed::{Error, Lock};
 
 use crate::Mode;
@@ -151,7 +153,7 @@ const FAULT_EVERY: u64 = 50;
 /// if no request met it, so that faults never pile up); every 2 s all watches closed.
 /// Returns how many were injected.
 async fn inject_faults(
-    server: Arc<FakeApiServer>,
+    server: Arc<Served>,
     stop: Arc<AtomicBool>,
     chosen: Vec<&'static str>,
 ) -> u64 {
@@ -248,7 +250,7 @@ async fn contend(config: &Config) -> (Run, u64) {
         });
         builder = builder.access_control(access);
     }
-    let server = &Arc::new(builder.start().await.expect("server starts"));
+    let server = &Arc::new(Served::with(builder).await);
     let shared = Arc::new(Shared {
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),

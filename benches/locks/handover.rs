@@ -12,6 +12,7 @@ use crate::Mode;
 use crate::ceiling::Ceiling;
 use crate::report::{Counts, Table, figure, ms, num, percentile};
 use crate::requests::{manager, process};
+use crate::served::Served;
 
 const LEASE: Duration = Duration::from_secs(15);
 
@@ -74,7 +75,7 @@ async fn lockheed(
 
 /// A server on which each kube-lease-manager of `pairs` holder/waiter pairs has a token of
 /// its own, so that the request log says who sent what.
-async fn lease_server(pairs: usize) -> FakeApiServer {
+async fn lease_server(pairs: usize) -> Served {
     let rule = PolicyRule {
         api_groups: Some(vec!["coordination.k8s.io".into()]),
         resources: Some(vec!["leases".into()]),
@@ -86,11 +87,7 @@ async fn lease_server(pairs: usize) -> FakeApiServer {
         .fold(AccessControl::new(), |access, id| {
             access.rule(&id, Some("default"), rule.clone())
         });
-    FakeApiServer::builder()
-        .access_control(access)
-        .start()
-        .await
-        .expect("server starts")
+    Served::with(FakeApiServer::builder().access_control(access)).await
 }
 
 /// One kube-lease-manager handover on a Lease of its own: the holder releases `hold` after
@@ -130,7 +127,7 @@ async fn lease_manager(
 }
 
 pub async fn run(mode: Mode, ceiling: &Ceiling) {
-    let server = FakeApiServer::start().await.expect("server starts");
+    let server = Served::start().await;
     let (warmup, rounds) = if mode.quick { (5, 60) } else { (20, 500) };
     let mut fair = lockheed(&server, "handover", true, warmup, rounds).await;
     let unfair_rounds = rounds / 5;

@@ -23,7 +23,7 @@ const KUBECONFIG: &str = "LOCKHEED_BENCH_KUBECONFIG";
 /// The child's side: serve until stdin closes.
 pub fn serve() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("a runtime");

@@ -12,6 +12,7 @@ use lockheed::{KubeLocker, Lock, LockGuard};
 
 use crate::Mode;
 use crate::report::{Counts, Table, figure};
+use crate::served::Served;
 
 /// A locker with its own client: another process, as far as the server can tell.
 pub fn process(server: &FakeApiServer, token: &str) -> KubeLocker {
@@ -61,7 +62,7 @@ async fn release(guard: LockGuard<KubeLocker>) {
 #[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 pub async fn run(mode: Mode) {
     let reps = if mode.quick { 5 } else { 20 };
-    let server = FakeApiServer::start().await.expect("server starts");
+    let server = Served::start().await;
     let mut table = Table::new(
         "1. API requests per operation",
         &[
@@ -181,11 +182,22 @@ pub async fn run(mode: Mode) {
     // counts include everything the waiter does until its `acquire` returns.
     for i in 0..reps {
         let lock = Lock::new(format!("acold-{i}"), process(&server, &format!("ac{i}")));
-        let (guard, c) = counted(&server, lock.acquire()).await;
+        // The watch request goes out as the LIST completes: let it arrive before counting.
+        let (guard, c) = counted(&server, async {
+            let guard = lock.acquire().await;
+            settle().await;
+            guard
+        })
+        .await;
         Tally::add(&mut acq_cold, &c);
         release(guard.expect("acquire")).await;
         let lock = Lock::new("aw", process(&server, &format!("aw{i}"))).with_duration(LEASE);
-        let (guard, c) = counted(&server, lock.acquire()).await;
+        let (guard, c) = counted(&server, async {
+            let guard = lock.acquire().await;
+            settle().await;
+            guard
+        })
+        .await;
         Tally::add(&mut acq_warm, &c);
         let waiter = Lock::new("aw", process(&server, &format!("aww{i}"))).with_duration(LEASE);
         let waiting = tokio::spawn(async move { waiter.acquire().await });
