@@ -88,11 +88,19 @@ pub async fn held_locks(mode: Mode) {
     let held = Memory::now().await;
     let (heap_per_lock, rss_per_lock) = held.per(&before, locks);
 
-    // Steady state: renewals only.
+    // Steady state: renewals only, counted second by second too.
     remote.reset().await;
     let server_pid = remote.pid();
     let (started, cpu, server_cpu) = (Instant::now(), cpu_time("self"), cpu_time(&server_pid));
-    tokio::time::sleep(window).await;
+    let mut per_second = Vec::new();
+    let mut updates = 0;
+    for second in 1..=window.as_secs() {
+        tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
+        let now = remote.counts().await.get("update");
+        per_second.push((now - updates) as f64);
+        updates = now;
+    }
+    per_second.sort_by(f64::total_cmp);
     let counts = remote.counts().await;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_time("self").saturating_sub(cpu).as_secs_f64();
@@ -101,6 +109,14 @@ pub async fn held_locks(mode: Mode) {
         .as_secs_f64();
     let watches = locker.active_watches();
     let lost = guards.iter().filter(|g| g.is_lost()).count();
+
+    // What the watch's view of the locks costs: a second process in this one (a new client
+    // and locker) watching the same locks.
+    let before_watch = Memory::now().await;
+    let watcher = warm_locker(&remote).await;
+    let watching = Memory::now().await;
+    let (watch_heap_per_lock, _) = watching.per(&before_watch, locks);
+    drop(watcher);
 
     remote.reset().await;
     let started = Instant::now();
@@ -136,6 +152,10 @@ pub async fn held_locks(mode: Mode) {
     );
     add("RSS per held lock", kib(rss_per_lock));
     add(
+        "of the heap per lock, a watch's view of it (a second locker's watch)",
+        kib(watch_heap_per_lock),
+    );
+    add(
         "heap and RSS of the process, all held",
         format!("{}, {}", mib(held.heap as f64), mib(held.rss as f64)),
     );
@@ -146,6 +166,15 @@ pub async fn held_locks(mode: Mode) {
             num(renewals / elapsed),
             num(expected),
             renewals / elapsed / expected
+        ),
+    );
+    add(
+        "renewals in each second of the window: median (least–most)",
+        format!(
+            "{} ({}–{})",
+            num(per_second[per_second.len() / 2]),
+            num(per_second[0]),
+            num(per_second[per_second.len() - 1])
         ),
     );
     add(
@@ -195,6 +224,8 @@ pub async fn held_locks(mode: Mode) {
     );
     figure("scale.cpu_cores", cpu / elapsed, "cores");
     figure("scale.watches", watches as f64, "count");
+    figure("scale.watch_heap_per_lock_bytes", watch_heap_per_lock, "B");
+    figure("scale.relists", counts.get("list") as f64, "count");
 }
 
 pub async fn waiters(mode: Mode) {
