@@ -11,7 +11,7 @@ use crate::backend::Record;
 use crate::error::Error;
 use crate::state::LockState;
 
-/// What a [`KubeLocker`]'s write compares against: the ConfigMap as it was read. The write
+/// What a [`KubeLocker`](super::KubeLocker)'s write compares against: the ConfigMap as it was read. The write
 /// carries its resourceVersion (a compare-and-swap) and keeps everything else it holds.
 #[derive(Debug, Clone)]
 pub struct ConfigMapVersion(pub(super) Arc<ConfigMap>);
