@@ -604,6 +604,8 @@ impl<L: Locker> Lock<L> {
     fn settings(&self) -> Result<Settings, Error> {
         self.locker.check_name(&self.name)?;
         let kind = self.kind()?;
+        self.locker
+            .check_lock(&self.name, &kind.public(), self.duration)?;
         if self.holder.is_empty() {
             return Err(self.invalid("the holder identity must not be empty"));
         }

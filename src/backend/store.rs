@@ -4,11 +4,13 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::feed::{Changes, Snapshot};
 use super::record::{Record, StoredStates, Written};
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::kind::LockKind;
 use crate::state::LockState;
 
 /// A place where locks are kept: the Kubernetes API ([`KubeLocker`](crate::KubeLocker)),
@@ -106,6 +108,18 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
                 reason: "a lock name must not be empty".to_owned(),
             });
         }
+        Ok(())
+    }
+
+    /// Checks that this backend can keep lock `name` as a lock of `kind` taken with leases of
+    /// `duration` (zero: no expiry), before any request is made: a format that keeps only
+    /// some kinds refuses the others here rather than after a read. Default: any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] saying what the backend cannot keep.
+    fn check_lock(&self, name: &str, kind: &LockKind, duration: Duration) -> Result<(), Error> {
+        let _ = (name, kind, duration);
         Ok(())
     }
 

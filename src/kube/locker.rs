@@ -1,6 +1,7 @@
 //! [`KubeLocker`]: locks in ConfigMaps, in Go lockheed's format or kube-lock's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -13,6 +14,7 @@ use super::watch::Watches;
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::kind::LockKind;
 use crate::state::LockState;
 
 /// Locks kept in ConfigMaps `lockheed-<name>` of one namespace, readable and writable by Go
@@ -332,6 +334,10 @@ impl Backend for KubeLocker {
 
     fn check_name(&self, name: &str) -> Result<(), Error> {
         check_name(&self.objects.prefix, name)
+    }
+
+    fn check_lock(&self, name: &str, kind: &LockKind, duration: Duration) -> Result<(), Error> {
+        self.objects.format.check_lock(name, kind, duration)
     }
 
     fn changes(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
