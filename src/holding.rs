@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, compare_and_swap,
+    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
 };
 use crate::clock::Clock;
 use crate::error::Error;
@@ -92,6 +92,16 @@ impl<L: Backend> Holding<L> {
         Record::new(held.state.clone(), held.version.clone())
     }
 
+    /// Runs `decide` on the lock by compare-and-swap, starting from `known`.
+    async fn write<W, D>(
+        &self,
+        known: Record<L::Version>,
+        decide: impl FnMut(Option<&Record<L::Version>>) -> Result<Decision<W, D>, Error>,
+    ) -> Result<Swapped<L::Version, W, D>, Error> {
+        let start = Start::Known(Some(known));
+        compare_and_swap(&self.locker, &self.settings.name, start, decide).await
+    }
+
     fn lost_error(&self) -> Error {
         Error::Lost {
             lock: self.settings.name.clone(),
@@ -143,13 +153,7 @@ impl<L: Backend> Holding<L> {
                 on_unknown: OnUnknown::nothing(),
             })
         };
-        let swapped = compare_and_swap(
-            &self.locker,
-            &settings.name,
-            Start::Known(Some(known)),
-            decide,
-        )
-        .await?;
+        let swapped = self.write(known, decide).await?;
         let (version, state, expires) = match swapped.known()? {
             Ok(stored) => stored,
             Err(never) => match never {},
@@ -196,13 +200,7 @@ impl<L: Backend> Holding<L> {
                 on_unknown: OnUnknown::nothing(),
             })
         };
-        let swapped = compare_and_swap(
-            &self.locker,
-            &settings.name,
-            Start::Known(Some(known)),
-            decide,
-        )
-        .await?;
+        let swapped = self.write(known, decide).await?;
         if swapped.known()?.is_ok() {
             tracing::debug!("lock released");
         } else {
