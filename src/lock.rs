@@ -656,9 +656,9 @@ impl<L: Locker> Lock<L> {
         }
         match taken {
             Taken::Acquired(acquired) => {
-                // A guard joins the process's watch of the lock when it runs (it costs
-                // nothing then), so that its writes start from the lock as it changes.
-                let view = from_view.then(|| self.locker.changes(&self.name)).flatten();
+                // A guard joins the process's watch of the lock if it runs (it costs nothing
+                // then), so that its writes start from the lock as it changes.
+                let view = self.locker.watched(&self.name);
                 Ok(LockGuard::start(
                     settings,
                     self.locker.clone(),

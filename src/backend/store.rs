@@ -167,6 +167,14 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
         Snapshot::Unknown
     }
 
+    /// The feed of lock `name`, if the backend can give it at no cost: its watch runs already
+    /// (for other locks, say). A lock taken without waiting joins it, so that its guard's
+    /// writes start from the lock as it changes. Default: `None`.
+    fn watched(&self, name: &str) -> Option<Changes<Self::Version>> {
+        let _ = name;
+        None
+    }
+
     /// A feed of the changes of lock `name`, shared by every waiter and holder of that lock in
     /// this process (see [`Feeds`](super::Feeds)); `None` when the backend cannot notify, and
     /// waiters poll. Default: `None`.

@@ -344,6 +344,10 @@ impl Backend for KubeLocker {
         self.watches.changes(&self.objects, name)
     }
 
+    fn watched(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
+        self.watches.watching(&self.objects, name)
+    }
+
     fn known(&self, name: &str) -> Snapshot<ConfigMapVersion> {
         self.watches.known(name)
     }

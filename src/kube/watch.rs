@@ -193,6 +193,24 @@ impl Watches {
         state.recent.insert(name.to_owned(), (seen, Instant::now()));
     }
 
+    /// The changes of lock `name` if the namespace watch runs already (joining it costs no
+    /// request); `None` otherwise.
+    pub(super) fn watching(
+        &self,
+        objects: &Objects,
+        name: &str,
+    ) -> Option<Changes<ConfigMapVersion>> {
+        let running = {
+            let state = lock(&self.state);
+            state.mode == Mode::Namespace && state.running.strong_count() > 0
+        };
+        if running {
+            self.changes(objects, name)
+        } else {
+            None
+        }
+    }
+
     /// The changes of lock `name`, fed by the locker's watch (started if needed); `None` when
     /// watching is forbidden.
     pub(super) fn changes(
