@@ -9,9 +9,12 @@
 //! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
 //!   Rust and Go clients can share them; [`KubeLocker::kube_lock`] keeps semaphores in the Go
 //!   kube-lock tool's annotation instead. The [`kube`] module names what both formats store.
+//! - [`LeaseLocker`] keeps mutexes in `coordination.k8s.io` Leases, the objects Kubernetes
+//!   elects leaders with, in client-go's format: a Rust and a Go replica of one controller can
+//!   share a Lease. The [`lease`] module names the annotations it adds.
 //! - [`MemoryLocker`] keeps them in process memory, for tests, refusing what `KubeLocker`
 //!   would.
-//! - [`Locker`] is what both are: [`get`](Locker::get) and [`list`](Locker::list) show locks
+//! - [`Locker`] is what they all are: [`get`](Locker::get) and [`list`](Locker::list) show locks
 //!   ([`LockInfo`], [`Holder`]), [`evict`](Locker::evict) removes dead holders.
 //! - [`Condition`] filters locks when listing them and allows forced takeover
 //!   ([`Lock::with_force`]).
@@ -65,6 +68,7 @@ mod info;
 mod keepalive;
 mod kind;
 pub mod kube;
+pub mod lease;
 mod lock;
 mod locker;
 mod memory;
@@ -83,6 +87,8 @@ pub use self::info::{Holder, LockInfo, Waiting};
 pub use self::kind::{Access, LockKind};
 #[doc(inline)]
 pub use self::kube::KubeLocker;
+#[doc(inline)]
+pub use self::lease::LeaseLocker;
 pub use self::lock::Lock;
 pub use self::locker::{LockList, Locker};
 pub use self::memory::MemoryLocker;

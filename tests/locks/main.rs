@@ -1,9 +1,11 @@
 //! Tests of the lock API: one behavioural suite run against every backend, and the
-//! Kubernetes-specific tests (Go lockheed's formats, request counts, interoperation).
+//! Kubernetes-specific tests (Go lockheed's formats, client-go's Leases, request counts,
+//! interoperation).
 #![cfg(feature = "testing")]
 
 mod bad_input;
 mod bounds;
+mod client_go;
 mod edges;
 mod fifo;
 mod harness;
@@ -11,6 +13,8 @@ mod kinds;
 mod kube_format;
 mod kube_lock_format;
 mod kube_requests;
+mod lease_format;
+mod lease_interop;
 mod suite;
 mod unexpiring;
 mod waiting;
