@@ -16,6 +16,8 @@
 //!   would.
 //! - [`Locker`] is what they all are: [`get`](Locker::get) and [`list`](Locker::list) show locks
 //!   ([`LockInfo`], [`Holder`]), [`evict`](Locker::evict) removes dead holders.
+//! - [`LeaderElection`] ([`election`]) runs work while this replica leads: a term at a time,
+//!   each with its fencing token, stopped when leadership ends, released at once on shutdown.
 //! - [`Condition`] filters locks when listing them and allows forced takeover
 //!   ([`Lock::with_force`]).
 //! - [`clock`]: wall-clock time that tests can inject.
@@ -60,6 +62,7 @@ mod backoff;
 mod cleanup;
 pub mod clock;
 mod condition;
+pub mod election;
 mod error;
 mod gotime;
 mod guard;
@@ -81,6 +84,7 @@ mod waiter;
 mod watched;
 
 pub use self::condition::Condition;
+pub use self::election::LeaderElection;
 pub use self::error::Error;
 pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo, Waiting};

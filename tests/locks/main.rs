@@ -7,6 +7,7 @@ mod bad_input;
 mod bounds;
 mod client_go;
 mod edges;
+mod election;
 mod fifo;
 mod harness;
 mod kinds;
