@@ -8,6 +8,7 @@ mod bounds;
 mod client_go;
 mod edges;
 mod election;
+mod failover;
 mod fifo;
 mod harness;
 mod kinds;
