@@ -136,20 +136,58 @@ async fn reconciled(api: &Api<ConfigMap>, token: u64) -> Result<(), kube::Error>
     }
 }
 
+/// The configured cluster, or the fake API server started in this process (kept alive by the
+/// second value).
+async fn connect() -> Result<(kube::Client, Option<FakeApiServer>), Box<dyn std::error::Error>> {
+    if cluster_configured() {
+        println!("using the configured cluster");
+        return Ok((kube::Client::try_default().await?, None));
+    }
+    let server = FakeApiServer::start().await?;
+    println!(
+        "no cluster configured: started lockheed's fake API server at {}",
+        server.url()
+    );
+    Ok((server.client(), Some(server)))
+}
+
+/// A running replica: how to stop it, what it sees of the leader, and its task.
+struct Running {
+    stop: oneshot::Sender<()>,
+    leader: tokio::sync::watch::Receiver<Option<lockheed::Holder>>,
+    task: tokio::task::JoinHandle<Result<(), lockheed::Error>>,
+}
+
+/// Starts replica `name`: it campaigns, and leads while elected, until stopped.
+fn start(name: &'static str, client: &kube::Client, namespace: &str) -> Running {
+    let (election, work) = replica(name, client, namespace);
+    let leader = election.leader();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(election.run(shutdown, work));
+    Running { stop, leader, task }
+}
+
+/// Prints which term last reconciled each demo ConfigMap, and deletes them.
+async fn report(api: &Api<ConfigMap>) -> Result<(), kube::Error> {
+    let list = api
+        .list(&kube::api::ListParams::default().labels(LABEL))
+        .await?;
+    for cm in list.items {
+        let name = cm.metadata.name.clone().unwrap_or_default();
+        let annotations = cm.metadata.annotations.unwrap_or_default();
+        let stamp = annotations.get(STAMP).map_or("nobody", String::as_str);
+        println!("{name}: last reconciled by {stamp}");
+        api.delete(&name, &DeleteParams::default()).await?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Keep the fake server alive until the end, when there is one.
-    let (client, _server) = if cluster_configured() {
-        println!("using the configured cluster");
-        (kube::Client::try_default().await?, None)
-    } else {
-        let server = FakeApiServer::start().await?;
-        println!(
-            "no cluster configured: started lockheed's fake API server at {}",
-            server.url()
-        );
-        (server.client(), Some(server))
-    };
+    let (client, _server) = connect().await?;
     let namespace = client.default_namespace().to_owned();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     for name in ["demo-1", "demo-2"] {
@@ -157,31 +195,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // replica-a starts first and leads.
-    let (election_a, work_a) = replica("replica-a", &client, &namespace);
-    let (stop_a, stopped_a) = oneshot::channel::<()>();
-    let a = tokio::spawn(election_a.run(
-        async {
-            let _ = stopped_a.await;
-        },
-        work_a,
-    ));
+    let a = start("replica-a", &client, &namespace);
     reconciled(&api, 1).await?;
 
     // replica-b starts as a standby: it sees who leads, and waits.
-    let (election_b, work_b) = replica("replica-b", &client, &namespace);
-    let mut leader = election_b.leader();
-    let (stop_b, stopped_b) = oneshot::channel::<()>();
-    let b = tokio::spawn(election_b.run(
-        async {
-            let _ = stopped_b.await;
-        },
-        work_b,
-    ));
-    leader.wait_for(|l| l.is_some()).await?;
-    let current = leader.borrow().clone().expect("a leader");
+    let mut b = start("replica-b", &client, &namespace);
+    b.leader.wait_for(|l| l.is_some()).await?;
+    let current = b.leader.borrow().clone().expect("a leader");
+    let token = current
+        .token
+        .map_or_else(|| "none".to_owned(), |t| t.to_string());
     println!(
-        "replica-b: standing by; the leader is {} (token {:?})",
-        current.id, current.token
+        "replica-b: standing by; the leader is {} (token {token})",
+        current.id
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -189,36 +215,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Lease, and replica-b leads at once.
     println!("replica-a: shutting down");
     let stepped_down = Instant::now();
-    stop_a.send(()).ok();
-    leader
+    a.stop.send(()).ok();
+    b.leader
         .wait_for(|l| l.as_ref().is_some_and(|l| l.id == "replica-b"))
         .await?;
-    println!(
-        "replica-b took over {:?} after replica-a stepped down",
-        stepped_down.elapsed()
-    );
-    a.await??;
+    let after = stepped_down.elapsed();
+    println!("replica-b took over {after:?} after replica-a stepped down");
+    a.task.await??;
 
     // The new leader reconciles: every ConfigMap, and the ones that come.
     create(&api, "demo-3").await?;
     reconciled(&api, 2).await?;
-    stop_b.send(()).ok();
-    b.await??;
-
-    for cm in api
-        .list(&kube::api::ListParams::default().labels(LABEL))
-        .await?
-        .items
-    {
-        let name = cm.metadata.name.clone().unwrap_or_default();
-        let stamp = cm
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(STAMP))
-            .cloned();
-        println!("{name}: last reconciled by {}", stamp.unwrap_or_default());
-        api.delete(&name, &DeleteParams::default()).await?;
-    }
+    b.stop.send(()).ok();
+    b.task.await??;
+    report(&api).await?;
     Ok(())
 }

@@ -435,6 +435,24 @@ fn writes(server: &FakeApiServer) -> String {
         .join("\n")
 }
 
+/// Waits for the replicas to stop, failing with the timeline if one has not by `deadline`.
+async fn join(
+    replicas: Vec<tokio::task::JoinHandle<()>>,
+    deadline: Instant,
+    ledger: &Shared,
+    server: &FakeApiServer,
+) {
+    for (i, replica) in replicas.into_iter().enumerate() {
+        match tokio::time::timeout_at(deadline, replica).await {
+            Ok(stopped) => stopped.unwrap(),
+            Err(_) => {
+                let timeline = ledger.0.lock().unwrap().timeline.join("\n");
+                panic!("replica {i} did not stop\n{timeline}\n{}", writes(server));
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_lease_manager_joins_them_in_real_time() {
     let server = Arc::new(server_for(&["rust", "go", "klm"]).await);
@@ -496,23 +514,20 @@ async fn kube_lease_manager_joins_them_in_real_time() {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let task = client_go("go".to_owned(), api, clock, ledger.clone(), run, go, 40);
     replicas.push(tokio::spawn(task));
-    for (i, replica) in replicas.into_iter().enumerate() {
-        let deadline = started + Duration::from_secs(50);
-        if tokio::time::timeout_at(deadline, replica).await.is_err() {
-            let timeline = ledger.0.lock().unwrap().timeline.join("\n");
-            panic!("replica {i} did not stop\n{timeline}\n{}", writes(&server));
-        }
-    }
+    join(
+        replicas,
+        started + Duration::from_secs(50),
+        &ledger,
+        &server,
+    )
+    .await;
     history.abort();
     let (overlaps, timeline) = {
         let ledger = ledger.0.lock().unwrap();
         (ledger.overlaps.clone(), ledger.timeline.join("\n"))
     };
-    assert!(
-        overlaps.is_empty(),
-        "{overlaps:?}\n{timeline}\n{}",
-        writes(&server)
-    );
+    let writes = writes(&server);
+    assert!(overlaps.is_empty(), "{overlaps:?}\n{timeline}\n{writes}");
     assert_kinds(&ledger, 4, kinds);
     // Real time on a loaded machine: a watch delivery is milliseconds; allow a second.
     verdict(&ledger, Duration::from_secs(1));
