@@ -36,6 +36,23 @@ struct HolderFields {
     nonce: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// The lease's end and start to the nanosecond, as the rules wrote them (client-go's
+    /// `MicroTime`s keep microseconds): they count while the record's times are these,
+    /// truncated, so that a lease reads back exactly as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<GoTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<GoTime>,
+}
+
+/// `exact` when the record's `micro` is `exact` truncated to the microsecond.
+fn finer(micro: GoTime, exact: Option<GoTime>) -> GoTime {
+    let within = |exact: &GoTime| {
+        (exact.to_utc() - micro.to_utc())
+            .num_nanoseconds()
+            .is_some_and(|n| (0..1000).contains(&n))
+    };
+    exact.filter(within).unwrap_or(micro)
 }
 
 /// A Lease's time as UTC (microseconds, as the API keeps them).
@@ -139,6 +156,8 @@ pub(crate) fn decode(name: &str, object: &str, lease: &KubeLease) -> Result<Lock
         if let Some(fields) = fields.filter(|f| f.instance_id == lease.instance_id) {
             lease.token = Some(fields.fencing_token);
             (lease.nonce, lease.reason) = (fields.nonce, fields.reason);
+            lease.expires = finer(lease.expires, fields.expires);
+            lease.since = lease.since.map(|since| finer(since, fields.since));
         }
         state.leases.insert(lease.instance_id.clone(), lease);
     }
@@ -308,6 +327,8 @@ fn write_annotations(
                     fencing_token: token,
                     nonce: lease.nonce.clone(),
                     reason: lease.reason.clone(),
+                    expires: Some(lease.expires),
+                    since: lease.since,
                 };
                 put(HOLDER_ANNOTATION, Some(json(&fields)));
             }
@@ -445,10 +466,11 @@ mod tests {
         assert_eq!(annotations["lockheed/fencing-token"], "8");
         assert_eq!(
             annotations["lockheed/holder"],
-            r#"{"instanceID":"rust-1","fencingToken":8}"#
+            r#"{"instanceID":"rust-1","fencingToken":8,"expires":"2026-11-30T10:00:30.123456789Z","since":"2026-11-30T10:00:00.123456789Z"}"#
         );
+        // It reads back exactly as written, to the nanosecond the record cannot keep.
         let back = decode("x", "default/x", &taken).unwrap();
-        assert_eq!(back.leases["rust-1"].token, Some(8));
+        assert_eq!(back, state);
         // A renewal 10 s later: renewTime moves, acquireTime and transitions stay.
         let later = now + chrono::Duration::seconds(10);
         ours.expires = GoTime::from(later + chrono::Duration::seconds(30));

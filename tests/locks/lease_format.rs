@@ -413,3 +413,35 @@ async fn waiters_share_one_watch_and_a_release_hands_the_lease_over() {
         assert_eq!(waiter.await.unwrap().token(), 2);
     }
 }
+
+/// kube's client sends a request again after a 503; when the first one was committed, the second
+/// gets a 409, and the compare-and-swap reads the Lease to tell whether its own write is there.
+/// That only works if the Lease reads back as exactly the state written (its times to the
+/// nanosecond, which client-go's MicroTimes cannot carry: the holder's annotation does).
+#[tokio::test(start_paused = true)]
+async fn writes_retried_by_the_client_after_their_commit_are_recognised() {
+    use lockheed::testing::{Fault, RequestMatcher};
+    let c = Cluster::new().await;
+    // A take: created, answered 503, sent again, 409. The read finds this very lease: the
+    // acquisition stands as written, with its token (no second write, no re-entry).
+    c.server.inject(
+        Fault::status(503)
+            .after_commit()
+            .on(RequestMatcher::any().verb(Verb::Create)),
+    );
+    let guard = c.lock("retried", "rust-1").try_acquire().await.unwrap();
+    c.server.clear_faults();
+    assert_eq!((guard.token(), guard.is_reentry()), (1, false));
+    let updates = c.server.counts().get(Verb::Update);
+    assert_eq!(updates, 0, "nothing written after the read");
+    // A release, the same way.
+    c.server.inject(
+        lockheed::testing::Fault::status(503)
+            .after_commit()
+            .on(lockheed::testing::RequestMatcher::any().verb(Verb::Update)),
+    );
+    let released = guard.release().await;
+    c.server.clear_faults();
+    assert!(released.is_ok(), "{released:?}");
+    assert_eq!(c.raw_spec("default", "retried").await["holderIdentity"], "");
+}
