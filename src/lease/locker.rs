@@ -168,7 +168,10 @@ impl Kept for Leases {
 ///   [`acquire`](crate::Lock::acquire) takes it over only once it has itself seen the record
 ///   unchanged for `leaseDurationSeconds` (client-go's rule, on this process's own clock),
 ///   and not before `renewTime + leaseDurationSeconds` plus the
-///   [clock skew allowance](crate::Lock::with_clock_skew_allowance) by its wall clock.
+///   [clock skew allowance](crate::Lock::with_clock_skew_allowance) by its wall clock. A
+///   single [`try_acquire`](crate::Lock::try_acquire) has seen nothing, and goes by the wall
+///   clock and the allowance alone: with clocks apart by more than that, campaign with
+///   `acquire`, as [`LeaderElection`](crate::LeaderElection) does.
 /// - A Lease released by client-go (`holderIdentity` `""`) or by kube-lease-manager (the fields
 ///   removed) is free at once.
 /// - Coordinated leader election (Kubernetes 1.31+): while the record's `preferredHolder`
