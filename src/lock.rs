@@ -539,6 +539,11 @@ impl<L: Locker> Lock<L> {
         &self.holder
     }
 
+    /// How long each lease lasts (zero: no expiry).
+    pub(crate) fn duration(&self) -> Duration {
+        self.duration
+    }
+
     /// The backend.
     ///
     /// # Examples

@@ -252,6 +252,11 @@ pub(crate) struct QueueEntry {
     /// Whether those tags replace the lock's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) reset_tags: bool,
+    /// The lock's record prefers this waiter as its next holder (a Lease's `preferredHolder`,
+    /// Kubernetes coordinated leader election): every other holder gives the lock up at its
+    /// next renewal (see [`rules::yields`](crate::rules::yields)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) preferred: bool,
     /// Keys written by other versions, kept so that a rewrite does not lose them.
     #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,

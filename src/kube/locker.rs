@@ -76,7 +76,7 @@ pub struct KubeLocker {
     objects: Objects,
     clock: Arc<dyn Clock>,
     /// The watch shared by every waiter and held lock of this locker and its clones.
-    watches: Watches,
+    watches: Watches<Objects>,
     /// Whether a missing ConfigMap may be created.
     create: bool,
 }

@@ -24,7 +24,7 @@ use crate::state::{Lease, LockState};
 
 pub(crate) use self::decision::{Acquire, Blocked, Request};
 pub(crate) use self::judgement::{Judgement, Slot, Unchanged};
-pub(crate) use self::queue::{handed_over, withdraw};
+pub(crate) use self::queue::{handed_over, withdraw, yields};
 use self::writing::apply_tags;
 pub(crate) use self::writing::{duration_millis, expiry};
 
@@ -1024,5 +1024,42 @@ mod tests {
         let (renewed, _) = renew("x", &state, "me", token, Duration::from_secs(30), later).unwrap();
         assert_eq!(renewed.leases["me"].since, lease.since);
         assert_eq!(renewed.leases["me"].reason(), Some("db restart"));
+    }
+
+    #[test]
+    fn a_preferred_waiter_comes_first_and_other_holders_yield_to_it() {
+        let mut state = held_by("a", "2026-11-22T10:00:30Z");
+        assert!(!yields(&state, "a"));
+        state.queue.push(crate::state::QueueEntry {
+            instance_id: "b".into(),
+            expires: GoTime::parse("2026-11-22T10:00:30Z").unwrap(),
+            duration_millis: Some(30_000),
+            since: GoTime::parse(NOW).unwrap(),
+            lease_millis: None,
+            reason: None,
+            shared: false,
+            tags: Vec::new(),
+            reset_tags: false,
+            preferred: true,
+            extra: serde_json::Map::new(),
+        });
+        // The holder still renews (its lease is its own) but gives the lock up instead.
+        assert!(yields(&state, "a"));
+        assert!(!yields(&state, "b"), "the preferred holder keeps it");
+        // Released, the lock waits for the preferred holder: others queue behind it...
+        let released = rel(&state, "a", 4).unwrap();
+        assert!(
+            released.leases.is_empty(),
+            "never handed to a waiter that asked nothing"
+        );
+        assert!(matches!(
+            acquire("x", &released, None, request("c", &[], None), t(NOW)).unwrap(),
+            Acquire::Busy(b) if b.holders[0].id == "b" && b.holders[0].waiting
+        ));
+        // ...and the preferred holder takes it.
+        assert!(matches!(
+            acquire("x", &released, None, request("b", &[], None), t(NOW)).unwrap(),
+            Acquire::Take { token: 5, .. }
+        ));
     }
 }

@@ -111,6 +111,7 @@ pub(super) fn wait_in_line(
             shared: kind == Kind::ReadWrite(Access::Shared),
             tags: request.tags.to_vec(),
             reset_tags: request.reset_tags,
+            preferred: false,
             extra: serde_json::Map::new(),
         }),
     }
@@ -215,4 +216,15 @@ pub(crate) fn withdraw(
         changed = true;
     }
     changed.then_some(next)
+}
+
+/// Whether `holder` gives the lock up at its next renewal instead of renewing: the lock's
+/// record prefers another holder (a queue entry marked preferred, as a Lease's
+/// `preferredHolder` is read in Kubernetes coordinated leader election). Its guard then reports
+/// the lock lost, and its release hands the lock over.
+pub(crate) fn yields(state: &LockState, holder: &str) -> bool {
+    state
+        .queue
+        .iter()
+        .any(|entry| entry.preferred && entry.instance_id != holder)
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use lockheed::backend::{Backend, LockState, Record, StoredStates, Written};
 use lockheed::clock::TokioClock;
 use lockheed::testing::FakeApiServer;
-use lockheed::{Error, KubeLocker, Locker, MemoryLocker};
+use lockheed::{Error, KubeLocker, LeaseLocker, Locker, MemoryLocker};
 
 /// A backend under test, with the controls the suite needs.
 pub trait Harness: Sized {
@@ -161,5 +161,42 @@ impl Harness for Kube {
         )
         .await
         .expect("the raw state is stored");
+    }
+}
+
+/// `LeaseLocker` on the fake API server.
+pub struct Leases {
+    pub server: FakeApiServer,
+    locker: LeaseLocker,
+}
+
+impl Harness for Leases {
+    type Locker = LeaseLocker;
+
+    async fn new() -> Self {
+        let server = FakeApiServer::start()
+            .await
+            .expect("the fake API server starts");
+        let locker =
+            LeaseLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
+        Self { server, locker }
+    }
+
+    fn locker(&self) -> LeaseLocker {
+        self.locker.clone()
+    }
+
+    fn cut_off(&self) {
+        self.server.partition();
+    }
+
+    fn restore(&self) {
+        self.server.heal();
+    }
+
+    async fn store_raw(&self, name: &str, json: &str) {
+        // A Lease has no state document: the suite's tests that store one do not run here
+        // (see `suite!`); the Lease formats have their own tests (`lease_format.rs`).
+        panic!("no raw state for Lease {name}: {json}");
     }
 }

@@ -587,5 +587,32 @@ macro_rules! suite {
     };
 }
 
+/// The mutex part of the suite, on backends that keep only mutexes with expiring leases.
+macro_rules! mutex_suite {
+    ($backend:ident: $harness:ty) => {
+        mod $backend {
+            suite!(@tests $harness;
+                acquire_and_release,
+                busy_locks_name_their_holders,
+                expired_leases_can_be_taken,
+                renewal_keeps_a_lock_past_its_duration,
+                dropping_the_guard_releases,
+                acquire_waits_for_the_holder,
+                acquire_waits_for_an_abandoned_lease,
+                tags_merge_and_reset,
+                force_takes_over_by_tag_and_the_loser_is_told,
+                list_with_nested_conditions,
+                fencing_tokens_increase_across_holders,
+                reacquiring_supersedes_the_older_guard,
+                lost_fires_when_renewals_are_refused,
+                bad_settings_are_refused_before_any_request,
+                contenders_never_overlap,
+                acquire_tells_its_observer_whom_it_waits_for,
+            );
+        }
+    };
+}
+
 suite!(memory: crate::harness::Memory);
 suite!(kube: crate::harness::Kube);
+mutex_suite!(lease: crate::harness::Leases);

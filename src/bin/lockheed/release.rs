@@ -4,9 +4,10 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use lockheed::{Evict, Holder, Locker as _};
+use lockheed::{Evict, Holder};
 
 use crate::args::{ClusterArgs, ReleaseArgs};
+use crate::connect::{Locks, Place};
 use crate::exit;
 use crate::output;
 
@@ -18,9 +19,16 @@ use crate::output;
 /// When the lock does not exist, the named holder does not hold it, its state cannot be read,
 /// or the cluster cannot be reached.
 pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow::Result<u8> {
-    let locker = crate::connect::locker(cluster).await?;
+    match crate::connect::locker(cluster).await? {
+        Locks::ConfigMaps(locker) => release_in(&locker, &args).await,
+        Locks::Leases(locker) => release_in(&locker, &args).await,
+    }
+}
+
+/// Removes the holders `args` names from lock `args.name` of `locker`.
+async fn release_in(locker: &impl Place, args: &ReleaseArgs) -> anyhow::Result<u8> {
     let name = &args.name;
-    let object = format!("{}/{}", locker.namespace(), locker.object_name(name));
+    let object = locker.object(name);
     let which = match &args.which.holder {
         Some(holder) => Evict::Holder(holder),
         None => Evict::All,
@@ -39,7 +47,7 @@ pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow:
         .await
         .with_context(|| format!("cannot read lock {name:?}"))?;
     let Some(lock) = lock else {
-        bail!("lock {name:?} does not exist: there is no ConfigMap {object}");
+        bail!("lock {name:?} does not exist: there is no {object}");
     };
     if let Some(holder) = &args.which.holder {
         let holders: Vec<&str> = lock.holders.iter().map(|h| h.id.as_str()).collect();

@@ -2,6 +2,7 @@
 //! server.
 
 mod inspect;
+mod lease;
 mod release;
 mod run;
 mod terminal;
