@@ -240,11 +240,7 @@ impl<O: Kept> Watches<O> {
 
     /// The changes of lock `name` if the namespace watch runs already (joining it costs no
     /// request); `None` otherwise.
-    pub(super) fn watching(
-        &self,
-        objects: &Objects,
-        name: &str,
-    ) -> Option<Changes<ConfigMapVersion>> {
+    pub(crate) fn watching(&self, objects: &O, name: &str) -> Option<Changes<O::Version>> {
         let running = {
             let state = lock(&self.state);
             state.mode == Mode::Namespace && state.running.strong_count() > 0

@@ -405,6 +405,10 @@ impl Backend for LeaseLocker {
         self.watches.changes(&self.leases, name)
     }
 
+    fn watched(&self, name: &str) -> Option<Changes<LeaseVersion>> {
+        self.watches.watching(&self.leases, name)
+    }
+
     fn known(&self, name: &str) -> Snapshot<LeaseVersion> {
         self.watches.known(name)
     }
