@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::access::Verdict;
-use super::faults::{Outcome, PartitionKind};
+use super::commits::Actor;
+use super::faults::{self, Outcome, PartitionKind};
 use super::log::{RequestRecord, Verb};
 use super::openapi::{self, fields};
 use super::request::{self, RequestInfo, ResourcePath, Route};
@@ -83,10 +84,14 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-/// Serves one TCP connection until it closes or the server shuts down.
-pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+/// Serves one TCP connection until it closes or the server stops (`stopped`).
+pub(crate) async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    stopped: tokio_util::sync::CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
-    let shutdown = shared.shutdown.clone();
+    let shutdown = stopped;
     let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -238,17 +243,19 @@ async fn handle(
 }
 
 /// Waits at the network layer: drops the request during a refusing partition, holds it during
-/// a blackhole until the partition heals.
-async fn cross_network(shared: &Shared) -> Result<(), Dropped> {
+/// a blackhole (of the whole server, or of the client with `token`) until it heals.
+async fn cross_network(shared: &Shared, token: Option<&str>) -> Result<(), Dropped> {
     loop {
         match shared.faults().partitioned_as() {
-            None => return Ok(()),
+            None if !faults::is_cut(&shared.client_cuts.borrow(), token) => return Ok(()),
+            None | Some(PartitionKind::Blackhole) => {}
             Some(PartitionKind::Refuse) => return Err(Dropped),
-            Some(PartitionKind::Blackhole) => {}
         }
         let mut link = shared.link_up.subscribe();
+        let mut cuts = shared.client_cuts.subscribe();
         tokio::select! {
-            _ = link.wait_for(|up| *up) => {}
+            _ = link.changed() => {}
+            _ = cuts.changed() => {}
             () = shared.shutdown.cancelled() => return Err(Dropped),
             // A blackhole with a deadline heals by itself; look again now and then.
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -266,14 +273,14 @@ async fn respond(
     closer: tokio::sync::watch::Receiver<u64>,
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, Dropped> {
-    cross_network(shared).await?;
+    cross_network(shared, info.token.as_deref()).await?;
     let decision = shared.faults().decide(info);
     if !decision.latency.is_zero() {
         tokio::select! {
             () = tokio::time::sleep(decision.latency) => {}
             () = shared.shutdown.cancelled() => return Err(Dropped),
         }
-        cross_network(shared).await?;
+        cross_network(shared, info.token.as_deref()).await?;
     }
     let mut after_commit = None;
     match decision.outcome {
@@ -340,8 +347,12 @@ async fn respond(
         Err(_) => return Err(Dropped),
     };
     // The network may have failed while the body was on its way.
-    cross_network(shared).await?;
+    cross_network(shared, info.token.as_deref()).await?;
     let incoming = Accepted {
+        actor: Actor {
+            token: info.token.clone(),
+            user: record.user.clone(),
+        },
         method,
         closer,
         aggregated,
@@ -404,6 +415,8 @@ async fn respond(
 
 /// A request that passed the network, the faults and access control.
 struct Accepted {
+    /// Who sent it, for the commit log.
+    actor: Actor,
     method: Method,
     /// Subscribed when the request arrived (see `handle`).
     closer: tokio::sync::watch::Receiver<u64>,
@@ -555,7 +568,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         .as_ref()
         .filter(|_| verb == Verb::Create)
         .and_then(|b| b["kind"].as_str());
-    let mut store = shared.store();
+    let mut store = shared.store_as(&incoming.actor);
     let rt = store
         .registry
         .resolve(&path.group, &path.version, &path.plural, kind_hint);
@@ -708,9 +721,11 @@ fn start_watch(
     match start {
         Ok(start) => {
             let closers = Closers {
-                shutdown: shared.shutdown.clone(),
+                shutdown: shared.serving(),
                 close: incoming.closer.clone(),
                 link_up: shared.link_up.subscribe(),
+                cuts: shared.client_cuts.subscribe(),
+                token: incoming.actor.token.clone(),
             };
             tokio::spawn(watch::run(start, params, closers, tx));
         }

@@ -57,6 +57,7 @@
 //! ```
 
 mod access;
+mod commits;
 mod faults;
 mod http;
 mod log;
@@ -75,6 +76,7 @@ mod validation;
 mod watch;
 
 pub use self::access::{ADMIN_TOKEN, AccessControl};
+pub use self::commits::{Commit, Operation};
 pub use self::faults::{Fault, RequestMatcher};
 pub use self::log::{RequestCounts, RequestRecord, Verb};
 pub use self::resources::ResourceType;
