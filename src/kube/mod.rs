@@ -26,6 +26,7 @@ mod locker;
 mod objects;
 mod watch;
 
+pub(crate) use self::format::Format;
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION,
     STATE_KEY,

@@ -59,6 +59,7 @@
 mod access;
 mod commits;
 mod faults;
+pub mod history;
 mod http;
 mod log;
 mod managed;

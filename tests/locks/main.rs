@@ -7,6 +7,7 @@ mod bounds;
 mod edges;
 mod fifo;
 mod harness;
+mod history;
 mod kinds;
 mod kube_format;
 mod kube_lock_format;
