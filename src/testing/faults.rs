@@ -359,7 +359,8 @@ impl Fault {
 
     /// Holds the next matching request without answering it, until
     /// [`FakeApiServer::clear_faults`](super::FakeApiServer::clear_faults) (then its
-    /// connection is dropped) or until the client gives up: a request lost in the network.
+    /// connection is dropped, and the request is never handled): a request lost in the
+    /// network. The client sees nothing until it gives up.
     ///
     /// # Examples
     ///

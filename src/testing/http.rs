@@ -91,8 +91,9 @@ pub(crate) async fn serve_connection(
     stopped: tokio_util::sync::CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let shutdown = stopped;
-    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+    let shutdown = stopped.clone();
+    let service =
+        hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req, stopped.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
@@ -122,8 +123,8 @@ fn error_response(err: &ApiError) -> Response<ResponseBody> {
     response
 }
 
-fn bearer_token(req: &Request<Incoming>) -> Option<String> {
-    req.headers()
+fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -192,20 +193,59 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// A request's body, read in full as it arrives.
+enum Body {
+    Read(Bytes),
+    /// Over [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The connection went away before it was all there.
+    Lost,
+}
+
+/// Handles one request. Its body is read as it arrives; from then on the request is handled
+/// to the end in a task of its own, even if its client gives up meanwhile, as a server that
+/// has a request does: a write held by a blackhole lands when the blackhole heals (as TCP
+/// delivers what it retransmitted), and one slowed by latency is committed though nobody
+/// waits for the answer. Only the server stopping ends it early.
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
+    stopped: tokio_util::sync::CancellationToken,
 ) -> Result<Response<ResponseBody>, Dropped> {
     let started = Instant::now();
     // Subscribed at arrival, so that a close or partition from now on reaches this request's
     // watch even if it comes before the watch starts.
     let closer = shared.watch_closer.subscribe();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let raw_query = req.uri().query().unwrap_or_default().to_owned();
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Body::Read(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Body::TooLarge,
+        Err(_) => Body::Lost,
+    };
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            biased;
+            () = stopped.cancelled() => Err(Dropped),
+            answer = handle_read(&shared, parts, body, closer, started) => answer,
+        }
+    });
+    task.await.unwrap_or(Err(Dropped))
+}
+
+/// Handles a request whose body is read, logging it when it ends.
+async fn handle_read(
+    shared: &Shared,
+    parts: http::request::Parts,
+    body: Body,
+    closer: tokio::sync::watch::Receiver<u64>,
+    started: Instant,
+) -> Result<Response<ResponseBody>, Dropped> {
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let raw_query = parts.uri.query().unwrap_or_default().to_owned();
     let route = Route::parse(&path);
     let query = request::parse_query(&raw_query);
-    let token = bearer_token(&req);
+    let token = bearer_token(&parts.headers);
     let info = classify(
         &method,
         &route,
@@ -213,7 +253,7 @@ async fn handle(
         token,
     );
     let mut pending = Pending {
-        shared: &shared,
+        shared,
         record: RequestRecord {
             method: method.to_string(),
             verb: info.verb,
@@ -229,8 +269,8 @@ async fn handle(
         started,
     };
     let result = respond(
-        &shared,
-        req,
+        shared,
+        (&parts, body),
         &route,
         query,
         &info,
@@ -266,7 +306,7 @@ async fn cross_network(shared: &Shared, token: Option<&str>) -> Result<(), Dropp
 #[allow(clippy::too_many_lines)] // One request's path through network, faults, auth and store.
 async fn respond(
     shared: &Shared,
-    req: Request<Incoming>,
+    (req, body): (&http::request::Parts, Body),
     route: &Route,
     query: Result<BTreeMap<String, String>, ApiError>,
     info: &RequestInfo,
@@ -308,20 +348,20 @@ async fn respond(
         Err(err) => return Ok(error_response(&err)),
     };
     let content_type = req
-        .headers()
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
-    let method = req.method().clone();
+    let method = req.method.clone();
     let user_agent = req
-        .headers()
+        .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
     let header_text = |name| {
-        req.headers()
+        req.headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .map(str::to_owned)
@@ -332,19 +372,16 @@ async fn respond(
         .split(',')
         .next()
         .is_some_and(|first| first.contains(AGGREGATED_DISCOVERY));
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+    let body = match body {
+        Body::Read(bytes) => bytes,
+        Body::TooLarge => {
             return Ok(error_response(&ApiError::new(
                 413,
                 "RequestEntityTooLarge",
                 format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
             )));
         }
-        Err(_) => return Err(Dropped),
+        Body::Lost => return Err(Dropped),
     };
     // The network may have failed while the body was on its way.
     cross_network(shared, info.token.as_deref()).await?;

@@ -309,8 +309,12 @@ async fn faults_can_target_one_client_by_token() {
     b.get("x").await.unwrap();
 }
 
+/// A server that has a request handles it to the end, whether or not its client still
+/// waits: the request is counted, and a write is committed (the ambiguous outcome clients must
+/// survive). A blackhole holds requests, and delivers them when it heals, even those whose
+/// clients gave up.
 #[tokio::test]
-async fn requests_the_client_gave_up_on_are_still_counted() {
+async fn requests_the_client_gave_up_on_are_handled_to_the_end() {
     let server = server().await;
     let api = no_retry(&server);
     create(&api, &cm("x", &[])).await;
@@ -321,7 +325,6 @@ async fn requests_the_client_gave_up_on_are_still_counted() {
             .await
             .is_err()
     );
-    // The server notices the client left when it next touches the connection.
     tokio::time::timeout(Duration::from_secs(10), async {
         while server.counts().get(Verb::Get) == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -329,7 +332,26 @@ async fn requests_the_client_gave_up_on_are_still_counted() {
     })
     .await
     .expect("the abandoned request is counted");
-    assert_eq!(server.requests()[0].status, None);
+    assert_eq!(
+        server.requests()[0].status,
+        Some(200),
+        "answered, to nobody"
+    );
+
+    let a: Api<ConfigMap> = Api::namespaced(server.client_for_token("a"), "default");
+    server.blackhole_client("a");
+    let late = cm("late", &[]);
+    let answer = tokio::time::timeout(Duration::from_millis(200), create(&a, &late)).await;
+    assert!(answer.is_err(), "no answer during the blackhole");
+    assert!(api.get_opt("late").await.unwrap().is_none());
+    server.heal_client("a");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while api.get_opt("late").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the abandoned create lands when the blackhole heals");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 mod bad_input;
 mod bounds;
 mod edges;
+mod failures;
 mod fifo;
 mod harness;
 mod history;
