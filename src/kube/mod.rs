@@ -20,6 +20,8 @@
 //! ```
 
 mod format;
+#[cfg(test)]
+mod hostile;
 mod keys;
 mod limits;
 mod locker;

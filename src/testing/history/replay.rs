@@ -263,11 +263,18 @@ impl Replay<'_> {
     /// The times a write that removed something may have been decided at: those a handover
     /// in it records, or else every turning point.
     fn removal_times(&self) -> Vec<DateTime<Utc>> {
+        // A lease handed over is new, or replaces its holder's ended one (a waiter that held
+        // the lock before, lost it, and queued again).
         let handed: Vec<DateTime<Utc>> = self
             .after
             .leases
             .values()
-            .filter(|l| !self.before.leases.contains_key(&l.instance_id))
+            .filter(|l| {
+                self.before
+                    .leases
+                    .get(&l.instance_id)
+                    .is_none_or(|old| old.token != l.token)
+            })
             .filter_map(|l| l.since.map(GoTime::to_utc))
             .filter(|t| self.plausible(*t))
             .collect();

@@ -1,7 +1,9 @@
 //! `lockheed run`, `list`, `show` and `release`, run as the built binary against the fake API
 //! server.
 
+mod crash;
 mod inspect;
+mod odd;
 mod release;
 mod run;
 mod terminal;
