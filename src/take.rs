@@ -8,6 +8,7 @@ use crate::backend::{Backend, Decision, OnUnknown, Record, Start, Swapped, compa
 use crate::cleanup::{self, Undo};
 use crate::error::Error;
 use crate::gotime::GoTime;
+use crate::info::Holder;
 use crate::rules::{self, Acquire, Blocked, Unchanged};
 use crate::settings::Settings;
 use crate::state::LockState;
@@ -58,6 +59,8 @@ enum Write {
         expires: GoTime,
         reentry: bool,
         nonce: String,
+        /// The live holders a forced takeover removes.
+        taken_over: Vec<Holder>,
     },
     Queue {
         blocked: Blocked,
@@ -133,7 +136,33 @@ pub(crate) async fn take<L: Backend>(
         Ok(to_write(locker, settings, acquire, nonce))
     };
     let swapped = compare_and_swap(locker, &settings.name, start, decision).await?;
+    if let Swapped::Stored {
+        value: Write::Take {
+            token, taken_over, ..
+        },
+        ..
+    } = &swapped
+        && !taken_over.is_empty()
+    {
+        warn_taken_over(settings, *token, taken_over);
+    }
     Ok(taken(swapped))
+}
+
+/// Says, at warn level, that the caller took the lock over by force and whom it removed:
+/// their critical sections are no longer protected (they learn it at their next renewal).
+fn warn_taken_over(settings: &Settings, token: u64, taken_over: &[Holder]) {
+    let removed: Vec<String> = taken_over.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        lock = %settings.name,
+        holder = %settings.holder,
+        token,
+        removed = ?removed,
+        "{} took lock {:?} over by force, removing {}",
+        crate::info::printable(&settings.holder),
+        settings.name,
+        removed.join("; ")
+    );
 }
 
 /// What to write for a decision, and what to undo if the write's outcome stays unknown.
@@ -159,6 +188,7 @@ fn to_write<L: Backend>(
             token,
             expires,
             reentry,
+            taken_over,
         } => {
             let undo = Undo::Lease {
                 token,
@@ -172,6 +202,7 @@ fn to_write<L: Backend>(
                     expires,
                     reentry,
                     nonce,
+                    taken_over,
                 },
                 on_unknown: cleanup::on_unknown(locker, settings, undo),
             }

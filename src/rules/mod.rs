@@ -228,6 +228,16 @@ fn take(
         .get(request.holder)
         .filter(|lease| !forced && lease.expires.to_utc() > now);
     let expires = expiry(now, request.duration);
+    let taken_over = if forced {
+        state
+            .leases
+            .values()
+            .filter(|lease| lease.instance_id != request.holder && judgement.live(lease, now))
+            .map(|lease| Holder::from_lease(lease, false))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut next = state.clone();
     name.clone_into(&mut next.name);
     kind.lock_type().clone_into(&mut next.lock_type);
@@ -264,6 +274,7 @@ fn take(
         state: next,
         expires,
         reentry: own.is_some(),
+        taken_over,
     })
 }
 
@@ -439,6 +450,7 @@ mod tests {
             token,
             expires,
             reentry,
+            ..
         } = acquire("x", &state, None, request("me", &[], None), t(NOW)).unwrap()
         else {
             panic!("a free lock is taken")
@@ -490,6 +502,7 @@ mod tests {
             state,
             token,
             reentry,
+            taken_over,
             ..
         } = acquire(
             "x",
@@ -503,6 +516,8 @@ mod tests {
             panic!("the condition holds")
         };
         assert_eq!((token, reentry), (5, false));
+        assert_eq!(taken_over.len(), 1, "who the takeover removes");
+        assert_eq!(taken_over[0].id, "other");
         assert!(!state.leases.contains_key("other"));
         let wrong = Condition::tags_contain("nope");
         let busy = acquire(

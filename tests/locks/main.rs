@@ -13,6 +13,7 @@ mod kinds;
 mod kube_format;
 mod kube_lock_format;
 mod kube_requests;
+mod rbac;
 mod suite;
 mod unexpiring;
 mod waiting;
