@@ -202,11 +202,34 @@ enum Body {
     Lost,
 }
 
-/// Handles one request. Its body is read as it arrives; from then on the request is handled
-/// to the end in a task of its own, even if its client gives up meanwhile, as a server that
-/// has a request does: a write held by a blackhole lands when the blackhole heals (as TCP
-/// delivers what it retransmitted), and one slowed by latency is committed though nobody
-/// waits for the answer. Only the server stopping ends it early.
+tokio::task_local! {
+    /// Set once a blackhole has held the request being handled: it is in the network then,
+    /// and arrives when the blackhole heals, whether or not its client still waits.
+    static IN_THE_NETWORK: Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Aborts a request's task when its client goes away (the connection drops it), unless a
+/// blackhole held the request: that one is handled when it heals, as TCP delivers what it
+/// retransmitted, and a write lands late.
+struct AbandonUnlessInTheNetwork {
+    task: tokio::task::AbortHandle,
+    in_the_network: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for AbandonUnlessInTheNetwork {
+    fn drop(&mut self) {
+        if !self
+            .in_the_network
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// Handles one request: its body is read as it arrives, then it is handled in a task of its
+/// own, which ends when the server stops, when its client goes away (unless a blackhole held
+/// it: see [`AbandonUnlessInTheNetwork`]), or when it is answered.
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
@@ -222,13 +245,19 @@ async fn handle(
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Body::TooLarge,
         Err(_) => Body::Lost,
     };
-    let task = tokio::spawn(async move {
+    let in_the_network = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled = IN_THE_NETWORK.scope(Arc::clone(&in_the_network), async move {
         tokio::select! {
             biased;
             () = stopped.cancelled() => Err(Dropped),
             answer = handle_read(&shared, parts, body, closer, started) => answer,
         }
     });
+    let task = tokio::spawn(handled);
+    let _abandon = AbandonUnlessInTheNetwork {
+        task: task.abort_handle(),
+        in_the_network,
+    };
     task.await.unwrap_or(Err(Dropped))
 }
 
@@ -291,6 +320,8 @@ async fn cross_network(shared: &Shared, token: Option<&str>) -> Result<(), Dropp
             None | Some(PartitionKind::Blackhole) => {}
             Some(PartitionKind::Refuse) => return Err(Dropped),
         }
+        let _ =
+            IN_THE_NETWORK.try_with(|held| held.store(true, std::sync::atomic::Ordering::SeqCst));
         let mut link = shared.link_up.subscribe();
         let mut cuts = shared.client_cuts.subscribe();
         tokio::select! {

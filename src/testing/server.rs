@@ -1040,8 +1040,9 @@ impl FakeApiServer {
 
     /// Cuts the server off until [`heal`](Self::heal) the way a lost network does: requests
     /// get no answer and open watches deliver nothing, until the partition heals (then they
-    /// go on, as TCP delivers what it retransmitted) or the client gives up on its own
-    /// timeout. Clients see nothing at all, which is the hard case for a lock holder.
+    /// go on, as TCP delivers what it retransmitted, even those whose client gave up
+    /// meanwhile: a write lands late). Clients see nothing at all, which is the hard case for
+    /// a lock holder.
     ///
     /// # Examples
     ///
@@ -1149,8 +1150,9 @@ impl FakeApiServer {
     /// Cuts one client off, the one whose requests carry bearer token `token`, the way
     /// [`blackhole`](Self::blackhole) cuts off everyone: its requests get no answer and its
     /// watches deliver nothing until it heals ([`heal_client`](Self::heal_client) or
-    /// [`heal`](Self::heal)); then they go on, as TCP delivers what it retransmitted. Other
-    /// clients are not affected: a holder cut off this way loses its lock to them.
+    /// [`heal`](Self::heal)); then they go on, as TCP delivers what it retransmitted (a
+    /// request whose client gave up meanwhile lands all the same). Other clients are not
+    /// affected: a holder cut off this way loses its lock to them.
     ///
     /// # Examples
     ///
