@@ -41,6 +41,8 @@ pub(crate) enum Taken<V> {
         blocked: Blocked,
         record: Record<V>,
         floor: u64,
+        /// The id the place was written with.
+        nonce: String,
     },
     /// The write failed and may have happened all the same (a timeout, a 5xx). `cleanup`
     /// removes what it may have written when dropped armed; a waiter disarms it and keeps
@@ -65,6 +67,7 @@ enum Write {
     Queue {
         blocked: Blocked,
         floor: u64,
+        nonce: String,
     },
 }
 
@@ -180,8 +183,12 @@ fn to_write<L: Backend>(
             floor,
         } => Decision::Write {
             state,
-            value: Write::Queue { blocked, floor },
-            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor }),
+            value: Write::Queue {
+                blocked,
+                floor,
+                nonce: nonce.clone(),
+            },
+            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor, nonce }),
         },
         Acquire::Take {
             state,
@@ -233,11 +240,17 @@ fn taken<V>(swapped: Swapped<V, Write, Blocked>) -> Taken<V> {
         Swapped::Stored {
             version,
             state,
-            value: Write::Queue { blocked, floor },
+            value:
+                Write::Queue {
+                    blocked,
+                    floor,
+                    nonce,
+                },
         } => Taken::Queued {
             blocked,
             record: Record::new(state, version),
             floor,
+            nonce,
         },
         Swapped::Unknown {
             error,
@@ -256,7 +269,7 @@ fn taken<V>(swapped: Swapped<V, Write, Blocked>) -> Taken<V> {
                     nonce,
                     reentry,
                 },
-                Write::Queue { floor, .. } => Undo::Queue { floor },
+                Write::Queue { floor, nonce, .. } => Undo::Queue { floor, nonce },
             },
             cleanup: pending,
         },

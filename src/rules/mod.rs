@@ -942,14 +942,67 @@ mod tests {
         let (queued, floor) = queue(&state, waits("b", Kind::Mutex));
         state = queue(&queued, waits("c", Kind::Mutex)).0;
         // Gave up while waiting: its place goes.
-        let gone = withdraw(&state, "b", floor, t(NOW), Duration::ZERO).unwrap();
+        let gone = withdraw(&state, "b", (floor, None), t(NOW), Duration::ZERO).unwrap();
         assert_eq!(waiting(&gone), ["c"]);
-        assert!(withdraw(&gone, "b", floor, t(NOW), Duration::ZERO).is_none());
+        assert!(withdraw(&gone, "b", (floor, None), t(NOW), Duration::ZERO).is_none());
         // Gave up just after the lock was handed over to it: the lease goes on to the next.
         let handed = rel(&state, "a", 4).unwrap();
-        let passed = withdraw(&handed, "b", floor, t(NOW), Duration::ZERO).unwrap();
+        let passed = withdraw(&handed, "b", (floor, None), t(NOW), Duration::ZERO).unwrap();
         assert_eq!(passed.leases.keys().collect::<Vec<_>>(), ["c"]);
         assert_eq!(passed.leases["c"].token, Some(6));
+    }
+
+    #[test]
+    fn a_wait_that_ended_withdraws_only_what_carries_its_id() {
+        let state = held_by("a", "2026-11-22T10:01:00Z");
+        let first = Request {
+            nonce: "first",
+            ..waits("b", Kind::Mutex)
+        };
+        let (queued, floor) = queue(&state, first);
+        assert_eq!(queued.queue[0].nonce.as_deref(), Some("first"));
+        // The handover passes the place's id on to the lease.
+        let handed = rel(&queued, "a", 4).unwrap();
+        assert_eq!(handed.leases["b"].nonce.as_deref(), Some("first"));
+        let passed = withdraw(&handed, "b", (floor, Some("first")), t(NOW), Duration::ZERO);
+        assert!(
+            passed.unwrap().leases.is_empty(),
+            "handed to the wait: it goes"
+        );
+        // The same holder identity took the lock again since (another wait, another id): the
+        // wait that ended removes nothing of it.
+        let (again, _) = take(&handed, request("b", &[], None));
+        assert!(withdraw(&again, "b", (floor, Some("first")), t(NOW), Duration::ZERO).is_none());
+        // A place refreshed by a later wait of the same identity carries that wait's id.
+        let later = Request {
+            nonce: "later",
+            ..waits("b", Kind::Mutex)
+        };
+        let refreshed = match acquire("x", &queued, None, later, t("2026-11-22T10:00:16Z")) {
+            Ok(Acquire::Queue { state, .. }) => state,
+            other => panic!("refreshed: {other:?}"),
+        };
+        assert_eq!(refreshed.queue[0].nonce.as_deref(), Some("later"));
+        assert!(
+            withdraw(
+                &refreshed,
+                "b",
+                (floor, Some("first")),
+                t(NOW),
+                Duration::ZERO
+            )
+            .is_none()
+        );
+        assert!(
+            withdraw(
+                &refreshed,
+                "b",
+                (floor, Some("later")),
+                t(NOW),
+                Duration::ZERO
+            )
+            .is_some()
+        );
     }
 
     #[test]

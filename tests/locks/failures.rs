@@ -26,7 +26,7 @@ async fn server(clock: &Arc<TokioClock>) -> FakeApiServer {
         verbs: vec!["*".into()],
         ..PolicyRule::default()
     };
-    let access = ["alice", "bob", "carol", "x"]
+    let access = ["alice", "bob", "carol", "x", "y"]
         .into_iter()
         .fold(AccessControl::new(), |access, user| {
             access.user(user, user).rule(user, None, rule.clone())
@@ -341,4 +341,80 @@ async fn a_configmap_replaced_by_another_shape_is_an_error_never_overwritten() {
             .await
             .unwrap();
     }
+}
+
+/// Found by the long history run (35,000 sections, seed 6550130951518822076): a waiter gives
+/// up (its acquire timed out), and the clean-up that withdraws its place in the queue fails
+/// for a while (500s, a blackhole); meanwhile the same holder identity waits again with a new
+/// `Lock` (as the chaos test's contenders, or a service that makes a `Lock` per job, do) and
+/// is handed the lock. When the old clean-up finally runs, it must not take the new
+/// acquisition's lease for the one handed to the old waiter, and hand it on: a third holder
+/// would run while the second still does.
+#[tokio::test(start_paused = true)]
+async fn a_late_clean_up_never_removes_a_later_acquisition_of_the_same_holder() {
+    use lockheed::testing::{Fault, RequestMatcher};
+    let clock = Arc::new(TokioClock::new());
+    let server = server(&clock).await;
+    let alice = holding(&server, &clock, "c", "alice").await;
+    // Bob's first wait queues, then gives up, and its clean-up's writes fail until the faults
+    // clear.
+    let first = tokio::spawn({
+        let lock = Lock::new("c", process(&server, &clock, "x")).with_holder("bob");
+        async move { lock.acquire_timeout(3 * SECOND).await.map(drop) }
+    });
+    tokio::time::sleep(SECOND).await;
+    let queued = process(&server, &clock, "y")
+        .get("c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(queued.waiters[0].id, "bob");
+    server.inject(
+        Fault::status(500)
+            .always()
+            .on(RequestMatcher::any().token("x").verb(Verb::Update)),
+    );
+    let gave_up = first.await.unwrap();
+    assert!(matches!(gave_up, Err(Error::Timeout { .. })), "{gave_up:?}");
+    // Bob waits again (another client, the same identity), and Carol after him.
+    let bob = tokio::spawn({
+        let lock = Lock::new("c", process(&server, &clock, "bob")).with_holder("bob");
+        async move { lock.acquire().await.unwrap() }
+    });
+    tokio::time::sleep(SECOND).await;
+    let carol = tokio::spawn({
+        let lock = Lock::new("c", process(&server, &clock, "carol")).with_holder("carol");
+        async move { lock.acquire().await.unwrap() }
+    });
+    tokio::time::sleep(SECOND).await;
+    alice.release().await.unwrap();
+    let bob = tokio::time::timeout(10 * SECOND, bob)
+        .await
+        .expect("bob is handed the lock")
+        .unwrap();
+    // The old clean-up can write again.
+    server.clear_faults();
+    tokio::time::sleep(10 * SECOND).await;
+    assert!(!bob.is_lost(), "bob's lease was taken from him");
+    assert!(!carol.is_finished(), "carol got in while bob held the lock");
+    let info = process(&server, &clock, "x")
+        .get("c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(
+        (info.holders[0].id.as_str(), info.holders[0].token),
+        ("bob", Some(bob.token()))
+    );
+    bob.release().await.unwrap();
+    let carol = tokio::time::timeout(10 * SECOND, carol)
+        .await
+        .unwrap()
+        .unwrap();
+    carol.release().await.unwrap();
+    // Client "x" ran Bob's first wait.
+    let mut history = History::mutex("default", "c").client("x", ["bob"]);
+    history.commits(server.commits());
+    history.finish().assert_valid();
 }

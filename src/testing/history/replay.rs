@@ -214,7 +214,7 @@ impl Replay<'_> {
                     .map_or(Duration::ZERO, Duration::from_millis),
                 entry.reason.clone(),
                 entry.shared,
-                String::new(),
+                entry.nonce.clone().unwrap_or_default(),
                 vec![
                     Some(entry.since.to_utc()),
                     entry.duration().and_then(|d| at(entry.expires, d)),
@@ -313,16 +313,28 @@ impl Replay<'_> {
     /// goes on to the next.
     fn withdrew(&self, holder: &str) -> bool {
         let mut floors = vec![self.before.fencing_token];
-        if let Some(token) = self.before.leases.get(holder).and_then(|l| l.token) {
+        let lease = self.before.leases.get(holder);
+        if let Some(token) = lease.and_then(|l| l.token) {
             floors.push(token.saturating_sub(1));
         }
+        // The id the waiter last wrote its place with: its entry's, or the handed lease's.
+        let entry = self.before.queue.iter().find(|e| e.instance_id == holder);
+        let mut nonces: Vec<Option<&str>> = vec![None];
+        nonces.extend([
+            entry.and_then(|e| e.nonce.as_deref()),
+            lease.and_then(|l| l.nonce.as_deref()),
+        ]);
         for now in self.removal_times() {
             for skew in [self.history.skew, Duration::ZERO] {
                 for floor in &floors {
-                    if let Some(expected) = rules::withdraw(self.before, holder, *floor, now, skew)
-                        && same(&expected, self.after, now)
-                    {
-                        return true;
+                    for nonce in &nonces {
+                        let undo = (*floor, *nonce);
+                        if let Some(expected) =
+                            rules::withdraw(self.before, holder, undo, now, skew)
+                            && same(&expected, self.after, now)
+                        {
+                            return true;
+                        }
                     }
                 }
             }
