@@ -20,7 +20,7 @@ use crate::waiter::Waiter;
 /// The default lease duration.
 const DEFAULT_DURATION: Duration = Duration::from_secs(30);
 /// The default [clock skew allowance](Lock::with_clock_skew_allowance).
-const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
 /// The default pause between looks at a held lock when nothing notifies waiters.
 const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a new attempt waits at most for the lock's background work (clean-ups, releases

@@ -20,12 +20,15 @@
 //! ```
 
 mod format;
+#[cfg(test)]
+mod hostile;
 mod keys;
 mod limits;
 mod locker;
 mod objects;
 pub(crate) mod watch;
 
+pub(crate) use self::format::Format;
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION,
     STATE_KEY,

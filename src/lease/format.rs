@@ -191,6 +191,7 @@ fn prefer(state: &mut LockState, spec: &LeaseSpec) {
             tags: Vec::new(),
             reset_tags: false,
             preferred: true,
+            nonce: None,
             extra: serde_json::Map::new(),
         }
     };

@@ -48,7 +48,9 @@
 //! ```
 
 mod access;
+mod commits;
 mod faults;
+pub mod history;
 mod http;
 mod log;
 mod managed;
@@ -66,6 +68,7 @@ mod validation;
 mod watch;
 
 pub use self::access::{ADMIN_TOKEN, AccessControl};
+pub use self::commits::{Commit, Operation};
 pub use self::faults::{Fault, RequestMatcher};
 pub use self::log::{RequestCounts, RequestRecord, Verb};
 pub use self::resources::ResourceType;

@@ -147,7 +147,7 @@ pub(crate) struct RunArgs {
     pub(crate) reason: Option<String>,
 
     /// The identity to hold the lock under, which `lockheed release --holder` takes
-    /// [default: HOSTNAME-PID]
+    /// [default: HOSTNAME-PID-RANDOM]
     #[arg(long, value_name = "ID")]
     pub(crate) holder: Option<String>,
 

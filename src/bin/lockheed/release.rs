@@ -6,10 +6,13 @@ use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use lockheed::{Evict, Holder};
 
+use crate::PROGRAM;
 use crate::args::{ClusterArgs, ReleaseArgs};
 use crate::connect::{Locks, Place};
 use crate::exit;
 use crate::output;
+use crate::shared::log::log_warn;
+use crate::shared::text::printable;
 
 /// Removes the holder `args` names (or all of them) from the lock, and prints what it
 /// removed.
@@ -38,6 +41,16 @@ async fn release_in(locker: &impl Place, args: &ReleaseArgs) -> anyhow::Result<u
         .await
         .with_context(|| format!("cannot release lock {name:?}"))?;
     if !removed.is_empty() {
+        log_warn!(
+            PROGRAM,
+            "{} removed {} from lock {name:?} ({object})",
+            operator(),
+            removed
+                .iter()
+                .map(|h| printable(&h.id).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         output::print(&report(name, &removed, Utc::now()))?;
         return Ok(exit::OK);
     }
@@ -60,6 +73,24 @@ async fn release_in(locker: &impl Place, args: &ReleaseArgs) -> anyhow::Result<u
     }
     output::print(&format!("Lock {name:?} had no holders: nothing removed.\n"))?;
     Ok(exit::OK)
+}
+
+/// Who runs this release, for the warning it logs: `USER@HOSTNAME (pid N)`. (The cluster
+/// knows the operator by their credentials; this says which login and machine it came from.)
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "an unknown user".to_owned());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "an unknown host".to_owned());
+    format!(
+        "{}@{} (pid {})",
+        printable(&user),
+        printable(&host),
+        std::process::id()
+    )
 }
 
 /// What was removed, one holder a line.

@@ -249,13 +249,16 @@ fn unreleased(args: &RunArgs, holder: &str) -> String {
     }
 }
 
-/// `HOSTNAME-PID`: readable, unique among running processes, and easy to pass to
-/// `lockheed release --holder`.
+/// `HOSTNAME-PID-RANDOM`: readable, easy to pass to `lockheed release --holder`, and
+/// unguessable and unique even where hostname and process id repeat (two containers of one
+/// pod share the pod's hostname, and each may be process 1): a holder that shared another's
+/// identity would take its lock as a re-entry, superseding it while its command still runs.
 fn default_holder() -> String {
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "lockheed".to_owned());
-    format!("{host}-{}", std::process::id())
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..12])
 }

@@ -10,6 +10,7 @@ use crate::args::{ClusterArgs, Format, ShowArgs};
 use crate::connect::{Locks, Place};
 use crate::exit;
 use crate::output::{self, Table};
+use crate::shared::text::printable;
 
 /// Prints lock `args.name`.
 ///
@@ -54,7 +55,8 @@ fn describe(lock: &LockInfo, object: &str, now: DateTime<Utc>) -> String {
     let tags = if lock.tags.is_empty() {
         "-".to_owned()
     } else {
-        lock.tags.join(", ")
+        let tags: Vec<_> = lock.tags.iter().map(|t| printable(t)).collect();
+        tags.join(", ")
     };
     let _ = writeln!(text, "Tags:           {tags}");
     let _ = writeln!(
@@ -96,7 +98,7 @@ fn holders(holders: &[Holder], access: bool, now: DateTime<Utc>) -> String {
     headers.extend(["SINCE", "EXPIRES IN", "TOKEN", "REASON"]);
     let mut table = Table::new(&headers);
     for holder in holders {
-        let mut row = vec![holder.id.clone()];
+        let mut row = vec![printable(&holder.id).into_owned()];
         if access {
             let mode = if holder.shared { "shared" } else { "exclusive" };
             row.push(mode.to_owned());
@@ -109,7 +111,10 @@ fn holders(holders: &[Holder], access: bool, now: DateTime<Utc>) -> String {
             holder
                 .token
                 .map_or_else(|| "-".to_owned(), |t| t.to_string()),
-            holder.reason.clone().unwrap_or_else(|| "-".to_owned()),
+            holder
+                .reason
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |r| printable(r).into_owned()),
         ]);
         table.row(row);
     }
