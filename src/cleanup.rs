@@ -24,8 +24,9 @@ pub(crate) enum Undo {
         reentry: bool,
     },
     /// This holder's place in the queue, and a lease handed over to it with a token above
-    /// `floor` (the lock's counter when it queued).
-    Queue { floor: u64 },
+    /// `floor` (the lock's counter when it queued), while they carry `nonce`, the id the
+    /// place was last written with.
+    Queue { floor: u64, nonce: String },
 }
 
 /// What to remove from lock `name` for `holder`, and where to run it.
@@ -88,6 +89,16 @@ impl<L: Backend> Pending<L> {
         }
     }
 
+    /// The place in the queue is now written with `undo`'s id: the ids earlier writes of it
+    /// carried are gone (overwritten, or refused for the version they carry), so only this
+    /// one is kept.
+    pub(crate) fn queued(&mut self, undo: Undo) {
+        if let Some(cleanup) = &mut self.0 {
+            cleanup.undos.retain(|u| !matches!(u, Undo::Queue { .. }));
+            cleanup.undos.push(undo);
+        }
+    }
+
     /// The acquire took the lock, which replaced what its earlier attempts may have written
     /// and fulfilled its place in the queue: nothing is left to remove.
     pub(crate) fn disarm(&mut self) {
@@ -129,7 +140,9 @@ fn undone(
                 nonce,
                 reentry,
             } => rules::undo_take(current, holder, *token, nonce, *reentry, now, skew),
-            Undo::Queue { floor } => rules::withdraw(current, holder, *floor, now, skew),
+            Undo::Queue { floor, nonce } => {
+                rules::withdraw(current, holder, (*floor, Some(nonce)), now, skew)
+            }
         };
         if next.is_some() {
             changed = next;

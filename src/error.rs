@@ -27,11 +27,12 @@ pub enum Error {
     },
 
     /// The lock is held by someone else (only from `try_acquire`; `acquire` waits instead).
-    #[error("lock {lock:?} is held by {}", holder_list(holders))]
+    #[error("lock {lock:?} is {}", busy_with(holders))]
     Held {
         /// The lock's name.
         lock: String,
-        /// Who holds it now.
+        /// Who holds it now, and the waiters queued ahead ([`Holder::waiting`]): a caller
+        /// takes its turn after them.
         holders: Vec<Holder>,
         /// The most holders it admits at once: 1 for a mutex, a semaphore's stored capacity,
         /// `None` for a read/write lock.
@@ -152,19 +153,32 @@ fn timeout_cause(holders: &[Holder]) -> String {
          read"
             .to_owned()
     } else {
-        format!("it is held by {}", holder_list(holders))
+        format!("it is {}", busy_with(holders))
     }
 }
 
-fn holder_list(holders: &[Holder]) -> String {
-    if holders.is_empty() {
-        return "a writer that is changing it".to_owned();
+/// What keeps a lock busy: `held by a (...)`, `held by a (...), and b (...) waits ahead`,
+/// `free, but b (...) waits ahead`.
+fn busy_with(holders: &[Holder]) -> String {
+    let list = |holders: &[&Holder]| {
+        holders
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (waiting, held): (Vec<&Holder>, Vec<&Holder>) = holders.iter().partition(|h| h.waiting);
+    let ahead = match waiting.len() {
+        0 => String::new(),
+        1 => format!("{} waits ahead", list(&waiting)),
+        _ => format!("{} wait ahead", list(&waiting)),
+    };
+    match (held.is_empty(), ahead.is_empty()) {
+        (true, true) => "held by a writer that is changing it".to_owned(),
+        (false, true) => format!("held by {}", list(&held)),
+        (false, false) => format!("held by {}, and {ahead}", list(&held)),
+        (true, false) => format!("free, but {ahead}"),
     }
-    holders
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Error {
@@ -333,6 +347,27 @@ mod tests {
         assert_eq!(
             corrupt.to_string(),
             "the lock state in default/lockheed-broken is corrupt: expected value"
+        );
+    }
+
+    #[test]
+    fn a_busy_lock_names_its_holders_then_the_waiters_ahead() {
+        let holder = Holder::from_lease(&crate::state::Lease::new("a", None), false);
+        let mut waiter = holder.clone();
+        waiter.id = "b".into();
+        waiter.waiting = true;
+        let held = |holders: Vec<Holder>| Error::Held {
+            lock: "db".into(),
+            holders,
+            max_holders: Some(1),
+        };
+        assert_eq!(
+            held(vec![holder.clone(), waiter.clone()]).to_string(),
+            "lock \"db\" is held by a (no expiry), and b (waiting for its turn) waits ahead"
+        );
+        assert_eq!(
+            held(vec![waiter.clone()]).to_string(),
+            "lock \"db\" is free, but b (waiting for its turn) waits ahead"
         );
     }
 

@@ -94,6 +94,13 @@ impl<L: Locker> LockGuard<L> {
         }
     }
 
+    /// A reader of the moment this guard stops trusting its lease (it moves with each
+    /// renewal), that outlives the guard: what a leader election's health check looks at.
+    pub(crate) fn give_up_reader(&self) -> impl Fn() -> DateTime<Utc> + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.give_up_at()
+    }
+
     /// The fencing token of this acquisition: it strictly increases with every acquisition of
     /// the lock by anyone, so a resource that remembers the largest token it has seen can
     /// refuse a holder that lost the lock. The counter is kept with the lock: deleting the

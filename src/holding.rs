@@ -1,7 +1,6 @@
 //! What a [`LockGuard`](crate::LockGuard) holds: its acquisition, the state it last wrote, and
 //! the two writes it makes, renewing the lease and releasing it.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -11,7 +10,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, compare_and_swap,
+    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
 };
 use crate::clock::Clock;
 use crate::error::Error;
@@ -21,6 +20,15 @@ use crate::rules;
 use crate::settings::Settings;
 use crate::state::LockState;
 use crate::take::Acquired;
+
+/// How a renewal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewed {
+    /// The lease was extended.
+    Extended,
+    /// The lock's record prefers another holder: this one gives the lock up instead.
+    Yielded,
+}
 
 /// The last state this holder wrote, and the version to compare against next.
 pub(crate) struct Held<V> {
@@ -92,6 +100,16 @@ impl<L: Backend> Holding<L> {
         Record::new(held.state.clone(), held.version.clone())
     }
 
+    /// Runs `decide` on the lock by compare-and-swap, starting from `known`.
+    async fn write<W, D>(
+        &self,
+        known: Record<L::Version>,
+        decide: impl FnMut(Option<&Record<L::Version>>) -> Result<Decision<W, D>, Error>,
+    ) -> Result<Swapped<L::Version, W, D>, Error> {
+        let start = Start::Known(Some(known));
+        compare_and_swap(&self.locker, &self.settings.name, start, decide).await
+    }
+
     fn lost_error(&self) -> Error {
         Error::Lost {
             lock: self.settings.name.clone(),
@@ -117,13 +135,14 @@ impl<L: Backend> Holding<L> {
     }
 
     /// Extends this holder's lease once: one write when nothing changed, a read and a write
-    /// when something did.
+    /// when something did. Writes nothing, and says [`Renewed::Yielded`], when the lock's
+    /// record prefers another holder (see [`rules::yields`]).
     ///
     /// # Errors
     ///
     /// [`Error::Lost`] when the lease is gone; the backend's errors (a transient one leaves
     /// the renewal's outcome unknown: the next renewal finds out).
-    pub(crate) async fn renew(&self) -> Result<(), Error> {
+    pub(crate) async fn renew(&self) -> Result<Renewed, Error> {
         let settings = &self.settings;
         let mut held = self.held.lock().await;
         let known = self.current(&held);
@@ -137,22 +156,19 @@ impl<L: Backend> Holding<L> {
                 settings.duration,
                 self.clock.now(),
             )?;
-            Ok(Decision::<_, Infallible>::Write {
+            if rules::yields(&record.state, &settings.holder) {
+                return Ok(Decision::Done(Renewed::Yielded));
+            }
+            Ok(Decision::Write {
                 state,
                 value: expires,
                 on_unknown: OnUnknown::nothing(),
             })
         };
-        let swapped = compare_and_swap(
-            &self.locker,
-            &settings.name,
-            Start::Known(Some(known)),
-            decide,
-        )
-        .await?;
+        let swapped = self.write(known, decide).await?;
         let (version, state, expires) = match swapped.known()? {
             Ok(stored) => stored,
-            Err(never) => match never {},
+            Err(yielded) => return Ok(yielded),
         };
         *held = Held {
             version,
@@ -162,7 +178,7 @@ impl<L: Backend> Holding<L> {
         self.give_up_ms
             .store(give_up_ms(expires, settings.duration), Ordering::Release);
         tracing::trace!(%expires, "lease renewed");
-        Ok(())
+        Ok(Renewed::Extended)
     }
 
     /// Removes this holder's lease and applies its tags, handing the lock over to the waiters
@@ -196,13 +212,7 @@ impl<L: Backend> Holding<L> {
                 on_unknown: OnUnknown::nothing(),
             })
         };
-        let swapped = compare_and_swap(
-            &self.locker,
-            &settings.name,
-            Start::Known(Some(known)),
-            decide,
-        )
-        .await?;
+        let swapped = self.write(known, decide).await?;
         if swapped.known()?.is_ok() {
             tracing::debug!("lock released");
         } else {

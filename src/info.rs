@@ -117,10 +117,11 @@ impl Holder {
         if let Some(reason) = &self.reason {
             parts.push(format!("reason {reason:?}"));
         }
+        let id = printable(&self.id);
         if parts.is_empty() {
-            self.id.clone()
+            id.into_owned()
         } else {
-            format!("{} ({})", self.id, parts.join(", "))
+            format!("{id} ({})", parts.join(", "))
         }
     }
 
@@ -156,6 +157,23 @@ impl fmt::Display for Holder {
     /// 2026-11-23T09:59:30Z, token 7, until 2026-11-23T10:00:30Z, reason "db restart")`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.line(None))
+    }
+}
+
+/// `text` as it is, or, when it has control characters (which could move a terminal's cursor
+/// or recolour it: holder identities come from the cluster, written by anyone), quoted with
+/// them escaped.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    // Control characters, and the direction marks and overrides that make text read in
+    // another order than it is stored ("Trojan Source").
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if text.chars().any(unsafe_char) {
+        std::borrow::Cow::Owned(format!("{text:?}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
     }
 }
 
@@ -294,5 +312,22 @@ impl Waiting {
             max_holders: None,
             waited: Duration::ZERO,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Lease;
+
+    #[test]
+    fn holders_from_the_cluster_print_without_control_characters() {
+        let sneaky = Holder::from_lease(&Lease::new("esc \u{1b}[2J\u{202e}x", None), false);
+        let line = sneaky.to_string();
+        assert_eq!(line, r#""esc \u{1b}[2J\u{202e}x" (no expiry)"#);
+        let plain = Holder::from_lease(&Lease::new("wörker-1 🔒", None), false);
+        assert_eq!(plain.to_string(), "wörker-1 🔒 (no expiry)");
+        // The identity itself is kept exactly.
+        assert_eq!(sneaky.id, "esc \u{1b}[2J\u{202e}x");
     }
 }

@@ -11,7 +11,7 @@ use crate::backend::{Backend, Changes, Snapshot};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::holding::Holding;
+use crate::holding::{Holding, Renewed};
 use crate::rules;
 use crate::state::LockState;
 
@@ -57,7 +57,13 @@ pub(crate) async fn keep_alive<L: Backend>(shared: Arc<Holding<L>>) {
             outcome = shared.renew() => outcome,
         };
         match outcome {
-            Ok(()) => {
+            Ok(Renewed::Yielded) => {
+                return shared.lose(
+                    "another holder is preferred (coordinated leader election): giving the \
+                     lock up; releasing the guard hands it over",
+                );
+            }
+            Ok(Renewed::Extended) => {
                 wait = interval;
                 if let Some(backoff) = backoff.as_mut() {
                     backoff.reset();

@@ -119,6 +119,15 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
+    /// The kind as users name it.
+    pub(crate) fn public(self) -> LockKind {
+        match self {
+            Self::Mutex => LockKind::Mutex,
+            Self::Semaphore(_) => LockKind::Semaphore,
+            Self::ReadWrite(_) => LockKind::ReadWrite,
+        }
+    }
+
     /// The most holders a lock of this kind admits at once (`None`: any number of shared
     /// holders of a read/write lock).
     pub(crate) fn capacity(self) -> Option<u32> {

@@ -9,10 +9,15 @@
 //! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
 //!   Rust and Go clients can share them; [`KubeLocker::kube_lock`] keeps semaphores in the Go
 //!   kube-lock tool's annotation instead. The [`kube`] module names what both formats store.
+//! - [`LeaseLocker`] keeps mutexes in `coordination.k8s.io` Leases, the objects Kubernetes
+//!   elects leaders with, in client-go's format: a Rust and a Go replica of one controller can
+//!   share a Lease. The [`lease`] module names the annotations it adds.
 //! - [`MemoryLocker`] keeps them in process memory, for tests, refusing what `KubeLocker`
 //!   would.
-//! - [`Locker`] is what both are: [`get`](Locker::get) and [`list`](Locker::list) show locks
+//! - [`Locker`] is what they all are: [`get`](Locker::get) and [`list`](Locker::list) show locks
 //!   ([`LockInfo`], [`Holder`]), [`evict`](Locker::evict) removes dead holders.
+//! - [`LeaderElection`] ([`election`]) runs work while this replica leads: a term at a time,
+//!   each with its fencing token, stopped when leadership ends, released at once on shutdown.
 //! - [`Condition`] filters locks when listing them and allows forced takeover
 //!   ([`Lock::with_force`]).
 //! - [`clock`]: wall-clock time that tests can inject.
@@ -57,6 +62,7 @@ mod backoff;
 mod cleanup;
 pub mod clock;
 mod condition;
+pub mod election;
 mod error;
 mod gotime;
 mod guard;
@@ -65,6 +71,7 @@ mod info;
 mod keepalive;
 mod kind;
 pub mod kube;
+pub mod lease;
 mod lock;
 mod locker;
 mod memory;
@@ -77,12 +84,15 @@ mod waiter;
 mod watched;
 
 pub use self::condition::Condition;
+pub use self::election::LeaderElection;
 pub use self::error::Error;
 pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo, Waiting};
 pub use self::kind::{Access, LockKind};
 #[doc(inline)]
 pub use self::kube::KubeLocker;
+#[doc(inline)]
+pub use self::lease::LeaseLocker;
 pub use self::lock::Lock;
 pub use self::locker::{LockList, Locker};
 pub use self::memory::MemoryLocker;

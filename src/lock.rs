@@ -20,7 +20,7 @@ use crate::waiter::Waiter;
 /// The default lease duration.
 const DEFAULT_DURATION: Duration = Duration::from_secs(30);
 /// The default [clock skew allowance](Lock::with_clock_skew_allowance).
-const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
+pub(crate) const DEFAULT_SKEW_ALLOWANCE: Duration = Duration::from_secs(2);
 /// The default pause between looks at a held lock when nothing notifies waiters.
 const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a new attempt waits at most for the lock's background work (clean-ups, releases
@@ -539,6 +539,11 @@ impl<L: Locker> Lock<L> {
         &self.holder
     }
 
+    /// How long each lease lasts (zero: no expiry).
+    pub(crate) fn duration(&self) -> Duration {
+        self.duration
+    }
+
     /// The backend.
     ///
     /// # Examples
@@ -604,6 +609,8 @@ impl<L: Locker> Lock<L> {
     fn settings(&self) -> Result<Settings, Error> {
         self.locker.check_name(&self.name)?;
         let kind = self.kind()?;
+        self.locker
+            .check_lock(&self.name, &kind.public(), self.duration)?;
         if self.holder.is_empty() {
             return Err(self.invalid("the holder identity must not be empty"));
         }
@@ -654,9 +661,9 @@ impl<L: Locker> Lock<L> {
         }
         match taken {
             Taken::Acquired(acquired) => {
-                // A guard joins the process's watch of the lock when it runs (it costs
-                // nothing then), so that its writes start from the lock as it changes.
-                let view = from_view.then(|| self.locker.changes(&self.name)).flatten();
+                // A guard joins the process's watch of the lock if it runs (it costs nothing
+                // then), so that its writes start from the lock as it changes.
+                let view = self.locker.watched(&self.name);
                 Ok(LockGuard::start(
                     settings,
                     self.locker.clone(),

@@ -139,7 +139,19 @@ pub trait Locker: Backend {
             };
             let swapped = compare_and_swap(self, name, Start::Read, decide).await?;
             Ok(match swapped.known()? {
-                Ok((_, _, removed)) | Err(removed) => removed,
+                Ok((_, _, removed)) => {
+                    // Their critical sections are no longer protected: say so, and whom.
+                    let removed_text: Vec<String> =
+                        removed.iter().map(ToString::to_string).collect();
+                    tracing::warn!(
+                        lock = %name,
+                        removed = ?removed_text,
+                        "holders removed from lock {name:?} by an operator's eviction: {}",
+                        removed_text.join("; ")
+                    );
+                    removed
+                }
+                Err(removed) => removed,
             })
         }
     }

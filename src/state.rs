@@ -252,6 +252,18 @@ pub(crate) struct QueueEntry {
     /// Whether those tags replace the lock's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) reset_tags: bool,
+    /// The lock's record prefers this waiter as its next holder (a Lease's `preferredHolder`,
+    /// Kubernetes coordinated leader election): every other holder gives the lock up at its
+    /// next renewal (see [`rules::yields`](crate::rules::yields)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) preferred: bool,
+    /// A random id of the write that last queued or refreshed the entry, which a handover
+    /// passes on to the lease it writes: the clean-up of a wait that ended withdraws the
+    /// entry, and a lease handed over to it, only while they carry its id, never a later
+    /// wait's or acquisition's by the same holder identity. (`None`: written by a version
+    /// that kept none.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) nonce: Option<String>,
     /// Keys written by other versions, kept so that a rewrite does not lose them.
     #[serde(flatten)]
     pub(crate) extra: Map<String, Value>,

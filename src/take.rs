@@ -8,6 +8,7 @@ use crate::backend::{Backend, Decision, OnUnknown, Record, Start, Swapped, compa
 use crate::cleanup::{self, Undo};
 use crate::error::Error;
 use crate::gotime::GoTime;
+use crate::info::Holder;
 use crate::rules::{self, Acquire, Blocked, Unchanged};
 use crate::settings::Settings;
 use crate::state::LockState;
@@ -40,6 +41,8 @@ pub(crate) enum Taken<V> {
         blocked: Blocked,
         record: Record<V>,
         floor: u64,
+        /// The id the place was written with.
+        nonce: String,
     },
     /// The write failed and may have happened all the same (a timeout, a 5xx). `cleanup`
     /// removes what it may have written when dropped armed; a waiter disarms it and keeps
@@ -58,10 +61,13 @@ enum Write {
         expires: GoTime,
         reentry: bool,
         nonce: String,
+        /// The live holders a forced takeover removes.
+        taken_over: Vec<Holder>,
     },
     Queue {
         blocked: Blocked,
         floor: u64,
+        nonce: String,
     },
 }
 
@@ -133,7 +139,33 @@ pub(crate) async fn take<L: Backend>(
         Ok(to_write(locker, settings, acquire, nonce))
     };
     let swapped = compare_and_swap(locker, &settings.name, start, decision).await?;
+    if let Swapped::Stored {
+        value: Write::Take {
+            token, taken_over, ..
+        },
+        ..
+    } = &swapped
+        && !taken_over.is_empty()
+    {
+        warn_taken_over(settings, *token, taken_over);
+    }
     Ok(taken(swapped))
+}
+
+/// Says, at warn level, that the caller took the lock over by force and whom it removed:
+/// their critical sections are no longer protected (they learn it at their next renewal).
+fn warn_taken_over(settings: &Settings, token: u64, taken_over: &[Holder]) {
+    let removed: Vec<String> = taken_over.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        lock = %settings.name,
+        holder = %settings.holder,
+        token,
+        removed = ?removed,
+        "{} took lock {:?} over by force, removing {}",
+        crate::info::printable(&settings.holder),
+        settings.name,
+        removed.join("; ")
+    );
 }
 
 /// What to write for a decision, and what to undo if the write's outcome stays unknown.
@@ -151,14 +183,19 @@ fn to_write<L: Backend>(
             floor,
         } => Decision::Write {
             state,
-            value: Write::Queue { blocked, floor },
-            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor }),
+            value: Write::Queue {
+                blocked,
+                floor,
+                nonce: nonce.clone(),
+            },
+            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor, nonce }),
         },
         Acquire::Take {
             state,
             token,
             expires,
             reentry,
+            taken_over,
         } => {
             let undo = Undo::Lease {
                 token,
@@ -172,6 +209,7 @@ fn to_write<L: Backend>(
                     expires,
                     reentry,
                     nonce,
+                    taken_over,
                 },
                 on_unknown: cleanup::on_unknown(locker, settings, undo),
             }
@@ -202,11 +240,17 @@ fn taken<V>(swapped: Swapped<V, Write, Blocked>) -> Taken<V> {
         Swapped::Stored {
             version,
             state,
-            value: Write::Queue { blocked, floor },
+            value:
+                Write::Queue {
+                    blocked,
+                    floor,
+                    nonce,
+                },
         } => Taken::Queued {
             blocked,
             record: Record::new(state, version),
             floor,
+            nonce,
         },
         Swapped::Unknown {
             error,
@@ -225,7 +269,7 @@ fn taken<V>(swapped: Swapped<V, Write, Blocked>) -> Taken<V> {
                     nonce,
                     reentry,
                 },
-                Write::Queue { floor, .. } => Undo::Queue { floor },
+                Write::Queue { floor, nonce, .. } => Undo::Queue { floor, nonce },
             },
             cleanup: pending,
         },

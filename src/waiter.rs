@@ -292,9 +292,10 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 blocked,
                 record,
                 floor,
+                nonce,
             }) => {
                 let floor = *self.floor.get_or_insert(floor);
-                self.pending.add(Undo::Queue { floor });
+                self.pending.queued(Undo::Queue { floor, nonce });
                 self.failures.reset();
                 tracing::debug!(?blocked.retry_in, "queued for the lock");
                 self.see(&blocked);
@@ -309,7 +310,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 // from there); if the acquire ends first, the clean-up removes it.
                 tracing::debug!(%error, "writing the lock failed; retrying");
                 cleanup.disarm();
-                if let Undo::Queue { floor } = undo {
+                if let Undo::Queue { floor, .. } = undo {
                     self.floor.get_or_insert(floor);
                 }
                 self.pending.add(undo);

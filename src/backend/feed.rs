@@ -35,7 +35,23 @@ struct FeedShared<V> {
     turn: Arc<tokio::sync::Mutex<()>>,
     /// What feeds it (a task, a share of a watch), dropped when the last subscriber goes.
     source: Mutex<Option<Source>>,
-    registry: Weak<Mutex<HashMap<String, Weak<FeedShared<V>>>>>,
+    registry: Weak<Registry<V>>,
+}
+
+/// The feeds by lock name. Publishing goes through an entry's sender, never through a share of
+/// the feed: a publisher holding the last share would drop the feed (and its source) wherever
+/// it publishes from, perhaps with a lock held that the source's drop takes as well.
+type Registry<V> = Mutex<HashMap<String, Entry<V>>>;
+
+struct Entry<V> {
+    shared: Weak<FeedShared<V>>,
+    tx: watch::Sender<Snapshot<V>>,
+}
+
+impl<V> Entry<V> {
+    fn is_alive(&self) -> bool {
+        self.shared.strong_count() > 0
+    }
 }
 
 /// What keeps a feed's source running: a task that observes the lock, or a share of
@@ -118,7 +134,7 @@ impl<V> Drop for FeedShared<V> {
         );
         if let Some(registry) = self.registry.upgrade() {
             let mut feeds = registry.lock().unwrap_or_else(PoisonError::into_inner);
-            if feeds.get(&self.name).is_some_and(|w| w.strong_count() == 0) {
+            if feeds.get(&self.name).is_some_and(|e| !e.is_alive()) {
                 feeds.remove(&self.name);
             }
         }
@@ -168,13 +184,14 @@ impl<V: Clone> Changes<V> {
 /// Sends snapshots into a feed; held by the backend's task that observes the lock.
 pub struct Publisher<V> {
     shared: Weak<FeedShared<V>>,
+    tx: watch::Sender<Snapshot<V>>,
 }
 
 impl<V> fmt::Debug for Publisher<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Publisher")
             .field("live", &(self.shared.strong_count() > 0))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -196,13 +213,11 @@ impl<V> Publisher<V> {
     /// assert!(!publisher.publish(Snapshot::Absent));
     /// ```
     pub fn publish(&self, snapshot: Snapshot<V>) -> bool {
-        match self.shared.upgrade() {
-            Some(shared) => {
-                shared.tx.send_replace(snapshot);
-                true
-            }
-            None => false,
+        if self.shared.strong_count() == 0 {
+            return false;
         }
+        self.tx.send_replace(snapshot);
+        true
     }
 }
 
@@ -212,7 +227,7 @@ impl<V> Publisher<V> {
 /// [`Backend::changes`](super::Backend::changes), and calls [`Feeds::publish`] when it learns of
 /// a change by itself.
 pub struct Feeds<V> {
-    feeds: Arc<Mutex<HashMap<String, Weak<FeedShared<V>>>>>,
+    feeds: Arc<Registry<V>>,
 }
 
 impl<V> Clone for Feeds<V> {
@@ -251,7 +266,7 @@ impl<V> Feeds<V> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .filter(|w| w.strong_count() > 0)
+            .filter(|e| e.is_alive())
             .count()
     }
 }
@@ -274,7 +289,7 @@ impl<V> Feeds<V> {
         let feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
         let mut names: Vec<String> = feeds
             .iter()
-            .filter(|(_, w)| w.strong_count() > 0)
+            .filter(|(_, e)| e.is_alive())
             .map(|(name, _)| name.clone())
             .collect();
         names.sort();
@@ -301,7 +316,7 @@ impl<V> Feeds<V> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
-            .is_some_and(|w| w.strong_count() > 0)
+            .is_some_and(Entry::is_alive)
     }
 }
 
@@ -351,7 +366,7 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
         start: impl FnOnce(Publisher<V>) -> Option<Source>,
     ) -> Changes<V> {
         let mut feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(shared) = feeds.get(name).and_then(Weak::upgrade) {
+        if let Some(shared) = feeds.get(name).and_then(|e| e.shared.upgrade()) {
             let rx = shared.tx.subscribe();
             return Changes { shared, rx };
         }
@@ -363,10 +378,17 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
             source: Mutex::new(None),
             registry: Arc::downgrade(&self.feeds),
         });
-        feeds.insert(name.to_owned(), Arc::downgrade(&shared));
+        feeds.insert(
+            name.to_owned(),
+            Entry {
+                shared: Arc::downgrade(&shared),
+                tx: shared.tx.clone(),
+            },
+        );
         drop(feeds);
         let source = start(Publisher {
             shared: Arc::downgrade(&shared),
+            tx: shared.tx.clone(),
         });
         *shared.source.lock().unwrap_or_else(PoisonError::into_inner) = source;
         Changes { shared, rx }
@@ -387,14 +409,10 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
     /// # drop(changes);
     /// ```
     pub fn publish(&self, name: &str, snapshot: Snapshot<V>) {
-        let shared = self
-            .feeds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(name)
-            .and_then(Weak::upgrade);
-        if let Some(shared) = shared {
-            shared.tx.send_replace(snapshot);
+        let feeds = self.feeds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = feeds.get(name).filter(|e| e.is_alive()) {
+            // The value replaced is a snapshot: dropping it under the lock runs no other code.
+            entry.tx.send_replace(snapshot);
         }
     }
 }
@@ -403,6 +421,48 @@ impl<V: Clone + Send + Sync + 'static> Feeds<V> {
 mod tests {
     use super::*;
     use crate::state::LockState;
+
+    /// A feed ends where its last subscriber goes, never in a publisher: the watch of a
+    /// namespace publishes with its state locked, and a feed's source (a share of that watch)
+    /// takes the same lock when it is dropped. A publisher that held the last share for a
+    /// moment would deadlock there (a `lockheed run` hung at exit, once in a few CI runs).
+    #[test]
+    fn a_publisher_never_ends_a_feed() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::thread::{self, ThreadId};
+
+        struct Witness(ThreadId, Arc<AtomicUsize>);
+        impl Drop for Witness {
+            fn drop(&mut self) {
+                if thread::current().id() != self.0 {
+                    self.1.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+
+        let feeds: Feeds<u64> = Feeds::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let publishing = thread::spawn({
+            let (feeds, stop) = (feeds.clone(), Arc::clone(&stop));
+            move || {
+                while !stop.load(Ordering::Relaxed) {
+                    feeds.publish("jobs", Snapshot::Absent);
+                }
+            }
+        });
+        let elsewhere = Arc::new(AtomicUsize::new(0));
+        for _ in 0..50_000 {
+            let witness = Witness(thread::current().id(), Arc::clone(&elsewhere));
+            drop(feeds.subscribe("jobs", |_| Some(Source::share(witness))));
+        }
+        stop.store(true, Ordering::Relaxed);
+        publishing.join().unwrap();
+        assert_eq!(
+            elsewhere.load(Ordering::Relaxed),
+            0,
+            "feeds ended in the publisher"
+        );
+    }
 
     #[tokio::test]
     async fn one_feed_per_lock_shared_by_subscribers_and_gone_with_them() {

@@ -4,11 +4,13 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::feed::{Changes, Snapshot};
 use super::record::{Record, StoredStates, Written};
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::kind::LockKind;
 use crate::state::LockState;
 
 /// A place where locks are kept: the Kubernetes API ([`KubeLocker`](crate::KubeLocker)),
@@ -109,6 +111,18 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
         Ok(())
     }
 
+    /// Checks that this backend can keep lock `name` as a lock of `kind` taken with leases of
+    /// `duration` (zero: no expiry), before any request is made: a format that keeps only
+    /// some kinds refuses the others here rather than after a read. Default: any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] saying what the backend cannot keep.
+    fn check_lock(&self, name: &str, kind: &LockKind, duration: Duration) -> Result<(), Error> {
+        let _ = (name, kind, duration);
+        Ok(())
+    }
+
     /// Reads the record of lock `name`: `None` when the lock has never been stored.
     ///
     /// # Errors
@@ -151,6 +165,14 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
     fn known(&self, name: &str) -> Snapshot<Self::Version> {
         let _ = name;
         Snapshot::Unknown
+    }
+
+    /// The feed of lock `name`, if the backend can give it at no cost: its watch runs already
+    /// (for other locks, say). A lock taken without waiting joins it, so that its guard's
+    /// writes start from the lock as it changes. Default: `None`.
+    fn watched(&self, name: &str) -> Option<Changes<Self::Version>> {
+        let _ = name;
+        None
     }
 
     /// A feed of the changes of lock `name`, shared by every waiter and holder of that lock in

@@ -3,6 +3,7 @@
 //! holds; encoding keeps every key, label and annotation it does not own.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -17,10 +18,13 @@ use super::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_state_size};
 use crate::backend::{Record, Reservation};
 use crate::error::Error;
 use crate::gotime::GoTime;
-use crate::kind::SEMAPHORE;
+use crate::kind::{LockKind, SEMAPHORE};
 use crate::state::{Lease, LockState};
 
 const RESERVED_BY: &str = "reserved/by";
+const ONLY_SEMAPHORES: &str =
+    "kube-lock's format keeps only semaphores: take the lock with with_max_holders";
+const NEVER_EXPIRE: &str = "kube-lock's holders never expire: take the lock with a zero duration";
 const RESERVED_EXPIRES: &str = "reserved/expires";
 /// kube-lock's `date` layout: Go's `2006-01-02T15:04:05Z`, a literal `Z`.
 const KUBE_LOCK_DATE: &str = "%Y-%m-%dT%H:%M:%SZ";
@@ -82,6 +86,31 @@ impl Format {
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(KUBE_LOCK_ANNOTATION)),
+        }
+    }
+
+    /// Checks that this format can keep lock `name` as a `kind` lock with leases of
+    /// `duration`: kube-lock's keeps only semaphores whose holders never expire.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] saying what the format cannot keep.
+    pub(crate) fn check_lock(
+        self,
+        name: &str,
+        kind: &LockKind,
+        duration: Duration,
+    ) -> Result<(), Error> {
+        let refuse = |reason: &str| {
+            Err(Error::InvalidConfig {
+                lock: name.to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        match self {
+            Self::KubeLock if *kind != LockKind::Semaphore => refuse(ONLY_SEMAPHORES),
+            Self::KubeLock if !duration.is_zero() => refuse(NEVER_EXPIRE),
+            _ => Ok(()),
         }
     }
 
@@ -249,14 +278,10 @@ fn encode_kube_lock(
         reason: reason.to_owned(),
     };
     if state.lock_type() != SEMAPHORE {
-        return Err(refuse(
-            "kube-lock's format keeps only semaphores: take the lock with with_max_holders",
-        ));
+        return Err(refuse(ONLY_SEMAPHORES));
     }
     if state.leases.values().any(|l| !l.expires.is_forever()) {
-        return Err(refuse(
-            "kube-lock's holders never expire: take the lock with a zero duration",
-        ));
+        return Err(refuse(NEVER_EXPIRE));
     }
     if !state.tags().is_empty() {
         return Err(refuse("kube-lock's format has no tags"));

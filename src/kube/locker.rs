@@ -1,6 +1,7 @@
 //! [`KubeLocker`]: locks in ConfigMaps, in Go lockheed's format or kube-lock's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -13,6 +14,7 @@ use super::watch::Watches;
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
+use crate::kind::LockKind;
 use crate::state::LockState;
 
 /// Locks kept in ConfigMaps `lockheed-<name>` of one namespace, readable and writable by Go
@@ -74,7 +76,7 @@ pub struct KubeLocker {
     objects: Objects,
     clock: Arc<dyn Clock>,
     /// The watch shared by every waiter and held lock of this locker and its clones.
-    watches: Watches,
+    watches: Watches<Objects>,
     /// Whether a missing ConfigMap may be created.
     create: bool,
 }
@@ -334,8 +336,16 @@ impl Backend for KubeLocker {
         check_name(&self.objects.prefix, name)
     }
 
+    fn check_lock(&self, name: &str, kind: &LockKind, duration: Duration) -> Result<(), Error> {
+        self.objects.format.check_lock(name, kind, duration)
+    }
+
     fn changes(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
         self.watches.changes(&self.objects, name)
+    }
+
+    fn watched(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
+        self.watches.watching(&self.objects, name)
     }
 
     fn known(&self, name: &str) -> Snapshot<ConfigMapVersion> {

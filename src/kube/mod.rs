@@ -20,16 +20,19 @@
 //! ```
 
 mod format;
+#[cfg(test)]
+mod hostile;
 mod keys;
 mod limits;
 mod locker;
 mod objects;
-mod watch;
+pub(crate) mod watch;
 
+pub(crate) use self::format::Format;
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION,
     STATE_KEY,
 };
-pub(crate) use self::limits::{MAX_DATA_BYTES, check_name, check_state_size};
+pub(crate) use self::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_name, check_state_size};
 pub use self::locker::KubeLocker;
 pub use self::objects::ConfigMapVersion;

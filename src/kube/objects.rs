@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
+use kube::runtime::watcher;
 
 use super::format::Format;
+use super::watch::Kept;
 use crate::backend::Record;
 use crate::error::Error;
 use crate::state::LockState;
 
-/// What a [`KubeLocker`]'s write compares against: the ConfigMap as it was read. The write
+/// What a [`KubeLocker`](super::KubeLocker)'s write compares against: the ConfigMap as it was read. The write
 /// carries its resourceVersion (a compare-and-swap) and keeps everything else it holds.
 #[derive(Debug, Clone)]
 pub struct ConfigMapVersion(pub(super) Arc<ConfigMap>);
@@ -117,5 +119,39 @@ impl Objects {
         state: &LockState,
     ) -> Result<ConfigMap, Error> {
         self.format.encode(name, &self.object(name), cm, state)
+    }
+}
+
+impl Kept for Objects {
+    type Object = ConfigMap;
+    type Version = ConfigMapVersion;
+    const RESOURCE: &'static str = "configmaps";
+
+    fn api(&self) -> &Api<ConfigMap> {
+        &self.api
+    }
+
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn object_name(&self, name: &str) -> String {
+        Objects::object_name(self, name)
+    }
+
+    fn lock_name(&self, cm: &ConfigMap) -> Option<String> {
+        Objects::lock_name(self, cm)
+    }
+
+    fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMapVersion>, Error> {
+        Objects::decode(self, name, cm)
+    }
+
+    fn selector(&self) -> watcher::Config {
+        watcher::Config::default().labels(super::keys::LOCK_LABEL)
+    }
+
+    fn resource_version(version: &ConfigMapVersion) -> Option<&str> {
+        version.resource_version()
     }
 }

@@ -1,32 +1,69 @@
-//! How a [`KubeLocker`](super::KubeLocker) learns that its locks changed: one watch of the namespace's lock
-//! ConfigMaps (the `lockheed/lock` label), shared by every waiter and held lock of the locker
-//! and its clones, so that 10,000 locks cost one watch. The watch also keeps every lock's
-//! latest record, so that a first look at a lock needs no request.
+//! How a locker of Kubernetes objects ([`KubeLocker`](super::KubeLocker)'s ConfigMaps,
+//! [`LeaseLocker`](crate::LeaseLocker)'s Leases) learns that its locks changed: one watch of
+//! the namespace's lock objects (ConfigMaps with the `lockheed/lock` label, or every Lease),
+//! shared by every waiter and held lock of the locker and its clones, so that 10,000 locks
+//! cost one watch. The watch also keeps every lock's latest record, so that a first look at a
+//! lock needs no request.
 //!
 //! Where a namespace-wide watch is forbidden (RBAC restricted to some `resourceNames`), each
-//! lock with subscribers gets a watch of its own ConfigMap; where that is forbidden too,
-//! waiters poll. kube-lock's format labels nothing, so its locks are always watched one by one.
+//! lock with subscribers gets a watch of its own object; where that is forbidden too, waiters
+//! poll. kube-lock's format labels nothing, so its locks are always watched one by one.
+//!
+//! What is watched, and how an object is read as a lock's record, is a [`Kept`]: the only
+//! thing a locker of another kind of object implements to share this.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::keys::LOCK_LABEL;
-use super::objects::{ConfigMapVersion, Objects};
 use crate::backend::{Changes, Feeds, Record, Snapshot, Source};
+use crate::error::Error;
+
+/// The objects a locker keeps its locks in, one per lock, as its watch sees them.
+pub(crate) trait Kept: Clone + Send + Sync + 'static {
+    /// The kind of object (ConfigMap, Lease).
+    type Object: kube::Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static;
+    /// What a write compares against (the object as read).
+    type Version: Clone + Send + Sync + 'static;
+
+    /// The API of the locks' namespace.
+    fn api(&self) -> &Api<Self::Object>;
+    /// The locks' namespace, for messages.
+    fn namespace(&self) -> &str;
+    /// The object name of lock `name`.
+    fn object_name(&self, name: &str) -> String;
+    /// The lock an object holds, by name (`None`: not one of this locker's).
+    fn lock_name(&self, object: &Self::Object) -> Option<String>;
+    /// Lock `name`'s record, read from its object.
+    fn decode(&self, name: &str, object: Self::Object) -> Result<Record<Self::Version>, Error>;
+    /// What the namespace watch selects (a label, or every object of the kind).
+    fn selector(&self) -> watcher::Config;
+    /// The resourceVersion a version was read at.
+    fn resource_version(version: &Self::Version) -> Option<&str>;
+    /// The resource, plural, for messages (`configmaps`, `leases`).
+    const RESOURCE: &'static str;
+}
 
 /// How the locks are watched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// One watch of every lock ConfigMap of the namespace.
+    /// One watch of every lock object of the namespace.
     Namespace,
     /// One watch per lock with subscribers.
     PerLock,
@@ -34,30 +71,38 @@ enum Mode {
     Forbidden,
 }
 
-/// The watches of one [`KubeLocker`](super::KubeLocker) and its clones.
-#[derive(Clone)]
-pub(super) struct Watches {
-    feeds: Feeds<ConfigMapVersion>,
-    state: Arc<Mutex<State>>,
+/// The watches of one locker and its clones.
+pub(crate) struct Watches<O: Kept> {
+    feeds: Feeds<O::Version>,
+    state: Arc<Mutex<State<O::Version>>>,
 }
 
-struct State {
+impl<O: Kept> Clone for Watches<O> {
+    fn clone(&self) -> Self {
+        Self {
+            feeds: self.feeds.clone(),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+struct State<V> {
     mode: Mode,
     /// The running watcher, while any lock has subscribers.
-    running: Weak<Running>,
+    running: Weak<Running<V>>,
     /// Which start of the watcher `running` is (a watcher being dropped must not clear what
     /// its successor set).
     generation: u64,
     commands: Option<mpsc::UnboundedSender<Command>>,
     /// Every lock of the namespace by name, as last listed or watched (namespace mode, once
     /// the first list is complete).
-    cache: HashMap<String, Record<ConfigMapVersion>>,
+    cache: HashMap<String, Record<V>>,
     synced: bool,
     /// The watches of single locks (per-lock mode), by lock name.
     single: HashMap<String, Abort>,
     /// Records this process read a moment ago, by lock name, for the attempt that follows
     /// (a caller that looks before it takes): each is used once, and only while fresh.
-    recent: HashMap<String, (Snapshot<ConfigMapVersion>, Instant)>,
+    recent: HashMap<String, (Snapshot<V>, Instant)>,
 }
 
 /// How long a record read by this process is trusted as a starting point without a watch.
@@ -80,13 +125,13 @@ impl Drop for Abort {
 }
 
 /// The watcher task, shared by the feeds it serves; it stops with the last of them.
-struct Running {
+struct Running<V> {
     task: Abort,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<State<V>>>,
     generation: u64,
 }
 
-impl Drop for Running {
+impl<V> Drop for Running<V> {
     fn drop(&mut self) {
         self.task.0.abort();
         let mut state = lock(&self.state);
@@ -100,13 +145,13 @@ impl Drop for Running {
 }
 
 /// One lock's share of the watcher: dropped with the lock's feed.
-struct Subscription {
+struct Subscription<V: Send + Sync + 'static> {
     name: String,
     commands: mpsc::UnboundedSender<Command>,
-    running: Option<Arc<Running>>,
+    running: Option<Arc<Running<V>>>,
 }
 
-impl Drop for Subscription {
+impl<V: Send + Sync + 'static> Drop for Subscription<V> {
     fn drop(&mut self) {
         let _ = self
             .commands
@@ -130,14 +175,14 @@ impl Drop for Subscription {
 /// How long the namespace watch outlives the last lock that needed it.
 const LINGER: Duration = Duration::from_secs(30);
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<V>(state: &Mutex<State<V>>) -> MutexGuard<'_, State<V>> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Watches {
-    /// Watches for a locker whose locks can be selected by their label (`namespace_wide`), or
+impl<O: Kept> Watches<O> {
+    /// Watches for a locker whose locks can be selected together (`namespace_wide`), or
     /// must be watched one by one.
-    pub(super) fn new(namespace_wide: bool) -> Self {
+    pub(crate) fn new(namespace_wide: bool) -> Self {
         Self {
             feeds: Feeds::new(),
             state: Arc::new(Mutex::new(State {
@@ -158,7 +203,7 @@ impl Watches {
     }
 
     /// How many watch streams are open now.
-    pub(super) fn active(&self) -> usize {
+    pub(crate) fn active(&self) -> usize {
         let state = lock(&self.state);
         match state.mode {
             _ if state.running.strong_count() == 0 => 0,
@@ -171,7 +216,7 @@ impl Watches {
     /// What the namespace watch knows of lock `name` (see `Backend::known`).
     /// What is known of lock `name` without a request (see `Backend::known`): the namespace
     /// watch's view while it runs, or else a record this process read a moment ago.
-    pub(super) fn known(&self, name: &str) -> Snapshot<ConfigMapVersion> {
+    pub(crate) fn known(&self, name: &str) -> Snapshot<O::Version> {
         let mut state = lock(&self.state);
         let recent = state.recent.remove(name);
         let current =
@@ -186,20 +231,30 @@ impl Watches {
 
     /// Remembers what this process just read of lock `name` (`None`: not stored), for the
     /// attempt that may follow.
-    pub(super) fn read(&self, name: &str, record: Option<&Record<ConfigMapVersion>>) {
+    pub(crate) fn read(&self, name: &str, record: Option<&Record<O::Version>>) {
         let seen = record.map_or(Snapshot::Absent, |r| Snapshot::Present(r.clone()));
         let mut state = lock(&self.state);
         state.recent.retain(|_, (_, at)| at.elapsed() < RECENT);
         state.recent.insert(name.to_owned(), (seen, Instant::now()));
     }
 
+    /// The changes of lock `name` if the namespace watch runs already (joining it costs no
+    /// request); `None` otherwise.
+    pub(crate) fn watching(&self, objects: &O, name: &str) -> Option<Changes<O::Version>> {
+        let running = {
+            let state = lock(&self.state);
+            state.mode == Mode::Namespace && state.running.strong_count() > 0
+        };
+        if running {
+            self.changes(objects, name)
+        } else {
+            None
+        }
+    }
+
     /// The changes of lock `name`, fed by the locker's watch (started if needed); `None` when
     /// watching is forbidden.
-    pub(super) fn changes(
-        &self,
-        objects: &Objects,
-        name: &str,
-    ) -> Option<Changes<ConfigMapVersion>> {
+    pub(crate) fn changes(&self, objects: &O, name: &str) -> Option<Changes<O::Version>> {
         if lock(&self.state).mode == Mode::Forbidden {
             return None;
         }
@@ -215,7 +270,7 @@ impl Watches {
     }
 
     /// The running watcher, started if it is not.
-    fn join(&self, objects: &Objects) -> (Arc<Running>, mpsc::UnboundedSender<Command>) {
+    fn join(&self, objects: &O) -> (Arc<Running<O::Version>>, mpsc::UnboundedSender<Command>) {
         let mut state = lock(&self.state);
         if let (Some(running), Some(commands)) = (state.running.upgrade(), &state.commands) {
             return (running, commands.clone());
@@ -240,7 +295,7 @@ impl Watches {
     /// Tells the lock's waiters what this process just wrote (or read), without waiting for
     /// the watch: the watch's own event follows and changes nothing. An older record than
     /// the one known is ignored.
-    pub(super) fn saw(&self, name: &str, record: &Record<ConfigMapVersion>) {
+    pub(crate) fn saw(&self, name: &str, record: &Record<O::Version>) {
         let mut state = lock(&self.state);
         // A read before this change is not a starting point any more.
         state.recent.remove(name);
@@ -250,7 +305,7 @@ impl Watches {
         }
         if state.synced {
             if let Some(known) = state.cache.get(name)
-                && newer(&known.version, &record.version)
+                && newer::<O>(&known.version, &record.version)
             {
                 return;
             }
@@ -260,7 +315,7 @@ impl Watches {
         self.feeds.publish(name, Snapshot::Present(record.clone()));
     }
 
-    fn publish_known(&self, state: &State, name: &str) {
+    fn publish_known(&self, state: &State<O::Version>, name: &str) {
         if state.mode == Mode::Namespace && state.synced {
             self.feeds.publish(
                 name,
@@ -272,8 +327,8 @@ impl Watches {
         }
     }
 
-    /// Watches lock `name`'s ConfigMap alone (per-lock mode).
-    fn watch_single(&self, objects: &Objects, state: &mut State, name: &str) {
+    /// Watches lock `name`'s object alone (per-lock mode).
+    fn watch_single(&self, objects: &O, state: &mut State<O::Version>, name: &str) {
         let task = tokio::spawn(watch_single(objects.clone(), self.clone(), name.to_owned()));
         state
             .single
@@ -281,7 +336,7 @@ impl Watches {
     }
 
     /// The namespace watch is forbidden: watch each lock alone from now on.
-    fn fall_back(&self, objects: &Objects) {
+    fn fall_back(&self, objects: &O) {
         let mut state = lock(&self.state);
         state.mode = Mode::PerLock;
         state.cache.clear();
@@ -305,10 +360,10 @@ impl Watches {
 
 /// Whether resourceVersion `a` is newer than `b` (when both are numbers, as etcd's are; the
 /// API treats them as opaque, so anything else counts as not newer).
-fn newer(a: &ConfigMapVersion, b: &ConfigMapVersion) -> bool {
+fn newer<O: Kept>(a: &O::Version, b: &O::Version) -> bool {
     match (
-        a.resource_version().and_then(|v| v.parse::<u64>().ok()),
-        b.resource_version().and_then(|v| v.parse::<u64>().ok()),
+        O::resource_version(a).and_then(|v| v.parse::<u64>().ok()),
+        O::resource_version(b).and_then(|v| v.parse::<u64>().ok()),
     ) {
         (Some(a), Some(b)) => a > b,
         _ => false,
@@ -317,11 +372,15 @@ fn newer(a: &ConfigMapVersion, b: &ConfigMapVersion) -> bool {
 
 /// The watcher task: the namespace watch (or, after a fall-back, the single watches it
 /// starts), and the feeds' comings and goings.
-async fn watch(objects: Objects, watches: Watches, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let config = watcher::Config::default().labels(LOCK_LABEL);
+async fn watch<O: Kept>(
+    objects: O,
+    watches: Watches<O>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let config = objects.selector();
     let mut stream =
-        std::pin::pin!(watcher::watcher(objects.api.clone(), config).default_backoff());
-    let mut listing: Option<HashMap<String, Record<ConfigMapVersion>>> = None;
+        std::pin::pin!(watcher::watcher(objects.api().clone(), config).default_backoff());
+    let mut listing: Option<HashMap<String, Record<O::Version>>> = None;
     loop {
         let namespace = lock(&watches.state).mode == Mode::Namespace;
         tokio::select! {
@@ -345,9 +404,9 @@ async fn watch(objects: Objects, watches: Watches, mut commands: mpsc::Unbounded
                 Some(Ok(event)) => on_event(&objects, &watches, &mut listing, event),
                 Some(Err(err)) if is_forbidden(&err) => {
                     tracing::warn!(
-                        namespace = %objects.namespace, error = %err,
-                        "cannot watch the namespace's lock ConfigMaps (RBAC needs list and watch on \
-                         all configmaps); watching each lock's ConfigMap instead"
+                        namespace = %objects.namespace(), error = %err,
+                        "cannot watch the namespace's lock objects (RBAC needs list and watch on \
+                         all {}); watching each lock's object instead", O::RESOURCE
                     );
                     watches.fall_back(&objects);
                 }
@@ -363,17 +422,17 @@ async fn watch(objects: Objects, watches: Watches, mut commands: mpsc::Unbounded
 }
 
 /// Applies one event of the namespace watch to the cache and the feeds.
-fn on_event(
-    objects: &Objects,
-    watches: &Watches,
-    listing: &mut Option<HashMap<String, Record<ConfigMapVersion>>>,
-    event: Event<ConfigMap>,
+fn on_event<O: Kept>(
+    objects: &O,
+    watches: &Watches<O>,
+    listing: &mut Option<HashMap<String, Record<O::Version>>>,
+    event: Event<O::Object>,
 ) {
     match event {
         Event::Init => *listing = Some(HashMap::new()),
-        Event::InitApply(cm) => {
+        Event::InitApply(object) => {
             if let (Some(listing), Some((name, Ok(record)))) =
-                (listing.as_mut(), decode(objects, cm))
+                (listing.as_mut(), decode(objects, object))
             {
                 listing.insert(name, record);
             }
@@ -386,7 +445,7 @@ fn on_event(
                 watches.publish_known(&state, &name);
             }
         }
-        Event::Apply(cm) => match decode(objects, cm) {
+        Event::Apply(object) => match decode(objects, object) {
             Some((name, Ok(record))) => watches.saw(&name, &record),
             Some((name, Err(_))) => {
                 // Unreadable: waiters read it themselves, and get the error that names it.
@@ -395,8 +454,8 @@ fn on_event(
             }
             None => {}
         },
-        Event::Delete(cm) => {
-            if let Some(name) = objects.lock_name(&cm) {
+        Event::Delete(object) => {
+            if let Some(name) = objects.lock_name(&object) {
                 lock(&watches.state).cache.remove(&name);
                 watches.feeds.publish(&name, Snapshot::Absent);
             }
@@ -404,34 +463,31 @@ fn on_event(
     }
 }
 
-fn decode(
-    objects: &Objects,
-    cm: ConfigMap,
-) -> Option<(
-    String,
-    Result<Record<ConfigMapVersion>, crate::error::Error>,
-)> {
-    let name = objects.lock_name(&cm)?;
-    let record = objects.decode(&name, cm);
+/// A lock's name and its record, or why it cannot be read.
+type Decoded<V> = (String, Result<Record<V>, Error>);
+
+fn decode<O: Kept>(objects: &O, object: O::Object) -> Option<Decoded<O::Version>> {
+    let name = objects.lock_name(&object)?;
+    let record = objects.decode(&name, object);
     Some((name, record))
 }
 
-/// Watches lock `name`'s ConfigMap alone and publishes what it sees.
-async fn watch_single(objects: Objects, watches: Watches, name: String) {
+/// Watches lock `name`'s object alone and publishes what it sees.
+async fn watch_single<O: Kept>(objects: O, watches: Watches<O>, name: String) {
     let object = objects.object_name(&name);
     let mut stream =
-        std::pin::pin!(watcher::watch_object(objects.api.clone(), &object).default_backoff());
+        std::pin::pin!(watcher::watch_object(objects.api().clone(), &object).default_backoff());
     while let Some(item) = stream.next().await {
         let snapshot = match item {
-            Ok(Some(cm)) => objects
-                .decode(&name, cm)
+            Ok(Some(object)) => objects
+                .decode(&name, object)
                 .map_or(Snapshot::Unknown, Snapshot::Present),
             Ok(None) => Snapshot::Absent,
             Err(err) if is_forbidden(&err) => {
                 tracing::warn!(
                     lock = %name, error = %err,
-                    "cannot watch lock ConfigMaps (RBAC needs list and watch on configmaps); \
-                     waiters poll instead"
+                    "cannot watch lock objects (RBAC needs list and watch on {}); waiters poll \
+                     instead", O::RESOURCE
                 );
                 watches.forbid();
                 return;

@@ -56,6 +56,8 @@ pub(crate) enum Acquire {
         /// The caller already held the lock: a re-entry, which replaces its lease with a new
         /// one (and a new token).
         reentry: bool,
+        /// The live holders a forced takeover removes (empty without force).
+        taken_over: Vec<Holder>,
     },
     /// Someone else holds it, or waiters are ahead: wait.
     Busy(Blocked),

@@ -24,7 +24,7 @@ use crate::state::{Lease, LockState};
 
 pub(crate) use self::decision::{Acquire, Blocked, Request};
 pub(crate) use self::judgement::{Judgement, Slot, Unchanged};
-pub(crate) use self::queue::{handed_over, withdraw};
+pub(crate) use self::queue::{handed_over, withdraw, yields};
 use self::writing::apply_tags;
 pub(crate) use self::writing::{duration_millis, expiry};
 
@@ -228,6 +228,16 @@ fn take(
         .get(request.holder)
         .filter(|lease| !forced && lease.expires.to_utc() > now);
     let expires = expiry(now, request.duration);
+    let taken_over = if forced {
+        state
+            .leases
+            .values()
+            .filter(|lease| lease.instance_id != request.holder && judgement.live(lease, now))
+            .map(|lease| Holder::from_lease(lease, false))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut next = state.clone();
     name.clone_into(&mut next.name);
     kind.lock_type().clone_into(&mut next.lock_type);
@@ -264,6 +274,7 @@ fn take(
         state: next,
         expires,
         reentry: own.is_some(),
+        taken_over,
     })
 }
 
@@ -439,6 +450,7 @@ mod tests {
             token,
             expires,
             reentry,
+            ..
         } = acquire("x", &state, None, request("me", &[], None), t(NOW)).unwrap()
         else {
             panic!("a free lock is taken")
@@ -490,6 +502,7 @@ mod tests {
             state,
             token,
             reentry,
+            taken_over,
             ..
         } = acquire(
             "x",
@@ -503,6 +516,8 @@ mod tests {
             panic!("the condition holds")
         };
         assert_eq!((token, reentry), (5, false));
+        assert_eq!(taken_over.len(), 1, "who the takeover removes");
+        assert_eq!(taken_over[0].id, "other");
         assert!(!state.leases.contains_key("other"));
         let wrong = Condition::tags_contain("nope");
         let busy = acquire(
@@ -927,14 +942,67 @@ mod tests {
         let (queued, floor) = queue(&state, waits("b", Kind::Mutex));
         state = queue(&queued, waits("c", Kind::Mutex)).0;
         // Gave up while waiting: its place goes.
-        let gone = withdraw(&state, "b", floor, t(NOW), Duration::ZERO).unwrap();
+        let gone = withdraw(&state, "b", (floor, None), t(NOW), Duration::ZERO).unwrap();
         assert_eq!(waiting(&gone), ["c"]);
-        assert!(withdraw(&gone, "b", floor, t(NOW), Duration::ZERO).is_none());
+        assert!(withdraw(&gone, "b", (floor, None), t(NOW), Duration::ZERO).is_none());
         // Gave up just after the lock was handed over to it: the lease goes on to the next.
         let handed = rel(&state, "a", 4).unwrap();
-        let passed = withdraw(&handed, "b", floor, t(NOW), Duration::ZERO).unwrap();
+        let passed = withdraw(&handed, "b", (floor, None), t(NOW), Duration::ZERO).unwrap();
         assert_eq!(passed.leases.keys().collect::<Vec<_>>(), ["c"]);
         assert_eq!(passed.leases["c"].token, Some(6));
+    }
+
+    #[test]
+    fn a_wait_that_ended_withdraws_only_what_carries_its_id() {
+        let state = held_by("a", "2026-11-22T10:01:00Z");
+        let first = Request {
+            nonce: "first",
+            ..waits("b", Kind::Mutex)
+        };
+        let (queued, floor) = queue(&state, first);
+        assert_eq!(queued.queue[0].nonce.as_deref(), Some("first"));
+        // The handover passes the place's id on to the lease.
+        let handed = rel(&queued, "a", 4).unwrap();
+        assert_eq!(handed.leases["b"].nonce.as_deref(), Some("first"));
+        let passed = withdraw(&handed, "b", (floor, Some("first")), t(NOW), Duration::ZERO);
+        assert!(
+            passed.unwrap().leases.is_empty(),
+            "handed to the wait: it goes"
+        );
+        // The same holder identity took the lock again since (another wait, another id): the
+        // wait that ended removes nothing of it.
+        let (again, _) = take(&handed, request("b", &[], None));
+        assert!(withdraw(&again, "b", (floor, Some("first")), t(NOW), Duration::ZERO).is_none());
+        // A place refreshed by a later wait of the same identity carries that wait's id.
+        let later = Request {
+            nonce: "later",
+            ..waits("b", Kind::Mutex)
+        };
+        let refreshed = match acquire("x", &queued, None, later, t("2026-11-22T10:00:16Z")) {
+            Ok(Acquire::Queue { state, .. }) => state,
+            other => panic!("refreshed: {other:?}"),
+        };
+        assert_eq!(refreshed.queue[0].nonce.as_deref(), Some("later"));
+        assert!(
+            withdraw(
+                &refreshed,
+                "b",
+                (floor, Some("first")),
+                t(NOW),
+                Duration::ZERO
+            )
+            .is_none()
+        );
+        assert!(
+            withdraw(
+                &refreshed,
+                "b",
+                (floor, Some("later")),
+                t(NOW),
+                Duration::ZERO
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -1024,5 +1092,43 @@ mod tests {
         let (renewed, _) = renew("x", &state, "me", token, Duration::from_secs(30), later).unwrap();
         assert_eq!(renewed.leases["me"].since, lease.since);
         assert_eq!(renewed.leases["me"].reason(), Some("db restart"));
+    }
+
+    #[test]
+    fn a_preferred_waiter_comes_first_and_other_holders_yield_to_it() {
+        let mut state = held_by("a", "2026-11-22T10:00:30Z");
+        assert!(!yields(&state, "a"));
+        state.queue.push(crate::state::QueueEntry {
+            instance_id: "b".into(),
+            expires: GoTime::parse("2026-11-22T10:00:30Z").unwrap(),
+            duration_millis: Some(30_000),
+            since: GoTime::parse(NOW).unwrap(),
+            lease_millis: None,
+            reason: None,
+            shared: false,
+            tags: Vec::new(),
+            reset_tags: false,
+            preferred: true,
+            nonce: None,
+            extra: serde_json::Map::new(),
+        });
+        // The holder still renews (its lease is its own) but gives the lock up instead.
+        assert!(yields(&state, "a"));
+        assert!(!yields(&state, "b"), "the preferred holder keeps it");
+        // Released, the lock waits for the preferred holder: others queue behind it...
+        let released = rel(&state, "a", 4).unwrap();
+        assert!(
+            released.leases.is_empty(),
+            "never handed to a waiter that asked nothing"
+        );
+        assert!(matches!(
+            acquire("x", &released, None, request("c", &[], None), t(NOW)).unwrap(),
+            Acquire::Busy(b) if b.holders[0].id == "b" && b.holders[0].waiting
+        ));
+        // ...and the preferred holder takes it.
+        assert!(matches!(
+            acquire("x", &released, None, request("b", &[], None), t(NOW)).unwrap(),
+            Acquire::Take { token: 5, .. }
+        ));
     }
 }

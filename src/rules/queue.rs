@@ -100,7 +100,10 @@ pub(super) fn wait_in_line(
         .iter_mut()
         .find(|entry| entry.instance_id == request.holder)
     {
-        Some(own) => own.expires = expires,
+        Some(own) => {
+            own.expires = expires;
+            own.nonce = Some(request.nonce.to_owned());
+        }
         None => next.queue.push(QueueEntry {
             instance_id: request.holder.to_owned(),
             expires,
@@ -111,6 +114,8 @@ pub(super) fn wait_in_line(
             shared: kind == Kind::ReadWrite(Access::Shared),
             tags: request.tags.to_vec(),
             reset_tags: request.reset_tags,
+            preferred: false,
+            nonce: Some(request.nonce.to_owned()),
             extra: serde_json::Map::new(),
         }),
     }
@@ -169,6 +174,7 @@ pub(super) fn hand_over(state: &mut LockState, now: DateTime<Utc>, skew: Duratio
         lease.since = Some(GoTime::from(now));
         lease.reason = entry.reason;
         lease.shared = entry.shared;
+        lease.nonce = entry.nonce;
         state.fencing_token = token;
         state.leases.insert(entry.instance_id, lease);
         apply_tags(state, &entry.tags, entry.reset_tags);
@@ -195,24 +201,45 @@ pub(crate) fn handed_over(
 /// Removes `holder`'s place in the queue when its acquire ends without the lock, and the
 /// lease it may have been handed meanwhile (a token above `floor`), handing that on to the
 /// next waiters; `None` when there is nothing to remove.
+///
+/// `nonce` is the id the acquire last wrote its place with (see [`QueueEntry::nonce`]): a
+/// place refreshed since by another wait of the same holder identity, and a lease that is
+/// not the one handed over to this place (the same holder took the lock again later), are
+/// not this acquire's, and stay. Without ids (`None`, or a place written without one), the
+/// holder's name and the floor decide.
 pub(crate) fn withdraw(
     state: &LockState,
     holder: &str,
-    floor: u64,
+    (floor, nonce): (u64, Option<&str>),
     now: DateTime<Utc>,
     skew: Duration,
 ) -> Option<LockState> {
+    let ours = |written: Option<&str>| match (nonce, written) {
+        (Some(nonce), Some(written)) => nonce == written,
+        _ => true,
+    };
     let mut next = state.clone();
-    next.queue.retain(|entry| entry.instance_id != holder);
+    next.queue
+        .retain(|entry| entry.instance_id != holder || !ours(entry.nonce.as_deref()));
     let mut changed = next.queue.len() != state.queue.len();
-    let handed = next
-        .leases
-        .get(holder)
-        .is_some_and(|lease| lease.token.is_some_and(|t| t > floor));
+    let handed = next.leases.get(holder).is_some_and(|lease| {
+        lease.token.is_some_and(|t| t > floor) && ours(lease.nonce.as_deref())
+    });
     if handed {
         next.leases.remove(holder);
         hand_over(&mut next, now, skew);
         changed = true;
     }
     changed.then_some(next)
+}
+
+/// Whether `holder` gives the lock up at its next renewal instead of renewing: the lock's
+/// record prefers another holder (a queue entry marked preferred, as a Lease's
+/// `preferredHolder` is read in Kubernetes coordinated leader election). Its guard then reports
+/// the lock lost, and its release hands the lock over.
+pub(crate) fn yields(state: &LockState, holder: &str) -> bool {
+    state
+        .queue
+        .iter()
+        .any(|entry| entry.preferred && entry.instance_id != holder)
 }

@@ -4,6 +4,7 @@
 //! [`FakeApiServerBuilder::seed`](super::FakeApiServerBuilder::seed), so the same requests in
 //! the same order meet the same faults.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -187,7 +188,12 @@ pub struct Fault {
     matcher: RequestMatcher,
     remaining: Option<u64>,
     after_commit: bool,
+    /// The chance that a matching request meets the fault, in millionths.
+    per_million: u32,
 }
+
+/// A certain fault: every matching request meets it.
+const CERTAIN: u32 = 1_000_000;
 
 impl Fault {
     /// Delays matching requests by `delay` before they are handled.
@@ -242,6 +248,7 @@ impl Fault {
             matcher: RequestMatcher::any(),
             remaining: None,
             after_commit: false,
+            per_million: CERTAIN,
         }
     }
 
@@ -283,6 +290,7 @@ impl Fault {
             matcher: RequestMatcher::any(),
             remaining: Some(1),
             after_commit: false,
+            per_million: CERTAIN,
         }
     }
 
@@ -345,12 +353,14 @@ impl Fault {
             matcher: RequestMatcher::any(),
             remaining: Some(1),
             after_commit: false,
+            per_million: CERTAIN,
         }
     }
 
     /// Holds the next matching request without answering it, until
     /// [`FakeApiServer::clear_faults`](super::FakeApiServer::clear_faults) (then its
-    /// connection is dropped) or until the client gives up: a request lost in the network.
+    /// connection is dropped, and the request is never handled): a request lost in the
+    /// network. The client sees nothing until it gives up.
     ///
     /// # Examples
     ///
@@ -376,6 +386,7 @@ impl Fault {
             matcher: RequestMatcher::any(),
             remaining: Some(1),
             after_commit: false,
+            per_million: CERTAIN,
         }
     }
 
@@ -480,6 +491,59 @@ impl Fault {
         self.remaining = None;
         self
     }
+
+    /// Hits each matching request with this chance (from 0.0 to 1.0, to a millionth), drawn
+    /// from the server's seeded generator: the same requests in the same order meet the same
+    /// faults. A request the draw spares does not count against [`times`](Self::times).
+    /// Default: 1.0, every matching request. Usually combined with [`always`](Self::always):
+    /// "5% of updates fail".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().seed(7).start().await?;
+    /// let mut config = server.config();
+    /// config.default_retry = false; // see every injected failure
+    /// let api: Api<ConfigMap> = Api::default_namespaced(kube::Client::try_from(config)?);
+    /// server.inject(Fault::status(500).always().probability(0.25));
+    /// let mut failed = 0;
+    /// for _ in 0..200 {
+    ///     failed += usize::from(api.get_opt("demo").await.is_err());
+    /// }
+    /// assert!((20..80).contains(&failed), "{failed} of 200 failed"); // about a quarter
+    /// assert_eq!(server.faults_injected()["status 500"], failed as u64);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn probability(mut self, chance: f64) -> Self {
+        // Clamped to 0..=1, then to a millionth: the cast cannot truncate or lose a sign.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let per_million = (chance.clamp(0.0, 1.0) * f64::from(CERTAIN)).round() as u32;
+        self.per_million = per_million;
+        self
+    }
+
+    /// The name a fault is counted under in
+    /// [`FakeApiServer::faults_injected`](super::FakeApiServer::faults_injected).
+    fn label(&self) -> String {
+        let base = match &self.action {
+            Action::Latency { .. } => "latency".to_owned(),
+            Action::Status { code, .. } => format!("status {code}"),
+            Action::Reset => "reset".to_owned(),
+            Action::Hang => "hang".to_owned(),
+        };
+        if self.after_commit && self.action != Action::Hang {
+            format!("{base} after commit")
+        } else {
+            base
+        }
+    }
 }
 
 /// What the faults decided for one request.
@@ -500,6 +564,17 @@ pub(crate) enum Outcome {
     Hang,
 }
 
+/// Clients cut off from the server by a blackhole of their own, by bearer token, and until
+/// when (`None`: until healed).
+pub(crate) type ClientCuts = BTreeMap<String, Option<Instant>>;
+
+/// Whether the client with `token` is cut off now.
+pub(crate) fn is_cut(cuts: &ClientCuts, token: Option<&str>) -> bool {
+    token
+        .and_then(|t| cuts.get(t))
+        .is_some_and(|until| until.is_none_or(|until| Instant::now() < until))
+}
+
 /// The injected faults and the partition state.
 #[derive(Debug)]
 pub(crate) struct Faults {
@@ -507,6 +582,9 @@ pub(crate) struct Faults {
     rng: Rng,
     partition: Partition,
     kind: PartitionKind,
+    /// How many times each kind of fault was met (see [`Fault::label`]), and the server-wide
+    /// events the server counts here too (partitions, closed watches, restarts).
+    tally: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -533,7 +611,18 @@ impl Faults {
             rng: Rng::new(seed),
             partition: Partition::None,
             kind: PartitionKind::Refuse,
+            tally: BTreeMap::new(),
         }
+    }
+
+    /// Counts one more event of kind `label`.
+    pub(crate) fn count(&mut self, label: &str) {
+        *self.tally.entry(label.to_owned()).or_default() += 1;
+    }
+
+    /// How many faults of each kind met requests, and how many server-wide events happened.
+    pub(crate) fn tally(&self) -> BTreeMap<String, u64> {
+        self.tally.clone()
     }
 
     pub(crate) fn inject(&mut self, fault: Fault) {
@@ -578,6 +667,17 @@ impl Faults {
             if !rule.matcher.matches(info) {
                 continue;
             }
+            let failure = !matches!(rule.action, Action::Latency { .. });
+            if failure && decision.outcome.is_some() {
+                // The first matching failure applies; later ones wait, undrawn.
+                continue;
+            }
+            if rule.per_million < CERTAIN
+                && self.rng.below(u64::from(CERTAIN)) >= u64::from(rule.per_million)
+            {
+                continue;
+            }
+            *self.tally.entry(rule.label()).or_default() += 1;
             match &rule.action {
                 Action::Latency { min, max } => {
                     let spread = max.saturating_sub(*min).as_nanos();
@@ -593,11 +693,6 @@ impl Faults {
                     } else {
                         decision.latency += delay;
                     }
-                }
-                Action::Status { .. } | Action::Reset | Action::Hang
-                    if decision.outcome.is_some() =>
-                {
-                    continue;
                 }
                 Action::Status { code, retry_after } => {
                     let mut err = ApiError::injected(*code);
@@ -687,6 +782,30 @@ mod tests {
             a.iter()
                 .all(|d| (Duration::from_millis(10)..=Duration::from_millis(20)).contains(d))
         );
+    }
+
+    #[test]
+    fn probabilities_are_seeded_and_spared_requests_do_not_count() {
+        let draw = |seed| {
+            let mut faults = Faults::new(seed);
+            faults.inject(Fault::status(500).times(30).probability(0.1));
+            let hits: Vec<bool> = (0..1000)
+                .map(|_| faults.decide(&info(Verb::Get, "a")).outcome.is_some())
+                .collect();
+            (hits, faults.tally())
+        };
+        let (a, tally) = draw(42);
+        assert_eq!(a, draw(42).0, "the same seed, the same faults");
+        assert_ne!(a, draw(43).0);
+        // 30 hits, spread over about 300 requests: spared requests did not use them up.
+        assert_eq!(a.iter().filter(|hit| **hit).count(), 30);
+        let last = a.iter().rposition(|hit| *hit).unwrap();
+        assert!((150..600).contains(&last), "the 30th hit came at {last}");
+        assert_eq!(tally["status 500"], 30);
+        let mut never = Faults::new(1);
+        never.inject(Fault::reset_connection().always().probability(0.0));
+        assert!((0..100).all(|_| never.decide(&info(Verb::Get, "a")).outcome.is_none()));
+        assert!(never.tally().is_empty());
     }
 
     #[test]

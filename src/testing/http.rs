@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::access::Verdict;
-use super::faults::{Outcome, PartitionKind};
+use super::commits::Actor;
+use super::faults::{self, Outcome, PartitionKind};
 use super::log::{RequestRecord, Verb};
 use super::openapi::{self, fields};
 use super::request::{self, RequestInfo, ResourcePath, Route};
@@ -83,11 +84,16 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-/// Serves one TCP connection until it closes or the server shuts down.
-pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) {
+/// Serves one TCP connection until it closes or the server stops (`stopped`).
+pub(crate) async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    stopped: tokio_util::sync::CancellationToken,
+) {
     let _ = stream.set_nodelay(true);
-    let shutdown = shared.shutdown.clone();
-    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+    let shutdown = stopped.clone();
+    let service =
+        hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req, stopped.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
@@ -117,8 +123,8 @@ fn error_response(err: &ApiError) -> Response<ResponseBody> {
     response
 }
 
-fn bearer_token(req: &Request<Incoming>) -> Option<String> {
-    req.headers()
+fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -187,20 +193,88 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// A request's body, read in full as it arrives.
+enum Body {
+    Read(Bytes),
+    /// Over [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The connection went away before it was all there.
+    Lost,
+}
+
+tokio::task_local! {
+    /// Set once a blackhole has held the request being handled: it is in the network then,
+    /// and arrives when the blackhole heals, whether or not its client still waits.
+    static IN_THE_NETWORK: Arc<std::sync::atomic::AtomicBool>;
+}
+
+/// Aborts a request's task when its client goes away (the connection drops it), unless a
+/// blackhole held the request: that one is handled when it heals, as TCP delivers what it
+/// retransmitted, and a write lands late.
+struct AbandonUnlessInTheNetwork {
+    task: tokio::task::AbortHandle,
+    in_the_network: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for AbandonUnlessInTheNetwork {
+    fn drop(&mut self) {
+        if !self
+            .in_the_network
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// Handles one request: its body is read as it arrives, then it is handled in a task of its
+/// own, which ends when the server stops, when its client goes away (unless a blackhole held
+/// it: see [`AbandonUnlessInTheNetwork`]), or when it is answered.
 async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
+    stopped: tokio_util::sync::CancellationToken,
 ) -> Result<Response<ResponseBody>, Dropped> {
     let started = Instant::now();
     // Subscribed at arrival, so that a close or partition from now on reaches this request's
     // watch even if it comes before the watch starts.
     let closer = shared.watch_closer.subscribe();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let raw_query = req.uri().query().unwrap_or_default().to_owned();
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Body::Read(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Body::TooLarge,
+        Err(_) => Body::Lost,
+    };
+    let in_the_network = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handled = IN_THE_NETWORK.scope(Arc::clone(&in_the_network), async move {
+        tokio::select! {
+            biased;
+            () = stopped.cancelled() => Err(Dropped),
+            answer = handle_read(&shared, parts, body, closer, started) => answer,
+        }
+    });
+    let task = tokio::spawn(handled);
+    let _abandon = AbandonUnlessInTheNetwork {
+        task: task.abort_handle(),
+        in_the_network,
+    };
+    task.await.unwrap_or(Err(Dropped))
+}
+
+/// Handles a request whose body is read, logging it when it ends.
+async fn handle_read(
+    shared: &Shared,
+    parts: http::request::Parts,
+    body: Body,
+    closer: tokio::sync::watch::Receiver<u64>,
+    started: Instant,
+) -> Result<Response<ResponseBody>, Dropped> {
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let raw_query = parts.uri.query().unwrap_or_default().to_owned();
     let route = Route::parse(&path);
     let query = request::parse_query(&raw_query);
-    let token = bearer_token(&req);
+    let token = bearer_token(&parts.headers);
     let info = classify(
         &method,
         &route,
@@ -208,7 +282,7 @@ async fn handle(
         token,
     );
     let mut pending = Pending {
-        shared: &shared,
+        shared,
         record: RequestRecord {
             method: method.to_string(),
             verb: info.verb,
@@ -224,8 +298,8 @@ async fn handle(
         started,
     };
     let result = respond(
-        &shared,
-        req,
+        shared,
+        (&parts, body),
         &route,
         query,
         &info,
@@ -238,17 +312,21 @@ async fn handle(
 }
 
 /// Waits at the network layer: drops the request during a refusing partition, holds it during
-/// a blackhole until the partition heals.
-async fn cross_network(shared: &Shared) -> Result<(), Dropped> {
+/// a blackhole (of the whole server, or of the client with `token`) until it heals.
+async fn cross_network(shared: &Shared, token: Option<&str>) -> Result<(), Dropped> {
     loop {
         match shared.faults().partitioned_as() {
-            None => return Ok(()),
+            None if !faults::is_cut(&shared.client_cuts.borrow(), token) => return Ok(()),
+            None | Some(PartitionKind::Blackhole) => {}
             Some(PartitionKind::Refuse) => return Err(Dropped),
-            Some(PartitionKind::Blackhole) => {}
         }
+        let _ =
+            IN_THE_NETWORK.try_with(|held| held.store(true, std::sync::atomic::Ordering::SeqCst));
         let mut link = shared.link_up.subscribe();
+        let mut cuts = shared.client_cuts.subscribe();
         tokio::select! {
-            _ = link.wait_for(|up| *up) => {}
+            _ = link.changed() => {}
+            _ = cuts.changed() => {}
             () = shared.shutdown.cancelled() => return Err(Dropped),
             // A blackhole with a deadline heals by itself; look again now and then.
             () = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -259,21 +337,21 @@ async fn cross_network(shared: &Shared) -> Result<(), Dropped> {
 #[allow(clippy::too_many_lines)] // One request's path through network, faults, auth and store.
 async fn respond(
     shared: &Shared,
-    req: Request<Incoming>,
+    (req, body): (&http::request::Parts, Body),
     route: &Route,
     query: Result<BTreeMap<String, String>, ApiError>,
     info: &RequestInfo,
     closer: tokio::sync::watch::Receiver<u64>,
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, Dropped> {
-    cross_network(shared).await?;
+    cross_network(shared, info.token.as_deref()).await?;
     let decision = shared.faults().decide(info);
     if !decision.latency.is_zero() {
         tokio::select! {
             () = tokio::time::sleep(decision.latency) => {}
             () = shared.shutdown.cancelled() => return Err(Dropped),
         }
-        cross_network(shared).await?;
+        cross_network(shared, info.token.as_deref()).await?;
     }
     let mut after_commit = None;
     match decision.outcome {
@@ -301,20 +379,20 @@ async fn respond(
         Err(err) => return Ok(error_response(&err)),
     };
     let content_type = req
-        .headers()
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .unwrap_or_default();
-    let method = req.method().clone();
+    let method = req.method.clone();
     let user_agent = req
-        .headers()
+        .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
     let header_text = |name| {
-        req.headers()
+        req.headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
             .map(str::to_owned)
@@ -325,23 +403,24 @@ async fn respond(
         .split(',')
         .next()
         .is_some_and(|first| first.contains(AGGREGATED_DISCOVERY));
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+    let body = match body {
+        Body::Read(bytes) => bytes,
+        Body::TooLarge => {
             return Ok(error_response(&ApiError::new(
                 413,
                 "RequestEntityTooLarge",
                 format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
             )));
         }
-        Err(_) => return Err(Dropped),
+        Body::Lost => return Err(Dropped),
     };
     // The network may have failed while the body was on its way.
-    cross_network(shared).await?;
+    cross_network(shared, info.token.as_deref()).await?;
     let incoming = Accepted {
+        actor: Actor {
+            token: info.token.clone(),
+            user: record.user.clone(),
+        },
         method,
         closer,
         aggregated,
@@ -404,6 +483,8 @@ async fn respond(
 
 /// A request that passed the network, the faults and access control.
 struct Accepted {
+    /// Who sent it, for the commit log.
+    actor: Actor,
     method: Method,
     /// Subscribed when the request arrived (see `handle`).
     closer: tokio::sync::watch::Receiver<u64>,
@@ -555,7 +636,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         .as_ref()
         .filter(|_| verb == Verb::Create)
         .and_then(|b| b["kind"].as_str());
-    let mut store = shared.store();
+    let mut store = shared.store_as(&incoming.actor);
     let rt = store
         .registry
         .resolve(&path.group, &path.version, &path.plural, kind_hint);
@@ -708,9 +789,11 @@ fn start_watch(
     match start {
         Ok(start) => {
             let closers = Closers {
-                shutdown: shared.shutdown.clone(),
+                shutdown: shared.serving(),
                 close: incoming.closer.clone(),
                 link_up: shared.link_up.subscribe(),
+                cuts: shared.client_cuts.subscribe(),
+                token: incoming.actor.token.clone(),
             };
             tokio::spawn(watch::run(start, params, closers, tx));
         }

@@ -16,25 +16,16 @@
 //! Nobody should rely on these by mistake:
 //!
 //! - admission (webhooks, quotas, limit ranges);
-//! - finalizers and graceful deletion (a delete removes the object at once), garbage
-//!   collection by owner references, and namespace termination (a namespace is deleted at
-//!   once with its contents);
-//! - subresources (`/status`, `/scale`: 404) and the legacy `/api/v1/watch/...` paths;
-//! - schemas: objects are maps and lists are atomic, except `metadata.finalizers` and
-//!   `metadata.ownerReferences` for apply and `managedFields` (strategic merge patches replace
-//!   lists whole); no defaulting, no `metadata.generation`, and apply does not update
-//!   kubectl's `last-applied-configuration`;
-//! - table output (`kubectl get` prints its own columns), protobuf other than the ConfigMap
-//!   and Namespace bodies `kubectl create` sends (answers are JSON, OpenAPI documents included:
-//!   a client that accepts only protobuf gets `406`), YAML request bodies (send JSON, which is
-//!   YAML too);
-//! - in the OpenAPI documents: the deprecated `/watch/` paths, and the documents of `/api`,
-//!   `/apis`, `/version` and of API groups; resources registered at run time are described like
-//!   custom resources that keep unknown fields, and are not validated; `fieldValidation` does
-//!   not detect duplicate fields (the last one wins);
+//! - finalizers, graceful deletion, owner-reference garbage collection and namespace
+//!   termination: a delete is immediate, a namespace's with its contents;
+//! - subresources (`/status`, `/scale`: 404) and the legacy `/watch/` paths;
+//! - schemas beyond what the OpenAPI documents validate: lists are atomic (except
+//!   `finalizers` and `ownerReferences` for apply; strategic merge patches replace lists
+//!   whole), no defaulting, no `metadata.generation`, and duplicate fields are not detected;
+//! - protobuf (answers are JSON; of requests, only the ConfigMap and Namespace bodies
+//!   `kubectl create` sends are read), table output, and YAML request bodies;
 //! - authentication other than bearer tokens, and TLS;
-//! - consistent reads at a given `resourceVersion`: get and list always read the latest
-//!   state (pages of one list are consistent with each other).
+//! - reads at a given `resourceVersion`: get and list read the latest state.
 //!
 //! # Examples
 //!
@@ -57,7 +48,9 @@
 //! ```
 
 mod access;
+mod commits;
 mod faults;
+pub mod history;
 mod http;
 mod log;
 mod managed;
@@ -75,6 +68,7 @@ mod validation;
 mod watch;
 
 pub use self::access::{ADMIN_TOKEN, AccessControl};
+pub use self::commits::{Commit, Operation};
 pub use self::faults::{Fault, RequestMatcher};
 pub use self::log::{RequestCounts, RequestRecord, Verb};
 pub use self::resources::ResourceType;

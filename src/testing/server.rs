@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::access::{ADMIN_TOKEN, AccessControl};
-use super::faults::{Fault, Faults, PartitionKind};
+use super::commits::Commit;
+use super::faults::{ClientCuts, Fault, Faults, PartitionKind};
 use super::log::{RequestCounts, RequestLog, RequestRecord};
 use super::resources::ResourceType;
 use super::status::ApiError;
@@ -48,7 +49,12 @@ pub(crate) struct Shared {
     pub(crate) link_up: watch::Sender<bool>,
     /// Bumped to let hung requests go (they are then dropped).
     pub(crate) hang_release: watch::Sender<u64>,
+    /// Clients cut off by a blackhole of their own, by bearer token.
+    pub(crate) client_cuts: watch::Sender<ClientCuts>,
+    /// Cancelled when the handle is dropped: everything stops for good.
     pub(crate) shutdown: CancellationToken,
+    /// The running incarnation of the server (see [`FakeApiServer::stop`]).
+    serving: Mutex<Serving>,
     pub(crate) addr: SocketAddr,
     pub(crate) bookmark_interval: Duration,
     pub(crate) default_watch_timeout: Duration,
@@ -63,6 +69,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         lock(&self.store)
+    }
+
+    /// The store, for a request by `actor` (whom the commit log names for its changes).
+    pub(crate) fn store_as(&self, actor: &super::commits::Actor) -> MutexGuard<'_, Store> {
+        let mut store = self.store();
+        store.actor = actor.clone();
+        store
     }
 
     pub(crate) fn log(&self) -> MutexGuard<'_, RequestLog> {
@@ -80,6 +93,29 @@ impl Shared {
     fn close_watches(&self) {
         self.watch_closer.send_modify(|epoch| *epoch += 1);
     }
+
+    /// What stops the current incarnation's connections and watches: cancelled by
+    /// [`FakeApiServer::stop`] and when the handle is dropped.
+    pub(crate) fn serving(&self) -> CancellationToken {
+        lock(&self.serving).stopped.clone()
+    }
+}
+
+/// One incarnation of the server: its accept loop, and what stops it.
+#[derive(Debug)]
+struct Serving {
+    /// Cancelled when the server stops serving (stop or shutdown): its connections close.
+    stopped: CancellationToken,
+    /// Stopped ([`FakeApiServer::stop`]): new connections are closed at once.
+    down: bool,
+}
+
+/// Which commits the server logs.
+#[derive(Debug, Clone, Copy)]
+enum CommitLogSize {
+    Off,
+    Newest(usize),
+    Unbounded,
 }
 
 /// Options for a [`FakeApiServer`]; [`FakeApiServer::start`] uses the defaults.
@@ -95,6 +131,7 @@ pub struct FakeApiServerBuilder {
     log_capacity: usize,
     access: Option<AccessControl>,
     resources: Vec<ResourceType>,
+    commit_log: CommitLogSize,
 }
 
 impl Default for FakeApiServerBuilder {
@@ -109,6 +146,7 @@ impl Default for FakeApiServerBuilder {
             log_capacity: 100_000,
             access: None,
             resources: Vec::new(),
+            commit_log: CommitLogSize::Off,
         }
     }
 }
@@ -311,6 +349,57 @@ impl FakeApiServerBuilder {
         self
     }
 
+    /// Keeps a log of every commit (revision, time, object, operation, the object as stored,
+    /// and the token and user of the request that made it): the newest `capacity` commits,
+    /// see [`FakeApiServer::commits`]. Default: no commit log.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams};
+    /// use lockheed::testing::{FakeApiServer, Operation};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().commit_log(1000).start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// api.create(&PostParams::default(), &cm).await?;
+    /// let commits = server.commits();
+    /// assert_eq!((commits[0].operation, commits[0].name.as_str()), (Operation::Create, "demo"));
+    /// assert_eq!(commits[0].token.as_deref(), Some("token-a"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn commit_log(mut self, capacity: usize) -> Self {
+        self.commit_log = CommitLogSize::Newest(capacity);
+        self
+    }
+
+    /// Keeps a log of every commit, however many (see [`commit_log`](Self::commit_log)): for
+    /// a long run, take them as they come with [`FakeApiServer::drain_commits`] so that the
+    /// log stays small. Default: no commit log.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().commit_log_unbounded().start().await?;
+    /// server.create_namespace("team-a");
+    /// assert_eq!(server.drain_commits()[0].name, "team-a");
+    /// assert!(server.commits().is_empty()); // drained
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn commit_log_unbounded(mut self) -> Self {
+        self.commit_log = CommitLogSize::Unbounded;
+        self
+    }
+
     /// Starts the server on the current Tokio runtime.
     ///
     /// # Errors
@@ -348,6 +437,13 @@ impl FakeApiServerBuilder {
         for rt in self.resources {
             store.registry.register(rt);
         }
+        match self.commit_log {
+            CommitLogSize::Off => {}
+            CommitLogSize::Newest(capacity) => store.keep_commits(Some(capacity)),
+            CommitLogSize::Unbounded => store.keep_commits(None),
+        }
+        let shutdown = CancellationToken::new();
+        let stopped = shutdown.child_token();
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             log: Mutex::new(RequestLog::new(self.log_capacity)),
@@ -356,7 +452,12 @@ impl FakeApiServerBuilder {
             watch_closer: watch::channel(0).0,
             link_up: watch::channel(true).0,
             hang_release: watch::channel(0).0,
-            shutdown: CancellationToken::new(),
+            client_cuts: watch::channel(ClientCuts::new()).0,
+            shutdown,
+            serving: Mutex::new(Serving {
+                stopped,
+                down: false,
+            }),
             addr,
             bookmark_interval: self.bookmark_interval,
             default_watch_timeout: self.default_watch_timeout,
@@ -367,6 +468,7 @@ impl FakeApiServerBuilder {
     }
 }
 
+/// Accepts connections until `stopped` (the listening socket closes with it).
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     loop {
         let stream = tokio::select! {
@@ -381,13 +483,21 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 }
             },
         };
-        if shared.faults().partitioned_as() == Some(PartitionKind::Refuse) {
+        let (stopped, down) = {
+            let serving = lock(&shared.serving);
+            (serving.stopped.clone(), serving.down)
+        };
+        if down || shared.faults().partitioned_as() == Some(PartitionKind::Refuse) {
             // Refused: the connection closes before a byte is read. (In a blackhole it is
             // served, and its requests wait.)
             drop(stream);
             continue;
         }
-        tokio::spawn(super::http::serve_connection(Arc::clone(&shared), stream));
+        tokio::spawn(super::http::serve_connection(
+            Arc::clone(&shared),
+            stream,
+            stopped.clone(),
+        ));
     }
 }
 
@@ -877,6 +987,7 @@ impl FakeApiServer {
     /// # }
     /// ```
     pub fn close_watches(&self) {
+        self.shared.faults().count("closed watches");
         self.shared.close_watches();
     }
 
@@ -934,8 +1045,9 @@ impl FakeApiServer {
 
     /// Cuts the server off until [`heal`](Self::heal) the way a lost network does: requests
     /// get no answer and open watches deliver nothing, until the partition heals (then they
-    /// go on, as TCP delivers what it retransmitted) or the client gives up on its own
-    /// timeout. Clients see nothing at all, which is the hard case for a lock holder.
+    /// go on, as TCP delivers what it retransmitted, even those whose client gave up
+    /// meanwhile: a write lands late). Clients see nothing at all, which is the hard case for
+    /// a lock holder.
     ///
     /// # Examples
     ///
@@ -988,6 +1100,10 @@ impl FakeApiServer {
     }
 
     fn start_partition(&self, kind: PartitionKind, duration: Option<Duration>) {
+        self.shared.faults().count(match kind {
+            PartitionKind::Refuse => "partition",
+            PartitionKind::Blackhole => "blackhole",
+        });
         let until = duration.map(|d| tokio::time::Instant::now() + d);
         self.shared.faults().partition(kind, until);
         match kind {
@@ -1033,6 +1149,283 @@ impl FakeApiServer {
     pub fn heal(&self) {
         self.shared.faults().heal();
         self.shared.link_up.send_replace(true);
+        self.shared.client_cuts.send_replace(ClientCuts::new());
+    }
+
+    /// Cuts one client off, the one whose requests carry bearer token `token`, the way
+    /// [`blackhole`](Self::blackhole) cuts off everyone: its requests get no answer and its
+    /// watches deliver nothing until it heals ([`heal_client`](Self::heal_client) or
+    /// [`heal`](Self::heal)); then they go on, as TCP delivers what it retransmitted (a
+    /// request whose client gave up meanwhile lands all the same). Other clients are not
+    /// affected: a holder cut off this way loses its lock to them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let a: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    /// let b: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-b"));
+    /// server.blackhole_client("token-a");
+    /// assert!(tokio::time::timeout(Duration::from_millis(100), a.get_opt("demo")).await.is_err());
+    /// assert!(b.get_opt("demo").await.is_ok());
+    /// server.heal_client("token-a");
+    /// assert!(a.get_opt("demo").await.is_ok());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn blackhole_client(&self, token: &str) {
+        self.cut_client(token, None);
+    }
+
+    /// Like [`blackhole_client`](Self::blackhole_client), healing by itself after `duration`
+    /// (on Tokio's clock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let a: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    /// let start = tokio::time::Instant::now();
+    /// server.blackhole_client_for("token-a", Duration::from_millis(200));
+    /// a.get_opt("demo").await?; // answered once the client's network is back
+    /// assert!(start.elapsed() >= Duration::from_millis(200));
+    /// assert_eq!(server.faults_injected()["client blackhole"], 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn blackhole_client_for(&self, token: &str, duration: Duration) {
+        self.cut_client(token, Some(tokio::time::Instant::now() + duration));
+    }
+
+    fn cut_client(&self, token: &str, until: Option<tokio::time::Instant>) {
+        self.shared.faults().count("client blackhole");
+        self.shared.client_cuts.send_modify(|cuts| {
+            cuts.insert(token.to_owned(), until);
+        });
+    }
+
+    /// Ends the blackhole of the client with bearer token `token` (see
+    /// [`blackhole_client`](Self::blackhole_client)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// server.blackhole_client("token-a");
+    /// server.heal_client("token-a");
+    /// server.client_for_token("token-a").apiserver_version().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn heal_client(&self, token: &str) {
+        self.shared.client_cuts.send_modify(|cuts| {
+            cuts.remove(token);
+        });
+    }
+
+    /// How many faults of each kind met requests since the server started, by kind:
+    /// `latency`, `status <code>`, `reset`, `hang` (with ` after commit` for faults applied
+    /// after the request was handled), and the server-wide events `partition`, `blackhole`,
+    /// `client blackhole`, `closed watches` and `restart`. Kinds that never happened are
+    /// absent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::{FakeApiServer, Fault};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.inject(Fault::reset_connection().after_commit());
+    /// assert!(api.get_opt("demo").await.is_err());
+    /// server.close_watches();
+    /// let injected = server.faults_injected();
+    /// assert_eq!(injected["reset after commit"], 1);
+    /// assert_eq!(injected["closed watches"], 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn faults_injected(&self) -> std::collections::BTreeMap<String, u64> {
+        self.shared.faults().tally()
+    }
+
+    // --- The commit log ------------------------------------------------------------------
+
+    /// The commits the log keeps, oldest first (empty without a commit log: see
+    /// [`FakeApiServerBuilder::commit_log`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, DeleteParams, PostParams};
+    /// use lockheed::testing::{FakeApiServer, Operation};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().commit_log(100).start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// api.create(&PostParams::default(), &cm).await?;
+    /// api.delete("demo", &DeleteParams::default()).await?;
+    /// let commits = server.commits();
+    /// let operations: Vec<Operation> = commits.iter().map(|c| c.operation).collect();
+    /// assert_eq!(operations, [Operation::Create, Operation::Delete]);
+    /// assert!(commits[0].revision < commits[1].revision);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn commits(&self) -> Vec<Commit> {
+        self.shared
+            .store()
+            .commits()
+            .map(|log| log.snapshot())
+            .unwrap_or_default()
+    }
+
+    /// Takes the commits the log keeps, oldest first, leaving it empty: a long run checks
+    /// its history piece by piece, and keeps no more than it must.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().commit_log(100).start().await?;
+    /// server.create_namespace("a");
+    /// server.create_namespace("b");
+    /// let names: Vec<String> = server.drain_commits().into_iter().map(|c| c.name).collect();
+    /// assert_eq!(names, ["a", "b"]);
+    /// assert!(server.drain_commits().is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn drain_commits(&self) -> Vec<Commit> {
+        self.shared
+            .store()
+            .commits()
+            .map(super::commits::CommitLog::drain)
+            .unwrap_or_default()
+    }
+
+    /// How many commits a bounded log has dropped to stay within its capacity: a history
+    /// checked without them is incomplete.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::builder().commit_log(1).start().await?;
+    /// server.create_namespace("a");
+    /// server.create_namespace("b");
+    /// assert_eq!(server.commits_dropped(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn commits_dropped(&self) -> u64 {
+        self.shared.store().commits().map_or(0, |log| log.dropped())
+    }
+
+    // --- Restarts ------------------------------------------------------------------------
+
+    /// Stops serving, as a kube-apiserver that goes down: open connections and watches are
+    /// dropped, requests in flight get no answer, and new connections are closed at once.
+    /// What is stored stays: [`restart`](Self::restart) serves it again. The port stays the
+    /// server's meanwhile, so that no other server started in the meantime (another test's)
+    /// takes it and answers this one's clients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::Api;
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// server.stop();
+    /// assert!(api.get_opt("demo").await.is_err()); // the connection is closed
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stop(&self) {
+        let mut serving = lock(&self.shared.serving);
+        serving.stopped.cancel();
+        serving.down = true;
+    }
+
+    /// Starts serving again on the same port (stopping first if it runs), with the same
+    /// objects: resourceVersions go on increasing from where they were, as etcd's revision
+    /// does across a kube-apiserver restart. Like a restarted kube-apiserver, whose watch
+    /// cache starts empty at the current revision, it has no watch history: a watch that
+    /// resumes from an older resourceVersion gets `410 Gone` and must list again. Faults,
+    /// access control, the request log and the commit log are kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use k8s_openapi::api::core::v1::ConfigMap;
+    /// use kube::api::{Api, PostParams};
+    /// use lockheed::testing::FakeApiServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = FakeApiServer::start().await?;
+    /// let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    /// let cm: ConfigMap = serde_json::from_str(r#"{"metadata": {"name": "demo"}}"#)?;
+    /// let before = api.create(&PostParams::default(), &cm).await?.metadata.resource_version;
+    /// server.stop();
+    /// server.restart();
+    /// let mut cm = api.get("demo").await?; // the same object, served again
+    /// cm.data = Some([("k".to_owned(), "v".to_owned())].into());
+    /// let after = api.replace("demo", &Default::default(), &cm).await?;
+    /// let rv = |v: Option<String>| v.unwrap().parse::<u64>().unwrap();
+    /// assert!(rv(after.metadata.resource_version) > rv(before)); // still increasing
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn restart(&self) {
+        self.stop();
+        self.shared.store().compact();
+        self.shared.faults().count("restart");
+        *lock(&self.shared.serving) = Serving {
+            stopped: self.shared.shutdown.child_token(),
+            down: false,
+        };
+        tracing::debug!(target: "lockheed::testing", addr = %self.shared.addr, "fake API server restarted");
     }
 
     /// Drops the watch history, as etcd compaction does: a watch from any resourceVersion

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+use super::commits::{Actor, Commit, CommitLog, Operation};
 use super::managed::{self, Managed, Provided};
 use super::patch::{self, JsonPatchError};
 use super::resources::{Registry, ResourceType};
@@ -141,6 +142,11 @@ pub(crate) struct Store {
     snapshots: VecDeque<Snapshot>,
     next_snapshot: u64,
     pub(crate) registry: Registry,
+    /// Every commit, when the server keeps a commit log.
+    commits: Option<CommitLog>,
+    /// Who makes the changes of the request being handled (set by the request handler while
+    /// it holds the store).
+    pub(crate) actor: Actor,
 }
 
 /// What a watch starts with.
@@ -182,6 +188,8 @@ impl Store {
             snapshots: VecDeque::new(),
             next_snapshot: 0,
             registry: Registry::default(),
+            commits: None,
+            actor: Actor::default(),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             store
@@ -195,12 +203,24 @@ impl Store {
         self.rv
     }
 
+    /// Keeps a log of every commit from now on: the newest `capacity` (all with `None`).
+    pub(crate) fn keep_commits(&mut self, capacity: Option<usize>) {
+        self.commits = Some(CommitLog::new(capacity));
+    }
+
+    /// The commit log, when one is kept.
+    pub(crate) fn commits(&mut self) -> Option<&mut CommitLog> {
+        self.commits.as_mut()
+    }
+
     fn namespace_type(&mut self) -> ResourceType {
         self.registry.resolve("", "v1", "namespaces", None)
     }
 
     /// Creates namespace `name` unless it exists.
     pub(crate) fn ensure_namespace(&mut self, name: &str) -> Result<(), ApiError> {
+        // The server itself creates it.
+        self.actor = Actor::default();
         let rt = self.namespace_type();
         if self.objects.contains_key(&ObjectKey::new(&rt, "", name)) {
             return Ok(());
@@ -476,6 +496,23 @@ impl Store {
     }
 
     fn publish(&mut self, kind: EventType, key: ObjectKey, object: Value, previous: Option<Value>) {
+        if let Some(log) = self.commits.as_mut() {
+            log.push(Commit {
+                revision: self.rv,
+                at: self.clock.now(),
+                operation: match kind {
+                    EventType::Added => Operation::Create,
+                    EventType::Modified => Operation::Update,
+                    EventType::Deleted => Operation::Delete,
+                },
+                resource: key.plural.clone(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                object: object.clone(),
+                token: self.actor.token.clone(),
+                user: self.actor.user.clone(),
+            });
+        }
         let event = Arc::new(Event {
             rv: self.rv,
             kind,

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::faults::{ClientCuts, is_cut};
 use super::resources::ResourceType;
 use super::status::ApiError;
 use super::store::{Event, EventType, Selectors, Store, WatchStart};
@@ -31,6 +32,10 @@ pub(crate) struct Closers {
     pub(crate) close: watch::Receiver<u64>,
     /// `false` during a blackhole partition: events wait.
     pub(crate) link_up: watch::Receiver<bool>,
+    /// Clients cut off by a blackhole of their own: events to them wait too.
+    pub(crate) cuts: watch::Receiver<ClientCuts>,
+    /// The bearer token of the client that watches.
+    pub(crate) token: Option<String>,
 }
 
 fn frame(kind: &str, object: &Value) -> Bytes {
@@ -103,12 +108,26 @@ async fn deliver(
     closers: &mut Closers,
     deadline: &mut std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Result<(), Ended> {
-    tokio::select! {
-        biased;
-        () = closers.shutdown.cancelled() => return Err(Ended),
-        _ = closers.close.changed() => return Err(Ended),
-        () = deadline.as_mut() => return Err(Ended),
-        up = closers.link_up.wait_for(|up| *up) => if up.is_err() { return Err(Ended) },
+    loop {
+        tokio::select! {
+            biased;
+            () = closers.shutdown.cancelled() => return Err(Ended),
+            _ = closers.close.changed() => return Err(Ended),
+            () = deadline.as_mut() => return Err(Ended),
+            up = closers.link_up.wait_for(|up| *up) => if up.is_err() { return Err(Ended) },
+        }
+        if !is_cut(&closers.cuts.borrow(), closers.token.as_deref()) {
+            break;
+        }
+        // This client is cut off: wait for it to heal (by itself, after a while, or when told).
+        tokio::select! {
+            biased;
+            () = closers.shutdown.cancelled() => return Err(Ended),
+            _ = closers.close.changed() => return Err(Ended),
+            () = deadline.as_mut() => return Err(Ended),
+            _ = closers.cuts.changed() => {}
+            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
     }
     tokio::select! {
         biased;

@@ -925,3 +925,54 @@ async fn without_a_watch_waiters_poll() {
         json!({"max": 1, "holders": {"holder-2": {"date": "<date>", "reason": ""}}})
     );
 }
+
+/// Holder names and reasons with odd characters (Unicode, control characters, quotes, a
+/// direction override, very long) are stored in the annotation exactly as given, and
+/// `--unlock` with the same name finds them. (An argument cannot hold NUL: the kernel's
+/// argv cannot.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_holder_names_and_reasons_are_stored_exactly() {
+    let cluster = Cluster::start().await;
+    let long = "ß".repeat(5000);
+    let odd = [
+        "ünïcödé 🔒",
+        "tab\there",
+        "new\nline",
+        "esc \u{1b}[31mred\u{1b}[0m",
+        "quote\" back\\slash $HOME `id`",
+        "\u{202e}rtl override",
+        long.as_str(),
+    ];
+    for name in odd {
+        let out = kube_lock(
+            &cluster,
+            "odd",
+            &[
+                "--holder-name",
+                name,
+                "--reason",
+                name,
+                "--create-configmap",
+                "--max-holders",
+                "1",
+            ],
+        )
+        .await;
+        assert_eq!(out.code(), Some(0), "{name:?}: {out:#?}");
+        let json: Value =
+            serde_json::from_str(&annotation(&cluster, "odd").await.unwrap()).unwrap();
+        let holders = json["holders"].as_object().unwrap();
+        assert_eq!(holders.keys().collect::<Vec<_>>(), [name], "{name:?}");
+        assert_eq!(holders[name]["reason"], name);
+        let out = kube_lock(&cluster, "odd", &["--holder-name", name, "--unlock"]).await;
+        assert_eq!(out.code(), Some(0), "{name:?}: {out:#?}");
+        let json: Value =
+            serde_json::from_str(&annotation(&cluster, "odd").await.unwrap()).unwrap();
+        assert!(
+            json["holders"]
+                .as_object()
+                .is_none_or(serde_json::Map::is_empty),
+            "{json}"
+        );
+    }
+}

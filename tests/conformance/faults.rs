@@ -309,8 +309,12 @@ async fn faults_can_target_one_client_by_token() {
     b.get("x").await.unwrap();
 }
 
+/// A request whose client gives up while the server handles it is dropped (the server notices
+/// when it next touches the connection) and still counted; but one held by a blackhole is in
+/// the network, and arrives when the blackhole heals, even if its client gave up: a write
+/// lands late.
 #[tokio::test]
-async fn requests_the_client_gave_up_on_are_still_counted() {
+async fn requests_the_client_gave_up_on_are_counted_and_blackholed_ones_land_late() {
     let server = server().await;
     let api = no_retry(&server);
     create(&api, &cm("x", &[])).await;
@@ -321,7 +325,6 @@ async fn requests_the_client_gave_up_on_are_still_counted() {
             .await
             .is_err()
     );
-    // The server notices the client left when it next touches the connection.
     tokio::time::timeout(Duration::from_secs(10), async {
         while server.counts().get(Verb::Get) == 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -330,10 +333,188 @@ async fn requests_the_client_gave_up_on_are_still_counted() {
     .await
     .expect("the abandoned request is counted");
     assert_eq!(server.requests()[0].status, None);
+    server.clear_faults();
+
+    let a: Api<ConfigMap> = Api::namespaced(server.client_for_token("a"), "default");
+    server.blackhole_client("a");
+    let late = cm("late", &[]);
+    let answer = tokio::time::timeout(Duration::from_millis(200), create(&a, &late)).await;
+    assert!(answer.is_err(), "no answer during the blackhole");
+    assert!(api.get_opt("late").await.unwrap().is_none());
+    server.heal_client("a");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while api.get_opt("late").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the abandoned create lands when the blackhole heals");
 }
 
 #[test]
 #[should_panic(expected = "HTTP error status")]
 fn fault_statuses_must_be_errors() {
     let _ = Fault::status(200);
+}
+
+/// A blackhole of one client holds its requests and its watch's events, and nobody else's;
+/// when it heals, what was held goes through.
+#[tokio::test]
+async fn a_client_blackhole_holds_that_clients_requests_and_events_only() {
+    let server = server().await;
+    let cut: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("cut"));
+    let other: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("other"));
+    create(&other, &cm("x", &[])).await;
+    let from = server.resource_version().to_string();
+    let params = WatchParams::default().disable_bookmarks();
+    let mut cut_watch = cut.watch(&params, &from).await.unwrap().boxed();
+    let mut other_watch = other.watch(&params, &from).await.unwrap().boxed();
+
+    server.blackhole_client("cut");
+    let held = tokio::time::timeout(Duration::from_millis(300), cut.get("x")).await;
+    assert!(held.is_err(), "no answer to the cut-off client: {held:?}");
+    create(&other, &cm("y", &[])).await;
+    let event = tokio::time::timeout(Duration::from_secs(10), other_watch.next()).await;
+    assert!(matches!(event, Ok(Some(Ok(_)))), "{event:?}");
+    let silent = tokio::time::timeout(Duration::from_millis(300), cut_watch.next()).await;
+    assert!(
+        silent.is_err(),
+        "the cut-off watch stays silent: {silent:?}"
+    );
+
+    server.heal_client("cut");
+    let event = tokio::time::timeout(Duration::from_secs(10), cut_watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(event, kube::api::WatchEvent::Added(cm) if cm.metadata.name.as_deref() == Some("y"))
+    );
+    cut.get("x").await.unwrap();
+    assert_eq!(server.faults_injected()["client blackhole"], 1);
+}
+
+/// A restart keeps what is stored and the revision counter; connections in between are
+/// refused; a watch resumed from before the restart is told to list again (410), as a
+/// restarted kube-apiserver's empty watch cache does.
+#[tokio::test]
+async fn a_restart_keeps_objects_and_revisions_and_expires_old_watches() {
+    let server = server().await;
+    let api = no_retry(&server);
+    create(&api, &cm("x", &[("k", "1")])).await;
+    let first = server.resource_version();
+    create(&api, &cm("y", &[])).await;
+    let before = server.resource_version();
+    let mut watch = api
+        .watch(&WatchParams::default(), &before.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    server.stop();
+    let refused = api.get("x").await.unwrap_err();
+    assert!(is_network_error(&refused), "{refused}");
+    // The open watch ended with the server.
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+    assert!(
+        matches!(ended, Ok(None | Some(Err(_)))),
+        "the watch ends: {ended:?}"
+    );
+
+    server.restart();
+    let mut x = api.get("x").await.unwrap();
+    assert_eq!(x.data.as_ref().unwrap()["k"], "1", "the objects are kept");
+    x.data = Some([("k".to_owned(), "2".to_owned())].into());
+    let written = api.replace("x", &PostParams::default(), &x).await.unwrap();
+    let after: u64 = written.metadata.resource_version.unwrap().parse().unwrap();
+    assert!(
+        after > before,
+        "revisions go on increasing: {after} > {before}"
+    );
+    let mut resumed = api
+        .watch(&WatchParams::default(), &first.to_string())
+        .await
+        .unwrap()
+        .boxed();
+    assert!(
+        matches!(resumed.next().await, Some(Ok(kube::api::WatchEvent::Error(e))) if e.code == 410)
+    );
+    assert_eq!(server.faults_injected()["restart"], 1);
+}
+
+/// The commit log records every commit with its revision, operation, stored object and
+/// author (token and, with access control, user), and a bounded log counts what it dropped.
+#[tokio::test]
+async fn the_commit_log_names_each_change_and_its_author() {
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+    use lockheed::testing::{AccessControl, Operation};
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["configmaps".into()]),
+        verbs: vec!["create".into(), "update".into(), "get".into()],
+        ..PolicyRule::default()
+    };
+    let access = AccessControl::new()
+        .user("token-a", "alice")
+        .rule("token-a", None, rule);
+    let server = FakeApiServer::builder()
+        .access_control(access)
+        .commit_log(3)
+        .start()
+        .await
+        .unwrap();
+    let alice: Api<ConfigMap> = Api::default_namespaced(server.client_for_token("token-a"));
+    let created = alice
+        .create(&PostParams::default(), &cm("x", &[("k", "1")]))
+        .await
+        .unwrap();
+    let mut changed = created.clone();
+    changed.data = Some([("k".to_owned(), "2".to_owned())].into());
+    alice
+        .replace("x", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    // A no-op write commits nothing.
+    alice
+        .replace("x", &PostParams::default(), &alice.get("x").await.unwrap())
+        .await
+        .unwrap();
+    configmaps(&server)
+        .delete("x", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    let commits = server.commits();
+    let seen: Vec<_> = commits
+        .iter()
+        .map(|c| {
+            (
+                c.operation,
+                c.user.as_deref(),
+                c.object["data"]["k"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Operation::Create, Some("alice"), "1".into()),
+            (Operation::Update, Some("alice"), "2".into()),
+            (Operation::Delete, Some("admin"), "2".into()),
+        ]
+    );
+    assert_eq!(commits[1].token.as_deref(), Some("token-a"));
+    assert_eq!(
+        commits[2].token.as_deref(),
+        Some(lockheed::testing::ADMIN_TOKEN)
+    );
+    assert!(commits.windows(2).all(|w| w[0].revision < w[1].revision));
+    assert_eq!(
+        commits[0].object["metadata"]["resourceVersion"],
+        commits[0].revision.to_string()
+    );
+    assert_eq!(server.commits_dropped(), 0);
+    // One more, and the oldest is dropped to keep three.
+    create(&alice, &cm("z", &[])).await;
+    assert_eq!(server.commits_dropped(), 1);
+    assert_eq!(server.commits()[0].operation, Operation::Update);
 }

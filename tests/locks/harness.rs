@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use lockheed::backend::{Backend, LockState, Record, StoredStates, Written};
 use lockheed::clock::TokioClock;
 use lockheed::testing::FakeApiServer;
-use lockheed::{Error, KubeLocker, Locker, MemoryLocker};
+use lockheed::{Error, KubeLocker, LeaseLocker, Locker, MemoryLocker};
 
 /// A backend under test, with the controls the suite needs.
 pub trait Harness: Sized {
@@ -145,21 +145,203 @@ impl Harness for Kube {
     }
 
     async fn store_raw(&self, name: &str, json: &str) {
-        use k8s_openapi::api::core::v1::ConfigMap;
-        use kube::api::{Api, Patch, PatchParams};
-        let api: Api<ConfigMap> = Api::namespaced(self.server.client(), "default");
-        let object = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": { "name": format!("lockheed-{name}"), "labels": { "lockheed/lock": "" } },
-            "data": { "lock": json },
-        });
-        api.patch(
-            &format!("lockheed-{name}"),
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(object),
-        )
+        store_raw(&self.server, name, json).await;
+    }
+}
+
+/// Stores a raw state document for lock `name`, as another client might (the administrator).
+async fn store_raw(server: &FakeApiServer, name: &str, json: &str) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let object = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": format!("lockheed-{name}"), "labels": { "lockheed/lock": "" } },
+        "data": { "lock": json },
+    });
+    api.patch(
+        &format!("lockheed-{name}"),
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .expect("the raw state is stored");
+}
+
+/// The Role named `name` in `examples/rbac.yaml`, and the user its RoleBinding binds it to.
+pub fn rbac_role(name: &str) -> (k8s_openapi::api::rbac::v1::Role, String) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(include_str!("../../examples/rbac.yaml"))
+            .expect("examples/rbac.yaml is YAML");
+    let find = |kind: &str| {
+        documents
+            .iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("examples/rbac.yaml has no {kind} {name}"))
+    };
+    let role: Role = serde_json::from_value(find("Role")).expect("a Role");
+    let binding: RoleBinding = serde_json::from_value(find("RoleBinding")).expect("a RoleBinding");
+    assert_eq!(binding.role_ref.name, name);
+    let subject = &binding.subjects.expect("a subject")[0];
+    let user = match subject.kind.as_str() {
+        "ServiceAccount" => format!("system:serviceaccount:default:{}", subject.name),
+        _ => subject.name.clone(),
+    };
+    (role, user)
+}
+
+/// A server whose access control grants the user of token `token` exactly `role` (in
+/// namespace `default`, where the Role is applied).
+async fn server_granting(
+    token: &str,
+    user: &str,
+    role: &k8s_openapi::api::rbac::v1::Role,
+) -> FakeApiServer {
+    let access = lockheed::testing::AccessControl::new()
+        .user(token, user)
+        .role(token, role);
+    FakeApiServer::builder()
+        .access_control(access)
+        .start()
         .await
-        .expect("the raw state is stored");
+        .expect("the fake API server starts")
+}
+
+/// `KubeLocker` whose client has exactly Role `lockheed` of `examples/rbac.yaml`.
+pub struct KubeRbac {
+    pub server: FakeApiServer,
+    locker: KubeLocker,
+}
+
+impl Harness for KubeRbac {
+    type Locker = KubeLocker;
+
+    async fn new() -> Self {
+        let (role, user) = rbac_role("lockheed");
+        let server = server_granting("service-account", &user, &role).await;
+        let locker = KubeLocker::new(server.client_for_token("service-account"), "default")
+            .with_clock(Arc::new(TokioClock::new()));
+        Self { server, locker }
+    }
+
+    fn locker(&self) -> KubeLocker {
+        self.locker.clone()
+    }
+
+    fn cut_off(&self) {
+        self.server.partition();
+    }
+
+    fn restore(&self) {
+        self.server.heal();
+    }
+
+    async fn store_raw(&self, name: &str, json: &str) {
+        store_raw(&self.server, name, json).await;
+    }
+}
+
+/// The lock names the behavioural suite uses (that are not holder names too).
+pub const SUITE_LOCKS: &[&str] = &[
+    "a", "b", "broken", "catalog", "d", "db", "f", "fine", "idle", "long", "pool", "q", "r", "sem",
+    "shared", "short", "w", "web", "x",
+];
+
+/// The lock names the suite reads without ever taking them: named by the Role, not created.
+const SUITE_ABSENT_LOCKS: &[&str] = &["never-taken", "nothing-here"];
+
+/// `KubeLocker` whose client may only `get` and `update` the suite's locks' ConfigMaps,
+/// which an administrator created beforehand (no list, no watch, no create): Role
+/// `lockheed-locks` of `examples/rbac.yaml`, its `resourceNames` set to the suite's locks.
+pub struct KubeNamed {
+    pub server: FakeApiServer,
+    locker: KubeLocker,
+}
+
+impl Harness for KubeNamed {
+    type Locker = KubeLocker;
+
+    async fn new() -> Self {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use kube::api::{Api, PostParams};
+        let (mut role, user) = rbac_role("lockheed-locks");
+        let names: Vec<String> = SUITE_LOCKS
+            .iter()
+            .map(|n| format!("lockheed-{n}"))
+            .collect();
+        for rule in role.rules.as_mut().expect("rules") {
+            assert_eq!(rule.verbs, ["get", "update"], "only get and update");
+            let absent = SUITE_ABSENT_LOCKS.iter().map(|n| format!("lockheed-{n}"));
+            rule.resource_names = Some(names.iter().cloned().chain(absent).collect());
+        }
+        let server = server_granting("service-account", &user, &role).await;
+        let admin: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+        for name in &names {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(name.clone());
+            admin
+                .create(&PostParams::default(), &cm)
+                .await
+                .expect("the administrator pre-creates the lock's ConfigMap");
+        }
+        let locker = KubeLocker::new(server.client_for_token("service-account"), "default")
+            .with_clock(Arc::new(TokioClock::new()));
+        Self { server, locker }
+    }
+
+    fn locker(&self) -> KubeLocker {
+        self.locker.clone()
+    }
+
+    fn cut_off(&self) {
+        self.server.partition();
+    }
+
+    fn restore(&self) {
+        self.server.heal();
+    }
+
+    async fn store_raw(&self, name: &str, json: &str) {
+        store_raw(&self.server, name, json).await;
+    }
+}
+
+/// `LeaseLocker` on the fake API server.
+pub struct Leases {
+    pub server: FakeApiServer,
+    locker: LeaseLocker,
+}
+
+impl Harness for Leases {
+    type Locker = LeaseLocker;
+
+    async fn new() -> Self {
+        let server = FakeApiServer::start()
+            .await
+            .expect("the fake API server starts");
+        let locker =
+            LeaseLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
+        Self { server, locker }
+    }
+
+    fn locker(&self) -> LeaseLocker {
+        self.locker.clone()
+    }
+
+    fn cut_off(&self) {
+        self.server.partition();
+    }
+
+    fn restore(&self) {
+        self.server.heal();
+    }
+
+    async fn store_raw(&self, name: &str, json: &str) {
+        // A Lease has no state document: the suite's tests that store one do not run here
+        // (see `suite!`); the Lease formats have their own tests (`lease_format.rs`).
+        panic!("no raw state for Lease {name}: {json}");
     }
 }

@@ -203,14 +203,23 @@ async fn a_missing_configmap_is_created_only_when_allowed() {
 async fn what_kube_lock_cannot_store_is_refused() {
     let c = Cluster::new().await;
     c.load("kube-lock-precreated.json").await;
-    for lock in [
-        // Leases that expire, and mutexes, have no place in kube-lock's document.
-        Lock::new("lock", c.locker()).with_max_holders(1),
-        Lock::new("lock", c.locker()).with_duration(Duration::ZERO),
-        c.lock("x", 1).with_tags(["t"]),
+    for (lock, up_front) in [
+        // Leases that expire, and mutexes, have no place in kube-lock's document: refused
+        // before any request.
+        (Lock::new("lock", c.locker()).with_max_holders(1), true),
+        (
+            Lock::new("lock", c.locker()).with_duration(Duration::ZERO),
+            true,
+        ),
+        // Tags, once the state is built.
+        (c.lock("x", 1).with_tags(["t"]), false),
     ] {
+        c.server.reset_counters();
         let err = lock.try_acquire().await.unwrap_err();
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
+        if up_front {
+            assert_eq!(c.server.counts().api_requests(), 0, "{err}");
+        }
     }
 }
 

@@ -10,11 +10,12 @@ use lockheed::Condition;
 use crate::help;
 use crate::shared::duration;
 
-/// Run commands under distributed locks kept in Kubernetes ConfigMaps, and look at and
-/// repair those locks.
+/// Run commands under distributed locks kept in Kubernetes ConfigMaps or Leases, and look at
+/// and repair those locks.
 ///
 /// A lock `NAME` is the ConfigMap `lockheed-NAME` in the namespace, in Go lockheed's format:
-/// Go and Rust lockheed clients share it.
+/// Go and Rust lockheed clients share it. With --lease, it is the Lease `NAME`, in client-go's
+/// leader-election format: Go controllers electing a leader on it share it.
 #[derive(Debug, Parser)]
 #[command(
     name = "lockheed",
@@ -107,13 +108,19 @@ pub(crate) struct ClusterArgs {
     /// The kubeconfig context to use [default: the current context]
     #[arg(long, global = true, value_name = "NAME")]
     pub(crate) context: Option<String>,
+
+    /// Keep locks in coordination.k8s.io Leases instead of ConfigMaps: lock NAME is the Lease
+    /// NAME, in client-go's leader-election format, shared with Go controllers (mutexes
+    /// only, with durations of whole seconds).
+    #[arg(long, global = true)]
+    pub(crate) lease: bool,
 }
 
 /// `lockheed run`'s arguments.
 #[derive(Debug, Args)]
 #[command(after_long_help = help::RUN)]
 pub(crate) struct RunArgs {
-    /// The lock's name (its ConfigMap is `lockheed-NAME`).
+    /// The lock's name (its ConfigMap is `lockheed-NAME`; with --lease, its Lease is `NAME`).
     pub(crate) name: String,
 
     /// How long each lease lasts; the lease is renewed while COMMAND runs, so this is how
@@ -140,7 +147,7 @@ pub(crate) struct RunArgs {
     pub(crate) reason: Option<String>,
 
     /// The identity to hold the lock under, which `lockheed release --holder` takes
-    /// [default: HOSTNAME-PID]
+    /// [default: HOSTNAME-PID-RANDOM]
     #[arg(long, value_name = "ID")]
     pub(crate) holder: Option<String>,
 
@@ -167,6 +174,10 @@ pub(crate) struct RunArgs {
     /// The command to run and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub(crate) command: Vec<OsString>,
+
+    /// The lock is a Lease (the global --lease), for the messages that say how to remove it.
+    #[arg(skip)]
+    pub(crate) lease: bool,
 }
 
 /// How `list` and `show` print.
@@ -325,5 +336,11 @@ mod tests {
         let cli = Cli::try_parse_from(["lockheed", "list", "-n", "team-a", "-vv"]).unwrap();
         assert_eq!(cli.cluster.namespace.as_deref(), Some("team-a"));
         assert_eq!(cli.verbose, 2);
+        let cli = Cli::try_parse_from(["lockheed", "run", "--lease", "ctl", "--", "true"]).unwrap();
+        assert!(cli.cluster.lease);
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.name, "ctl");
     }
 }

@@ -25,7 +25,7 @@ use crate::terminal::{self, Terminal};
 
 /// The lock's name, in the command's environment.
 pub(crate) const ENV_LOCK: &str = "LOCKHEED_LOCK";
-/// The namespace of the lock's ConfigMap.
+/// The namespace of the lock's ConfigMap (or Lease).
 pub(crate) const ENV_NAMESPACE: &str = "LOCKHEED_NAMESPACE";
 /// The holder identity.
 pub(crate) const ENV_HOLDER: &str = "LOCKHEED_HOLDER";
@@ -41,7 +41,7 @@ const GROUP_POLL: Duration = Duration::from_millis(50);
 pub(crate) struct Identity<'a> {
     /// The lock's name.
     pub(crate) lock: &'a str,
-    /// The namespace of its ConfigMap.
+    /// The namespace of its ConfigMap (or Lease).
     pub(crate) namespace: &'a str,
     /// The holder identity.
     pub(crate) holder: &'a str,

@@ -2,10 +2,11 @@
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use lockheed::{Condition, LockInfo, LockList, Locker as _};
+use lockheed::{Condition, LockInfo, LockList};
 use serde::Serialize;
 
 use crate::args::{ClusterArgs, Format, ListArgs};
+use crate::connect::{Locks, Place};
 use crate::exit;
 use crate::output::{self, Table};
 use crate::shared::log;
@@ -14,10 +15,17 @@ use crate::shared::log;
 ///
 /// # Errors
 ///
-/// When the cluster cannot be reached or the ConfigMaps cannot be listed.
+/// When the cluster cannot be reached or the ConfigMaps (Leases) cannot be listed.
 pub(crate) async fn list(cluster: &ClusterArgs, args: ListArgs) -> anyhow::Result<u8> {
-    let locker = crate::connect::locker(cluster).await?;
-    let condition = condition(&args);
+    match crate::connect::locker(cluster).await? {
+        Locks::ConfigMaps(locker) => list_in(&locker, &args).await,
+        Locks::Leases(locker) => list_in(&locker, &args).await,
+    }
+}
+
+/// Lists the locks of `locker` that `args` asks for.
+async fn list_in(locker: &impl Place, args: &ListArgs) -> anyhow::Result<u8> {
+    let condition = condition(args);
     let list = locker
         .list(condition.as_ref())
         .await

@@ -1,5 +1,6 @@
 //! How locks are printed: aligned tables for people, JSON for scripts.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use lockheed::{Holder, LockInfo, LockKind};
 
 use crate::shared::duration;
+use crate::shared::text::printable;
 
 /// At most this many holder names in a table cell; the rest are counted.
 const NAMES_IN_A_CELL: usize = 3;
@@ -90,16 +92,15 @@ pub(crate) fn kind(lock: &LockInfo) -> &str {
 /// The holders in one cell: `worker-1`, `2/3: job-1, job-2`, `shared: r1, r2 (+1 writer
 /// waiting)`, `-`.
 pub(crate) fn holders_cell(lock: &LockInfo) -> String {
-    let mut names: Vec<&str> = lock
+    let mut names: Vec<Cow<'_, str>> = lock
         .holders
         .iter()
         .take(NAMES_IN_A_CELL)
-        .map(|h| h.id.as_str())
+        .map(|h| printable(&h.id))
         .collect();
     let more = lock.holders.len().saturating_sub(NAMES_IN_A_CELL);
-    let more_text = format!("+{more} more");
     if more > 0 {
-        names.push(&more_text);
+        names.push(Cow::Owned(format!("+{more} more")));
     }
     let mut cell = if lock.holders.is_empty() {
         "-".to_owned()
@@ -163,7 +164,8 @@ pub(crate) fn tags(lock: &LockInfo) -> String {
     if lock.tags.is_empty() {
         "-".to_owned()
     } else {
-        lock.tags.join(",")
+        let tags: Vec<_> = lock.tags.iter().map(|t| printable(t)).collect();
+        tags.join(",")
     }
 }
 

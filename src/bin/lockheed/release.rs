@@ -4,11 +4,15 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use lockheed::{Evict, Holder, Locker as _};
+use lockheed::{Evict, Holder};
 
+use crate::PROGRAM;
 use crate::args::{ClusterArgs, ReleaseArgs};
+use crate::connect::{Locks, Place};
 use crate::exit;
 use crate::output;
+use crate::shared::log::log_warn;
+use crate::shared::text::printable;
 
 /// Removes the holder `args` names (or all of them) from the lock, and prints what it
 /// removed.
@@ -18,9 +22,16 @@ use crate::output;
 /// When the lock does not exist, the named holder does not hold it, its state cannot be read,
 /// or the cluster cannot be reached.
 pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow::Result<u8> {
-    let locker = crate::connect::locker(cluster).await?;
+    match crate::connect::locker(cluster).await? {
+        Locks::ConfigMaps(locker) => release_in(&locker, &args).await,
+        Locks::Leases(locker) => release_in(&locker, &args).await,
+    }
+}
+
+/// Removes the holders `args` names from lock `args.name` of `locker`.
+async fn release_in(locker: &impl Place, args: &ReleaseArgs) -> anyhow::Result<u8> {
     let name = &args.name;
-    let object = format!("{}/{}", locker.namespace(), locker.object_name(name));
+    let object = locker.object(name);
     let which = match &args.which.holder {
         Some(holder) => Evict::Holder(holder),
         None => Evict::All,
@@ -30,6 +41,16 @@ pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow:
         .await
         .with_context(|| format!("cannot release lock {name:?}"))?;
     if !removed.is_empty() {
+        log_warn!(
+            PROGRAM,
+            "{} removed {} from lock {name:?} ({object})",
+            operator(),
+            removed
+                .iter()
+                .map(|h| printable(&h.id).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         output::print(&report(name, &removed, Utc::now()))?;
         return Ok(exit::OK);
     }
@@ -39,7 +60,7 @@ pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow:
         .await
         .with_context(|| format!("cannot read lock {name:?}"))?;
     let Some(lock) = lock else {
-        bail!("lock {name:?} does not exist: there is no ConfigMap {object}");
+        bail!("lock {name:?} does not exist: there is no {object}");
     };
     if let Some(holder) = &args.which.holder {
         let holders: Vec<&str> = lock.holders.iter().map(|h| h.id.as_str()).collect();
@@ -52,6 +73,24 @@ pub(crate) async fn release(cluster: &ClusterArgs, args: ReleaseArgs) -> anyhow:
     }
     output::print(&format!("Lock {name:?} had no holders: nothing removed.\n"))?;
     Ok(exit::OK)
+}
+
+/// Who runs this release, for the warning it logs: `USER@HOSTNAME (pid N)`. (The cluster
+/// knows the operator by their credentials; this says which login and machine it came from.)
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "an unknown user".to_owned());
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "an unknown host".to_owned());
+    format!(
+        "{}@{} (pid {})",
+        printable(&user),
+        printable(&host),
+        std::process::id()
+    )
 }
 
 /// What was removed, one holder a line.

@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use lockheed::{Access, KubeLocker, Lock, LockGuard};
+use lockheed::{Access, Lock, LockGuard, Locker};
 
 use crate::args::{ClusterArgs, RunArgs};
 use crate::child::{self, Identity};
+use crate::connect::{Locks, Place};
 use crate::exit::{self, Failure};
 use crate::shared::log;
 use crate::shared::progress::Progress;
@@ -26,10 +27,22 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// When the lock cannot be taken (the cluster, `--timeout`, a signal while waiting), the
 /// command cannot be started (a [`Failure`] with code 126 or 127), or the lock is lost before
 /// the command ends.
-pub(crate) async fn run(cluster: &ClusterArgs, args: RunArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(cluster: &ClusterArgs, mut args: RunArgs) -> anyhow::Result<u8> {
+    args.lease = cluster.lease;
     // From here on, SIGINT and SIGTERM are handled: waiting stops, a command gets them.
     let mut signals = Terminations::listen().context("cannot handle SIGINT and SIGTERM")?;
-    let locker = crate::connect::locker(cluster).await?;
+    match crate::connect::locker(cluster).await? {
+        Locks::ConfigMaps(locker) => run_in(locker, args, &mut signals).await,
+        Locks::Leases(locker) => run_in(locker, args, &mut signals).await,
+    }
+}
+
+/// Runs `args.command` under lock `args.name` of `locker`.
+async fn run_in<L: Place>(
+    locker: L,
+    args: RunArgs,
+    signals: &mut Terminations,
+) -> anyhow::Result<u8> {
     let namespace = locker.namespace().to_owned();
     let holder = args.holder.clone().unwrap_or_else(default_holder);
     let name = args.name.as_str();
@@ -51,8 +64,8 @@ pub(crate) async fn run(cluster: &ClusterArgs, args: RunArgs) -> anyhow::Result<
         }
     });
     let ran = async {
-        let guard = acquire(&args, &lock, progress, &waited, &namespace, &mut signals).await?;
-        hold(guard, &args, &namespace, &holder, &mut signals).await
+        let guard = acquire(&args, &lock, progress, &waited, &namespace, signals).await?;
+        hold(guard, &args, &namespace, &holder, signals).await
     }
     .await;
     // An acquire given up, or a guard dropped on the way out, leaves its clean-up running in
@@ -74,8 +87,8 @@ pub(crate) async fn run(cluster: &ClusterArgs, args: RunArgs) -> anyhow::Result<
 
 /// Runs the command while `guard` holds the lock, releases it, and returns the command's
 /// exit code.
-async fn hold(
-    guard: LockGuard<KubeLocker>,
+async fn hold<L: Locker>(
+    guard: LockGuard<L>,
     args: &RunArgs,
     namespace: &str,
     holder: &str,
@@ -140,14 +153,14 @@ async fn hold(
 /// Takes `lock` as `args` says, `progress` saying on stderr what it waits for (`waited` tells
 /// whether it waited). Stops waiting at SIGINT or SIGTERM; the caller then lets the lock
 /// settle, which removes the lease should the write in flight have taken the lock.
-async fn acquire(
+async fn acquire<L: Locker>(
     args: &RunArgs,
-    lock: &Lock<KubeLocker>,
+    lock: &Lock<L>,
     progress: Progress,
     waited: &AtomicBool,
     namespace: &str,
     signals: &mut Terminations,
-) -> anyhow::Result<LockGuard<KubeLocker>> {
+) -> anyhow::Result<LockGuard<L>> {
     let name = args.name.as_str();
     let taking = async {
         match args.timeout {
@@ -182,7 +195,7 @@ async fn acquire(
 }
 
 /// The lock `args` describes.
-fn settings(args: &RunArgs, locker: KubeLocker, holder: &str) -> Lock<KubeLocker> {
+fn settings<L: Locker>(args: &RunArgs, locker: L, holder: &str) -> Lock<L> {
     let mut lock = Lock::new(args.name.clone(), locker)
         .with_holder(holder)
         .with_duration(args.duration)
@@ -206,7 +219,7 @@ fn settings(args: &RunArgs, locker: KubeLocker, holder: &str) -> Lock<KubeLocker
 }
 
 /// Releases the lock after the command could not be started, saying so if that fails.
-async fn release(guard: LockGuard<KubeLocker>, args: &RunArgs) {
+async fn release<L: Locker>(guard: LockGuard<L>, args: &RunArgs) {
     let holder = guard.holder().to_owned();
     if let Err(err) = guard.release().await {
         log::log_warn!(
@@ -220,9 +233,10 @@ async fn release(guard: LockGuard<KubeLocker>, args: &RunArgs) {
 
 /// What becomes of a lease that could not be released, and how to remove it.
 fn unreleased(args: &RunArgs, holder: &str) -> String {
+    let lease = if args.lease { " --lease" } else { "" };
     if args.duration.is_zero() {
         format!(
-            "it has no expiry: remove it with `lockheed release {} --holder {holder}`",
+            "it has no expiry: remove it with `lockheed release{lease} {} --holder {holder}`",
             args.name
         )
     } else {
@@ -235,13 +249,16 @@ fn unreleased(args: &RunArgs, holder: &str) -> String {
     }
 }
 
-/// `HOSTNAME-PID`: readable, unique among running processes, and easy to pass to
-/// `lockheed release --holder`.
+/// `HOSTNAME-PID-RANDOM`: readable, easy to pass to `lockheed release --holder`, and
+/// unguessable and unique even where hostname and process id repeat (two containers of one
+/// pod share the pod's hostname, and each may be process 1): a holder that shared another's
+/// identity would take its lock as a re-entry, superseding it while its command still runs.
 fn default_holder() -> String {
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "lockheed".to_owned());
-    format!("{host}-{}", std::process::id())
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &random[..12])
 }

@@ -4,11 +4,13 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
-use lockheed::{Holder, LockInfo, LockKind, Locker as _};
+use lockheed::{Holder, LockInfo, LockKind};
 
 use crate::args::{ClusterArgs, Format, ShowArgs};
+use crate::connect::{Locks, Place};
 use crate::exit;
 use crate::output::{self, Table};
+use crate::shared::text::printable;
 
 /// Prints lock `args.name`.
 ///
@@ -16,17 +18,21 @@ use crate::output::{self, Table};
 ///
 /// When the lock does not exist, its state cannot be read, or the cluster cannot be reached.
 pub(crate) async fn show(cluster: &ClusterArgs, args: ShowArgs) -> anyhow::Result<u8> {
-    let locker = crate::connect::locker(cluster).await?;
-    let object = format!("{}/{}", locker.namespace(), locker.object_name(&args.name));
+    match crate::connect::locker(cluster).await? {
+        Locks::ConfigMaps(locker) => show_in(&locker, &args).await,
+        Locks::Leases(locker) => show_in(&locker, &args).await,
+    }
+}
+
+/// Prints lock `args.name` of `locker`.
+async fn show_in(locker: &impl Place, args: &ShowArgs) -> anyhow::Result<u8> {
+    let object = locker.object(&args.name);
     let Some(lock) = locker
         .get(&args.name)
         .await
         .with_context(|| format!("cannot read lock {:?}", args.name))?
     else {
-        bail!(
-            "lock {:?} does not exist: there is no ConfigMap {object}",
-            args.name
-        );
+        bail!("lock {:?} does not exist: there is no {object}", args.name);
     };
     match args.output {
         Format::Table => output::print(&describe(&lock, &object, Utc::now()))?,
@@ -35,10 +41,10 @@ pub(crate) async fn show(cluster: &ClusterArgs, args: ShowArgs) -> anyhow::Resul
     Ok(exit::OK)
 }
 
-/// The lock for people, `object` being its ConfigMap as `namespace/name`.
+/// The lock for people, `object` being its object as `Kind namespace/name`.
 fn describe(lock: &LockInfo, object: &str, now: DateTime<Utc>) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "Lock:           {} (ConfigMap {object})", lock.name);
+    let _ = writeln!(text, "Lock:           {} ({object})", lock.name);
     let kind = match (&lock.kind, lock.max_holders) {
         (None, _) => "- (never taken)".to_owned(),
         (Some(LockKind::Semaphore), Some(max)) => format!("semaphore of {max}"),
@@ -49,7 +55,8 @@ fn describe(lock: &LockInfo, object: &str, now: DateTime<Utc>) -> String {
     let tags = if lock.tags.is_empty() {
         "-".to_owned()
     } else {
-        lock.tags.join(", ")
+        let tags: Vec<_> = lock.tags.iter().map(|t| printable(t)).collect();
+        tags.join(", ")
     };
     let _ = writeln!(text, "Tags:           {tags}");
     let _ = writeln!(
@@ -91,7 +98,7 @@ fn holders(holders: &[Holder], access: bool, now: DateTime<Utc>) -> String {
     headers.extend(["SINCE", "EXPIRES IN", "TOKEN", "REASON"]);
     let mut table = Table::new(&headers);
     for holder in holders {
-        let mut row = vec![holder.id.clone()];
+        let mut row = vec![printable(&holder.id).into_owned()];
         if access {
             let mode = if holder.shared { "shared" } else { "exclusive" };
             row.push(mode.to_owned());
@@ -104,7 +111,10 @@ fn holders(holders: &[Holder], access: bool, now: DateTime<Utc>) -> String {
             holder
                 .token
                 .map_or_else(|| "-".to_owned(), |t| t.to_string()),
-            holder.reason.clone().unwrap_or_else(|| "-".to_owned()),
+            holder
+                .reason
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |r| printable(r).into_owned()),
         ]);
         table.row(row);
     }
@@ -121,7 +131,7 @@ mod tests {
         let locks = fixtures().await;
         let lock = |name| locks.iter().find(|l| l.name == name).unwrap();
         assert_eq!(
-            describe(lock("db"), "default/lockheed-db", now()),
+            describe(lock("db"), "ConfigMap default/lockheed-db", now()),
             "\
 Lock:           db (ConfigMap default/lockheed-db)
 Kind:           mutex
@@ -132,12 +142,12 @@ Holders:        1/1
   worker-1  2026-11-23T09:59:30Z (20s ago)  40s         1      db restart
 "
         );
-        let catalog = describe(lock("catalog"), "default/lockheed-catalog", now());
+        let catalog = describe(lock("catalog"), "ConfigMap default/lockheed-catalog", now());
         assert!(catalog.contains("Kind:           rwlock"), "{catalog}");
         assert!(catalog.contains("  r1  shared"), "{catalog}");
         assert!(catalog.contains("Waiting (in turn"), "{catalog}");
         assert!(catalog.contains("  w1  "), "{catalog}");
-        let free = describe(lock("free"), "default/lockheed-free", now());
+        let free = describe(lock("free"), "ConfigMap default/lockheed-free", now());
         assert!(free.contains("Holders:        none"), "{free}");
     }
 }

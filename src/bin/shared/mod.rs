@@ -1,5 +1,6 @@
 //! What the `kube-lock` and `lockheed` command lines share: connecting to the cluster, Go-style
-//! durations, log lines, the progress line while waiting, and termination signals.
+//! durations, log lines, the progress line while waiting, termination signals, and text from
+//! the cluster made safe to print.
 //!
 //! Each binary includes this folder with `#[path = "../shared/mod.rs"] mod shared;`; it is
 //! not a target of its own (it has no `main.rs`). The library stays free of `clap`, `anyhow`
@@ -13,3 +14,4 @@ pub(crate) mod duration;
 pub(crate) mod log;
 pub(crate) mod progress;
 pub(crate) mod signals;
+pub(crate) mod text;

@@ -1,7 +1,10 @@
 //! `lockheed run`, `list`, `show` and `release`, run as the built binary against the fake API
 //! server.
 
+mod crash;
 mod inspect;
+mod lease;
+mod odd;
 mod release;
 mod run;
 mod terminal;

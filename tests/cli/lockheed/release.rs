@@ -68,6 +68,20 @@ async fn removes_a_holder_and_says_so() {
         "{out:?}"
     );
     assert!(lines[1].ends_with(", reason \"backup\")"), "{out:?}");
+    // Logged at warn level on stderr, with who removed whom.
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with('W'))
+        .unwrap_or_else(|| panic!("no warning: {out:?}"));
+    assert!(
+        warning.contains(r#"removed worker-1 from lock "db" (ConfigMap default/lockheed-db)"#),
+        "{warning}"
+    );
+    assert!(
+        warning.contains('@') && warning.contains("(pid "),
+        "{warning}"
+    );
     assert!(!lock(&cluster, "db").await.is_held());
     // The holder finds out at its next renewal.
     tokio::time::timeout(PATIENCE, guard.lost())
@@ -104,5 +118,113 @@ async fn all_removes_every_holder() {
     );
     for guard in guards {
         guard.forget();
+    }
+}
+
+/// With the Role of `examples/rbac.yaml` for each command, each works; without `list`,
+/// `lockheed list` fails with the server's refusal, which names the missing verb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_command_works_with_its_role_and_says_which_verb_is_missing() {
+    use k8s_openapi::api::rbac::v1::Role;
+    use lockheed::testing::AccessControl;
+    let cluster = Cluster::start().await;
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_str_multiple(include_str!("../../../examples/rbac.yaml")).unwrap();
+    let role = |name: &str| -> Role {
+        let document = documents
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == name)
+            .unwrap();
+        serde_json::from_value(document.clone()).unwrap()
+    };
+    let access = AccessControl::new()
+        .role("runner", &role("lockheed"))
+        .role("viewer", &role("lockheed-viewer"))
+        .role("operator", &role("lockheed-operator"));
+    cluster.server.set_access_control(Some(access));
+    let kubeconfig = |token: &str| {
+        let mut config = cluster.server.kubeconfig();
+        config.auth_infos[0].auth_info.as_mut().unwrap().token =
+            Some(secrecy::SecretString::from(token.to_owned()));
+        let path = cluster.dir.path().join(format!("{token}.kubeconfig"));
+        std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (runner, viewer, operator) = (
+        kubeconfig("runner"),
+        kubeconfig("viewer"),
+        kubeconfig("operator"),
+    );
+    let run = |config: &str, args: &[&str]| {
+        let mut all = vec!["--kubeconfig", config];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let args = run(&runner, &["run", "db", "--holder", "job", "--", "true"]);
+    let out = cluster
+        .run(
+            "lockheed",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    for (config, args) in [
+        (&viewer, &["list"][..]),
+        (&viewer, &["show", "db"]),
+        (&runner, &["list"]),
+    ] {
+        let args = run(config, args);
+        let out = cluster
+            .run(
+                "lockheed",
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+            .await;
+        assert_eq!(out.code(), Some(0), "{args:?}: {out:?}");
+    }
+    // The operator may release holders, but not list locks.
+    let guard = Lock::new("db", locker(&cluster))
+        .with_holder("dead")
+        .try_acquire()
+        .await
+        .unwrap();
+    guard.forget();
+    let args = run(&operator, &["release", "db", "--holder", "dead"]);
+    let out = cluster
+        .run(
+            "lockheed",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let args = run(&operator, &["list"]);
+    let out = cluster
+        .run(
+            "lockheed",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+    assert_eq!(out.code(), Some(125), "{out:?}");
+    assert!(
+        out.stderr.contains(r#"cannot list resource "configmaps""#),
+        "the missing verb is named: {}",
+        out.stderr
+    );
+    // kube-lock, with the same Role as `lockheed run`.
+    for extra in [
+        &["--create-configmap", "--max-holders", "1"][..],
+        &["--unlock"],
+    ] {
+        let mut args = vec![
+            "default",
+            "sem",
+            "--kubeconfig-path",
+            &runner,
+            "--holder-name",
+            "h",
+        ];
+        args.extend_from_slice(extra);
+        let out = cluster.run("kube-lock", &args).await;
+        assert_eq!(out.code(), Some(0), "{args:?}: {out:?}");
     }
 }

@@ -103,13 +103,26 @@ async fn the_command_sees_the_lock_and_its_token() {
     }
     assert_eq!(lock(&cluster, "ledger").await.tags, ["books"]);
 
-    // The default holder is HOSTNAME-PID.
-    let out = cluster
-        .run("lockheed", &run_args("ledger", &[], &["sh", "-c", script]))
-        .await;
-    let holder = out.stdout.split(' ').nth(2).expect("a holder").to_owned();
+    // The default holder is HOSTNAME-PID-RANDOM: readable, and unguessable (twelve random
+    // hex digits), so that two processes never share an identity even where hostnames and
+    // process ids repeat.
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-    assert!(holder.starts_with(&format!("{host}-")), "{holder}");
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let out = cluster
+            .run("lockheed", &run_args("ledger", &[], &["sh", "-c", script]))
+            .await;
+        let holder = out.stdout.split(' ').nth(2).expect("a holder").to_owned();
+        let rest = holder
+            .strip_prefix(&format!("{host}-"))
+            .unwrap_or_else(|| panic!("{holder}"));
+        let (pid, random) = rest.split_once('-').expect("PID-RANDOM");
+        assert!(pid.parse::<u32>().is_ok(), "{holder}");
+        assert_eq!(random.len(), 12, "{holder}");
+        assert!(random.bytes().all(|b| b.is_ascii_hexdigit()), "{holder}");
+        holders.push(random.to_owned());
+    }
+    assert_ne!(holders[0], holders[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

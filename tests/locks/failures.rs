@@ -1,0 +1,420 @@
+//! Crashes, partitions and restarts, on the fake API server with its commit log: a holder cut
+//! off past its lease, an API server restart, a lock's ConfigMap deleted or replaced under
+//! its holder. (A holder process killed with SIGKILL is in the command-line tests, where the
+//! holder is a real process.) Time runs on Tokio's paused clock, which every clock follows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use kube::api::{Api, DeleteParams, PostParams};
+use lockheed::clock::{Clock, TokioClock};
+use lockheed::testing::history::{History, Section};
+use lockheed::testing::{AccessControl, FakeApiServer, Operation, Verb};
+use lockheed::{Error, KubeLocker, Lock, LockGuard, Locker};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// A server whose clock, and commit log, the test's processes share. Access control is on,
+/// so that the request log names each request's user, and every user may do anything with
+/// ConfigMaps.
+async fn server(clock: &Arc<TokioClock>) -> FakeApiServer {
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["configmaps".into()]),
+        verbs: vec!["*".into()],
+        ..PolicyRule::default()
+    };
+    let access = ["alice", "bob", "carol", "x", "y"]
+        .into_iter()
+        .fold(AccessControl::new(), |access, user| {
+            access.user(user, user).rule(user, None, rule.clone())
+        });
+    FakeApiServer::builder()
+        .clock(clock.clone())
+        .commit_log_unbounded()
+        .access_control(access)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A process: its own client (its token is its holder identity), the shared clock.
+fn process(server: &FakeApiServer, clock: &Arc<TokioClock>, token: &str) -> KubeLocker {
+    KubeLocker::new(server.client_for_token(token), "default").with_clock(clock.clone())
+}
+
+/// `holder` holding lock `name`: a 10 s lease renewed every 2 s.
+async fn holding(
+    server: &FakeApiServer,
+    clock: &Arc<TokioClock>,
+    name: &str,
+    holder: &str,
+) -> LockGuard<KubeLocker> {
+    Lock::new(name, process(server, clock, holder))
+        .with_holder(holder)
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .acquire()
+        .await
+        .unwrap()
+}
+
+/// Waits for `lost` (a minute at most), and says when it fired.
+async fn lost_at(
+    guard: &LockGuard<KubeLocker>,
+    clock: &Arc<TokioClock>,
+) -> chrono::DateTime<chrono::Utc> {
+    tokio::time::timeout(60 * SECOND, guard.lost())
+        .await
+        .expect("lost fires");
+    clock.now()
+}
+
+/// Alice is cut off (a blackhole of her client alone: her requests and watch events wait)
+/// for three times her lease. Her `lost()` fires before her lease ends; Bob, who waits,
+/// takes the lock only after it ended. When the network comes back, the renewals and the
+/// release Alice sent meanwhile reach the server: none removes or extends Bob's lease.
+#[tokio::test(start_paused = true)]
+async fn a_holder_cut_off_past_its_lease_loses_it_first_and_its_late_writes_do_no_harm() {
+    let clock = Arc::new(TokioClock::new());
+    let server = server(&clock).await;
+    let alice = holding(&server, &clock, "p", "alice").await;
+    let alice_section = clock.now();
+    let expires = alice.expires().await.unwrap();
+    let bob = tokio::spawn({
+        let lock = Lock::new("p", process(&server, &clock, "bob")).with_holder("bob");
+        let clock = clock.clone();
+        async move {
+            let guard = lock.acquire().await.unwrap();
+            (clock.now(), guard)
+        }
+    });
+    tokio::time::sleep(SECOND).await;
+    server.blackhole_client_for("alice", 30 * SECOND);
+    let lost = lost_at(&alice, &clock).await;
+    assert!(
+        lost < expires,
+        "lost at {lost}, the lease ended at {expires}"
+    );
+    // A holder that lost its lock releases it: the release waits in the blackhole too.
+    let late_release = tokio::spawn(alice.release());
+    let (taken, bob) = bob.await.unwrap();
+    assert!(taken >= expires, "bob took it at {taken}, before {expires}");
+    let bob_expires = bob.expires().await.unwrap();
+    // The blackhole heals; what Alice sent arrives late.
+    tokio::time::sleep(30 * SECOND).await;
+    assert!(matches!(
+        late_release.await.unwrap(),
+        Err(Error::Lost { .. })
+    ));
+    // Her renewal in flight when she gave up, and her release, were refused: the lock had
+    // changed since she read it (409), and on a fresh read her lease was gone.
+    let refused: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.user.as_deref() == Some("alice") && r.verb == Verb::Update)
+        .filter(|r| r.status == Some(409) && r.latency >= 10 * SECOND)
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    // Bob holds it alone, renewed by himself only.
+    let info = process(&server, &clock, "x")
+        .get("p")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(
+        (info.holders[0].id.as_str(), info.holders[0].token),
+        ("bob", Some(bob.token()))
+    );
+    assert!(bob.expires().await.unwrap() > bob_expires, "bob renewed it");
+    // The commit log: after Bob took the lock, no commit of Alice's.
+    let commits = server.commits();
+    let took = commits
+        .iter()
+        .position(|c| {
+            c.at >= taken
+                && c.object["data"]["lock"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("\"bob\""))
+        })
+        .expect("bob's take is committed");
+    let by_alice: Vec<_> = commits[took..]
+        .iter()
+        .filter(|c| c.token.as_deref() == Some("alice"))
+        .map(|c| c.revision)
+        .collect();
+    assert!(
+        by_alice.is_empty(),
+        "alice committed {by_alice:?} after bob took the lock"
+    );
+    // And the whole history checks out.
+    let mut history = History::mutex("default", "p");
+    history.section(Section::new("alice", 1, alice_section, lost));
+    history.section(Section::new("bob", bob.token(), taken, clock.now()));
+    history.commits(commits);
+    history.finish().assert_valid();
+    bob.release().await.unwrap();
+}
+
+/// The API server goes down for 5 s (half the lease) and comes back on the same port with
+/// the same objects: Alice keeps her lock (her renewals resume), Bob, who was waiting, is
+/// woken when she releases it (his watch is back, relisting after the 410 of the new watch
+/// cache), and a process that held another lock without expiry still holds it.
+#[tokio::test(start_paused = true)]
+async fn holders_keep_their_locks_and_waiters_wake_through_an_api_server_restart() {
+    let clock = Arc::new(TokioClock::new());
+    let server = server(&clock).await;
+    let alice = holding(&server, &clock, "r", "alice").await;
+    let forever = Lock::new("r-forever", process(&server, &clock, "carol"))
+        .with_duration(Duration::ZERO)
+        .acquire()
+        .await
+        .unwrap();
+    let bob = tokio::spawn({
+        let lock = Lock::new("r", process(&server, &clock, "bob")).with_holder("bob");
+        let clock = clock.clone();
+        async move {
+            let guard = lock.acquire().await.unwrap();
+            (clock.now(), guard)
+        }
+    });
+    tokio::time::sleep(3 * SECOND).await;
+    let revision = server.resource_version();
+    server.stop();
+    tokio::time::sleep(5 * SECOND).await;
+    server.restart();
+    tokio::time::sleep(20 * SECOND).await;
+    assert!(!alice.is_lost(), "alice kept her lock through the restart");
+    assert!(!forever.is_lost(), "so did carol");
+    assert!(!bob.is_finished(), "bob still waits");
+    assert!(
+        server.resource_version() > revision,
+        "renewals went on, at later revisions"
+    );
+    let released = clock.now();
+    alice.release().await.unwrap();
+    let (taken, bob) = tokio::time::timeout(10 * SECOND, bob)
+        .await
+        .expect("bob is woken")
+        .unwrap();
+    assert!(
+        taken - released < chrono::Duration::seconds(1),
+        "handed over at once"
+    );
+    assert_eq!(server.faults_injected()["restart"], 1);
+    let mut history = History::mutex("default", "r");
+    history.commits(server.commits());
+    history.finish().assert_valid();
+    bob.release().await.unwrap();
+    forever.release().await.unwrap();
+}
+
+fn configmaps(server: &FakeApiServer) -> Api<ConfigMap> {
+    Api::default_namespaced(server.client())
+}
+
+/// A lock's ConfigMap deleted while held: `lost()` fires at the next renewal (or, for a lease
+/// without expiry, as soon as the watch shows it), and nothing recreates the ConfigMap.
+#[tokio::test(start_paused = true)]
+async fn a_configmap_deleted_while_held_fires_lost() {
+    let clock = Arc::new(TokioClock::new());
+    let server = server(&clock).await;
+    let renewed = holding(&server, &clock, "d", "alice").await;
+    let forever = Lock::new("d-forever", process(&server, &clock, "bob"))
+        .with_duration(Duration::ZERO)
+        .acquire()
+        .await
+        .unwrap();
+    tokio::time::sleep(SECOND).await;
+    let expires = renewed.expires().await.unwrap();
+    for name in ["lockheed-d", "lockheed-d-forever"] {
+        configmaps(&server)
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    let deleted = clock.now();
+    let lost = lost_at(&renewed, &clock).await;
+    assert!(lost < expires);
+    assert!(
+        lost - deleted <= chrono::Duration::seconds(2),
+        "at the next renewal"
+    );
+    lost_at(&forever, &clock).await;
+    assert!(
+        clock.now() - deleted <= chrono::Duration::seconds(1),
+        "at the watch's word"
+    );
+    tokio::time::sleep(30 * SECOND).await;
+    for name in ["lockheed-d", "lockheed-d-forever"] {
+        assert!(
+            configmaps(&server).get_opt(name).await.unwrap().is_none(),
+            "{name} came back"
+        );
+    }
+    assert!(matches!(
+        renewed.release().await,
+        Ok(()) | Err(Error::Lost { .. })
+    ));
+    assert!(matches!(
+        forever.release().await,
+        Ok(()) | Err(Error::Lost { .. })
+    ));
+    let last = server
+        .commits()
+        .into_iter()
+        .rfind(|c| c.name == "lockheed-d")
+        .unwrap();
+    assert_eq!(
+        last.operation,
+        Operation::Delete,
+        "nothing was written after the delete"
+    );
+}
+
+/// A lock's ConfigMap replaced, while held, by one of another shape: a state that is not a
+/// lock state, or a lock of another kind. The holder loses the lock (its lease is not there
+/// any more); anyone who tries to take it gets an error that names the object; and nobody
+/// overwrites the replacement.
+#[tokio::test(start_paused = true)]
+async fn a_configmap_replaced_by_another_shape_is_an_error_never_overwritten() {
+    let clock = Arc::new(TokioClock::new());
+    let server = server(&clock).await;
+    let shapes = [
+        ("not JSON", "{this is not json"),
+        (
+            "leases not a map",
+            r#"{"name":"s","lockType":"mutex","leases":[1,2]}"#,
+        ),
+        (
+            "a time that is not one",
+            r#"{"name":"s","lockType":"mutex","leases":{"x":{"instanceID":"x","expires":"soon"}}}"#,
+        ),
+        (
+            "a semaphore",
+            r#"{"name":"s","lockType":"semaphore","maxHolders":2,"leases":{}}"#,
+        ),
+        (
+            "a kind from the future",
+            r#"{"name":"s","lockType":"quantum","leases":{}}"#,
+        ),
+    ];
+    for (shape, state) in shapes {
+        let guard = holding(&server, &clock, "s", "alice").await;
+        let expires = guard.expires().await.unwrap();
+        configmaps(&server)
+            .delete("lockheed-s", &DeleteParams::default())
+            .await
+            .unwrap();
+        let replacement: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "lockheed-s", "labels": { "lockheed/lock": "" } },
+            "data": { "lock": state },
+        }))
+        .unwrap();
+        let stored = configmaps(&server)
+            .create(&PostParams::default(), &replacement)
+            .await
+            .unwrap();
+        let lost = lost_at(&guard, &clock).await;
+        assert!(lost < expires, "{shape}: lost at {lost}, after {expires}");
+        let err = Lock::new("s", process(&server, &clock, "bob"))
+            .acquire_timeout(5 * SECOND)
+            .await
+            .unwrap_err();
+        match &err {
+            Error::Corrupt { object, .. } => assert_eq!(object, "default/lockheed-s", "{shape}"),
+            Error::WrongKind { lock, .. } => assert_eq!(lock, "s", "{shape}"),
+            other => panic!("{shape}: {other}"),
+        }
+        assert!(guard.release().await.is_err(), "{shape}");
+        tokio::time::sleep(20 * SECOND).await;
+        let now = configmaps(&server).get("lockheed-s").await.unwrap();
+        assert_eq!(
+            now.metadata.resource_version, stored.metadata.resource_version,
+            "{shape}: the replacement was overwritten"
+        );
+        configmaps(&server)
+            .delete("lockheed-s", &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// Found by the long history run (35,000 sections, seed 6550130951518822076): a waiter gives
+/// up (its acquire timed out), and the clean-up that withdraws its place in the queue fails
+/// for a while (500s, a blackhole); meanwhile the same holder identity waits again with a new
+/// `Lock` (as the chaos test's contenders, or a service that makes a `Lock` per job, do) and
+/// is handed the lock. When the old clean-up finally runs, it must not take the new
+/// acquisition's lease for the one handed to the old waiter, and hand it on: a third holder
+/// would run while the second still does.
+#[tokio::test(start_paused = true)]
+async fn a_late_clean_up_never_removes_a_later_acquisition_of_the_same_holder() {
+    use lockheed::testing::{Fault, RequestMatcher};
+    let clock = Arc::new(TokioClock::new());
+    let server = server(&clock).await;
+    let alice = holding(&server, &clock, "c", "alice").await;
+    // Bob's first wait queues, then gives up, and its clean-up's writes fail until the faults
+    // clear.
+    let first = tokio::spawn({
+        let lock = Lock::new("c", process(&server, &clock, "x")).with_holder("bob");
+        async move { lock.acquire_timeout(3 * SECOND).await.map(drop) }
+    });
+    tokio::time::sleep(SECOND).await;
+    let queued = process(&server, &clock, "y")
+        .get("c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(queued.waiters[0].id, "bob");
+    server.inject(
+        Fault::status(500)
+            .always()
+            .on(RequestMatcher::any().token("x").verb(Verb::Update)),
+    );
+    let gave_up = first.await.unwrap();
+    assert!(matches!(gave_up, Err(Error::Timeout { .. })), "{gave_up:?}");
+    // Bob waits again (another client, the same identity), and Carol after him.
+    let bob = tokio::spawn({
+        let lock = Lock::new("c", process(&server, &clock, "bob")).with_holder("bob");
+        async move { lock.acquire().await.unwrap() }
+    });
+    tokio::time::sleep(SECOND).await;
+    let carol = tokio::spawn({
+        let lock = Lock::new("c", process(&server, &clock, "carol")).with_holder("carol");
+        async move { lock.acquire().await.unwrap() }
+    });
+    tokio::time::sleep(SECOND).await;
+    alice.release().await.unwrap();
+    let bob = tokio::time::timeout(10 * SECOND, bob)
+        .await
+        .expect("bob is handed the lock")
+        .unwrap();
+    // The old clean-up can write again.
+    server.clear_faults();
+    tokio::time::sleep(10 * SECOND).await;
+    assert!(!bob.is_lost(), "bob's lease was taken from him");
+    assert!(!carol.is_finished(), "carol got in while bob held the lock");
+    let info = process(&server, &clock, "x")
+        .get("c")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(info.holders.len(), 1);
+    assert_eq!(
+        (info.holders[0].id.as_str(), info.holders[0].token),
+        ("bob", Some(bob.token()))
+    );
+    bob.release().await.unwrap();
+    let carol = tokio::time::timeout(10 * SECOND, carol)
+        .await
+        .unwrap()
+        .unwrap();
+    carol.release().await.unwrap();
+    // Client "x" ran Bob's first wait.
+    let mut history = History::mutex("default", "c").client("x", ["bob"]);
+    history.commits(server.commits());
+    history.finish().assert_valid();
+}
