@@ -55,8 +55,8 @@ pub struct Mode {
 ///
 /// One thread (a current-thread runtime), with the in-process fake server on a thread of its
 /// own: client and server each get one of the machine's 2 cores, as two processes would.
-/// With 2 or more, a multi-thread runtime; the library then deadlocks now and then (see
-/// `BENCHMARKS.md`, "Library problems found"), which the watchdog reports.
+/// With 2 or more, a multi-thread runtime, whose worker threads then compete with the
+/// server's for the cores.
 fn runtime() -> tokio::runtime::Runtime {
     let workers: usize = std::env::var("LOCKHEED_BENCH_WORKERS")
         .ok()
@@ -76,9 +76,10 @@ fn runtime() -> tokio::runtime::Runtime {
 const SHUTDOWN: Duration = Duration::from_secs(10);
 
 /// Runs `future` on a runtime of its own, and says so if the runtime then does not shut down
-/// in time: a worker thread is blocked, which the deadlock described in `BENCHMARKS.md`
-/// ("Library problems found") causes. A stuck runtime is left behind instead of hanging the
-/// benchmark, and the watchdog ends a scenario that cannot finish.
+/// in time: a worker thread is blocked (a deadlock in the library: one, now fixed, hung a
+/// process at exit; see `BENCHMARKS.md`, "Library problems found"). A stuck runtime is left
+/// behind instead of hanging the benchmark, and the watchdog ends a scenario that cannot
+/// finish.
 pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
     // No scenario takes more than a few minutes, even on a loaded machine.
     let limit = Duration::from_secs(if std::env::var_os(QUICK).is_some() {
@@ -96,8 +97,8 @@ pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
     if stuck {
         println!(
             "\n**Warning: the runtime of {what} did not shut down within {SHUTDOWN:?}: a worker \
-             thread is blocked (see BENCHMARKS.md, \"Library problems found\"); its figures \
-             may have been measured with one worker instead of two.**"
+             thread is blocked, a deadlock in the library; its figures may have been \
+             measured with one worker instead of two.**"
         );
     }
     report::figure(
@@ -122,8 +123,8 @@ fn watchdog() {
                 && Instant::now() > *deadline
             {
                 println!(
-                    "\n**{what} hangs: its runtime's worker threads are blocked (see \
-                     BENCHMARKS.md, \"Library problems found\"). Giving up.**"
+                    "\n**{what} hangs: its runtime's worker threads are blocked, a deadlock \
+                     in the library. Giving up.**"
                 );
                 std::process::exit(2);
             }
