@@ -33,7 +33,7 @@ pub(crate) async fn keep_alive<L: Backend>(shared: Arc<Holding<L>>) {
             i,
         )
     });
-    let mut wait = interval;
+    let mut wait = interval.map(first_renewal);
     loop {
         let deadline = shared.give_up_at();
         let give_up = tokio::time::sleep(until(shared.clock.as_ref(), deadline));
@@ -83,6 +83,17 @@ pub(crate) async fn keep_alive<L: Backend>(shared: Arc<Holding<L>>) {
             }
         }
     }
+}
+
+/// When the first renewal of a lease comes: at a random point of the second half of the renew
+/// interval; the next ones follow every interval. Locks taken together (a process starting, a
+/// burst of work) would otherwise renew together ever after: 10,000 locks taken in a second
+/// sent 10,000 writes in one second of each interval, and the burst overflowed watch buffers.
+/// Spread over half an interval, they stay spread, for at most one renewal more per lease.
+fn first_renewal(interval: Duration) -> Duration {
+    let half = interval / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
 /// How often a lease without expiry is checked when the backend sends no changes.

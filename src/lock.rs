@@ -241,6 +241,9 @@ impl<L: Locker> Lock<L> {
     /// the duration (the guard gives up the last tenth early). Default: a third of the
     /// duration.
     ///
+    /// The first renewal comes at a random point of the interval's second half, the next ones
+    /// every interval after it: locks taken together do not renew together.
+    ///
     /// # Examples
     ///
     /// ```

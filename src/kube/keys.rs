@@ -15,3 +15,15 @@ pub const KUBE_LOCK_ANNOTATION: &str = "kube-lock";
 /// (kube-lock's own document has no room for it, and the Go tool leaves other annotations
 /// alone). Locks in lockheed's format keep their queue in their state document.
 pub const QUEUE_ANNOTATION: &str = "lockheed/queue";
+/// The field manager of every write of [`KubeLocker`](super::KubeLocker) and
+/// [`LeaseLocker`](crate::LeaseLocker): `kubectl get -o yaml --show-managed-fields` names it
+/// as the owner of the keys a lock writes.
+pub const FIELD_MANAGER: &str = "lockheed";
+
+/// The parameters of a lock's create or update: its field manager.
+pub(crate) fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..kube::api::PostParams::default()
+    }
+}

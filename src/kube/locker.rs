@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, ObjectMeta};
 
 use super::format::Format;
 use super::keys::DEFAULT_PREFIX;
@@ -377,7 +377,7 @@ impl Backend for KubeLocker {
                 .encode(name, ConfigMap::clone(&current.0), state)?;
             self.objects
                 .api
-                .replace(&object_name, &PostParams::default(), &cm)
+                .replace(&object_name, &crate::kube::post_params(), &cm)
                 .await
         } else if !self.create {
             return Err(Error::Missing {
@@ -392,10 +392,14 @@ impl Backend for KubeLocker {
                 ..ConfigMap::default()
             };
             let cm = self.objects.encode(name, fresh, state)?;
-            self.objects.api.create(&PostParams::default(), &cm).await
+            self.objects
+                .api
+                .create(&crate::kube::post_params(), &cm)
+                .await
         };
         match result {
-            Ok(stored) => {
+            Ok(mut stored) => {
+                stored.metadata.managed_fields = None; // as `decode` keeps it
                 // Tell this process's waiters and watchers at once, ahead of the watch.
                 if let Ok(record) = self.decode(name, stored.clone()) {
                     self.watches.saw(name, &record);

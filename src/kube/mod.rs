@@ -29,9 +29,10 @@ mod objects;
 pub(crate) mod watch;
 
 pub(crate) use self::format::Format;
+pub(crate) use self::keys::post_params;
 pub use self::keys::{
-    DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION,
-    STATE_KEY,
+    DEFAULT_PREFIX, FENCING_ANNOTATION, FIELD_MANAGER, KUBE_LOCK_ANNOTATION, LOCK_LABEL,
+    QUEUE_ANNOTATION, STATE_KEY,
 };
 pub(crate) use self::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_name, check_state_size};
 pub use self::locker::KubeLocker;

@@ -45,7 +45,8 @@ impl ConfigMapVersion {
         self.0.metadata.resource_version.as_deref()
     }
 
-    /// The ConfigMap as it was read.
+    /// The ConfigMap as it was read, without its `metadata.managedFields`: a lock keeps its
+    /// object for the next write, which leaves them out so that the API server keeps them.
     ///
     /// # Examples
     ///
@@ -102,8 +103,11 @@ impl Objects {
     pub(super) fn decode(
         &self,
         name: &str,
-        cm: ConfigMap,
+        mut cm: ConfigMap,
     ) -> Result<Record<ConfigMapVersion>, Error> {
+        // Kept for the next write, which leaves them out (the API server then keeps them as
+        // they are): a lock held or watched does not carry its object's field owners around.
+        cm.metadata.managed_fields = None;
         let record = self.format.decode(name, &self.object(name), cm)?;
         Ok(
             Record::new(record.state, ConfigMapVersion(Arc::new(record.version)))

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease as KubeLease;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta};
 use kube::runtime::watcher;
 
 use super::format::{self, check_lock};
@@ -49,7 +49,8 @@ impl LeaseVersion {
         self.0.metadata.resource_version.as_deref()
     }
 
-    /// The Lease as it was read.
+    /// The Lease as it was read, without its `metadata.managedFields` (see
+    /// [`ConfigMapVersion::config_map`](crate::kube::ConfigMapVersion::config_map)).
     ///
     /// # Examples
     ///
@@ -115,7 +116,9 @@ impl Kept for Leases {
         (!name.is_empty()).then(|| name.to_owned())
     }
 
-    fn decode(&self, name: &str, lease: KubeLease) -> Result<Record<LeaseVersion>, Error> {
+    fn decode(&self, name: &str, mut lease: KubeLease) -> Result<Record<LeaseVersion>, Error> {
+        // Kept for the next write, which leaves them out (the API server then keeps them).
+        lease.metadata.managed_fields = None;
         let state = format::decode(name, &self.object(name), &lease)?;
         Ok(Record::new(state, LeaseVersion(Arc::new(lease))))
     }
@@ -435,7 +438,7 @@ impl Backend for LeaseLocker {
         let api = &self.leases.api;
         let result = if let Some(current) = expected {
             let lease = self.encode(name, KubeLease::clone(&current.0), state)?;
-            api.replace(&object_name, &PostParams::default(), &lease)
+            api.replace(&object_name, &crate::kube::post_params(), &lease)
                 .await
         } else {
             let fresh = KubeLease {
@@ -446,10 +449,11 @@ impl Backend for LeaseLocker {
                 spec: None,
             };
             let lease = self.encode(name, fresh, state)?;
-            api.create(&PostParams::default(), &lease).await
+            api.create(&crate::kube::post_params(), &lease).await
         };
         match result {
-            Ok(stored) => {
+            Ok(mut stored) => {
+                stored.metadata.managed_fields = None; // as `decode` keeps it
                 // Tell this process's waiters and watchers at once, ahead of the watch.
                 if let Ok(record) = self.leases.decode(name, stored.clone()) {
                     self.watches.saw(name, &record);

@@ -177,6 +177,73 @@ async fn a_precreated_configmap_is_adopted_and_keeps_its_contents() {
     assert_eq!(after.metadata.annotations.unwrap()["note"], "keep me");
 }
 
+/// A lock keeps its object without `metadata.managedFields` (memory: a held or watched lock
+/// does not carry its field owners around) and its writes leave them out, so the API server
+/// keeps every manager's entry: another tool's fields stay its own.
+#[tokio::test(start_paused = true)]
+async fn writes_keep_every_managers_fields() {
+    use kube::api::{Patch, PatchParams};
+    use lockheed::backend::Backend;
+
+    let c = Cluster::new().await;
+    let applied = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "lockheed-owned", "labels": {"team": "a"}},
+        "data": {"owner": "team-a"},
+    });
+    c.api
+        .patch(
+            "lockheed-owned",
+            &PatchParams::apply("other-tool"),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .unwrap();
+    let locker = c.locker();
+    let guard = c.lock("owned", "me").try_acquire().await.unwrap();
+    guard.release().await.unwrap();
+
+    let record = locker.read("owned").await.unwrap().unwrap();
+    assert_eq!(record.version.config_map().metadata.managed_fields, None);
+    let after = c.get("lockheed-owned").await;
+    let managers: Vec<(String, String)> = after
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            (
+                e.manager.unwrap_or_default(),
+                e.operation.unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(
+        managers.contains(&("other-tool".to_owned(), "Apply".to_owned())),
+        "{managers:?}"
+    );
+    assert!(
+        managers.contains(&(
+            lockheed::kube::FIELD_MANAGER.to_owned(),
+            "Update".to_owned()
+        )),
+        "{managers:?}"
+    );
+    // The other tool still owns its key: applying it again is no conflict.
+    c.api
+        .patch(
+            "lockheed-owned",
+            &PatchParams::apply("other-tool"),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        c.get("lockheed-owned").await.data.unwrap()["owner"],
+        "team-a"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_corrupt_state_names_its_configmap_and_hides_nothing() {
     let c = Cluster::new().await;
