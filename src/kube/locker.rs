@@ -10,7 +10,8 @@ use super::format::Format;
 use super::keys::DEFAULT_PREFIX;
 use super::limits::check_name;
 use super::objects::{ConfigMapVersion, Objects};
-use super::watch::Watches;
+use super::store;
+use super::watch::{Kept as _, Watches};
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
@@ -308,21 +309,6 @@ impl KubeLocker {
     pub fn object_name(&self, name: &str) -> String {
         self.objects.object_name(name)
     }
-
-    fn kube_error(&self, name: &str, source: kube::Error) -> Error {
-        Error::Kube {
-            object: self.objects.object(name),
-            source,
-        }
-    }
-
-    fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMapVersion>, Error> {
-        self.objects.decode(name, cm)
-    }
-}
-
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
 }
 
 impl Backend for KubeLocker {
@@ -353,15 +339,7 @@ impl Backend for KubeLocker {
     }
 
     async fn read(&self, name: &str) -> Result<Option<Record<ConfigMapVersion>>, Error> {
-        let cm = self
-            .objects
-            .api
-            .get_opt(&self.object_name(name))
-            .await
-            .map_err(|e| self.kube_error(name, e))?;
-        let record = cm.map(|cm| self.decode(name, cm)).transpose()?;
-        self.watches.read(name, record.as_ref());
-        Ok(record)
+        store::read(&self.objects, &self.watches, name).await
     }
 
     async fn write(
@@ -370,49 +348,23 @@ impl Backend for KubeLocker {
         expected: Option<&ConfigMapVersion>,
         state: &LockState,
     ) -> Result<Written<ConfigMapVersion>, Error> {
-        let object_name = self.object_name(name);
-        let result = if let Some(current) = expected {
-            let cm = self
-                .objects
-                .encode(name, ConfigMap::clone(&current.0), state)?;
-            self.objects
-                .api
-                .replace(&object_name, &crate::kube::post_params(), &cm)
-                .await
-        } else if !self.create {
-            return Err(Error::Missing {
-                object: self.objects.object(name),
-            });
-        } else {
-            let fresh = ConfigMap {
+        let object = if let Some(current) = expected {
+            ConfigMap::clone(&current.0)
+        } else if self.create {
+            ConfigMap {
                 metadata: ObjectMeta {
-                    name: Some(object_name),
+                    name: Some(self.object_name(name)),
                     ..ObjectMeta::default()
                 },
                 ..ConfigMap::default()
-            };
-            let cm = self.objects.encode(name, fresh, state)?;
-            self.objects
-                .api
-                .create(&crate::kube::post_params(), &cm)
-                .await
+            }
+        } else {
+            return Err(Error::Missing {
+                object: self.objects.object(name),
+            });
         };
-        match result {
-            Ok(mut stored) => {
-                stored.metadata.managed_fields = None; // as `decode` keeps it
-                // Tell this process's waiters and watchers at once, ahead of the watch.
-                if let Ok(record) = self.decode(name, stored.clone()) {
-                    self.watches.saw(name, &record);
-                }
-                Ok(Written::Stored(ConfigMapVersion(Arc::new(stored))))
-            }
-            // 409: changed (or created) meanwhile; 404: deleted meanwhile. Either way the
-            // caller re-reads and decides again.
-            Err(err) if is_status(&err, 409) || (expected.is_some() && is_status(&err, 404)) => {
-                Ok(Written::Conflict)
-            }
-            Err(err) => Err(self.kube_error(name, err)),
-        }
+        let cm = self.objects.encode(name, object, state)?;
+        store::write(&self.objects, &self.watches, name, &cm, expected.is_some()).await
     }
 
     async fn read_all(&self) -> Result<StoredStates, Error> {
@@ -432,7 +384,7 @@ impl Backend for KubeLocker {
             .filter_map(|cm| {
                 let object_name = cm.metadata.name.clone()?;
                 let name = object_name.strip_prefix(&self.objects.prefix)?.to_owned();
-                let state = self.decode(&name, cm).map(|record| record.state);
+                let state = self.objects.decode(&name, cm).map(|record| record.state);
                 Some((name, state))
             })
             .collect())

@@ -26,10 +26,10 @@ mod keys;
 mod limits;
 mod locker;
 mod objects;
+pub(crate) mod store;
 pub(crate) mod watch;
 
 pub(crate) use self::format::Format;
-pub(crate) use self::keys::post_params;
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, FIELD_MANAGER, KUBE_LOCK_ANNOTATION, LOCK_LABEL,
     QUEUE_ANNOTATION, STATE_KEY,

@@ -88,11 +88,6 @@ impl Objects {
         format!("{}{name}", self.prefix)
     }
 
-    /// `namespace/configmap`, for messages.
-    pub(super) fn object(&self, name: &str) -> String {
-        format!("{}/{}", self.namespace, self.object_name(name))
-    }
-
     /// The lock a ConfigMap holds, by name (`None`: not one of this locker's).
     pub(super) fn lock_name(&self, cm: &ConfigMap) -> Option<String> {
         let object = cm.metadata.name.as_deref()?;
@@ -149,6 +144,10 @@ impl Kept for Objects {
 
     fn decode(&self, name: &str, cm: ConfigMap) -> Result<Record<ConfigMapVersion>, Error> {
         Objects::decode(self, name, cm)
+    }
+
+    fn version(cm: ConfigMap) -> ConfigMapVersion {
+        ConfigMapVersion(Arc::new(cm))
     }
 
     fn selector(&self) -> watcher::Config {

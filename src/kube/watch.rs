@@ -35,6 +35,7 @@ pub(crate) trait Kept: Clone + Send + Sync + 'static {
     type Object: kube::Resource<DynamicType = ()>
         + Clone
         + DeserializeOwned
+        + serde::Serialize
         + Debug
         + Send
         + Sync
@@ -50,8 +51,15 @@ pub(crate) trait Kept: Clone + Send + Sync + 'static {
     fn object_name(&self, name: &str) -> String;
     /// The lock an object holds, by name (`None`: not one of this locker's).
     fn lock_name(&self, object: &Self::Object) -> Option<String>;
-    /// Lock `name`'s record, read from its object.
+    /// Lock `name`'s object, for messages: `namespace/object-name`.
+    fn object(&self, name: &str) -> String {
+        format!("{}/{}", self.namespace(), self.object_name(name))
+    }
+    /// Lock `name`'s record, read from its object (without its `managedFields`).
     fn decode(&self, name: &str, object: Self::Object) -> Result<Record<Self::Version>, Error>;
+    /// An object as stored, as a version to compare the next write against (for an object
+    /// that holds no valid lock).
+    fn version(object: Self::Object) -> Self::Version;
     /// What the namespace watch selects (a label, or every object of the kind).
     fn selector(&self) -> watcher::Config;
     /// The resourceVersion a version was read at.

@@ -12,6 +12,7 @@ use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::kind::LockKind;
+use crate::kube::store;
 use crate::kube::watch::{Kept, Watches};
 use crate::names::dns1123_subdomain_errors;
 use crate::state::LockState;
@@ -86,13 +87,6 @@ pub(super) struct Leases {
     prefix: String,
 }
 
-impl Leases {
-    /// `namespace/lease`, for messages.
-    fn object(&self, name: &str) -> String {
-        format!("{}/{}", self.namespace, self.object_name(name))
-    }
-}
-
 impl Kept for Leases {
     type Object = KubeLease;
     type Version = LeaseVersion;
@@ -121,6 +115,10 @@ impl Kept for Leases {
         lease.metadata.managed_fields = None;
         let state = format::decode(name, &self.object(name), &lease)?;
         Ok(Record::new(state, LeaseVersion(Arc::new(lease))))
+    }
+
+    fn version(lease: KubeLease) -> LeaseVersion {
+        LeaseVersion(Arc::new(lease))
     }
 
     fn selector(&self) -> watcher::Config {
@@ -359,22 +357,11 @@ impl LeaseLocker {
         self.watches.active()
     }
 
-    fn kube_error(&self, name: &str, source: kube::Error) -> Error {
-        Error::Kube {
-            object: self.leases.object(name),
-            source,
-        }
-    }
-
     /// `lease` with `state` written into it, now.
     fn encode(&self, name: &str, lease: KubeLease, state: &LockState) -> Result<KubeLease, Error> {
         let now = self.clock.now();
         format::encode(name, &self.leases.object(name), lease, state, now)
     }
-}
-
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
 }
 
 impl Backend for LeaseLocker {
@@ -417,15 +404,7 @@ impl Backend for LeaseLocker {
     }
 
     async fn read(&self, name: &str) -> Result<Option<Record<LeaseVersion>>, Error> {
-        let lease = self
-            .leases
-            .api
-            .get_opt(&self.object_name(name))
-            .await
-            .map_err(|e| self.kube_error(name, e))?;
-        let record = lease.map(|l| self.leases.decode(name, l)).transpose()?;
-        self.watches.read(name, record.as_ref());
-        Ok(record)
+        store::read(&self.leases, &self.watches, name).await
     }
 
     async fn write(
@@ -434,39 +413,25 @@ impl Backend for LeaseLocker {
         expected: Option<&LeaseVersion>,
         state: &LockState,
     ) -> Result<Written<LeaseVersion>, Error> {
-        let object_name = self.object_name(name);
-        let api = &self.leases.api;
-        let result = if let Some(current) = expected {
-            let lease = self.encode(name, KubeLease::clone(&current.0), state)?;
-            api.replace(&object_name, &crate::kube::post_params(), &lease)
-                .await
-        } else {
-            let fresh = KubeLease {
+        let object = expected.map_or_else(
+            || KubeLease {
                 metadata: ObjectMeta {
-                    name: Some(object_name),
+                    name: Some(self.object_name(name)),
                     ..ObjectMeta::default()
                 },
                 spec: None,
-            };
-            let lease = self.encode(name, fresh, state)?;
-            api.create(&crate::kube::post_params(), &lease).await
-        };
-        match result {
-            Ok(mut stored) => {
-                stored.metadata.managed_fields = None; // as `decode` keeps it
-                // Tell this process's waiters and watchers at once, ahead of the watch.
-                if let Ok(record) = self.leases.decode(name, stored.clone()) {
-                    self.watches.saw(name, &record);
-                }
-                Ok(Written::Stored(LeaseVersion(Arc::new(stored))))
-            }
-            // 409: changed (or created) meanwhile; 404: deleted meanwhile. Either way the
-            // caller reads again and decides again.
-            Err(err) if is_status(&err, 409) || (expected.is_some() && is_status(&err, 404)) => {
-                Ok(Written::Conflict)
-            }
-            Err(err) => Err(self.kube_error(name, err)),
-        }
+            },
+            |current| KubeLease::clone(&current.0),
+        );
+        let lease = self.encode(name, object, state)?;
+        store::write(
+            &self.leases,
+            &self.watches,
+            name,
+            &lease,
+            expected.is_some(),
+        )
+        .await
     }
 
     async fn read_all(&self) -> Result<StoredStates, Error> {
