@@ -16,16 +16,24 @@ pub(crate) const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
 ///
 /// [`Error::InvalidName`] naming the object and what is wrong with its name.
 pub(crate) fn check_name(prefix: &str, name: &str) -> Result<(), Error> {
-    let object = format!("{prefix}{name}");
+    check_object_name("ConfigMap", &format!("{prefix}{name}"), name)
+}
+
+/// Checks that lock `name`'s object, a `kind` named `object`, has a valid name.
+///
+/// # Errors
+///
+/// [`Error::InvalidName`] naming the object and what is wrong with its name.
+pub(crate) fn check_object_name(kind: &str, object: &str, name: &str) -> Result<(), Error> {
     let problems = if name.is_empty() {
         vec!["a lock name must not be empty".to_owned()]
     } else {
-        dns1123_subdomain_errors(&object)
+        dns1123_subdomain_errors(object)
     };
     match problems.first() {
         Some(problem) => Err(Error::InvalidName {
             name: name.to_owned(),
-            reason: format!("the ConfigMap name {object:?} is invalid: {problem}"),
+            reason: format!("the {kind} name {object:?} is invalid: {problem}"),
         }),
         None => Ok(()),
     }

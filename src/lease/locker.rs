@@ -12,9 +12,9 @@ use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::kind::LockKind;
+use crate::kube::check_object_name;
 use crate::kube::store;
 use crate::kube::watch::{Kept, Watches};
-use crate::names::dns1123_subdomain_errors;
 use crate::state::LockState;
 
 /// What a [`LeaseLocker`]'s write compares against: the Lease as it was read. The write is a
@@ -372,19 +372,7 @@ impl Backend for LeaseLocker {
     }
 
     fn check_name(&self, name: &str) -> Result<(), Error> {
-        let object = self.leases.object_name(name);
-        let problems = if name.is_empty() {
-            vec!["a lock name must not be empty".to_owned()]
-        } else {
-            dns1123_subdomain_errors(&object)
-        };
-        match problems.first() {
-            Some(problem) => Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason: format!("the Lease name {object:?} is invalid: {problem}"),
-            }),
-            None => Ok(()),
-        }
+        check_object_name("Lease", &self.leases.object_name(name), name)
     }
 
     fn check_lock(&self, name: &str, kind: &LockKind, duration: Duration) -> Result<(), Error> {
