@@ -1,6 +1,6 @@
-//! The lock benchmarks of issue 11, "Performance at the physical limit": requests per
-//! operation, handover latency, contention, scale, and the fake API server's own ceiling,
-//! with kube-lease-manager 0.13 measured in the same run for comparison. Every scenario runs
+//! The lock benchmarks of issues 11 and 13: requests per operation, handover latency,
+//! contention, scale, the fake API server's own ceiling, and leader-election failover, with
+//! kube-lease-manager 0.13 measured in the same run for comparison. Every scenario runs
 //! against [`lockheed::testing::FakeApiServer`] over loopback HTTP. Run with:
 //!
 //! ```text
@@ -19,8 +19,14 @@
 
 #[path = "locks/ceiling.rs"]
 mod ceiling;
+// client-go's leader election, transcribed for the tests; scenario 7 uses what it needs.
+#[allow(dead_code)]
+#[path = "../tests/locks/client_go.rs"]
+mod client_go;
 #[path = "locks/contention.rs"]
 mod contention;
+#[path = "locks/failover.rs"]
+mod failover;
 #[path = "locks/handover.rs"]
 mod handover;
 #[path = "locks/remote.rs"]
@@ -180,6 +186,9 @@ fn main() {
     }
     if runs(5) {
         remote::run_child("waiters", mode.quick);
+    }
+    if runs(7) {
+        run_on_own_runtime("failover", failover::run(mode));
     }
     println!(
         "\nwall time: {:.1} s; load average at the end: {}",

@@ -8,7 +8,6 @@ mod bounds;
 mod client_go;
 mod edges;
 mod election;
-mod failover;
 mod failures;
 mod fifo;
 mod harness;
