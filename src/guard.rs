@@ -384,7 +384,10 @@ impl<L: Locker> LockGuard<L> {
     ///
     /// [`Error::Lost`] when the lease was already gone (taken over by force, or expired and
     /// taken by another holder): there was nothing to release. The backend's errors; the
-    /// lease then expires by itself.
+    /// lease then expires by itself. A transient failure (a 5xx, a lost connection, a 429) is
+    /// first tried again, up to four tries in all (about half a second, longer if a 429 asks
+    /// for it) while the lease is trusted; a lease found gone after such a failure was most
+    /// likely removed by the write that failed, and counts as released.
     ///
     /// # Cancel safety
     ///

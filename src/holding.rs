@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{
     Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
 };
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::gotime::GoTime;
@@ -190,37 +191,73 @@ impl<L: Backend> Holding<L> {
     pub(crate) async fn release(&self) -> Result<(), Error> {
         let settings = &self.settings;
         let held = self.held.lock().await;
-        let known = self.current(&held);
-        let decide = |record: Option<&Record<L::Version>>| {
-            // Deleted by someone since this holder wrote it: nothing is held any more.
-            let Some(record) = record else {
-                return Ok(Decision::Done(()));
+        let mut start = Start::Known(Some(self.current(&held)));
+        let mut failures = Backoff::new(RELEASE_RETRY, RELEASE_RETRY * 8);
+        let mut tries = 1;
+        // After a failure whose outcome is unknown, a lease found gone was most likely removed
+        // by the write that failed: the release is done, not lost.
+        let mut failed = false;
+        loop {
+            let decide = |record: Option<&Record<L::Version>>| {
+                // Deleted by someone since this holder wrote it: nothing is held any more.
+                let Some(record) = record else {
+                    return Ok(Decision::Done(()));
+                };
+                let Some(state) = rules::release(
+                    &record.state,
+                    &settings.holder,
+                    self.token,
+                    &settings.tags,
+                    settings.reset_tags,
+                    self.clock.now(),
+                    settings.skew_allowance,
+                ) else {
+                    return if failed {
+                        Ok(Decision::Done(()))
+                    } else {
+                        Err(self.lost_error())
+                    };
+                };
+                Ok(Decision::Write {
+                    state,
+                    value: (),
+                    on_unknown: OnUnknown::nothing(),
+                })
             };
-            let state = rules::release(
-                &record.state,
-                &settings.holder,
-                self.token,
-                &settings.tags,
-                settings.reset_tags,
-                self.clock.now(),
-                settings.skew_allowance,
-            )
-            .ok_or_else(|| self.lost_error())?;
-            Ok(Decision::Write {
-                state,
-                value: (),
-                on_unknown: OnUnknown::nothing(),
-            })
-        };
-        let swapped = self.write(known, decide).await?;
-        if swapped.known()?.is_ok() {
-            tracing::debug!("lock released");
-        } else {
-            tracing::debug!("the lock was deleted: nothing is held");
+            let swapped = compare_and_swap(&self.locker, &settings.name, start, decide).await;
+            let error = match swapped.and_then(Swapped::known) {
+                Ok(Ok(_)) => {
+                    tracing::debug!("lock released");
+                    return Ok(());
+                }
+                Ok(Err(())) => {
+                    tracing::debug!(
+                        "nothing to release: the lock was deleted, or released already"
+                    );
+                    return Ok(());
+                }
+                Err(err) => err,
+            };
+            // A transient failure (a 5xx, a reset connection, a 429) is retried a few times,
+            // quickly, while the lease is still trusted: otherwise it would stay until it ends.
+            let pause = failures.after(&error);
+            let in_time = self.clock.now() + pause < self.give_up_at();
+            if !error.is_transient() || tries >= RELEASE_TRIES || !in_time {
+                return Err(error);
+            }
+            tracing::debug!(error = %error, "releasing the lease failed; retrying");
+            tries += 1;
+            failed = true;
+            start = Start::Read;
+            tokio::time::sleep(pause).await;
         }
-        Ok(())
     }
 }
+
+/// How many times a release is tried when it meets transient failures.
+const RELEASE_TRIES: u32 = 4;
+/// The first pause between two tries of a release (then doubling, with jitter).
+const RELEASE_RETRY: Duration = Duration::from_millis(50);
 
 /// The moment a holder stops trusting its lease that ends at `expires`, in Unix milliseconds:
 /// a tenth of the duration before it ends, so that `lost` fires before another holder can take

@@ -418,3 +418,68 @@ async fn a_late_clean_up_never_removes_a_later_acquisition_of_the_same_holder() 
     history.commits(server.commits());
     history.finish().assert_valid();
 }
+
+/// A release that meets a transient failure is tried again, quickly, instead of leaving the
+/// lease to expire: a 500 before the write is retried; a 500 after it committed finds the
+/// lease gone and counts as released (not lost); a server that keeps failing gets four tries,
+/// and the error.
+#[tokio::test(start_paused = true)]
+async fn a_release_is_retried_after_a_transient_failure() {
+    use lockheed::testing::{Fault, RequestMatcher};
+
+    let clock = Arc::new(TokioClock::new());
+    let server = server(&clock).await;
+    let injected = |kind: &str| server.faults_injected().get(kind).copied().unwrap_or(0);
+    // Requests the server answered (a fault that answers first is not logged).
+    let answered = |verb: Verb| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.user.as_deref() == Some("alice") && r.verb == verb)
+            .count()
+    };
+    let release_with = |fault: Fault| {
+        let (server, clock) = (&server, &clock);
+        async move {
+            let alice = holding(server, clock, "r", "alice").await;
+            let before = (answered(Verb::Get), answered(Verb::Update));
+            server.inject(fault.on(RequestMatcher::any().token("alice").verb(Verb::Update)));
+            let released = alice.release().await;
+            server.clear_faults();
+            let after = (answered(Verb::Get), answered(Verb::Update));
+            (released, after.0 - before.0, after.1 - before.1)
+        }
+    };
+    let free = || async {
+        let bob = Lock::new("r", process(&server, &clock, "bob")).with_holder("bob");
+        bob.try_acquire().await.unwrap().release().await.unwrap();
+    };
+
+    let (released, reads, writes) = release_with(Fault::status(500).times(1)).await;
+    assert!(released.is_ok(), "{released:?}");
+    assert_eq!(injected("status 500"), 1);
+    assert_eq!((reads, writes), (1, 1), "a read, and the write again");
+    free().await;
+
+    let (released, reads, writes) = release_with(Fault::status(500).after_commit().times(1)).await;
+    assert!(released.is_ok(), "released, not lost: {released:?}");
+    assert_eq!(injected("status 500 after commit"), 1);
+    assert_eq!(
+        (reads, writes),
+        (1, 1),
+        "the write committed; the read shows it"
+    );
+    free().await;
+
+    let (failed, reads, writes) = release_with(Fault::status(500).always()).await;
+    assert!(
+        matches!(&failed, Err(err) if err.is_transient()),
+        "{failed:?}"
+    );
+    assert_eq!(injected("status 500"), 1 + 4, "four tries");
+    assert_eq!((reads, writes), (3, 0));
+    // The lease stays until it ends, as before.
+    let bob = Lock::new("r", process(&server, &clock, "bob")).with_holder("bob");
+    assert!(matches!(bob.try_acquire().await, Err(Error::Held { .. })));
+    assert!(bob.acquire_timeout(15 * SECOND).await.is_ok());
+}
