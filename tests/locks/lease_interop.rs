@@ -1,6 +1,8 @@
 //! lockheed, client-go and kube-lease-manager electing leaders on one Lease, with holders
 //! stopping, crashing and releasing at random: never two leaders at once (by each one's own
-//! belief), and every handover to a lockheed replica that was waiting is watch-fast.
+//! belief), and every handover to a lockheed replica that was waiting is watch-fast. (A
+//! client-go release can fail when a lockheed waiter queued since client-go's last renewal:
+//! that is no handover, and the Lease is taken when it expires; the last test shows it.)
 //!
 //! client-go is its algorithm transcribed (`client_go.rs`, client-go v0.31); kube-lease-manager
 //! is the real crate (0.13). The first test runs two lockheed and two client-go replicas on
@@ -79,6 +81,14 @@ impl Shared {
         if releases && ledger.lockheed_waiting > 0 {
             ledger.released = Some(Instant::now());
         }
+    }
+
+    /// `who`'s release did not happen after all (a client-go release that conflicted, see
+    /// `a_client_go_release_right_after_a_lockheed_waiter_queued_conflicts`): no handover
+    /// follows; the next leader takes the Lease once it expires.
+    fn release_failed(&self, who: &str) {
+        self.note(format!("{who}'s release failed"));
+        self.0.lock().unwrap().released = None;
     }
 
     fn waiting(&self, delta: isize) {
@@ -210,7 +220,9 @@ async fn client_go(
         match ending(&mut rng) {
             Ending::Release => {
                 ledger.end(&identity, true);
-                elector.release().await;
+                if !elector.release().await {
+                    ledger.release_failed(&identity);
+                }
             }
             Ending::Crash => ledger.end(&identity, false),
         }
@@ -302,7 +314,8 @@ fn verdict(ledger: &Shared, fast: Duration) -> Vec<Duration> {
     for (i, handover) in ledger.handovers.iter().enumerate() {
         assert!(
             *handover < fast,
-            "handover {i} while a lockheed replica waited took {handover:?}"
+            "handover {i} while a lockheed replica waited took {handover:?}\n{}",
+            ledger.timeline.join("\n")
         );
     }
     let mut handovers = ledger.handovers.clone();
@@ -531,4 +544,39 @@ async fn kube_lease_manager_joins_them_in_real_time() {
     assert_kinds(&ledger, 4, kinds);
     // Real time on a loaded machine: a watch delivery is milliseconds; allow a second.
     verdict(&ledger, Duration::from_secs(1));
+}
+
+/// A known cost of sharing a Lease with client-go: a lockheed waiter queues in the Lease's
+/// annotations (one write), which changes its resourceVersion. A client-go leader that
+/// releases before its next renewal has re-read nothing, so its release conflicts (client-go
+/// logs "Failed to release lock") and the waiter takes the Lease only once it expires. A
+/// renewal in between (every retry period) re-reads, and the release then succeeds.
+#[tokio::test(start_paused = true)]
+async fn a_client_go_release_right_after_a_lockheed_waiter_queued_conflicts() {
+    let server = FakeApiServer::start().await.unwrap();
+    let clock: Arc<TokioClock> = Arc::new(TokioClock::new());
+    let api = Api::<Lease>::namespaced(server.client(), "default");
+    let mut go = Elector::new(api, LEASE, Config::new("go-a"), clock.clone());
+    assert!(go.acquire(&CancellationToken::new()).await);
+    let locker = LeaseLocker::new(server.client(), "default").with_clock(clock.clone());
+    let waiter = tokio::spawn(async move {
+        let lock = Lock::new(LEASE, locker)
+            .with_holder("rust-a")
+            .with_duration(Duration::from_secs(15));
+        let guard = lock.acquire().await.unwrap();
+        (Instant::now(), guard)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let released = Instant::now();
+    assert!(
+        !go.release().await,
+        "the waiter's queue write changed the Lease"
+    );
+    let (led, guard) = waiter.await.unwrap();
+    assert!(
+        led - released > Duration::from_secs(10),
+        "{:?}",
+        led - released
+    );
+    guard.release().await.unwrap();
 }
