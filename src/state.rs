@@ -270,6 +270,24 @@ pub(crate) struct QueueEntry {
 }
 
 impl QueueEntry {
+    /// `instance_id`'s place, taken `since` and live until `expires`; nothing else said.
+    pub(crate) fn new(instance_id: &str, expires: GoTime, since: GoTime) -> Self {
+        Self {
+            instance_id: instance_id.to_owned(),
+            expires,
+            duration_millis: None,
+            since,
+            lease_millis: None,
+            reason: None,
+            shared: false,
+            tags: Vec::new(),
+            reset_tags: false,
+            preferred: false,
+            nonce: None,
+            extra: Map::new(),
+        }
+    }
+
     /// How long the entry lasts from each refresh, when its writer said.
     pub(crate) fn duration(&self) -> Option<std::time::Duration> {
         self.duration_millis.map(std::time::Duration::from_millis)

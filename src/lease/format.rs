@@ -181,18 +181,8 @@ fn prefer(state: &mut LockState, spec: &LeaseSpec) {
     } else {
         let (expires, duration, since) = term(spec);
         QueueEntry {
-            instance_id: preferred.to_owned(),
-            expires,
             duration_millis: Some(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)),
-            since: GoTime::from(since),
-            lease_millis: None,
-            reason: None,
-            shared: false,
-            tags: Vec::new(),
-            reset_tags: false,
-            preferred: true,
-            nonce: None,
-            extra: serde_json::Map::new(),
+            ..QueueEntry::new(preferred, expires, GoTime::from(since))
         }
     };
     state.queue.insert(

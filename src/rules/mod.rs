@@ -1099,18 +1099,13 @@ mod tests {
         let mut state = held_by("a", "2026-11-22T10:00:30Z");
         assert!(!yields(&state, "a"));
         state.queue.push(crate::state::QueueEntry {
-            instance_id: "b".into(),
-            expires: GoTime::parse("2026-11-22T10:00:30Z").unwrap(),
             duration_millis: Some(30_000),
-            since: GoTime::parse(NOW).unwrap(),
-            lease_millis: None,
-            reason: None,
-            shared: false,
-            tags: Vec::new(),
-            reset_tags: false,
             preferred: true,
-            nonce: None,
-            extra: serde_json::Map::new(),
+            ..crate::state::QueueEntry::new(
+                "b",
+                GoTime::parse("2026-11-22T10:00:30Z").unwrap(),
+                GoTime::parse(NOW).unwrap(),
+            )
         });
         // The holder still renews (its lease is its own) but gives the lock up instead.
         assert!(yields(&state, "a"));

@@ -105,18 +105,14 @@ pub(super) fn wait_in_line(
             own.nonce = Some(request.nonce.to_owned());
         }
         None => next.queue.push(QueueEntry {
-            instance_id: request.holder.to_owned(),
-            expires,
             duration_millis: duration_millis(ttl),
-            since: GoTime::from(now),
             lease_millis: duration_millis(request.duration),
             reason: request.reason.map(str::to_owned),
             shared: kind == Kind::ReadWrite(Access::Shared),
             tags: request.tags.to_vec(),
             reset_tags: request.reset_tags,
-            preferred: false,
             nonce: Some(request.nonce.to_owned()),
-            extra: serde_json::Map::new(),
+            ..QueueEntry::new(request.holder, expires, GoTime::from(now))
         }),
     }
     let refresh_in = ttl / 2;
