@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use crate::gotime::GoTime;
 use crate::kind::LockKind;
 use crate::state::{Lease, LockState, QueueEntry};
+use crate::text::printable;
 
 /// A holder of a lock and its lease, or a waiter queued for it ([`Holder::waiting`]).
 ///
@@ -157,23 +158,6 @@ impl fmt::Display for Holder {
     /// 2026-11-23T09:59:30Z, token 7, until 2026-11-23T10:00:30Z, reason "db restart")`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.line(None))
-    }
-}
-
-/// `text` as it is, or, when it has control characters (which could move a terminal's cursor
-/// or recolour it: holder identities come from the cluster, written by anyone), quoted with
-/// them escaped.
-pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    // Control characters, and the direction marks and overrides that make text read in
-    // another order than it is stored ("Trojan Source").
-    let unsafe_char = |c: char| {
-        c.is_control()
-            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if text.chars().any(unsafe_char) {
-        std::borrow::Cow::Owned(format!("{text:?}"))
-    } else {
-        std::borrow::Cow::Borrowed(text)
     }
 }
 

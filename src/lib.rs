@@ -80,6 +80,7 @@ mod rules;
 mod settings;
 mod state;
 mod take;
+mod text;
 mod waiter;
 mod watched;
 

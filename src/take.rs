@@ -162,7 +162,7 @@ fn warn_taken_over(settings: &Settings, token: u64, taken_over: &[Holder]) {
         token,
         removed = ?removed,
         "{} took lock {:?} over by force, removing {}",
-        crate::info::printable(&settings.holder),
+        crate::text::printable(&settings.holder),
         settings.name,
         removed.join("; ")
     );

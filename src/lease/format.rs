@@ -134,7 +134,8 @@ pub(crate) fn decode(name: &str, object: &str, lease: &KubeLease) -> Result<Lock
         reason,
     };
     let annotations = lease.metadata.annotations.as_ref();
-    let spec = lease.spec.clone().unwrap_or_default();
+    let no_spec = LeaseSpec::default();
+    let spec = lease.spec.as_ref().unwrap_or(&no_spec);
     let mut state = LockState::empty(name);
     MUTEX.clone_into(&mut state.lock_type);
     if let Some(token) = annotations.and_then(|a| a.get(FENCING_ANNOTATION)) {
@@ -152,7 +153,7 @@ pub(crate) fn decode(name: &str, object: &str, lease: &KubeLease) -> Result<Lock
         .unwrap_or_default();
     let fields: Option<HolderFields> =
         annotation(annotations, HOLDER_ANNOTATION, "a holder's fields").map_err(corrupt)?;
-    if let Some(mut lease) = holder_lease(&spec) {
+    if let Some(mut lease) = holder_lease(spec) {
         if let Some(fields) = fields.filter(|f| f.instance_id == lease.instance_id) {
             lease.token = Some(fields.fencing_token);
             (lease.nonce, lease.reason) = (fields.nonce, fields.reason);
@@ -161,7 +162,7 @@ pub(crate) fn decode(name: &str, object: &str, lease: &KubeLease) -> Result<Lock
         }
         state.leases.insert(lease.instance_id.clone(), lease);
     }
-    prefer(&mut state, &spec);
+    prefer(&mut state, spec);
     Ok(state)
 }
 

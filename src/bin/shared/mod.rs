@@ -14,4 +14,5 @@ pub(crate) mod duration;
 pub(crate) mod log;
 pub(crate) mod progress;
 pub(crate) mod signals;
+#[path = "../../text.rs"]
 pub(crate) mod text;

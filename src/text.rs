@@ -1,12 +1,13 @@
-//! Text read from the cluster, made safe to print on a terminal.
+//! Text read from the cluster, made safe to print on a terminal: by the library's messages
+//! (a [`Holder`](crate::Holder)'s line, errors) and by both command lines, which include this
+//! file from `src/bin/shared` (the library keeps it crate-private).
 
 use std::borrow::Cow;
 
 /// `text` as it is, or, when it has control characters or direction overrides, quoted with
-/// them escaped: holder
-/// identities, tags and reasons come from the cluster, written by anyone, and an escape
-/// sequence in one must not move the cursor or recolour the terminal of whoever lists the
-/// locks. (The library's `Holder` display does the same.)
+/// them escaped: holder identities, tags and reasons come from the cluster, written by anyone,
+/// and an escape sequence in one must not move the cursor or recolour the terminal of whoever
+/// lists the locks.
 pub(crate) fn printable(text: &str) -> Cow<'_, str> {
     // Control characters, and the direction marks and overrides that make text read in
     // another order than it is stored ("Trojan Source").
