@@ -103,8 +103,7 @@ pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
     if stuck {
         println!(
             "\n**Warning: the runtime of {what} did not shut down within {SHUTDOWN:?}: a worker \
-             thread is blocked, a deadlock in the library; its figures may have been \
-             measured with one worker instead of two.**"
+             thread is blocked, a deadlock in the library.**"
         );
     }
     report::figure(

@@ -194,10 +194,10 @@ impl<L: Backend> Holding<L> {
         let mut start = Start::Known(Some(self.current(&held)));
         let mut failures = Backoff::new(RELEASE_RETRY, RELEASE_RETRY * 8);
         let mut tries = 1;
-        // After a failure whose outcome is unknown, a lease found gone was most likely removed
-        // by the write that failed: the release is done, not lost.
-        let mut failed = false;
         loop {
+            // After a failure whose outcome is unknown, a lease found gone was most likely
+            // removed by the write that failed: the release is done, not lost.
+            let failed = tries > 1;
             let decide = |record: Option<&Record<L::Version>>| {
                 // Deleted by someone since this holder wrote it: nothing is held any more.
                 let Some(record) = record else {
@@ -247,7 +247,6 @@ impl<L: Backend> Holding<L> {
             }
             tracing::debug!(error = %error, "releasing the lease failed; retrying");
             tries += 1;
-            failed = true;
             start = Start::Read;
             tokio::time::sleep(pause).await;
         }

@@ -382,8 +382,7 @@ impl Backend for KubeLocker {
             .into_iter()
             .filter(|cm| self.objects.format.is_lock(cm))
             .filter_map(|cm| {
-                let object_name = cm.metadata.name.clone()?;
-                let name = object_name.strip_prefix(&self.objects.prefix)?.to_owned();
+                let name = self.objects.lock_name(&cm)?;
                 let state = self.objects.decode(&name, cm).map(|record| record.state);
                 Some((name, state))
             })

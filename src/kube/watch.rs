@@ -221,7 +221,6 @@ impl<O: Kept> Watches<O> {
         }
     }
 
-    /// What the namespace watch knows of lock `name` (see `Backend::known`).
     /// What is known of lock `name` without a request (see `Backend::known`): the namespace
     /// watch's view while it runs, or else a record this process read a moment ago.
     pub(crate) fn known(&self, name: &str) -> Snapshot<O::Version> {

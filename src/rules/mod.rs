@@ -73,12 +73,11 @@ pub(crate) fn holds(state: &LockState, ours: &Lease, token: u64, now: DateTime<U
 }
 
 /// What keeps a caller out: a holder's lease or a waiter queued ahead.
-struct Blocker<'s> {
+struct Blocker {
     holder: Holder,
     remaining: Duration,
     /// An exclusive holder, or a waiter for exclusive access (or for a mutex or a semaphore).
     exclusive: bool,
-    _state: std::marker::PhantomData<&'s ()>,
 }
 
 /// The live leases, and the live waiters queued ahead, that keep `request`'s caller out of a
@@ -86,18 +85,18 @@ struct Blocker<'s> {
 /// the caller only if its holders and the waiters ahead leave a place, a reader passes only
 /// readers. A caller that holds a live lease itself is taking it again (a re-entry), which
 /// waits for no queue: making it wait for waiters that wait for it would deadlock.
-fn blockers<'s>(
-    state: &'s LockState,
+fn blockers(
+    state: &LockState,
     kind: Kind,
     request: &Request<'_>,
     now: DateTime<Utc>,
-) -> Vec<Blocker<'s>> {
+) -> Vec<Blocker> {
     let judgement = request.judgement;
     let reentry = state
         .leases
         .get(request.holder)
         .is_some_and(|own| own.expires.to_utc() > now);
-    let mut all: Vec<Blocker<'s>> = state
+    let mut all: Vec<Blocker> = state
         .leases
         .values()
         .filter(|lease| lease.instance_id != request.holder && judgement.live(lease, now))
@@ -105,7 +104,6 @@ fn blockers<'s>(
             holder: Holder::from_lease(lease, false),
             remaining: judgement.remaining(lease, now),
             exclusive: !lease.shared,
-            _state: std::marker::PhantomData,
         })
         .collect();
     if request.fair && !reentry {
@@ -114,7 +112,6 @@ fn blockers<'s>(
                 holder: Holder::from_entry(entry),
                 remaining: judgement.entry_remaining(entry, now),
                 exclusive: !entry.shared,
-                _state: std::marker::PhantomData,
             }),
         );
     }

@@ -104,7 +104,7 @@ pub(crate) async fn poll(
 }
 
 /// What the progress observer logs off a terminal: who holds the semaphore, each time that
-/// changes (each interval's acquire reports it afresh: the same text is not logged twice).
+/// changes (the same text is not logged twice).
 fn log_changes(target: Target) -> impl Fn(&str) + Send + Sync + 'static {
     let last = Mutex::new(String::new());
     move |text: &str| {
