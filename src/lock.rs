@@ -691,8 +691,14 @@ impl<L: Locker> Lock<L> {
     /// Waits for the lock, at most `timeout`.
     async fn wait(&self, timeout: Option<Duration>) -> Result<LockGuard<L>, Error> {
         let settings = self.settings()?;
-        self.background_first().await;
+        // The timeout bounds the whole call, the moment given to background work included.
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        match deadline {
+            Some(deadline) => {
+                let _ = tokio::time::timeout_at(deadline, self.background_first()).await;
+            }
+            None => self.background_first().await,
+        }
         let mut waiter = Waiter::new(&self.locker, &settings);
         let acquired = waiter.run(deadline).await?;
         let view = waiter.into_feed();

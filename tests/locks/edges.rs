@@ -490,3 +490,30 @@ async fn a_take_retried_by_the_client_after_its_commit_leaves_no_lease() {
         info.holders
     );
 }
+
+/// `acquire_timeout` bounds the whole call, the moment it gives the lock's background work
+/// (the release of a guard just dropped) included: here that release hangs, the lease stays,
+/// and the acquire gives up after its own 200 ms, not after the second it lets the release
+/// have first plus its 200 ms.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_includes_the_wait_for_background_work() {
+    let server = FakeApiServer::start().await.unwrap();
+    let lock = Lock::new("slow", process(&server, "me")).with_holder("me");
+    let guard = lock.try_acquire().await.unwrap();
+    // The release's write hangs; later writes go through.
+    server.inject(Fault::hang().times(1).on(by("me").verb(Verb::Update)));
+    drop(guard);
+    let started = tokio::time::Instant::now();
+    let next = lock.clone().with_holder("next");
+    let err = tokio::time::timeout(
+        10 * SECOND,
+        next.acquire_timeout(Duration::from_millis(200)),
+    )
+    .await
+    .expect("the acquire returns")
+    .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, lockheed::Error::Timeout { .. }), "{err}");
+    assert!(took < Duration::from_millis(500), "gave up after {took:?}");
+    server.clear_faults();
+}
