@@ -1,5 +1,5 @@
 //! Text read from the cluster, made safe to print on a terminal: by the library's messages
-//! (a [`Holder`](crate::Holder)'s line, errors) and by both command lines, which include this
+//! (a `Holder`'s line, errors) and by both command lines, which include this
 //! file from `src/bin/shared` (the library keeps it crate-private).
 
 use std::borrow::Cow;
