@@ -185,6 +185,25 @@ impl Clock for TokioClock {
     }
 }
 
+/// lockheed's clocks drive the fake API server too, so that one clock stamps the server's
+/// objects and judges the leases under test.
+#[cfg(feature = "testing")]
+mod fake_server {
+    use chrono::{DateTime, Utc};
+
+    macro_rules! server_clock {
+        ($($clock:ty),*) => {$(
+            impl lockheed_fake_apiserver::Clock for $clock {
+                fn now(&self) -> DateTime<Utc> {
+                    super::Clock::now(self)
+                }
+            }
+        )*};
+    }
+
+    server_clock!(super::SystemClock, super::ManualClock, super::TokioClock);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

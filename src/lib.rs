@@ -22,8 +22,11 @@
 //!   ([`Lock::with_force`]).
 //! - [`clock`]: wall-clock time that tests can inject.
 //! - [`backend`]: what to implement to keep locks somewhere else.
-//! - `testing` (feature `testing`): [`testing::FakeApiServer`], an in-process Kubernetes API
-//!   server over real HTTP, with fault injection, request counters and access control.
+//! - [`text`]: text read from the cluster, made safe to print.
+//! - `testing` (feature `testing`): [`testing::FakeApiServer`] (the crate
+//!   `lockheed-fake-apiserver`), an in-process Kubernetes API server over real HTTP, with fault
+//!   injection, request counters and access control, and [`testing::history`], which checks a
+//!   run's commits against lockheed's rules.
 //!
 //! ```
 //! use std::time::Duration;
@@ -80,7 +83,7 @@ mod rules;
 mod settings;
 mod state;
 mod take;
-mod text;
+pub mod text;
 mod waiter;
 mod watched;
 

@@ -1,8 +1,9 @@
-//! Kubernetes object name rules, shared by the backends (checked before any request) and the
-//! fake API server (checked as kube-apiserver does).
+//! Kubernetes object name rules, shared by the backends: checked before any request, with
+//! kube-apiserver's own messages. (The fake API server keeps its own copy of these rules, as a
+//! crate that depends on nothing of lockheed.)
 
 /// The longest object name.
-pub(crate) const DNS1123_SUBDOMAIN_MAX: usize = 253;
+const DNS1123_SUBDOMAIN_MAX: usize = 253;
 
 const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case \
 alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character \
@@ -14,7 +15,7 @@ fn is_alnum_lower(c: char) -> bool {
 }
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, without the length limit.
-pub(crate) fn is_dns1123_label_shape(s: &str) -> bool {
+fn is_dns1123_label_shape(s: &str) -> bool {
     !s.is_empty()
         && s.starts_with(is_alnum_lower)
         && s.ends_with(is_alnum_lower)

@@ -1,6 +1,5 @@
 //! Text read from the cluster, made safe to print on a terminal: by the library's messages
-//! (a `Holder`'s line, errors) and by both command lines, which include this
-//! file from `src/bin/shared` (the library keeps it crate-private).
+//! (a `Holder`'s line, errors) and by both command lines.
 
 use std::borrow::Cow;
 
@@ -8,7 +7,17 @@ use std::borrow::Cow;
 /// them escaped: holder identities, tags and reasons come from the cluster, written by anyone,
 /// and an escape sequence in one must not move the cursor or recolour the terminal of whoever
 /// lists the locks.
-pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+///
+/// # Examples
+///
+/// ```
+/// use lockheed::text::printable;
+///
+/// assert_eq!(printable("worker-1"), "worker-1");
+/// assert_eq!(printable("evil\u{1b}[2J"), "\"evil\\u{1b}[2J\"");
+/// ```
+#[must_use]
+pub fn printable(text: &str) -> Cow<'_, str> {
     // Control characters, and the direction marks and overrides that make text read in
     // another order than it is stored ("Trojan Source").
     let unsafe_char = |c: char| {

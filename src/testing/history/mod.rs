@@ -36,9 +36,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use super::commits::{Commit, Operation};
 use crate::kube::Format;
 use crate::state::LockState;
+use lockheed_fake_apiserver::{Commit, Operation};
 
 /// One critical section, as a contender ran it: from when it started using what the lock
 /// protects to when it stopped (because it was done, or because `lost()` fired).

@@ -25,7 +25,7 @@ use crate::gotime::GoTime;
 use crate::kind::{Access, Kind, RWLOCK, SEMAPHORE};
 use crate::rules::{self, Acquire, Judgement, Request};
 use crate::state::LockState;
-use crate::testing::commits::Commit;
+use lockheed_fake_apiserver::Commit;
 
 /// The state without the leases and queue entries that had ended at `now`.
 fn live_at(state: &LockState, now: DateTime<Utc>) -> LockState {

@@ -15,7 +15,7 @@ use super::{History, Report, Section, Violation};
 use crate::kind::{Access, Kind};
 use crate::rules::{self, Acquire, Judgement, Request};
 use crate::state::LockState;
-use crate::testing::commits::{Commit, Operation};
+use lockheed_fake_apiserver::{Commit, Operation};
 
 const LEASE: Duration = Duration::from_secs(10);
 
@@ -28,32 +28,24 @@ fn t(secs: f64) -> DateTime<Utc> {
 
 /// The commit of `state` by `author` at `at`, as the fake server logs it.
 fn commit(revision: u64, at: DateTime<Utc>, author: &str, state: &LockState) -> Commit {
-    Commit {
-        revision,
-        at,
-        operation: if revision == 1 {
-            Operation::Create
-        } else {
-            Operation::Update
+    let operation = if revision == 1 {
+        Operation::Create
+    } else {
+        Operation::Update
+    };
+    let object = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "lockheed-x",
+            "namespace": "default",
+            "resourceVersion": revision.to_string(),
+            "labels": { "lockheed/lock": "" },
+            "annotations": { "lockheed/fencing-token": state.fencing_token.to_string() },
         },
-        resource: "configmaps".into(),
-        namespace: "default".into(),
-        name: "lockheed-x".into(),
-        object: json!({
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": "lockheed-x",
-                "namespace": "default",
-                "resourceVersion": revision.to_string(),
-                "labels": { "lockheed/lock": "" },
-                "annotations": { "lockheed/fencing-token": state.fencing_token.to_string() },
-            },
-            "data": { "lock": state.to_json() },
-        }),
-        token: Some(author.to_owned()),
-        user: None,
-    }
+        "data": { "lock": state.to_json() },
+    });
+    Commit::new(revision, at, operation, "configmaps", object).by(Some(author.to_owned()), None)
 }
 
 /// A history being written: each step is a rule's decision (or a broken one) by a holder.

@@ -1,0 +1,95 @@
+//! An in-process Kubernetes API server for tests.
+//!
+//! [`FakeApiServer`] speaks the Kubernetes REST API over real HTTP on `127.0.0.1`, so the code
+//! under test uses an ordinary [`kube::Client`] (or `kubectl`) and cannot tell it from a
+//! cluster for what lock libraries use: get, list, watch, create, update, the four patch types
+//! and delete of namespaced objects, with kube-apiserver's optimistic concurrency, field
+//! ownership (`managedFields`, apply conflicts), validation limits and error statuses. It
+//! publishes the OpenAPI documents `kubectl` reads before it writes (`/openapi/v3` and its
+//! group-version documents, `/openapi/v2`), and honours the `fieldValidation` they advertise:
+//! unknown fields fail a `Strict` request (kubectl's default) and are dropped otherwise, with a
+//! `Warning` under `Warn`. On top of that it offers what a real cluster cannot: fault
+//! injection, request counters, access control by token, and an injectable clock.
+//!
+//! # What it does not emulate
+//!
+//! Nobody should rely on these by mistake:
+//!
+//! - admission (webhooks, quotas, limit ranges);
+//! - finalizers, graceful deletion, owner-reference garbage collection and namespace
+//!   termination: a delete is immediate, a namespace's with its contents;
+//! - subresources (`/status`, `/scale`: 404) and the legacy `/watch/` paths;
+//! - schemas beyond what the OpenAPI documents validate: lists are atomic (except
+//!   `finalizers` and `ownerReferences` for apply; strategic merge patches replace lists
+//!   whole), no defaulting, no `metadata.generation`, and duplicate fields are not detected;
+//! - protobuf (answers are JSON; of requests, only the ConfigMap and Namespace bodies
+//!   `kubectl create` sends are read), table output, and YAML request bodies;
+//! - authentication other than bearer tokens, and TLS;
+//! - reads at a given `resourceVersion`: get and list read the latest state.
+//!
+//! # Examples
+//!
+//! ```
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//! use lockheed_fake_apiserver::{FakeApiServer, Verb};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FakeApiServer::start().await?;
+//! let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+//! let mut cm = ConfigMap::default();
+//! cm.metadata.name = Some("demo".into());
+//! let created = api.create(&PostParams::default(), &cm).await?;
+//! assert!(created.metadata.resource_version.is_some());
+//! assert_eq!(server.counts().get(Verb::Create), 1);
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![deny(clippy::pedantic)]
+// `FakeApiServerBuilder` and the like read better than shorter, vaguer names.
+#![allow(clippy::module_name_repetitions)]
+
+mod access;
+mod clock;
+mod commits;
+mod faults;
+mod http;
+mod log;
+mod managed;
+mod names;
+mod openapi;
+mod patch;
+mod protobuf;
+mod request;
+mod resources;
+mod rng;
+mod selector;
+mod server;
+mod status;
+mod store;
+mod validation;
+mod watch;
+
+pub use self::access::{ADMIN_TOKEN, AccessControl};
+pub use self::clock::{Clock, SystemClock};
+pub use self::commits::{Commit, Operation};
+pub use self::faults::{Fault, RequestMatcher};
+pub use self::log::{RequestCounts, RequestRecord, Verb};
+pub use self::resources::ResourceType;
+pub use self::server::{FakeApiServer, FakeApiServerBuilder, StartError};
+
+use self::server::Shared;
+
+/// The README's examples, compiled and run as doctests so that they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

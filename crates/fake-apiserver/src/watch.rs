@@ -1,0 +1,290 @@
+//! Watch streams: replay, then live events, bookmarks, timeouts, and closing on demand.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::faults::{ClientCuts, is_cut};
+use super::resources::ResourceType;
+use super::status::ApiError;
+use super::store::{Event, EventType, Selectors, Store, WatchStart};
+
+/// What one watch asked for.
+#[derive(Debug, Clone)]
+pub(crate) struct WatchParams {
+    pub(crate) rt: ResourceType,
+    pub(crate) namespace: Option<String>,
+    pub(crate) selectors: Selectors,
+    pub(crate) bookmarks: bool,
+    /// `sendInitialEvents=true`: end the initial `ADDED`s with a bookmark that says so.
+    pub(crate) initial_events_end: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) bookmark_interval: Duration,
+}
+
+/// How a watch can be ended from outside: the server dropping, or a test closing watches.
+#[derive(Debug, Clone)]
+pub(crate) struct Closers {
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) close: watch::Receiver<u64>,
+    /// `false` during a blackhole partition: events wait.
+    pub(crate) link_up: watch::Receiver<bool>,
+    /// Clients cut off by a blackhole of their own: events to them wait too.
+    pub(crate) cuts: watch::Receiver<ClientCuts>,
+    /// The bearer token of the client that watches.
+    pub(crate) token: Option<String>,
+}
+
+fn frame(kind: &str, object: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object }))
+        .expect("JSON values always serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The single `ERROR` event of a watch that cannot start (410 Expired).
+pub(crate) fn error_frame(err: &ApiError) -> Bytes {
+    frame("ERROR", &err.to_status())
+}
+
+fn bookmark(rt: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes {
+    let mut object = json!({
+        "kind": rt.kind,
+        "apiVersion": rt.api_version(),
+        "metadata": { "resourceVersion": rv.to_string(), "creationTimestamp": null },
+    });
+    if initial_events_end {
+        object["metadata"]["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
+    }
+    frame("BOOKMARK", &object)
+}
+
+/// The event a watcher with `params` sees for `event`, if any. Like kube-apiserver's cache, an
+/// object that starts matching the selectors is `ADDED` and one that stops matching is
+/// `DELETED`.
+fn translate(params: &WatchParams, event: &Event) -> Option<Bytes> {
+    if event.key.group != params.rt.group || event.key.plural != params.rt.plural {
+        return None;
+    }
+    if let Some(ns) = &params.namespace
+        && params.rt.namespaced
+        && event.key.namespace != *ns
+    {
+        return None;
+    }
+    let now = params.selectors.matches(&event.object);
+    let before = event
+        .previous
+        .as_ref()
+        .is_some_and(|p| params.selectors.matches(p));
+    let (kind, object) = match (event.kind, before, now) {
+        (EventType::Added, _, true) | (EventType::Modified, false, true) => {
+            ("ADDED", &event.object)
+        }
+        (EventType::Modified, true, true) => ("MODIFIED", &event.object),
+        (EventType::Deleted, true, _) => ("DELETED", &event.object),
+        // Like kube-apiserver: the object as this watcher last saw it, at the new revision.
+        (EventType::Modified, true, false) => {
+            let mut last_seen = event.previous.clone().unwrap_or_default();
+            last_seen["metadata"]["resourceVersion"] = json!(event.rv.to_string());
+            return Some(frame("DELETED", &Store::present(&params.rt, &last_seen)));
+        }
+        _ => return None,
+    };
+    Some(frame(kind, &Store::present(&params.rt, object)))
+}
+
+/// Why a watch stopped.
+struct Ended;
+
+/// Sends one event, waiting out a blackhole first; gives up when the watch is closed, times
+/// out, or the client goes away (a client that stops reading cannot keep a watch forever).
+async fn deliver(
+    tx: &mpsc::Sender<Bytes>,
+    bytes: Bytes,
+    closers: &mut Closers,
+    deadline: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+) -> Result<(), Ended> {
+    loop {
+        tokio::select! {
+            biased;
+            () = closers.shutdown.cancelled() => return Err(Ended),
+            _ = closers.close.changed() => return Err(Ended),
+            () = deadline.as_mut() => return Err(Ended),
+            up = closers.link_up.wait_for(|up| *up) => if up.is_err() { return Err(Ended) },
+        }
+        if !is_cut(&closers.cuts.borrow(), closers.token.as_deref()) {
+            break;
+        }
+        // This client is cut off: wait for it to heal (by itself, after a while, or when told).
+        tokio::select! {
+            biased;
+            () = closers.shutdown.cancelled() => return Err(Ended),
+            _ = closers.close.changed() => return Err(Ended),
+            () = deadline.as_mut() => return Err(Ended),
+            _ = closers.cuts.changed() => {}
+            () = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+    }
+    tokio::select! {
+        biased;
+        () = closers.shutdown.cancelled() => Err(Ended),
+        _ = closers.close.changed() => Err(Ended),
+        () = deadline.as_mut() => Err(Ended),
+        sent = tx.send(bytes) => sent.map_err(|_| Ended),
+    }
+}
+
+/// Runs one watch until it times out, is closed, or its client goes away, sending
+/// newline-delimited JSON events into `tx`.
+pub(crate) async fn run(
+    start: WatchStart,
+    params: WatchParams,
+    mut closers: Closers,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let WatchStart {
+        replay,
+        mut live,
+        rv,
+    } = start;
+    let mut last_rv = rv;
+    let deadline = tokio::time::sleep(params.timeout);
+    tokio::pin!(deadline);
+    for event in &replay {
+        if let Some(bytes) = translate(&params, event)
+            && deliver(&tx, bytes, &mut closers, &mut deadline)
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
+    if params.initial_events_end
+        && deliver(
+            &tx,
+            bookmark(&params.rt, last_rv, true),
+            &mut closers,
+            &mut deadline,
+        )
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + params.bookmark_interval,
+        params.bookmark_interval,
+    );
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            () = closers.shutdown.cancelled() => return,
+            _ = closers.close.changed() => return,
+            () = &mut deadline => return,
+            () = tx.closed() => return,
+            received = live.recv() => match received {
+                Ok(event) => {
+                    last_rv = event.rv;
+                    match translate(&params, &event) {
+                        Some(bytes) => bytes,
+                        None => continue,
+                    }
+                }
+                // A watcher that falls behind is closed, as kube-apiserver closes slow
+                // watchers; the client resumes from its last resourceVersion.
+                Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return,
+            },
+            _ = ticker.tick(), if params.bookmarks => bookmark(&params.rt, last_rv, false),
+        };
+        if deliver(&tx, bytes, &mut closers, &mut deadline)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selector::LabelSelector;
+    use crate::store::ObjectKey;
+
+    fn params(label: &str) -> WatchParams {
+        WatchParams {
+            rt: ResourceType::namespaced("", "v1", "configmaps", "ConfigMap"),
+            namespace: Some("default".into()),
+            selectors: Selectors {
+                label: LabelSelector::parse(label).unwrap(),
+                ..Selectors::default()
+            },
+            bookmarks: false,
+            initial_events_end: false,
+            timeout: Duration::from_secs(1),
+            bookmark_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn event(kind: EventType, before: Option<&str>, after: &str, ns: &str) -> Event {
+        let obj =
+            |app: &str| json!({"metadata": {"name": "x", "namespace": ns, "labels": {"app": app}}});
+        Event {
+            rv: 7,
+            kind,
+            key: ObjectKey {
+                group: String::new(),
+                plural: "configmaps".into(),
+                namespace: ns.into(),
+                name: "x".into(),
+            },
+            object: obj(after),
+            previous: before.map(obj),
+        }
+    }
+
+    fn kind_of(bytes: Option<Bytes>) -> Option<String> {
+        bytes.map(|b| {
+            serde_json::from_slice::<Value>(&b).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+    }
+
+    #[test]
+    fn selector_transitions() {
+        let p = params("app=web");
+        let t = |e: Event| kind_of(translate(&p, &e));
+        assert_eq!(
+            t(event(EventType::Added, None, "web", "default")).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(t(event(EventType::Added, None, "db", "default")), None);
+        assert_eq!(
+            t(event(EventType::Modified, Some("web"), "web", "default")).as_deref(),
+            Some("MODIFIED")
+        );
+        assert_eq!(
+            t(event(EventType::Modified, Some("db"), "web", "default")).as_deref(),
+            Some("ADDED")
+        );
+        assert_eq!(
+            t(event(EventType::Modified, Some("web"), "db", "default")).as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(
+            t(event(EventType::Modified, Some("db"), "db", "default")),
+            None
+        );
+        assert_eq!(
+            t(event(EventType::Deleted, Some("web"), "web", "default")).as_deref(),
+            Some("DELETED")
+        );
+        assert_eq!(t(event(EventType::Added, None, "web", "other")), None);
+    }
+}
