@@ -10,7 +10,8 @@
 //!
 //! It prints one Markdown table per scenario (what `BENCHMARKS.md` shows) and one line
 //! `figure <name> <value> <unit>` per headline figure, for scripts (`grep ^figure`).
-//! `LOCKHEED_BENCH_ONLY=2,3` runs only some scenarios (6, the server's ceiling, always runs);
+//! `LOCKHEED_BENCH_ONLY=2,3` runs only some scenarios (6, the server's ceiling, always runs, except
+//! for `LOCKHEED_BENCH_ONLY=8` alone);
 //! `LOCKHEED_BENCH_FAULTS=latency,500-update` injects only some of the faults of scenario 3
 //! (see `contention.rs` for their names), to find which one costs what.
 //!
@@ -57,17 +58,21 @@ pub struct Mode {
     pub quick: bool,
 }
 
-/// How many threads run the clients: `LOCKHEED_BENCH_WORKERS`, 1 by default.
+/// How many threads run the clients: `LOCKHEED_BENCH_WORKERS`, else `default`.
+fn workers(default: usize) -> usize {
+    std::env::var("LOCKHEED_BENCH_WORKERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A runtime for the clients, of `workers` threads.
 ///
 /// One thread (a current-thread runtime), with the in-process fake server on a thread of its
 /// own: client and server each get one of the machine's 2 cores, as two processes would.
 /// With 2 or more, a multi-thread runtime, whose worker threads then compete with the
-/// server's for the cores.
-fn runtime() -> tokio::runtime::Runtime {
-    let workers: usize = std::env::var("LOCKHEED_BENCH_WORKERS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
+/// server's for the cores, and on which the clients' tasks run in parallel.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
     let mut builder = if workers > 1 {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder.worker_threads(workers);
@@ -87,6 +92,18 @@ const SHUTDOWN: Duration = Duration::from_secs(10);
 /// behind instead of hanging the benchmark, and the watchdog ends a scenario that cannot
 /// finish.
 pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
+    run_on(runtime(workers(1)), what, future)
+}
+
+/// Like [`run_on_own_runtime`], on a multi-thread runtime (as many workers as the machine has
+/// cores, at least 2, or `LOCKHEED_BENCH_WORKERS`), where clients run in parallel, as separate
+/// processes would: their requests and watch events race as they do in a cluster.
+pub fn run_in_parallel<T>(what: &str, future: impl Future<Output = T>) -> T {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    run_on(runtime(workers(cores.max(2))), what, future)
+}
+
+fn run_on<T>(rt: tokio::runtime::Runtime, what: &str, future: impl Future<Output = T>) -> T {
     // No scenario takes more than a few minutes, even on a loaded machine.
     let limit = Duration::from_secs(if std::env::var_os(QUICK).is_some() {
         120
@@ -95,7 +112,6 @@ pub fn run_on_own_runtime<T>(what: &str, future: impl Future<Output = T>) -> T {
     });
     *RUNNING.lock().unwrap_or_else(PoisonError::into_inner) =
         Some((what.to_owned(), Instant::now() + limit));
-    let rt = runtime();
     let out = rt.block_on(future);
     let started = Instant::now();
     rt.shutdown_timeout(SHUTDOWN);
@@ -170,6 +186,11 @@ fn main() {
         },
     );
     println!("{}", sys::machine());
+    if only.as_ref().is_some_and(|only| only == &[8]) {
+        // Scenario 8 alone needs no ceiling.
+        contention::heavy_faults(mode);
+        return;
+    }
     let ceiling = run_on_own_runtime("ceiling", ceiling::run(mode));
     if runs(1) {
         run_on_own_runtime("requests", requests::run(mode));
@@ -188,6 +209,9 @@ fn main() {
     }
     if runs(7) {
         run_on_own_runtime("failover", failover::run(mode));
+    }
+    if runs(8) {
+        contention::heavy_faults(mode);
     }
     println!(
         "\nwall time: {:.1} s; load average at the end: {}",

@@ -1,17 +1,25 @@
 //! Scenario 3: contention. Contenders, each a process of its own (its own client and
-//! `KubeLocker`), loop: acquire, a 2 ms critical section, release. Measured in a window after
-//! a warm-up: sections per second, requests per section, fairness, waits; and once more with
-//! 8 contenders under injected faults.
+//! `KubeLocker`), loop: acquire, a 2 ms critical section, release, in parallel (a multi-thread
+//! runtime, so that their requests and watch events race as separate processes' do).
+//! Measured in a window after a warm-up: sections per second, requests per section,
+//! fairness, waits; and once more with 8 contenders under injected faults.
+//!
+//! Scenario 8: liveness under heavy faults (issue 18). 8 contenders in parallel, 4 s leases
+//! renewed every second, `acquire_timeout(10 s)`, 2 ms sections, for 25 s, while a fault
+//! comes every 150 ms; every run's sections, gaps between them, gave-up acquires, overlaps,
+//! token order and history (`lockheed::testing::history`), and what is left held.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use lockheed::testing::history::{History, Section};
 use lockheed::testing::{AccessControl, FakeApiServer, Fault, RequestMatcher, Verb};
 
 use crate::served::Served;
-use lockheed::{Error, Lock};
+use lockheed::{Error, KubeLocker, Lock, Locker as _};
 
 use crate::Mode;
 use crate::ceiling::Ceiling;
@@ -145,18 +153,14 @@ fn faults_chosen() -> Vec<&'static str> {
     }
 }
 
-/// One fault per this many requests (2 %).
-const FAULT_EVERY: u64 = 50;
+/// The chance that a request meets one of the one-shot faults (2 %, shared among those
+/// chosen).
+const FAULT_CHANCE: f64 = 0.02;
 
-/// Injects faults while the run lasts: once `FAULT_EVERY` requests have reached the server
-/// since the last one-shot fault was injected, the next of those chosen (replacing the last
-/// if no request met it, so that faults never pile up); every 2 s all watches closed.
-/// Returns how many were injected.
-async fn inject_faults(
-    server: Arc<Served>,
-    stop: Arc<AtomicBool>,
-    chosen: Vec<&'static str>,
-) -> u64 {
+/// Injects faults while the run lasts: each request meets one of those chosen with
+/// [`FAULT_CHANCE`] (drawn by the server, seeded), and every 2 s all watches are closed. The
+/// server counts what met requests (`faults_injected`).
+async fn inject_faults(server: Arc<Served>, stop: Arc<AtomicBool>, chosen: Vec<&'static str>) {
     let updates = || RequestMatcher::any().verb(Verb::Update);
     let one_shot: Vec<Fault> = chosen
         .iter()
@@ -169,35 +173,29 @@ async fn inject_faults(
             _ => None,
         })
         .collect();
-    let latency = chosen.contains(&"latency");
-    let close_watches = chosen.contains(&"close-watches");
-    let (mut injected, mut next) = (0, 0);
-    let mut last_injection = server.counts().total();
+    let chance = FAULT_CHANCE / one_shot.len().max(1) as f64;
+    for fault in one_shot {
+        server.inject(fault.always().probability(chance));
+    }
     let mut last_close = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        // The counters are reset when the window starts: start counting again then.
-        let total = server.counts().total();
-        if total < last_injection {
-            last_injection = 0;
-        }
-        if !one_shot.is_empty() && total - last_injection >= FAULT_EVERY {
-            server.clear_faults();
-            if latency {
-                server.inject(delays());
-            }
-            server.inject(one_shot[next % one_shot.len()].clone());
-            next += 1;
-            injected += 1;
-            last_injection = total;
-        }
-        if close_watches && last_close.elapsed() >= Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if chosen.contains(&"close-watches") && last_close.elapsed() >= Duration::from_secs(2) {
             server.close_watches();
-            injected += 1;
             last_close = Instant::now();
         }
     }
-    injected
+}
+
+/// How many faults met requests, latency aside (every request of a faulty run meets that),
+/// watch closings included.
+fn faults_met(server: &FakeApiServer) -> u64 {
+    server
+        .faults_injected()
+        .iter()
+        .filter(|(kind, _)| kind.as_str() != "latency")
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Every request delayed by 0 to 50 ms.
@@ -298,10 +296,10 @@ async fn contend(config: &Config) -> (Run, u64) {
         results.push(result.expect("a contender stops").expect("a contender"));
     }
     stop_faults.store(true, Ordering::SeqCst);
-    let injected = match injector {
-        Some(injector) => injector.await.expect("the injector"),
-        None => 0,
-    };
+    if let Some(injector) = injector {
+        injector.await.expect("the injector");
+    }
+    let injected = faults_met(server);
     server.clear_faults();
     (
         Run {
@@ -402,7 +400,7 @@ pub fn run(mode: Mode, ceiling: &Ceiling) {
             }
         );
         // Each run on a runtime of its own, so that one stuck task cannot slow the next.
-        let (run, injected) = crate::run_on_own_runtime(&name, contend(config));
+        let (run, injected) = crate::run_in_parallel(&name, contend(config));
         let Config {
             contenders,
             locks,
@@ -525,7 +523,8 @@ pub fn run(mode: Mode, ceiling: &Ceiling) {
     }
     let window = |c: &Config| format!("{:.0} s", c.window.as_secs_f64());
     table.note(format!(
-        "Each contender is a process of its own (client, `KubeLocker`, watch); 15 s leases. \
+        "Each contender is a process of its own (client, `KubeLocker`, watch), all running in \
+         parallel on a multi-thread runtime; 15 s leases. \
          Measured over a window ({} for up to 16 contenders, {} for 64, {} with faults) after \
          a warm-up; a section counts if its `acquire` returned inside the window, and its \
          wait is that `acquire`. Lock busy: the share of the window a critical section ran \
@@ -539,16 +538,420 @@ pub fn run(mode: Mode, ceiling: &Ceiling) {
          back at once and takes the lock again as the same holder). Failed releases and \
          acquires: over the whole run. Overlaps: a section began while another \
          held the same lock (must be 0). CPU: this process (server included) ÷ window. \
-         Faults: every request delayed 0–50 ms, and after every {FAULT_EVERY} requests the \
-         next of (replacing the last if no request met it): a 500 on an update, a 503 on a get (kube retries it), a 429 with Retry-After 1 s on an update \
-         (kube retries it), a reset connection on an update, a reset after an update \
-         committed; every 2 s all watches closed ({injected_total} faults in all).",
+         Faults: every request delayed 0–50 ms, and each request meets one of these with \
+         a chance of {:.0} % in all (seeded): a 500 on an update, a 503 on a get (kube \
+         retries it), a 429 with Retry-After 1 s on an update (kube retries it), a reset \
+         connection on an update, a reset after an update committed; every 2 s all watches \
+         closed ({injected_total} faults in all).",
         window(&configs[0]),
         window(&configs[4]),
         window(&configs[7]),
-        num(ceiling.writes_per_second)
+        num(ceiling.writes_per_second),
+        FAULT_CHANCE * 100.0,
     ));
     for error in errors_seen {
+        table.note(format!("First error, {error}"));
+    }
+    table.print();
+}
+
+// Scenario 8: liveness under heavy faults (issue 18).
+
+const HEAVY_CONTENDERS: usize = 8;
+const HEAVY_LEASE: Duration = Duration::from_secs(4);
+const HEAVY_RENEW: Duration = Duration::from_secs(1);
+/// A fault this often, the next of [`heavy_mix`] each time.
+const HEAVY_EVERY: Duration = Duration::from_millis(150);
+/// The longest a lock may sit idle between two sections (issue 18).
+const MAX_GAP: Duration = Duration::from_millis(1500);
+const HEAVY_LOCK: &str = "heavy";
+
+/// One step of the heavy mix: a fault for the server to inject, or every watch closed.
+#[derive(Clone)]
+enum Step {
+    Inject(Fault),
+    CloseWatches,
+}
+
+/// Issue 18's mix, in its order. A one-shot fault waits for the next request it matches (they
+/// pile up while none comes).
+fn heavy_mix() -> [Step; 7] {
+    let updates = || RequestMatcher::any().verb(Verb::Update);
+    [
+        Step::Inject(
+            Fault::latency_between(Duration::ZERO, Duration::from_millis(50))
+                .times(20)
+                .on(RequestMatcher::any().resource("configmaps")),
+        ),
+        Step::Inject(Fault::status(500).on(updates())),
+        Step::Inject(Fault::status(503).after_commit().on(updates())),
+        // Retry-After is whole seconds (in HTTP, and in kube-apiserver's Status): the server
+        // answers `Retry-After: 1`, which kube's client waits before it tries again.
+        Step::Inject(Fault::too_many_requests(Duration::from_millis(200))),
+        Step::Inject(Fault::reset_connection()),
+        Step::CloseWatches,
+        Step::Inject(
+            Fault::status(500)
+                .times(2)
+                .on(RequestMatcher::any().verb(Verb::Get)),
+        ),
+    ]
+}
+
+/// Injects the next step of the mix every [`HEAVY_EVERY`] until `stop`.
+async fn inject_heavy(server: Arc<Served>, stop: Arc<AtomicBool>) {
+    let mix = heavy_mix();
+    let mut tick = tokio::time::interval(HEAVY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    for step in mix.iter().cycle() {
+        tick.tick().await;
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match step {
+            Step::Inject(fault) => server.inject(fault.clone()),
+            Step::CloseWatches => server.close_watches(),
+        }
+    }
+}
+
+/// One critical section of scenario 8.
+struct Ran {
+    holder: String,
+    token: u64,
+    start: Instant,
+    end: Instant,
+    start_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+}
+
+/// What one contender of scenario 8 did.
+#[derive(Default)]
+struct Liveness {
+    sections: Vec<Ran>,
+    /// Acquires that gave up after `ACQUIRE_TIMEOUT`: while all contended, and after the stop.
+    gave_up: u64,
+    gave_up_after_stop: u64,
+    acquire_errors: u64,
+    release_errors: u64,
+    /// Guards lost before their section could start (handed over too late to use), and
+    /// sections cut short by `lost()`.
+    lost_before_start: u64,
+    lost: u64,
+    first_error: Option<String>,
+}
+
+/// A contender of scenario 8: acquire (at most 10 s), a 2 ms section unless the guard is
+/// lost, release; until `stop`.
+async fn live_contender(
+    stop: Arc<AtomicBool>,
+    lock: Lock<KubeLocker>,
+    inside: Arc<AtomicU32>,
+    overlaps: Arc<AtomicU64>,
+) -> Liveness {
+    let mut me = Liveness::default();
+    while !stop.load(Ordering::Relaxed) {
+        let guard = match lock.acquire_timeout(ACQUIRE_TIMEOUT).await {
+            Ok(guard) => guard,
+            Err(Error::Timeout { .. }) if stop.load(Ordering::Relaxed) => {
+                me.gave_up_after_stop += 1;
+                continue;
+            }
+            Err(Error::Timeout { .. }) => {
+                me.gave_up += 1;
+                continue;
+            }
+            Err(err) => {
+                me.acquire_errors += 1;
+                me.first_error
+                    .get_or_insert_with(|| format!("acquire: {}", chain(&err)));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        // A careful holder checks before it starts.
+        if guard.is_lost() {
+            me.lost_before_start += 1;
+            let _ = guard.release().await;
+            continue;
+        }
+        if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+            overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        let (start, start_at) = (Instant::now(), Utc::now());
+        tokio::select! {
+            biased;
+            () = guard.lost() => me.lost += 1,
+            () = tokio::time::sleep(SECTION) => {}
+        }
+        let (end, end_at) = (Instant::now(), Utc::now());
+        inside.fetch_sub(1, Ordering::SeqCst);
+        me.sections.push(Ran {
+            holder: lock.holder().to_owned(),
+            token: guard.token(),
+            start,
+            end,
+            start_at,
+            end_at,
+        });
+        if let Err(err) = guard.release().await {
+            me.release_errors += 1;
+            me.first_error
+                .get_or_insert_with(|| format!("release: {}", chain(&err)));
+        }
+    }
+    me
+}
+
+/// One run of scenario 8, with its figures.
+struct HeavyRun {
+    contenders: Vec<Liveness>,
+    started: Instant,
+    window: Duration,
+    overlaps: u64,
+    counts: Counts,
+    conflicts: u64,
+    faults: u64,
+    violations: Vec<String>,
+    /// Live holders and waiters left once the contenders stopped and their clean-ups ran.
+    left: (usize, usize),
+}
+
+/// Runs scenario 8 once, for `window`, on a server of its own.
+async fn heavy_run(window: Duration, seed: u64) -> HeavyRun {
+    let builder = FakeApiServer::builder().seed(seed).commit_log_unbounded();
+    let server = &Arc::new(Served::with(builder).await);
+    let (stop, stop_faults) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let injector = tokio::spawn(inject_heavy(Arc::clone(server), Arc::clone(&stop_faults)));
+    let (inside, overlaps) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU64::new(0)));
+    let holder = |c: usize| format!("heavy-{c}");
+    let locks: Vec<_> = (0..HEAVY_CONTENDERS)
+        .map(|c| {
+            Lock::new(HEAVY_LOCK, process(server, &holder(c)))
+                .with_holder(holder(c))
+                .with_duration(HEAVY_LEASE)
+                .with_renew_interval(HEAVY_RENEW)
+        })
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = locks
+        .iter()
+        .map(|lock| {
+            let (stop, inside, overlaps) = (
+                Arc::clone(&stop),
+                Arc::clone(&inside),
+                Arc::clone(&overlaps),
+            );
+            tokio::spawn(live_contender(stop, lock.clone(), inside, overlaps))
+        })
+        .collect();
+    tokio::time::sleep(window).await;
+    let counts = Counts::of(&server.counts());
+    let conflicts = server
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(409))
+        .count() as u64;
+    stop.store(true, Ordering::SeqCst);
+    let mut contenders = Vec::new();
+    for task in tasks {
+        let result = tokio::time::timeout(Duration::from_secs(60), task).await;
+        contenders.push(result.expect("a contender stops").expect("a contender"));
+    }
+    stop_faults.store(true, Ordering::SeqCst);
+    injector.await.expect("the injector");
+    let faults = faults_met(server);
+    server.clear_faults();
+    // The clean-ups of ended acquires and the releases of dropped guards, then the lock as it
+    // is left.
+    for lock in &locks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), lock.settle()).await;
+    }
+    let info = process(server, "observer").get(HEAVY_LOCK).await;
+    let left = info.ok().flatten().map_or((0, 0), |info| {
+        let now = Utc::now();
+        let live = info
+            .holders
+            .iter()
+            .filter(|h| h.expires.is_none_or(|e| e > now))
+            .count();
+        (live, info.waiters.len())
+    });
+    let mut history = History::mutex("default", HEAVY_LOCK);
+    history.commits(server.drain_commits());
+    for ran in contenders.iter().flat_map(|c| &c.sections) {
+        history.section(Section::new(
+            &ran.holder,
+            ran.token,
+            ran.start_at,
+            ran.end_at,
+        ));
+    }
+    let violations = history
+        .finish()
+        .violations
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    HeavyRun {
+        contenders,
+        started,
+        window,
+        overlaps: overlaps.load(Ordering::SeqCst),
+        counts,
+        conflicts,
+        faults,
+        violations,
+        left,
+    }
+}
+
+/// The sections that began inside the window, in the order they began.
+fn in_window(run: &HeavyRun) -> Vec<&Ran> {
+    let mut all: Vec<&Ran> = run
+        .contenders
+        .iter()
+        .flat_map(|c| &c.sections)
+        .filter(|s| s.start.saturating_duration_since(run.started) < run.window)
+        .collect();
+    all.sort_by_key(|s| s.start);
+    all
+}
+
+/// The idle gaps between consecutive sections, longest first, and the token inversions (a
+/// section whose token is not above the one before it).
+fn gaps_and_inversions(sections: &[&Ran]) -> (Vec<Duration>, usize) {
+    let mut gaps: Vec<Duration> = sections
+        .windows(2)
+        .map(|pair| pair[1].start.saturating_duration_since(pair[0].end))
+        .collect();
+    gaps.sort_unstable_by(|a, b| b.cmp(a));
+    let inversions = sections
+        .windows(2)
+        .filter(|pair| pair[1].token <= pair[0].token)
+        .count();
+    (gaps, inversions)
+}
+
+/// Scenario 8: issue 18's heavy faults, `LOCKHEED_BENCH_RUNS` runs (3 by default; 1 of 5 s in
+/// quick mode), one row each.
+#[allow(clippy::too_many_lines)] // one table, read top to bottom
+pub fn heavy_faults(mode: Mode) {
+    let runs: u64 = std::env::var("LOCKHEED_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if mode.quick { 1 } else { 3 });
+    let window = Duration::from_secs(if mode.quick { 5 } else { 25 });
+    let mut table = Table::new(
+        "8. Liveness under heavy faults: 8 contenders in parallel, 4 s leases, a fault every 150 ms",
+        &[
+            "run",
+            "sections",
+            "acquires that gave up (10 s)",
+            "longest gaps",
+            "gaps over 1.5 s",
+            "overlaps",
+            "token inversions",
+            "history violations",
+            "left held / waiting",
+            "requests per section",
+            "409s per section",
+            "faults met",
+            "lost before start / during",
+            "failed acquires / releases",
+        ],
+    );
+    let mut errors = Vec::new();
+    for run in 1..=runs {
+        let heavy = crate::run_in_parallel("heavy_faults", heavy_run(window, run));
+        let sections = in_window(&heavy);
+        let (gaps, inversions) = gaps_and_inversions(&sections);
+        let sum = |f: fn(&Liveness) -> u64| heavy.contenders.iter().map(f).sum::<u64>();
+        let longest: Vec<String> = gaps
+            .iter()
+            .take(5)
+            .map(|g| format!("{:.2}", g.as_secs_f64()))
+            .collect();
+        let over = gaps.iter().filter(|g| **g > MAX_GAP).count();
+        let n = sections.len() as u64;
+        table.row(vec![
+            run.to_string(),
+            n.to_string(),
+            format!(
+                "{}; {} after the stop",
+                sum(|c| c.gave_up),
+                sum(|c| c.gave_up_after_stop)
+            ),
+            format!("{} s", longest.join(", ")),
+            over.to_string(),
+            heavy.overlaps.to_string(),
+            inversions.to_string(),
+            heavy.violations.len().to_string(),
+            format!("{} / {}", heavy.left.0, heavy.left.1),
+            heavy.counts.per(n),
+            num(heavy.conflicts as f64 / n.max(1) as f64),
+            heavy.faults.to_string(),
+            format!("{} / {}", sum(|c| c.lost_before_start), sum(|c| c.lost)),
+            format!(
+                "{} / {}",
+                sum(|c| c.acquire_errors),
+                sum(|c| c.release_errors)
+            ),
+        ]);
+        let key = format!("heavy_faults.run{run}");
+        figure(&format!("{key}.sections"), n as f64, "count");
+        figure(
+            &format!("{key}.gave_up"),
+            sum(|c| c.gave_up) as f64,
+            "count",
+        );
+        figure(
+            &format!("{key}.longest_gap_s"),
+            gaps.first().map_or(0.0, Duration::as_secs_f64),
+            "s",
+        );
+        figure(&format!("{key}.gaps_over_1_5_s"), over as f64, "count");
+        figure(&format!("{key}.overlaps"), heavy.overlaps as f64, "count");
+        figure(
+            &format!("{key}.token_inversions"),
+            inversions as f64,
+            "count",
+        );
+        figure(
+            &format!("{key}.violations"),
+            heavy.violations.len() as f64,
+            "count",
+        );
+        if let Some(error) = heavy.contenders.iter().find_map(|c| c.first_error.clone()) {
+            errors.push(format!(
+                "run {run}: {}",
+                error.chars().take(160).collect::<String>()
+            ));
+        }
+        for violation in heavy.violations.iter().take(3) {
+            errors.push(format!("run {run}, history: {violation}"));
+        }
+    }
+    table.note(format!(
+        "Issue 18's mix: 8 contenders, each a process of its own (client, `KubeLocker`, watch), \
+         in parallel on a multi-thread runtime; 4 s leases renewed every 1 s, \
+         `acquire_timeout(10 s)`, 2 ms sections (skipped by a guard already lost, cut short \
+         by `lost()`), for {:.0} s. A fault every 150 ms, cycling through: latency 0–50 ms on \
+         the next 20 ConfigMap requests; 500 on an UPDATE; 503 after commit on an UPDATE; 429 \
+         with a 200 ms Retry-After (sent as `Retry-After: 1`, whole seconds); a connection \
+         reset; all watches closed; 500 on the next 2 GETs (faults met: those that met a \
+         request, latency aside, closings included). Sections: those that began in the \
+         window; gaps: from the end of one to the start of the next. History: every section \
+         and every commit checked by `lockheed::testing::history`. Left: live holders and \
+         waiters once the contenders stopped (faults still coming until then), the faults \
+         were cleared and the clean-ups ran.",
+        window.as_secs_f64()
+    ));
+    for error in errors {
         table.note(format!("First error, {error}"));
     }
     table.print();
