@@ -566,31 +566,32 @@ const HEAVY_EVERY: Duration = Duration::from_millis(150);
 const MAX_GAP: Duration = Duration::from_millis(1500);
 const HEAVY_LOCK: &str = "heavy";
 
-/// One step of the heavy mix: a fault for the server to inject, or every watch closed.
+/// One step of the heavy mix: latency for the next requests, a failure for the next request
+/// it matches (or two), or every watch closed.
 #[derive(Clone)]
 enum Step {
-    Inject(Fault),
+    Latency(Fault),
+    Fail(Fault),
     CloseWatches,
 }
 
-/// Issue 18's mix, in its order. A one-shot fault waits for the next request it matches (they
-/// pile up while none comes).
+/// Issue 18's mix, in its order.
 fn heavy_mix() -> [Step; 7] {
     let updates = || RequestMatcher::any().verb(Verb::Update);
     [
-        Step::Inject(
+        Step::Latency(
             Fault::latency_between(Duration::ZERO, Duration::from_millis(50))
-                .times(20)
+                .times(LATENT_REQUESTS)
                 .on(RequestMatcher::any().resource("configmaps")),
         ),
-        Step::Inject(Fault::status(500).on(updates())),
-        Step::Inject(Fault::status(503).after_commit().on(updates())),
+        Step::Fail(Fault::status(500).on(updates())),
+        Step::Fail(Fault::status(503).after_commit().on(updates())),
         // Retry-After is whole seconds (in HTTP, and in kube-apiserver's Status): the server
         // answers `Retry-After: 1`, which kube's client waits before it tries again.
-        Step::Inject(Fault::too_many_requests(Duration::from_millis(200))),
-        Step::Inject(Fault::reset_connection()),
+        Step::Fail(Fault::too_many_requests(Duration::from_millis(200))),
+        Step::Fail(Fault::reset_connection()),
         Step::CloseWatches,
-        Step::Inject(
+        Step::Fail(
             Fault::status(500)
                 .times(2)
                 .on(RequestMatcher::any().verb(Verb::Get)),
@@ -598,20 +599,66 @@ fn heavy_mix() -> [Step; 7] {
     ]
 }
 
-/// Injects the next step of the mix every [`HEAVY_EVERY`] until `stop`.
+/// How many requests a step's fault applies to.
+const LATENT_REQUESTS: u64 = 20;
+
+/// Failures that met requests so far (latency and closed watches aside).
+fn failures_met(server: &FakeApiServer) -> u64 {
+    server
+        .faults_injected()
+        .iter()
+        .filter(|(kind, _)| !matches!(kind.as_str(), "latency" | "closed watches"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Injects the next step of the mix every [`HEAVY_EVERY`] until `stop`. A failure that no
+/// request met before the next one comes is dropped, as scenario 3 drops its faults, so that
+/// failures never pile up: a stuck lock quiets the system, and piled-up failures would all
+/// fall on the few requests that still come, those of the holder or waiter everyone waits
+/// for (`LOCKHEED_BENCH_PILE=1` lets them pile). Latency keeps its 20 requests.
 async fn inject_heavy(server: Arc<Served>, stop: Arc<AtomicBool>) {
+    let pile = std::env::var_os("LOCKHEED_BENCH_PILE").is_some();
     let mix = heavy_mix();
     let mut tick = tokio::time::interval(HEAVY_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // The failure waiting for a request (met once `failures_met` passes the first number),
+    // and the latency given out (delayed requests at its start, and its fault).
+    let mut waiting: Option<u64> = None;
+    let mut latent: Option<(u64, Fault)> = None;
     for step in mix.iter().cycle() {
         tick.tick().await;
         if stop.load(Ordering::Relaxed) {
             return;
         }
+        let delayed = || {
+            server
+                .faults_injected()
+                .get("latency")
+                .copied()
+                .unwrap_or(0)
+        };
         match step {
-            Step::Inject(fault) => server.inject(fault.clone()),
             Step::CloseWatches => server.close_watches(),
+            Step::Latency(latency) => {
+                latent = Some((delayed(), latency.clone()));
+                server.inject(latency.clone());
+            }
+            Step::Fail(failure) => {
+                if !pile && waiting.is_some_and(|met| failures_met(&server) == met) {
+                    // Replace the failure nobody met; keep what is left of the latency.
+                    server.clear_faults();
+                    if let Some((from, latency)) = &latent {
+                        let left = LATENT_REQUESTS.saturating_sub(delayed() - from);
+                        if left > 0 {
+                            server.inject(latency.clone().times(left));
+                        }
+                    }
+                }
+                waiting = Some(failures_met(&server));
+                server.inject(failure.clone());
+            }
         }
     }
 }
@@ -943,8 +990,10 @@ pub fn heavy_faults(mode: Mode) {
          by `lost()`), for {:.0} s. A fault every 150 ms, cycling through: latency 0–50 ms on \
          the next 20 ConfigMap requests; 500 on an UPDATE; 503 after commit on an UPDATE; 429 \
          with a 200 ms Retry-After (sent as `Retry-After: 1`, whole seconds); a connection \
-         reset; all watches closed; 500 on the next 2 GETs (faults met: those that met a \
-         request, latency aside, closings included). Sections: those that began in the \
+         reset; all watches closed; 500 on the next 2 GETs. A failure that no request met \
+         before the next one comes is dropped, as in scenario 3, so that failures never pile \
+         up on the few requests of a stuck lock (faults met: those that met a request, \
+         latency aside, closings included). Sections: those that began in the \
          window; gaps: from the end of one to the start of the next. History: every section \
          and every commit checked by `lockheed::testing::history`. Left: live holders and \
          waiters once the contenders stopped (faults still coming until then), the faults \
