@@ -175,7 +175,7 @@ async fn remove_if_ours<L: Backend>(
         })
     };
     loop {
-        let error = match compare_and_swap(&locker, &name, Start::Read, decide).await {
+        let error = match compare_and_swap(&locker, &name, Start::Read, None, decide).await {
             Ok(Swapped::Stored { .. }) => {
                 tracing::debug!(?undos, "removed what an ended acquire had left");
                 return;

@@ -108,7 +108,8 @@ impl<L: Backend> Holding<L> {
         decide: impl FnMut(Option<&Record<L::Version>>) -> Result<Decision<W, D>, Error>,
     ) -> Result<Swapped<L::Version, W, D>, Error> {
         let start = Start::Known(Some(known));
-        compare_and_swap(&self.locker, &self.settings.name, start, decide).await
+        let view = self.view.as_ref();
+        compare_and_swap(&self.locker, &self.settings.name, start, view, decide).await
     }
 
     fn lost_error(&self) -> Error {
@@ -224,7 +225,8 @@ impl<L: Backend> Holding<L> {
                     on_unknown: OnUnknown::nothing(),
                 })
             };
-            let swapped = compare_and_swap(&self.locker, &settings.name, start, decide).await;
+            let view = self.view.as_ref();
+            let swapped = compare_and_swap(&self.locker, &settings.name, start, view, decide).await;
             let error = match swapped.and_then(Swapped::known) {
                 Ok(Ok(_)) => {
                     tracing::debug!("lock released");

@@ -658,9 +658,9 @@ impl<L: Locker> Lock<L> {
             Snapshot::Absent => (Start::Known(None), true),
             _ => (Start::Read, false),
         };
-        let mut taken = take::take(&self.locker, &settings, start, None, false).await?;
+        let mut taken = take::take(&self.locker, &settings, start, None, None, false).await?;
         if from_view && matches!(taken, Taken::Busy(_)) {
-            taken = take::take(&self.locker, &settings, Start::Read, None, false).await?;
+            taken = take::take(&self.locker, &settings, Start::Read, None, None, false).await?;
         }
         match taken {
             Taken::Acquired(acquired) => {

@@ -137,7 +137,7 @@ pub trait Locker: Backend {
                     None => Decision::Done(Vec::new()),
                 })
             };
-            let swapped = compare_and_swap(self, name, Start::Read, decide).await?;
+            let swapped = compare_and_swap(self, name, Start::Read, None, decide).await?;
             Ok(match swapped.known()? {
                 Ok((_, _, removed)) => {
                     // Their critical sections are no longer protected: say so, and whom.

@@ -242,6 +242,10 @@ impl Backend for MemoryLocker {
         Ok(Written::Stored(next))
     }
 
+    fn is_newer(&self, version: &u64, than: &u64) -> Option<bool> {
+        Some(version > than)
+    }
+
     fn watched(&self, name: &str) -> Option<Changes<u64>> {
         // In memory, a feed costs nothing.
         self.changes(name)

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::backend::{Backend, Decision, OnUnknown, Record, Start, Swapped, compare_and_swap};
+use crate::backend::{
+    Backend, Changes, Decision, OnUnknown, Record, Start, Swapped, compare_and_swap,
+};
 use crate::cleanup::{self, Undo};
 use crate::error::Error;
 use crate::gotime::GoTime;
@@ -102,9 +104,10 @@ pub(crate) fn decide<V>(
 }
 
 /// Takes the lock if the rules allow it on its current record (read first, or as `start`
-/// knows it), writing by compare-and-swap; a conflict reads again and decides again. A waiter
-/// passes what it has `watched` of the other leases and entries (a single attempt has seen
-/// nothing), and whether it `waits` (it then queues when the lock is busy).
+/// knows it), writing by compare-and-swap; a conflict reads again (from `view`, the lock's
+/// feed, when there is one) and decides again. A waiter passes what it has `watched` of the
+/// other leases and entries (a single attempt has seen nothing), and whether it `waits` (it
+/// then queues when the lock is busy).
 ///
 /// # Errors
 ///
@@ -120,6 +123,7 @@ pub(crate) async fn take<L: Backend>(
     settings: &Settings,
     start: Start<L::Version>,
     mut watched: Option<&mut Watched>,
+    view: Option<&Changes<L::Version>>,
     waits: bool,
 ) -> Result<Taken<L::Version>, Error> {
     let clock = locker.clock();
@@ -138,7 +142,7 @@ pub(crate) async fn take<L: Backend>(
         )?;
         Ok(to_write(locker, settings, acquire, nonce))
     };
-    let swapped = compare_and_swap(locker, &settings.name, start, decision).await?;
+    let swapped = compare_and_swap(locker, &settings.name, start, view, decision).await?;
     if let Swapped::Stored {
         value: Write::Take {
             token, taken_over, ..

@@ -277,6 +277,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
             self.settings,
             start,
             Some(&mut self.watched),
+            self.feed.as_ref(),
             true,
         );
         self.state = match taken.await {

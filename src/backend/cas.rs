@@ -2,6 +2,11 @@
 //! conflict read again and decide again. Taking, renewing, releasing and evicting a lock, and
 //! every clean-up, are a decision run by [`compare_and_swap`]; none of them loops on its own.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::feed::{Changes, Snapshot};
 use super::record::{Record, Written};
 use super::store::Backend;
 use crate::error::Error;
@@ -10,6 +15,11 @@ use crate::state::LockState;
 /// How many times one operation re-reads after a compare-and-swap conflict before it gives up
 /// with [`Error::Contended`]. Each conflict means another writer made progress.
 pub(crate) const MAX_CAS_ATTEMPTS: u32 = 32;
+
+/// How long a write that lost a race waits for the lock's feed to show the write that won
+/// before it reads the lock instead. A watch delivers a write about when a read of it would
+/// return (both a moment after the commit), so this is spent only when the watch is slow.
+const VIEW_WAIT: Duration = Duration::from_millis(100);
 
 /// Where a compare-and-swap starts.
 pub(crate) enum Start<V> {
@@ -118,6 +128,13 @@ impl Drop for OnUnknown {
 /// it was decided on. A conflict (someone else wrote first) reads the lock again and decides
 /// again, at most [`MAX_CAS_ATTEMPTS`] times.
 ///
+/// With the lock's feed (`view`: a waiter's, or a holder's while its process watches the
+/// lock), a conflict is decided again on the state the feed shows once it has the write that
+/// won, instead of a read: the race a waiter's queueing and a holder's release run costs the
+/// loser its refused write and nothing more. A feed that shows nothing newer within
+/// [`VIEW_WAIT`], or knows nothing (its watch is interrupted), is not waited for: the lock is
+/// read.
+///
 /// # Errors
 ///
 /// The decision's errors; the backend's errors, except a transient write error, and any read
@@ -131,8 +148,10 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
     backend: &B,
     name: &str,
     start: Start<B::Version>,
+    view: Option<&Changes<B::Version>>,
     mut decide: impl FnMut(Option<&Record<B::Version>>) -> Result<Decision<W, D>, Error>,
 ) -> Result<Swapped<B::Version, W, D>, Error> {
+    let mut view = view.map(Changes::follow);
     let mut record = match start {
         Start::Read => backend.read(name).await?,
         Start::Known(record) => record,
@@ -174,7 +193,7 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
         // A conflict is usually another writer's progress; it can also be this very write,
         // committed, then sent again by the client (kube retries a 503) and refused. Until the
         // lock is read again, the write's outcome is unknown.
-        record = match backend.read(name).await {
+        record = match reread(backend, name, view.as_mut(), record.as_ref()).await {
             Ok(record) => record,
             Err(error) => {
                 return Ok(Swapped::Unknown {
@@ -200,6 +219,48 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
         lock: name.to_owned(),
         attempts: MAX_CAS_ATTEMPTS,
     })
+}
+
+/// Lock `name` after a write decided on `refused` met a conflict: as `view` (the lock's feed)
+/// shows it once it shows a newer version, within [`VIEW_WAIT`]; otherwise as read.
+///
+/// # Errors
+///
+/// The read's.
+async fn reread<B: Backend>(
+    backend: &B,
+    name: &str,
+    view: Option<&mut Changes<B::Version>>,
+    refused: Option<&Record<B::Version>>,
+) -> Result<Option<Record<B::Version>>, Error> {
+    if let Some(view) = view {
+        let deadline = Instant::now() + VIEW_WAIT;
+        loop {
+            let newer = match view.latest() {
+                Snapshot::Present(seen) => match refused {
+                    None => Some(true),
+                    Some(refused) => backend.is_newer(&seen.version, &refused.version),
+                }
+                .map(|newer| newer.then_some(seen)),
+                // Deleted, or the feed knows nothing: not an answer.
+                _ => None,
+            };
+            match newer {
+                Some(Some(seen)) => return Ok(Some(seen)),
+                // The state the refused write was decided on, or an older one (a watch that
+                // resumes replays what it missed): the winner is on its way.
+                Some(None) => {}
+                None => break,
+            }
+            if tokio::time::timeout_at(deadline, view.changed())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    backend.read(name).await
 }
 
 #[cfg(test)]
@@ -236,13 +297,14 @@ mod tests {
     async fn a_stale_start_conflicts_then_decides_on_what_it_reads() {
         let locker = MemoryLocker::new();
         let ran = Arc::new(AtomicU32::new(0));
-        compare_and_swap(&locker, "x", Start::Read, write_tag("a", &ran))
+        compare_and_swap(&locker, "x", Start::Read, None, write_tag("a", &ran))
             .await
             .unwrap();
         // Known as absent, but stored: the write conflicts, the lock is read, "b" is added.
-        let swapped = compare_and_swap(&locker, "x", Start::Known(None), write_tag("b", &ran))
-            .await
-            .unwrap();
+        let swapped =
+            compare_and_swap(&locker, "x", Start::Known(None), None, write_tag("b", &ran))
+                .await
+                .unwrap();
         let Swapped::Stored { version, state, .. } = swapped else {
             panic!("stored after one conflict")
         };
@@ -252,12 +314,127 @@ mod tests {
         );
         // Nothing to write: done, no request beyond the read.
         assert!(matches!(
-            compare_and_swap(&locker, "x", Start::Read, write_tag("a", &ran))
+            compare_and_swap(&locker, "x", Start::Read, None, write_tag("a", &ran))
                 .await
                 .unwrap(),
             Swapped::Done(())
         ));
         assert_eq!(ran.load(Ordering::SeqCst), 0, "known outcomes disarm");
+    }
+
+    /// A store that counts its reads and writes; its feeds are the test's, or the store's.
+    #[derive(Debug, Clone)]
+    struct Counted(
+        MemoryLocker,
+        Arc<[AtomicU32; 2]>,
+        Option<crate::backend::Feeds<u64>>,
+    );
+
+    impl Backend for Counted {
+        type Version = u64;
+
+        fn is_newer(&self, version: &u64, than: &u64) -> Option<bool> {
+            self.0.is_newer(version, than)
+        }
+
+        async fn read(&self, name: &str) -> Result<Option<Record<u64>>, Error> {
+            self.1[0].fetch_add(1, Ordering::SeqCst);
+            self.0.read(name).await
+        }
+
+        async fn write(
+            &self,
+            name: &str,
+            expected: Option<&u64>,
+            state: &LockState,
+        ) -> Result<Written<u64>, Error> {
+            self.1[1].fetch_add(1, Ordering::SeqCst);
+            self.0.write(name, expected, state).await
+        }
+
+        async fn read_all(&self) -> Result<crate::backend::StoredStates, Error> {
+            self.0.read_all().await
+        }
+
+        fn changes(&self, name: &str) -> Option<crate::backend::Changes<u64>> {
+            match &self.2 {
+                Some(feeds) => Some(feeds.subscribe(name, |_| None)),
+                None => self.0.changes(name),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_lost_a_race_decides_again_on_the_feed_without_a_read() {
+        let counts = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let store = Counted(MemoryLocker::new(), Arc::clone(&counts), None);
+        let reads = || counts[0].load(Ordering::SeqCst);
+        let ran = Arc::new(AtomicU32::new(0));
+        let write =
+            |start, view, tag| compare_and_swap(&store, "x", start, view, write_tag(tag, &ran));
+        write(Start::Known(None), None, "a").await.unwrap();
+        let stale = store.0.read("x").await.unwrap();
+        write(Start::Known(stale.clone()), None, "b").await.unwrap();
+        // A writer that still knows version 1 loses the race to "b"; the lock's feed shows the
+        // winner, and the writer decides again on that, reading nothing.
+        let feed = store.changes("x").unwrap();
+        let swapped = write(Start::Known(stale.clone()), Some(&feed), "c").await;
+        let Ok(Swapped::Stored { version, state, .. }) = swapped else {
+            panic!("stored after one conflict")
+        };
+        assert_eq!((version, state.tags.len()), (3, 3));
+        assert_eq!(reads(), 0, "no read");
+        // Without a feed, the conflict costs a read.
+        write(Start::Known(stale), None, "d").await.unwrap();
+        assert_eq!(reads(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_feed_that_lags_behind_the_refused_write_is_not_decided_on() {
+        let counts = Arc::new([AtomicU32::new(0), AtomicU32::new(0)]);
+        let feeds = crate::backend::Feeds::new();
+        let store = Counted(
+            MemoryLocker::new(),
+            Arc::clone(&counts),
+            Some(feeds.clone()),
+        );
+        let ran = Arc::new(AtomicU32::new(0));
+        for tag in ["a", "b", "c"] {
+            let start = Start::Known(store.0.read("x").await.unwrap());
+            compare_and_swap(&store.0, "x", start, None, write_tag(tag, &ran))
+                .await
+                .unwrap();
+        }
+        // The feed still shows version 1 (its watch resumes, replaying what it missed); a
+        // writer that knows version 2 loses the race to version 3.
+        let feed = store.changes("x").unwrap();
+        let first = Record::new(LockState::empty("x"), 1);
+        feeds.publish("x", Snapshot::Present(first));
+        let known = store
+            .0
+            .read("x")
+            .await
+            .unwrap()
+            .map(|r| Record::new(r.state, 2));
+        let started = Instant::now();
+        let swapped = compare_and_swap(
+            &store,
+            "x",
+            Start::Known(known),
+            Some(&feed),
+            write_tag("d", &ran),
+        )
+        .await;
+        let Ok(Swapped::Stored { version, state, .. }) = swapped else {
+            panic!("stored after one conflict")
+        };
+        // Not decided on version 1 (which would have conflicted again): read, after waiting
+        // for the feed to catch up; two writes, the refused one and this.
+        assert_eq!((version, state.tags.len()), (4, 4));
+        let [reads, writes] = &*counts;
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(writes.load(Ordering::SeqCst), 2);
+        assert_eq!(started.elapsed(), VIEW_WAIT);
     }
 
     /// A store where every write loses the race.
@@ -292,6 +469,7 @@ mod tests {
             &Busy(MemoryLocker::new()),
             "x",
             Start::Read,
+            None,
             write_tag("a", &ran),
         )
         .await

@@ -175,6 +175,15 @@ impl<V: Clone> Changes<V> {
         self.rx.borrow().clone()
     }
 
+    /// Another subscription to the same feed, which has seen what this one has: what a
+    /// compare-and-swap follows after a conflict, without marking anything seen for its owner.
+    pub(crate) fn follow(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            rx: self.rx.clone(),
+        }
+    }
+
     /// Waits for this waiter's turn among the waiters of the lock in this process.
     pub(crate) async fn turn(&self) -> OwnedMutexGuard<()> {
         Arc::clone(&self.shared.turn).lock_owned().await

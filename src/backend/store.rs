@@ -158,6 +158,24 @@ pub trait Backend: Debug + Clone + Send + Sync + 'static {
     /// When the backend cannot be listed at all.
     fn read_all(&self) -> impl Future<Output = Result<StoredStates, Error>> + Send;
 
+    /// Whether `version` was stored after `than` (`None`: this backend cannot tell). A write
+    /// that lost a race decides again on the state the lock's feed shows only once the feed
+    /// shows a newer one than the write was decided on (a watch that resumes replays older
+    /// states first); without an answer, it reads the lock. Default: `None`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed::MemoryLocker;
+    /// use lockheed::backend::Backend;
+    ///
+    /// assert_eq!(MemoryLocker::new().is_newer(&8, &7), Some(true));
+    /// ```
+    fn is_newer(&self, version: &Self::Version, than: &Self::Version) -> Option<bool> {
+        let _ = (version, than);
+        None
+    }
+
     /// What the backend knows of lock `name` without a request, from a watch it runs anyway
     /// ([`Snapshot::Unknown`] when it knows nothing). A single attempt to take the lock starts
     /// from this instead of reading; the compare-and-swap catches a view that was stale.

@@ -11,7 +11,7 @@ use super::keys::DEFAULT_PREFIX;
 use super::limits::check_name;
 use super::objects::{ConfigMapVersion, Objects};
 use super::store;
-use super::watch::{Kept as _, Watches};
+use super::watch::{self, Kept as _, Watches};
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
@@ -328,6 +328,10 @@ impl Backend for KubeLocker {
 
     fn changes(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {
         self.watches.changes(&self.objects, name)
+    }
+
+    fn is_newer(&self, version: &ConfigMapVersion, than: &ConfigMapVersion) -> Option<bool> {
+        watch::is_newer::<Objects>(version, than)
     }
 
     fn watched(&self, name: &str) -> Option<Changes<ConfigMapVersion>> {

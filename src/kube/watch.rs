@@ -368,12 +368,18 @@ impl<O: Kept> Watches<O> {
 /// Whether resourceVersion `a` is newer than `b` (when both are numbers, as etcd's are; the
 /// API treats them as opaque, so anything else counts as not newer).
 fn newer<O: Kept>(a: &O::Version, b: &O::Version) -> bool {
+    is_newer::<O>(a, b).unwrap_or(false)
+}
+
+/// Whether resourceVersion `a` is newer than `b`, when both are numbers (etcd's revisions,
+/// which kube-apiserver passes on; the API calls them opaque, so nothing else is ordered).
+pub(crate) fn is_newer<O: Kept>(a: &O::Version, b: &O::Version) -> Option<bool> {
     match (
         O::resource_version(a).and_then(|v| v.parse::<u64>().ok()),
         O::resource_version(b).and_then(|v| v.parse::<u64>().ok()),
     ) {
-        (Some(a), Some(b)) => a > b,
-        _ => false,
+        (Some(a), Some(b)) => Some(a > b),
+        _ => None,
     }
 }
 

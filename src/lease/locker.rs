@@ -383,6 +383,10 @@ impl Backend for LeaseLocker {
         self.watches.changes(&self.leases, name)
     }
 
+    fn is_newer(&self, version: &LeaseVersion, than: &LeaseVersion) -> Option<bool> {
+        crate::kube::watch::is_newer::<Leases>(version, than)
+    }
+
     fn watched(&self, name: &str) -> Option<Changes<LeaseVersion>> {
         self.watches.watching(&self.leases, name)
     }

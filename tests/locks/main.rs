@@ -18,6 +18,7 @@ mod kube_lock_format;
 mod kube_requests;
 mod lease_format;
 mod lease_interop;
+mod liveness;
 mod rbac;
 mod suite;
 mod unexpiring;
