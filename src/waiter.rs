@@ -4,7 +4,9 @@
 //! A waiter does not poll. It is woken when the lock changes (the backend's feed, shared by
 //! every lock of the process) and when a blocking lease or queue entry can have ended; it
 //! decides on what the feed showed, without reading the lock again. Without a feed it polls
-//! with backoff.
+//! with backoff, and so it does while its feed's watch is interrupted: it reads the lock at
+//! once, and again and again until the watch delivers, so that a lock handed over to it then
+//! is seen at its next read rather than when the watch comes back.
 //!
 //! A blocked waiter first waits for its turn among the waiters of the lock in its process,
 //! then takes a place at the end of the lock's queue (see [`rules`](crate::rules)) and waits
@@ -327,10 +329,16 @@ impl<'a, L: Backend> Waiter<'a, L> {
     }
 
     /// Waits until the lock changes, a blocking lease or entry can have ended, this waiter's
-    /// place needs refreshing, or it is time to poll.
+    /// place needs refreshing, or it is time to poll (without a feed, or while its watch is
+    /// interrupted).
     async fn wake(&mut self, blocked: &Blocked) {
         let lease_end = blocked.retry_in.map(|d| d + Duration::from_millis(1));
-        let poll = self.feed.is_none().then(|| self.polls.next());
+        let polling = self.feed.as_ref().is_none_or(Changes::is_interrupted);
+        if !polling {
+            // The next interruption starts with quick reads again.
+            self.polls.reset();
+        }
+        let poll = polling.then(|| self.polls.next());
         tracing::debug!(held_by = ?self.waiting.holders.iter().map(|h| &h.id).collect::<Vec<_>>(), ?lease_end, "lock is held; waiting");
         let changed = async {
             match self.feed.as_mut() {
@@ -357,6 +365,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 State::Read
             }
             Some(Snapshot::Unknown) if !self.listened => State::Listen,
+            // Unknown, or the watch is interrupted (see `wake`).
             _ => State::Read,
         }
     }

@@ -242,7 +242,7 @@ async fn reread<B: Backend>(
                     Some(refused) => backend.is_newer(&seen.version, &refused.version),
                 }
                 .map(|newer| newer.then_some(seen)),
-                // Deleted, or the feed knows nothing: not an answer.
+                // Deleted, unknown, or the watch is interrupted: not an answer.
                 _ => None,
             };
             match newer {

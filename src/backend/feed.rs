@@ -26,6 +26,11 @@ pub enum Snapshot<V> {
     Present(Record<V>),
     /// The backend cannot send changes (a watch the caller has no right to): waiters poll.
     Unavailable,
+    /// The watch that feeds the lock failed, and resumes by itself (after a backoff): what it
+    /// showed may be stale, and changes may come late. Waiters read the lock at once, and
+    /// keep reading it (with backoff, up to their retry interval) until the feed publishes
+    /// again; a write that loses a race reads the lock.
+    Interrupted,
 }
 
 struct FeedShared<V> {
@@ -173,6 +178,11 @@ impl<V: Clone> Changes<V> {
     /// The newest snapshot, without counting it as seen.
     pub(crate) fn peek(&self) -> Snapshot<V> {
         self.rx.borrow().clone()
+    }
+
+    /// Whether the feed's watch is interrupted (see [`Snapshot::Interrupted`]).
+    pub(crate) fn is_interrupted(&self) -> bool {
+        matches!(*self.rx.borrow(), Snapshot::Interrupted)
     }
 
     /// Another subscription to the same feed, which has seen what this one has: what a

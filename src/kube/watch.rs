@@ -9,10 +9,15 @@
 //! lock with subscribers gets a watch of its own object; where that is forbidden too, waiters
 //! poll. kube-lock's format labels nothing, so its locks are always watched one by one.
 //!
+//! A watch that fails resumes by itself, after a backoff (0.8 s and more). Meanwhile its locks'
+//! feeds say so ([`Snapshot::Interrupted`]), and their waiters read the locks themselves
+//! until it delivers again: a waiter handed a lock while its watch is down sees it at its next
+//! read, not when the watch comes back.
+//!
 //! What is watched, and how an object is read as a lock's record, is a [`Kept`]: the only
 //! thing a locker of another kind of object implements to share this.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -111,6 +116,17 @@ struct State<V> {
     /// Records this process read a moment ago, by lock name, for the attempt that follows
     /// (a caller that looks before it takes): each is used once, and only while fresh.
     recent: HashMap<String, (Snapshot<V>, Instant)>,
+    /// The namespace watch failed and has not delivered since: its view may be stale.
+    interrupted: bool,
+    /// The locks whose own watch (per-lock mode) failed and has not delivered since.
+    interrupted_locks: HashSet<String>,
+}
+
+impl<V> State<V> {
+    /// Whether the watch that feeds lock `name` is interrupted.
+    fn is_interrupted(&self, name: &str) -> bool {
+        self.interrupted || self.interrupted_locks.contains(name)
+    }
 }
 
 /// How long a record read by this process is trusted as a starting point without a watch.
@@ -148,6 +164,8 @@ impl<V> Drop for Running<V> {
             state.cache.clear();
             state.synced = false;
             state.single.clear();
+            state.interrupted = false;
+            state.interrupted_locks.clear();
         }
     }
 }
@@ -206,6 +224,8 @@ impl<O: Kept> Watches<O> {
                 synced: false,
                 single: HashMap::new(),
                 recent: HashMap::new(),
+                interrupted: false,
+                interrupted_locks: HashSet::new(),
             })),
         }
     }
@@ -226,8 +246,10 @@ impl<O: Kept> Watches<O> {
     pub(crate) fn known(&self, name: &str) -> Snapshot<O::Version> {
         let mut state = lock(&self.state);
         let recent = state.recent.remove(name);
-        let current =
-            state.mode == Mode::Namespace && state.synced && state.running.strong_count() > 0;
+        let current = state.mode == Mode::Namespace
+            && state.synced
+            && !state.interrupted
+            && state.running.strong_count() > 0;
         match (current, state.cache.get(name), recent) {
             (true, Some(record), _) => Snapshot::Present(record.clone()),
             (true, None, _) => Snapshot::Absent,
@@ -289,6 +311,8 @@ impl<O: Kept> Watches<O> {
         state.cache.clear();
         state.synced = false;
         state.single.clear();
+        state.interrupted = false;
+        state.interrupted_locks.clear();
         let running = Arc::new(Running {
             task: Abort(task.abort_handle()),
             state: Arc::clone(&self.state),
@@ -301,7 +325,8 @@ impl<O: Kept> Watches<O> {
 
     /// Tells the lock's waiters what this process just wrote (or read), without waiting for
     /// the watch: the watch's own event follows and changes nothing. An older record than
-    /// the one known is ignored.
+    /// the one known is ignored; while the lock's watch is interrupted, its feed keeps saying
+    /// so (a waiter that stopped reading would miss what others write).
     pub(crate) fn saw(&self, name: &str, record: &Record<O::Version>) {
         let mut state = lock(&self.state);
         // A read before this change is not a starting point any more.
@@ -318,12 +343,17 @@ impl<O: Kept> Watches<O> {
             }
             state.cache.insert(name.to_owned(), record.clone());
         }
+        if state.is_interrupted(name) {
+            return;
+        }
         // Published under the state's lock, so that a change of mode comes before or after.
         self.feeds.publish(name, Snapshot::Present(record.clone()));
     }
 
     fn publish_known(&self, state: &State<O::Version>, name: &str) {
-        if state.mode == Mode::Namespace && state.synced {
+        if state.is_interrupted(name) {
+            self.feeds.publish(name, Snapshot::Interrupted);
+        } else if state.mode == Mode::Namespace && state.synced {
             self.feeds.publish(
                 name,
                 state
@@ -351,6 +381,42 @@ impl<O: Kept> Watches<O> {
         for name in self.feeds.subscribed() {
             self.watch_single(objects, &mut state, &name);
         }
+    }
+
+    /// The namespace watch failed: until it delivers again, every feed says so.
+    fn interrupt(&self) {
+        let mut state = lock(&self.state);
+        if state.mode != Mode::Namespace || state.interrupted {
+            return;
+        }
+        state.interrupted = true;
+        for name in self.feeds.subscribed() {
+            self.feeds.publish(&name, Snapshot::Interrupted);
+        }
+    }
+
+    /// The namespace watch delivers again: every feed shows what it knows (the events it
+    /// missed follow in order).
+    fn resume(&self) {
+        let mut state = lock(&self.state);
+        if !state.interrupted {
+            return;
+        }
+        state.interrupted = false;
+        for name in self.feeds.subscribed() {
+            self.publish_known(&state, &name);
+        }
+    }
+
+    /// Publishes what lock `name`'s own watch (per-lock mode) saw, or that it failed.
+    fn publish_single(&self, name: &str, snapshot: Snapshot<O::Version>) {
+        let mut state = lock(&self.state);
+        if matches!(snapshot, Snapshot::Interrupted) {
+            state.interrupted_locks.insert(name.to_owned());
+        } else {
+            state.interrupted_locks.remove(name);
+        }
+        self.feeds.publish(name, snapshot);
     }
 
     /// No watch at all is allowed: every feed tells its subscribers to poll.
@@ -424,9 +490,11 @@ async fn watch<O: Kept>(
                     watches.fall_back(&objects);
                 }
                 // The watcher resumes by itself (relisting after a 410), with backoff; until
-                // then waiters keep what they know, and the relist tells them what changed.
+                // then waiters read the locks themselves, and the relist or the events missed
+                // tell them what changed.
                 Some(Err(err)) => {
                     tracing::debug!(error = %err, "the namespace watch was interrupted");
+                    watches.interrupt();
                 }
                 None => return,
             },
@@ -441,6 +509,9 @@ fn on_event<O: Kept>(
     listing: &mut Option<HashMap<String, Record<O::Version>>>,
     event: Event<O::Object>,
 ) {
+    if !matches!(event, Event::Init | Event::InitApply(_)) {
+        watches.resume();
+    }
     match event {
         Event::Init => *listing = Some(HashMap::new()),
         Event::InitApply(object) => {
@@ -507,10 +578,10 @@ async fn watch_single<O: Kept>(objects: O, watches: Watches<O>, name: String) {
             }
             Err(err) => {
                 tracing::debug!(lock = %name, error = %err, "the watch of the lock was interrupted");
-                continue;
+                Snapshot::Interrupted
             }
         };
-        watches.feeds.publish(&name, snapshot);
+        watches.publish_single(&name, snapshot);
     }
 }
 

@@ -76,3 +76,46 @@ async fn a_release_that_meets_a_newer_queue_write_does_not_read_the_lock() {
     assert_eq!(guard.token(), 2);
     guard.release().await.unwrap();
 }
+
+/// A waiter's watch breaks and cannot come back (every watch request of its process fails):
+/// the waiter reads the lock at once, and keeps reading it while the watch is down, so that
+/// the lock handed over to it then is taken within about its retry interval (1 s). The old
+/// code waited for the watch, and saw the handover only when it refreshed its place in the
+/// queue (half of its 30 s lease).
+#[tokio::test(start_paused = true)]
+async fn a_waiter_whose_watch_breaks_keeps_reading_the_lock() {
+    let server = FakeApiServer::start().await.unwrap();
+    let held = lock(&server, "broken", "holder")
+        .try_acquire()
+        .await
+        .unwrap();
+    let waiter = lock(&server, "broken", "waiter");
+    let waiter = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        (tokio::time::Instant::now(), guard)
+    });
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(waiters(&server, "broken").await, ["waiter"]);
+    server.inject(
+        Fault::status(500)
+            .always()
+            .on(RequestMatcher::any().token("waiter").verb(Verb::Watch)),
+    );
+    server.close_watches();
+    // Long enough for the reads to have backed off to the retry interval.
+    tokio::time::sleep(5 * SECOND).await;
+    let released = tokio::time::Instant::now();
+    held.release().await.unwrap();
+    let (taken, guard) = waiter.await.unwrap();
+    assert!(
+        taken - released <= 1200 * MS,
+        "the handover was seen after {:?}",
+        taken - released
+    );
+    assert_eq!(guard.token(), 2);
+    assert!(
+        server.faults_injected()["status 500"] > 0,
+        "the watch did fail"
+    );
+    guard.release().await.unwrap();
+}
