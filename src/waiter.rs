@@ -87,6 +87,9 @@ pub(crate) struct Waiter<'a, L: Backend> {
     /// The lock's fencing counter when this waiter first queued: a lease of its own with a
     /// higher token was handed over to it.
     floor: Option<u64>,
+    /// The ids this waiter wrote its place with (a handover passes the place's id on to the
+    /// lease it writes).
+    places: Vec<String>,
     /// What this acquire waits for, as last seen (for the observer and a timeout's error).
     waiting: Waiting,
     /// What this acquire may have written, removed unless it takes the lock.
@@ -112,6 +115,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
             watched: Watched::default(),
             listened: false,
             floor: None,
+            places: Vec::new(),
             waiting: Waiting::new(&settings.name),
             pending: Pending::new(locker, settings),
         }
@@ -225,7 +229,8 @@ impl<'a, L: Backend> Waiter<'a, L> {
         let now = self.locker.clock().now();
         let handed = match (self.floor, &record) {
             (Some(floor), Some(current)) => {
-                rules::handed_over(&current.state, &self.settings.holder, floor, now)
+                let waited = (floor, self.places.as_slice());
+                rules::handed_over(&current.state, &self.settings.holder, waited, now)
             }
             _ => None,
         };
@@ -298,6 +303,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 nonce,
             }) => {
                 let floor = *self.floor.get_or_insert(floor);
+                self.places.push(nonce.clone());
                 self.pending.queued(Undo::Queue { floor, nonce });
                 self.failures.reset();
                 tracing::debug!(?blocked.retry_in, "queued for the lock");
@@ -313,8 +319,9 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 // from there); if the acquire ends first, the clean-up removes it.
                 tracing::debug!(%error, "writing the lock failed; retrying");
                 cleanup.disarm();
-                if let Undo::Queue { floor, .. } = undo {
-                    self.floor.get_or_insert(floor);
+                if let Undo::Queue { floor, nonce } = &undo {
+                    self.floor.get_or_insert(*floor);
+                    self.places.push(nonce.clone());
                 }
                 self.pending.add(undo);
                 State::Backoff(self.failures.after(&error))

@@ -835,8 +835,33 @@ mod tests {
             (Some(6), vec!["d", "a"])
         );
         // The waiter recognises the handover by its token above the floor.
-        assert_eq!(handed_over(&next, "c", 4, t(NOW)).map(|(t, _)| t), Some(6));
-        assert_eq!(handed_over(&next, "d", 4, t(NOW)), None);
+        assert_eq!(
+            handed_over(&next, "c", (4, &[]), t(NOW)).map(|(t, _)| t),
+            Some(6)
+        );
+        assert_eq!(handed_over(&next, "d", (4, &[]), t(NOW)), None);
+    }
+
+    #[test]
+    fn a_handover_is_told_from_an_earlier_lease_by_the_id_of_the_place() {
+        // "b" took the lock before, and its release failed: its lease (token 4) is still
+        // there when it waits again. A floor taken from an older state (3) does not make it a
+        // handover: it does not carry the id of this wait's place.
+        let mut state = held_by("b", "2026-11-22T10:00:10Z");
+        state.leases.get_mut("b").unwrap().nonce = Some("earlier".into());
+        let places = ["this wait".to_owned()];
+        assert_eq!(handed_over(&state, "b", (3, &places), t(NOW)), None);
+        // The lease handed over to this wait's place carries its id.
+        let a = held_by("a", "2026-11-22T10:00:10Z");
+        let waits = Request {
+            nonce: "this wait",
+            ..waits("b", Kind::Mutex)
+        };
+        let handed = rel(&queue(&a, waits).0, "a", 4).unwrap();
+        assert_eq!(
+            handed_over(&handed, "b", (3, &places), t(NOW)).map(|(t, _)| t),
+            Some(5)
+        );
     }
 
     #[test]

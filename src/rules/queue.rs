@@ -178,12 +178,18 @@ pub(super) fn hand_over(state: &mut LockState, now: DateTime<Utc>, skew: Duratio
 }
 
 /// The lease the lock was handed over to `holder` with, while it waited in the queue: a lease
-/// of its own with a token above `floor` (the counter when it queued), and no place in the
-/// queue any more. Returns its token and end.
+/// of its own with a token above `floor` (the counter when it queued), carrying the id of one
+/// of the writes of its place (`places`: a handover passes the place's id on), and no place in
+/// the queue any more. Returns its token and end.
+///
+/// The id tells a handover from a lease of an earlier acquisition by the same holder identity
+/// that is still there (its release failed), when `floor` was taken from a state older than
+/// that lease. A lease without an id (written by a version that kept none), or a wait that
+/// knows no ids of its place, is judged by the floor alone.
 pub(crate) fn handed_over(
     state: &LockState,
     holder: &str,
-    floor: u64,
+    (floor, places): (u64, &[String]),
     now: DateTime<Utc>,
 ) -> Option<(u64, GoTime)> {
     if state.queue.iter().any(|entry| entry.instance_id == holder) {
@@ -191,7 +197,11 @@ pub(crate) fn handed_over(
     }
     let lease = state.leases.get(holder)?;
     let token = lease.token.filter(|t| *t > floor)?;
-    (lease.expires.to_utc() > now).then_some((token, lease.expires))
+    let ours = match &lease.nonce {
+        Some(nonce) => places.is_empty() || places.contains(nonce),
+        None => true,
+    };
+    (ours && lease.expires.to_utc() > now).then_some((token, lease.expires))
 }
 
 /// Removes `holder`'s place in the queue when its acquire ends without the lock, and the
