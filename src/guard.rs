@@ -385,14 +385,18 @@ impl<L: Locker> LockGuard<L> {
     /// [`Error::Lost`] when the lease was already gone (taken over by force, or expired and
     /// taken by another holder): there was nothing to release. The backend's errors; the
     /// lease then expires by itself. A transient failure (a 5xx, a lost connection, a 429) is
-    /// first tried again, up to four tries in all (about half a second, longer if a 429 asks
-    /// for it) while the lease is trusted; a lease found gone after such a failure was most
-    /// likely removed by the write that failed, and counts as released.
+    /// first tried again, with backoff (from 50 ms, doubling up to 1 s, or as a 429 asks),
+    /// until the lease has ended for every contender (its end and the
+    /// [skew allowance](crate::Lock::with_clock_skew_allowance); 30 s for a lease without
+    /// expiry): a release left undone keeps every waiter out until then, so against a server
+    /// that keeps failing this returns only then. A lease found gone after such a failure was
+    /// most likely removed by the write that failed, and counts as released.
     ///
     /// # Cancel safety
     ///
     /// If the future is dropped before it completes, the release may or may not have been
-    /// written; renewal has stopped either way, so the lease ends by itself.
+    /// written; renewal has stopped either way, so the lease ends by itself. Wrap it in a
+    /// timeout to give up sooner on a server that keeps failing.
     ///
     /// # Examples
     ///

@@ -183,6 +183,25 @@ impl<L: Backend> Holding<L> {
         Ok(Renewed::Extended)
     }
 
+    /// Until when a release that meets transient failures tries again: until the lease ending
+    /// at `expires` has ended for every contender (its end and the skew allowance), since the
+    /// lock is taken over anyway after that and handed over sooner before; a lease without
+    /// expiry, for [`RELEASE_RETRY_FOR`]. Releasing a lease past its end is safe: the write
+    /// removes it only while it is still there, untaken.
+    fn release_deadline(&self, expires: GoTime) -> DateTime<Utc> {
+        let after = |at: DateTime<Utc>, wait: Duration| {
+            chrono::Duration::from_std(wait)
+                .ok()
+                .and_then(|wait| at.checked_add_signed(wait))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        };
+        if expires.is_forever() {
+            after(self.clock.now(), RELEASE_RETRY_FOR)
+        } else {
+            after(expires.to_utc(), self.settings.skew_allowance)
+        }
+    }
+
     /// Removes this holder's lease and applies its tags, handing the lock over to the waiters
     /// whose turn it is.
     ///
@@ -193,7 +212,8 @@ impl<L: Backend> Holding<L> {
         let settings = &self.settings;
         let held = self.held.lock().await;
         let mut start = Start::Known(Some(self.current(&held)));
-        let mut failures = Backoff::new(RELEASE_RETRY, RELEASE_RETRY * 8);
+        let mut failures = Backoff::new(RELEASE_RETRY, MAX_RELEASE_RETRY);
+        let deadline = self.release_deadline(held.expires);
         let mut tries = 1;
         loop {
             // After a failure whose outcome is unknown, a lease found gone was most likely
@@ -240,11 +260,13 @@ impl<L: Backend> Holding<L> {
                 }
                 Err(err) => err,
             };
-            // A transient failure (a 5xx, a reset connection, a 429) is retried a few times,
-            // quickly, while the lease is still trusted: otherwise it would stay until it ends.
+            // A transient failure (a 5xx, a reset connection, a 429) is retried until the
+            // lease has ended for everyone: a release left undone keeps every waiter out until
+            // then (issue 18 saw 6 s idle locks after releases that gave up after four tries, a
+            // quarter of a second, under 500s).
             let pause = failures.after(&error);
-            let in_time = self.clock.now() + pause < self.give_up_at();
-            if !error.is_transient() || tries >= RELEASE_TRIES || !in_time {
+            let in_time = self.clock.now() + pause < deadline;
+            if !error.is_transient() || !in_time {
                 return Err(error);
             }
             tracing::debug!(error = %error, "releasing the lease failed; retrying");
@@ -255,10 +277,12 @@ impl<L: Backend> Holding<L> {
     }
 }
 
-/// How many times a release is tried when it meets transient failures.
-const RELEASE_TRIES: u32 = 4;
 /// The first pause between two tries of a release (then doubling, with jitter).
 const RELEASE_RETRY: Duration = Duration::from_millis(50);
+/// The longest pause between two tries of a release.
+const MAX_RELEASE_RETRY: Duration = Duration::from_secs(1);
+/// How long a release of a lease without expiry tries again after transient failures.
+const RELEASE_RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// The moment a holder stops trusting its lease that ends at `expires`, in Unix milliseconds:
 /// a tenth of the duration before it ends, so that `lost` fires before another holder can take
