@@ -372,9 +372,10 @@ impl<L: Locker> Lock<L> {
     }
 
     /// How often [`acquire`](Self::acquire) looks at a held lock when the backend cannot tell
-    /// it about changes (no watch): it polls with backoff up to this interval. With a watch,
-    /// waiters are woken by changes and when the holder's lease can end, and do not poll.
-    /// Default: 1 s.
+    /// it about changes (no watch, or a watch interrupted until it resumes): it polls with
+    /// backoff up to this interval. With a watch, waiters are woken by changes and when the
+    /// holder's lease can end, and do not poll. Failed reads are tried again at most this far
+    /// apart too (but at least 1 s, at most 10 s). Default: 1 s.
     ///
     /// # Examples
     ///
@@ -772,9 +773,13 @@ impl<L: Locker> Lock<L> {
     /// [`with_fifo`](Self::with_fifo)). Waiters in one process take turns among themselves
     /// first; one at a time holds the process's place in the queue. A waiter is woken as soon
     /// as the lock changes (through the backend's watch, shared by every lock of the process)
-    /// and when a blocking lease can have ended; it does not poll. Transient failures (an
-    /// unreachable or overloaded API server) are retried with exponential backoff and jitter,
-    /// honouring `Retry-After`.
+    /// and when a blocking lease can have ended; it does not poll (except while its watch is
+    /// interrupted: then it reads the lock, with backoff up to the
+    /// [retry interval](Self::with_retry_interval)). Transient failures (an unreachable or
+    /// overloaded API server) are retried with exponential backoff and jitter, honouring
+    /// `Retry-After`: writes up to 10 s apart, reads up to the retry interval apart (at least
+    /// 1 s), so that a waiter whose reads fail for a while sees its turn soon after they
+    /// succeed again.
     ///
     /// # Errors
     ///

@@ -34,6 +34,9 @@ use crate::watched::Watched;
 /// How long a waiter waits for a starting feed's first view before it reads the lock.
 const LISTEN: Duration = Duration::from_secs(1);
 
+/// The longest pause after failed requests.
+const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(10);
+
 /// The smallest and largest random spread of the writes of woken waiters.
 const SPREAD_MIN: Duration = Duration::from_millis(25);
 const SPREAD_MAX: Duration = Duration::from_secs(1);
@@ -79,7 +82,12 @@ pub(crate) struct Waiter<'a, L: Backend> {
     woken: bool,
     /// How long a woken waiter pauses at most before writing; it grows with each lost race.
     spread: Duration,
+    /// After failed writes: up to [`MAX_FAILURE_PAUSE`].
     failures: Backoff,
+    /// After failed reads: up to the retry interval (at least 1 s), so that a waiter whose
+    /// reads keep failing (a run of 5xx that it meets while its watch is down) is not blind
+    /// to the lock handed over to it much longer than the reads fail.
+    read_failures: Backoff,
     polls: Backoff,
     watched: Watched,
     /// Whether the waiter has waited for the feed's first view already.
@@ -107,7 +115,13 @@ impl<'a, L: Backend> Waiter<'a, L> {
             started: Instant::now(),
             woken: false,
             spread: SPREAD_MIN,
-            failures: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
+            failures: Backoff::new(Duration::from_millis(100), MAX_FAILURE_PAUSE),
+            read_failures: Backoff::new(
+                Duration::from_millis(100),
+                settings
+                    .retry_interval
+                    .clamp(Duration::from_secs(1), MAX_FAILURE_PAUSE),
+            ),
             polls: Backoff::new(
                 settings.retry_interval.min(Duration::from_millis(100)),
                 settings.retry_interval,
@@ -180,10 +194,13 @@ impl<'a, L: Backend> Waiter<'a, L> {
             }
             State::Read => {
                 self.state = match self.locker.read(&self.settings.name).await {
-                    Ok(record) => State::Decide(record),
+                    Ok(record) => {
+                        self.read_failures.reset();
+                        State::Decide(record)
+                    }
                     Err(err) if err.is_transient() => {
                         tracing::debug!(error = %err, "reading the lock failed; retrying");
-                        State::Backoff(self.failures.after(&err))
+                        State::Backoff(self.read_failures.after(&err))
                     }
                     Err(err) => return Err(err),
                 };

@@ -119,3 +119,40 @@ async fn a_waiter_whose_watch_breaks_keeps_reading_the_lock() {
     );
     guard.release().await.unwrap();
 }
+
+/// A waiter whose watch is down and whose reads fail ten times in a row (the 5xx a poll meets
+/// when the server is in trouble) backs off no further than its retry interval (1 s): once the
+/// reads succeed again, it sees the lock handed over to it within a second. The old code backed
+/// off to 10 s between tries, and took the lock some 20 s and more after its release.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_whose_reads_keep_failing_backs_off_no_further_than_its_retry_interval() {
+    let server = FakeApiServer::start().await.unwrap();
+    let held = lock(&server, "failing", "holder")
+        .try_acquire()
+        .await
+        .unwrap();
+    let waiter = lock(&server, "failing", "waiter");
+    let waiter = tokio::spawn(async move { waiter.acquire().await.unwrap() });
+    tokio::time::sleep(SECOND).await;
+    let waiter_reads = || RequestMatcher::any().token("waiter");
+    server.inject(
+        Fault::status(500)
+            .always()
+            .on(waiter_reads().verb(Verb::Watch)),
+    );
+    server.inject(
+        Fault::status(500)
+            .times(10)
+            .on(waiter_reads().verb(Verb::Get)),
+    );
+    server.close_watches();
+    let released = tokio::time::Instant::now();
+    held.release().await.unwrap();
+    let guard = waiter.await.unwrap();
+    // Ten failures a second apart at most, then the read that sees the handover.
+    let waited = released.elapsed();
+    assert!(waited < 10 * SECOND, "taken {waited:?} after the release");
+    let failed = server.faults_injected()["status 500"];
+    assert!(failed > 10, "the reads and the watch did fail: {failed}");
+    guard.release().await.unwrap();
+}
