@@ -73,7 +73,7 @@ impl<L: Backend> Holding<L> {
             token: acquired.token,
             taken: LockInfo::from_state(&settings.name, &acquired.state, clock.now()),
             reentry: acquired.reentry,
-            give_up_ms: AtomicI64::new(give_up_ms(acquired.expires, settings.duration)),
+            give_up_ms: AtomicI64::new(rules::give_up_ms(acquired.expires, settings.duration)),
             clock,
             locker,
             held: Mutex::new(Held {
@@ -118,7 +118,7 @@ impl<L: Backend> Holding<L> {
         }
     }
 
-    /// The moment this holder stops trusting its lease (see [`give_up_ms`]).
+    /// The moment this holder stops trusting its lease (see [`rules::give_up_ms`]).
     pub(crate) fn give_up_at(&self) -> DateTime<Utc> {
         let ms = self.give_up_ms.load(Ordering::Acquire);
         DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
@@ -128,6 +128,22 @@ impl<L: Backend> Holding<L> {
     pub(crate) fn past_give_up(&self) -> bool {
         let give_up = self.give_up_ms.load(Ordering::Acquire);
         give_up != i64::MAX && self.clock.now().timestamp_millis() >= give_up
+    }
+
+    /// How long until this holder first renews, given when it would (`spread`, `None`:
+    /// never): then, unless it trusts its lease for less than three quarters of the duration
+    /// (a lease handed over to it, which lasts only the claim window until claimed; or a
+    /// write that took long): such a lease is renewed within three quarters of the time it is
+    /// trusted, and once even by a holder that never renews, so that it lasts the duration.
+    pub(crate) fn first_renewal(&self, spread: Option<Duration>) -> Option<Duration> {
+        let trusted = (self.give_up_at() - self.clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        if trusted >= self.settings.duration * 3 / 4 {
+            return spread;
+        }
+        let claim = trusted * 3 / 4;
+        Some(spread.map_or(claim, |spread| spread.min(claim)))
     }
 
     /// Fires `lost`, saying why.
@@ -177,8 +193,10 @@ impl<L: Backend> Holding<L> {
             state,
             expires,
         };
-        self.give_up_ms
-            .store(give_up_ms(expires, settings.duration), Ordering::Release);
+        self.give_up_ms.store(
+            rules::give_up_ms(expires, settings.duration),
+            Ordering::Release,
+        );
         tracing::trace!(%expires, "lease renewed");
         Ok(Renewed::Extended)
     }
@@ -283,14 +301,3 @@ const RELEASE_RETRY: Duration = Duration::from_millis(50);
 const MAX_RELEASE_RETRY: Duration = Duration::from_secs(1);
 /// How long a release of a lease without expiry tries again after transient failures.
 const RELEASE_RETRY_FOR: Duration = Duration::from_secs(30);
-
-/// The moment a holder stops trusting its lease that ends at `expires`, in Unix milliseconds:
-/// a tenth of the duration before it ends, so that `lost` fires before another holder can take
-/// the lock (`i64::MAX` for a lease without expiry).
-fn give_up_ms(expires: GoTime, duration: Duration) -> i64 {
-    if expires.is_forever() {
-        return i64::MAX;
-    }
-    let margin = i64::try_from((duration / 10).as_millis()).unwrap_or(i64::MAX);
-    expires.to_utc().timestamp_millis().saturating_sub(margin)
-}

@@ -33,7 +33,7 @@ pub(crate) async fn keep_alive<L: Backend>(shared: Arc<Holding<L>>) {
             i,
         )
     });
-    let mut wait = interval.map(first_renewal);
+    let mut wait = shared.first_renewal(interval.map(first_renewal));
     loop {
         let deadline = shared.give_up_at();
         let give_up = tokio::time::sleep(until(shared.clock.as_ref(), deadline));

@@ -13,7 +13,7 @@ use crate::guard::LockGuard;
 use crate::info::Waiting;
 use crate::kind::{Access, Kind};
 use crate::locker::Locker;
-use crate::settings::{Settings, WaitObserver};
+use crate::settings::{Intent, Settings, WaitObserver};
 use crate::take::{self, Taken};
 use crate::waiter::Waiter;
 
@@ -242,7 +242,10 @@ impl<L: Locker> Lock<L> {
     /// duration.
     ///
     /// The first renewal comes at a random point of the interval's second half, the next ones
-    /// every interval after it: locks taken together do not renew together.
+    /// every interval after it: locks taken together do not renew together. A lease handed
+    /// over to a waiting [`acquire`](Self::acquire) lasts half the duration until the first
+    /// renewal claims it, which then comes within three quarters of the time the guard trusts
+    /// that lease (even with renewal off, once).
     ///
     /// # Examples
     ///
@@ -426,7 +429,11 @@ impl<L: Locker> Lock<L> {
     /// kept in the lock with its holders, and nobody who came later takes the lock before
     /// it: not a waiter of another process, not [`try_acquire`](Self::try_acquire), not a
     /// holder that releases and comes straight back. Whoever frees the lock hands it over in
-    /// the same write, so the waiter takes it without a write of its own.
+    /// the same write, so the waiter takes it without a write of its own. The handed lease
+    /// lasts half the lease duration (at most 15 s) until the guard's first renewal claims it
+    /// (that renewal comes before then anyway): a waiter that never sees the handover keeps
+    /// the others out for that and the [skew allowance](Self::with_clock_skew_allowance), not
+    /// for a whole lease.
     ///
     /// The cost: one write to queue, and one more every half of the place's life while it
     /// waits (the place lasts the lease duration, at most 30 s, so that a waiter that dies
@@ -659,9 +666,10 @@ impl<L: Locker> Lock<L> {
             Snapshot::Absent => (Start::Known(None), true),
             _ => (Start::Read, false),
         };
-        let mut taken = take::take(&self.locker, &settings, start, None, None, false).await?;
+        let once = Intent::Once;
+        let mut taken = take::take(&self.locker, &settings, start, None, None, once).await?;
         if from_view && matches!(taken, Taken::Busy(_)) {
-            taken = take::take(&self.locker, &settings, Start::Read, None, None, false).await?;
+            taken = take::take(&self.locker, &settings, Start::Read, None, None, once).await?;
         }
         match taken {
             Taken::Acquired(acquired) => {

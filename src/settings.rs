@@ -47,14 +47,27 @@ impl fmt::Debug for WaitObserver {
     }
 }
 
+/// What a take of the lock is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intent {
+    /// A single attempt ([`try_acquire`](crate::Lock::try_acquire)): it never queues.
+    Once,
+    /// A waiting acquire: it queues when the lock is busy (unless fair waiting is off).
+    Waits,
+    /// A waiter claims the lock handed over to it, seen too late to trust the handed lease as
+    /// it is: its turn came, so it takes the lock without regard for the queue, while nobody
+    /// else holds it.
+    Claims,
+}
+
 impl Settings {
     /// What the rules are asked when this lock is taken: `unchanged_for` is how long a waiter
     /// has watched each other lease and queue entry unchanged (`None` for a single attempt),
-    /// and `waits` whether the caller waits (it queues, unless fair waiting is off).
+    /// and `intent` what the take is for.
     pub(crate) fn request<'a>(
         &'a self,
         unchanged_for: Option<&'a Unchanged>,
-        waits: bool,
+        intent: Intent,
         nonce: &'a str,
     ) -> Request<'a> {
         Request {
@@ -62,8 +75,8 @@ impl Settings {
             kind: self.kind,
             reason: self.reason.as_deref(),
             nonce,
-            queue: waits && self.fifo,
-            fair: self.fifo,
+            queue: intent == Intent::Waits && self.fifo,
+            fair: self.fifo && intent != Intent::Claims,
             duration: self.duration,
             tags: &self.tags,
             reset_tags: self.reset_tags,

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::gotime::GoTime;
 use crate::info::Holder;
 use crate::rules::{self, Acquire, Blocked, Unchanged};
-use crate::settings::Settings;
+use crate::settings::{Intent, Settings};
 use crate::state::LockState;
 use crate::watched::Watched;
 
@@ -79,7 +79,7 @@ fn nonce() -> String {
 }
 
 /// Decides an acquire by `settings` on `record` (`None`: the lock is not stored) at `now`.
-/// `unchanged_for` and `waits` are as in [`Settings::request`].
+/// `unchanged_for` and `intent` are as in [`Settings::request`].
 ///
 /// # Errors
 ///
@@ -89,7 +89,7 @@ pub(crate) fn decide<V>(
     record: Option<&Record<V>>,
     now: DateTime<Utc>,
     unchanged_for: Option<&Unchanged>,
-    waits: bool,
+    intent: Intent,
     nonce: &str,
 ) -> Result<Acquire, Error> {
     let empty;
@@ -99,15 +99,15 @@ pub(crate) fn decide<V>(
         empty = LockState::empty(&settings.name);
         (&empty, None)
     };
-    let request = settings.request(unchanged_for, waits, nonce);
+    let request = settings.request(unchanged_for, intent, nonce);
     rules::acquire(&settings.name, state, reservation, request, now)
 }
 
 /// Takes the lock if the rules allow it on its current record (read first, or as `start`
 /// knows it), writing by compare-and-swap; a conflict reads again (from `view`, the lock's
 /// feed, when there is one) and decides again. A waiter passes what it has `watched` of the
-/// other leases and entries (a single attempt has seen nothing), and whether it `waits` (it
-/// then queues when the lock is busy).
+/// other leases and entries (a single attempt has seen nothing), and the take's `intent` (a
+/// waiter queues when the lock is busy; a claim ignores the queue).
 ///
 /// # Errors
 ///
@@ -124,7 +124,7 @@ pub(crate) async fn take<L: Backend>(
     start: Start<L::Version>,
     mut watched: Option<&mut Watched>,
     view: Option<&Changes<L::Version>>,
-    waits: bool,
+    intent: Intent,
 ) -> Result<Taken<L::Version>, Error> {
     let clock = locker.clock();
     let decision = |record: Option<&Record<L::Version>>| {
@@ -137,7 +137,7 @@ pub(crate) async fn take<L: Backend>(
             record,
             clock.now(),
             unchanged.as_ref(),
-            waits,
+            intent,
             &nonce,
         )?;
         Ok(to_write(locker, settings, acquire, nonce))

@@ -27,7 +27,7 @@ use crate::cleanup::{Pending, Undo};
 use crate::error::Error;
 use crate::info::{Holder, Waiting};
 use crate::rules::{self, Acquire, Blocked};
-use crate::settings::Settings;
+use crate::settings::{Intent, Settings};
 use crate::take::{self, Acquired, Taken};
 use crate::watched::Watched;
 
@@ -59,6 +59,9 @@ enum State<V> {
     Spread,
     /// The rules allow taking the lock, or queueing: write.
     Take(Option<Record<V>>),
+    /// The lock was handed over to this waiter too long ago to trust the handed lease as it is
+    /// (by this waiter's clock): take it with a write while that lease is still there.
+    Claim(Record<V>),
     /// Someone else holds the lock, or waiters are ahead: wait for a change, for a blocking
     /// lease or entry to end, for the place in the queue to need refreshing, or to poll.
     Blocked(Blocked),
@@ -221,7 +224,8 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 until(deadline, pause).await.ok_or_else(|| self.timeout())?;
                 self.state = self.look();
             }
-            State::Take(record) => return self.take(record).await,
+            State::Take(record) => return self.take(record, Intent::Waits).await,
+            State::Claim(record) => return self.take(Some(record), Intent::Claims).await,
             State::Blocked(blocked) => {
                 self.see(&blocked);
                 let woken = until(deadline, self.wake(&blocked)).await;
@@ -244,30 +248,35 @@ impl<'a, L: Backend> Waiter<'a, L> {
         record: Option<Record<L::Version>>,
     ) -> Result<Option<Acquired<L::Version>>, Error> {
         let now = self.locker.clock().now();
-        let handed = match (self.floor, &record) {
-            (Some(floor), Some(current)) => {
-                let waited = (floor, self.places.as_slice());
-                rules::handed_over(&current.state, &self.settings.holder, waited, now)
+        if let (Some(record), Some(floor)) = (&record, self.floor)
+            && let Some((token, expires)) =
+                rules::handed_over(&record.state, &self.settings.holder, (floor, &self.places))
+        {
+            if now.timestamp_millis() < rules::give_up_ms(expires, self.settings.duration) {
+                tracing::debug!(token, "the lock was handed over");
+                return Ok(Some(Acquired {
+                    version: record.version.clone(),
+                    state: record.state.clone(),
+                    token,
+                    expires,
+                    reentry: false,
+                }));
             }
-            _ => None,
-        };
-        if let (Some((token, expires)), Some(record)) = (handed, &record) {
-            tracing::debug!(token, "the lock was handed over");
-            return Ok(Some(Acquired {
-                version: record.version.clone(),
-                state: record.state.clone(),
+            tracing::debug!(
                 token,
-                expires,
-                reentry: false,
-            }));
+                "the lock was handed over too long ago to trust; claiming it"
+            );
+            self.state = State::Claim(record.clone());
+            return Ok(None);
         }
         let unchanged = self.watched.observe(record.as_ref(), &self.settings.holder);
+        let waits = Intent::Waits;
         let decision = take::decide(
             self.settings,
             record.as_ref(),
             now,
             Some(&unchanged),
-            true,
+            waits,
             "",
         )?;
         let needs_turn = self.turn.is_none() && self.feed.is_some();
@@ -290,10 +299,12 @@ impl<'a, L: Backend> Waiter<'a, L> {
         Ok(None)
     }
 
-    /// Writes what takes the lock, or what queues this waiter.
+    /// Writes what takes the lock, or what queues this waiter, or what claims the lock handed
+    /// over to it.
     async fn take(
         &mut self,
         record: Option<Record<L::Version>>,
+        intent: Intent,
     ) -> Result<Option<Acquired<L::Version>>, Error> {
         let start = Start::Known(record);
         let taken = take::take(
@@ -302,7 +313,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
             start,
             Some(&mut self.watched),
             self.feed.as_ref(),
-            true,
+            intent,
         );
         self.state = match taken.await {
             Ok(Taken::Acquired(acquired)) => return Ok(Some(acquired)),
@@ -336,9 +347,16 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 // from there); if the acquire ends first, the clean-up removes it.
                 tracing::debug!(%error, "writing the lock failed; retrying");
                 cleanup.disarm();
-                if let Undo::Queue { floor, nonce } = &undo {
-                    self.floor.get_or_insert(*floor);
-                    self.places.push(nonce.clone());
+                match &undo {
+                    Undo::Queue { floor, nonce } => {
+                        self.floor.get_or_insert(*floor);
+                        self.places.push(nonce.clone());
+                    }
+                    // A claim that happened is a lease handed over to this wait, in effect.
+                    Undo::Lease { nonce, .. } if intent == Intent::Claims => {
+                        self.places.push(nonce.clone());
+                    }
+                    Undo::Lease { .. } => {}
                 }
                 self.pending.add(undo);
                 State::Backoff(self.failures.after(&error))

@@ -26,7 +26,7 @@ pub(crate) use self::decision::{Acquire, Blocked, Request};
 pub(crate) use self::judgement::{Judgement, Slot, Unchanged};
 pub(crate) use self::queue::{handed_over, withdraw, yields};
 use self::writing::apply_tags;
-pub(crate) use self::writing::{duration_millis, expiry};
+pub(crate) use self::writing::{duration_millis, expiry, give_up_ms};
 
 /// The fencing token of the next acquisition of lock `name`: one more than the last.
 ///
@@ -835,11 +835,8 @@ mod tests {
             (Some(6), vec!["d", "a"])
         );
         // The waiter recognises the handover by its token above the floor.
-        assert_eq!(
-            handed_over(&next, "c", (4, &[]), t(NOW)).map(|(t, _)| t),
-            Some(6)
-        );
-        assert_eq!(handed_over(&next, "d", (4, &[]), t(NOW)), None);
+        assert_eq!(handed_over(&next, "c", (4, &[])).map(|(t, _)| t), Some(6));
+        assert_eq!(handed_over(&next, "d", (4, &[])), None);
     }
 
     #[test]
@@ -850,7 +847,7 @@ mod tests {
         let mut state = held_by("b", "2026-11-22T10:00:10Z");
         state.leases.get_mut("b").unwrap().nonce = Some("earlier".into());
         let places = ["this wait".to_owned()];
-        assert_eq!(handed_over(&state, "b", (3, &places), t(NOW)), None);
+        assert_eq!(handed_over(&state, "b", (3, &places)), None);
         // The lease handed over to this wait's place carries its id.
         let a = held_by("a", "2026-11-22T10:00:10Z");
         let waits = Request {
@@ -859,9 +856,59 @@ mod tests {
         };
         let handed = rel(&queue(&a, waits).0, "a", 4).unwrap();
         assert_eq!(
-            handed_over(&handed, "b", (3, &places), t(NOW)).map(|(t, _)| t),
+            handed_over(&handed, "b", (3, &places)).map(|(t, _)| t),
             Some(5)
         );
+    }
+
+    #[test]
+    fn a_handover_nobody_claims_passes_on_after_the_claim_window() {
+        let mut state = held_by("a", "2026-11-22T10:00:10Z");
+        for waiter in ["b", "c"] {
+            state = queue(&state, waits(waiter, Kind::Mutex)).0;
+        }
+        // The handed lease lasts the claim window (half of b's 30 s), not the whole lease.
+        let handed = rel(&state, "a", 4).unwrap();
+        let lease = &handed.leases["b"];
+        assert_eq!(lease.expires.to_string(), "2026-11-22T10:00:15Z");
+        assert_eq!(lease.duration(), Some(Duration::from_secs(15)));
+        // b never claims it: c, next in the queue, waits for the window and the skew
+        // allowance, then takes the lock with the next token.
+        let judged = Request {
+            judgement: Judgement {
+                skew_allowance: Duration::from_secs(2),
+                unchanged_for: None,
+            },
+            ..waits("c", Kind::Mutex)
+        };
+        let c_at = |at: &str| acquire("x", &handed, None, judged, t(at)).unwrap();
+        // (Busy, or refreshing its place: either way blocked by b.)
+        assert!(matches!(
+            c_at("2026-11-22T10:00:16.999Z"),
+            Acquire::Busy(b) | Acquire::Queue { blocked: b, .. } if b.holders[0].id == "b"
+        ));
+        let Acquire::Take { token, state, .. } = c_at("2026-11-22T10:00:17.001Z") else {
+            panic!("c takes the lock once b's window and the allowance have passed")
+        };
+        assert_eq!((token, waiting(&state)), (6, vec![]));
+        // b's claim renews the handed lease for its whole duration while it is live...
+        let claimed = renew("x", &handed, "b", 5, Duration::from_secs(30), t(NOW)).unwrap();
+        assert_eq!(
+            claimed.0.leases["b"].duration(),
+            Some(Duration::from_secs(30))
+        );
+        // ...and, seen too late to trust, b takes the lock while its lease is still there,
+        // the queue notwithstanding (its turn came): a new acquisition, with the next token.
+        let late = Request {
+            fair: false,
+            ..want("b", Kind::Mutex)
+        };
+        let at = t("2026-11-22T10:00:16Z");
+        let Acquire::Take { token, state, .. } = acquire("x", &handed, None, late, at).unwrap()
+        else {
+            panic!("b claims its turn")
+        };
+        assert_eq!((token, waiting(&state)), (6, vec!["c"]));
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! take the lock. A waiter that asks for a lease without expiry is never handed the lock (one
 //! that died would hold it forever): at the head of the queue, it takes it itself.
 //!
+//! A handed lease first lasts the claim window ([`claim_window`]: one refresh of a waiter's
+//! place, half its lease), not the whole lease: its holder claims the rest with its first
+//! renewal, which comes within that window anyway. A recipient that never sees the handover
+//! (it died, its watch and reads fail) keeps the others out for the window and the skew
+//! allowance, not a whole lease and the allowance; then the next waiter takes the lock. A
+//! recipient that sees the handover too late to trust the handed lease (by its clock) takes
+//! the lock with a write while its lease is still there, the queue notwithstanding: its turn
+//! came (see [`handed_over`]).
+//!
 //! An entry ends by itself if its waiter dies without withdrawing it, and ended entries are
 //! dropped by the next write.
 
@@ -38,6 +47,16 @@ pub(crate) fn entry_duration(duration: Duration) -> Duration {
     } else {
         duration.min(MAX_ENTRY)
     }
+}
+
+/// How long a lease handed over for `lease` lasts until its holder claims it (renews it for
+/// `lease`): one refresh of the waiter's place, half of [`entry_duration`]. The holder trusts
+/// it until a tenth of `lease` before its end, and its first renewal comes before then (at the
+/// default renew interval, a third of the lease, it does anyway): a handover costs no request
+/// more than before. A shorter window would cost a claiming write for every section longer
+/// than a fraction of it.
+pub(crate) fn claim_window(lease: Duration) -> Duration {
+    entry_duration(lease) / 2
 }
 
 /// The live entries ahead of `holder`'s place (every live entry, for a holder not queued).
@@ -149,9 +168,9 @@ fn admits(state: &LockState, entry: &QueueEntry, now: DateTime<Utc>, skew: Durat
 }
 
 /// Hands the lock over to the waiters at the head of the queue whose turn it is, in `state`
-/// as the write that frees it will leave it: each gets the lease it asked for, with the next
-/// fencing token, and its tags. Entries that ended are dropped; a waiter for a lease without
-/// expiry stops the handover (it takes its turn itself).
+/// as the write that frees it will leave it: each gets a lease for the claim window of the
+/// lease it asked for, with the next fencing token, and its tags. Entries that ended are
+/// dropped; a waiter for a lease without expiry stops the handover (it takes its turn itself).
 pub(super) fn hand_over(state: &mut LockState, now: DateTime<Utc>, skew: Duration) {
     state.queue.retain(|entry| entry.expires.to_utc() > now);
     while let Some(head) = state.queue.first() {
@@ -163,9 +182,9 @@ pub(super) fn hand_over(state: &mut LockState, now: DateTime<Utc>, skew: Duratio
             break;
         }
         let entry = state.queue.remove(0);
-        let duration = Duration::from_millis(millis);
-        let mut lease = Lease::until(&entry.instance_id, expiry(now, duration));
-        lease.duration_millis = Some(millis);
+        let window = claim_window(Duration::from_millis(millis));
+        let mut lease = Lease::until(&entry.instance_id, expiry(now, window));
+        lease.duration_millis = duration_millis(window);
         lease.token = Some(token);
         lease.since = Some(GoTime::from(now));
         lease.reason = entry.reason;
@@ -180,7 +199,10 @@ pub(super) fn hand_over(state: &mut LockState, now: DateTime<Utc>, skew: Duratio
 /// The lease the lock was handed over to `holder` with, while it waited in the queue: a lease
 /// of its own with a token above `floor` (the counter when it queued), carrying the id of one
 /// of the writes of its place (`places`: a handover passes the place's id on), and no place in
-/// the queue any more. Returns its token and end.
+/// the queue any more. Returns its token and end, which may have passed: the holder trusts
+/// the lease as it is until a tenth of its lease duration before that end, and after, while
+/// the lease is still there (nobody took the lock since), claims the lock with a write of its
+/// own, which the queue does not hold up (see [`Intent::Claims`](crate::settings::Intent)).
 ///
 /// The id tells a handover from a lease of an earlier acquisition by the same holder identity
 /// that is still there (its release failed), when `floor` was taken from a state older than
@@ -190,7 +212,6 @@ pub(crate) fn handed_over(
     state: &LockState,
     holder: &str,
     (floor, places): (u64, &[String]),
-    now: DateTime<Utc>,
 ) -> Option<(u64, GoTime)> {
     if state.queue.iter().any(|entry| entry.instance_id == holder) {
         return None;
@@ -201,7 +222,7 @@ pub(crate) fn handed_over(
         Some(nonce) => places.is_empty() || places.contains(nonce),
         None => true,
     };
-    (ours && lease.expires.to_utc() > now).then_some((token, lease.expires))
+    ours.then_some((token, lease.expires))
 }
 
 /// Removes `holder`'s place in the queue when its acquire ends without the lock, and the

@@ -23,6 +23,18 @@ pub(crate) fn expiry(now: DateTime<Utc>, duration: Duration) -> GoTime {
         .map_or_else(GoTime::forever, |t| GoTime::from(t).min(GoTime::forever()))
 }
 
+/// The moment a holder of a lease taken for `duration` stops trusting it when it ends at
+/// `expires`, in Unix milliseconds: a tenth of the duration before, so that it stops before
+/// another holder can start (`i64::MAX` for a lease without expiry). A lease handed over
+/// lasts only the claim window until claimed, and is given up by the same margin.
+pub(crate) fn give_up_ms(expires: GoTime, duration: Duration) -> i64 {
+    if expires.is_forever() {
+        return i64::MAX;
+    }
+    let margin = i64::try_from((duration / 10).as_millis()).unwrap_or(i64::MAX);
+    expires.to_utc().timestamp_millis().saturating_sub(margin)
+}
+
 /// Adds `tags` to the lock's (after clearing them, with `reset`), keeping the order and
 /// skipping tags it already has; linear in the number of tags, however many a caller sends.
 pub(crate) fn apply_tags(state: &mut LockState, tags: &[String], reset: bool) {

@@ -6,20 +6,45 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockheed::clock::TokioClock;
+use lockheed::clock::{Clock as _, TokioClock};
+use lockheed::testing::history::{History, Section};
 use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
-use lockheed::{KubeLocker, Lock, Locker as _};
+use lockheed::{KubeLocker, Lock, LockGuard, Locker as _};
+use tokio::time::Instant;
 
 const SECOND: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
 
-/// A locker with its own client (another process), on the wall clock every process of the
-/// test shares.
-fn process(server: &FakeApiServer, token: &str) -> KubeLocker {
+/// The wall clock every process of a test shares (and the server, for its commit log).
+fn clock() -> Arc<TokioClock> {
     thread_local! {
         static CLOCK: Arc<TokioClock> = Arc::new(TokioClock::new());
     }
-    KubeLocker::new(server.client_for_token(token), "default").with_clock(CLOCK.with(Arc::clone))
+    CLOCK.with(Arc::clone)
+}
+
+/// A locker with its own client (another process).
+fn process(server: &FakeApiServer, token: &str) -> KubeLocker {
+    KubeLocker::new(server.client_for_token(token), "default").with_clock(clock())
+}
+
+/// A server on the test's clock that logs its commits, for the history checker.
+async fn logged_server() -> FakeApiServer {
+    FakeApiServer::builder()
+        .clock(clock())
+        .commit_log_unbounded()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Holds `guard` for `hold`, records the section, and releases it.
+async fn section(guard: LockGuard<KubeLocker>, hold: Duration) -> Section {
+    let start = clock().now();
+    tokio::time::sleep(hold).await;
+    let section = Section::new(guard.holder(), guard.token(), start, clock().now());
+    guard.release().await.unwrap();
+    section
 }
 
 /// Who waits for lock `name`, as another process reads it.
@@ -154,5 +179,110 @@ async fn a_waiter_whose_reads_keep_failing_backs_off_no_further_than_its_retry_i
     assert!(waited < 10 * SECOND, "taken {waited:?} after the release");
     let failed = server.faults_injected()["status 500"];
     assert!(failed > 10, "the reads and the watch did fail: {failed}");
+    guard.release().await.unwrap();
+}
+
+/// The recipient of a handover never sees it (its process is cut off: no request, no watch
+/// event gets through). The handed lease lasts the claim window (15 s of its 30 s lease) and
+/// nobody claims it, so the next waiter takes the lock once the window and the skew
+/// allowance (2 s) have passed: 17 s after the release, where the old code kept everyone out
+/// for the whole lease and the allowance (32 s). Once back, the blind waiter queues again and
+/// takes its turn; the history holds.
+#[tokio::test(start_paused = true)]
+async fn a_blind_recipients_handover_passes_on_after_the_claim_window() {
+    let server = logged_server().await;
+    let first = lock(&server, "blind", "a").try_acquire().await.unwrap();
+    let mut turns = Vec::new();
+    for holder in ["b", "c"] {
+        let waiter = lock(&server, "blind", holder);
+        turns.push(tokio::spawn(async move {
+            let guard = waiter.acquire().await.unwrap();
+            let taken = Instant::now();
+            (taken, section(guard, SECOND).await)
+        }));
+        tokio::time::sleep(SECOND).await;
+    }
+    assert_eq!(waiters(&server, "blind").await, ["b", "c"]);
+    server.blackhole_client("b");
+    let released = Instant::now();
+    let first = section(first, Duration::ZERO).await;
+    let c = turns.pop().unwrap();
+    let (taken, c) = c.await.unwrap();
+    let passed_on = taken - released;
+    assert!(
+        (17 * SECOND..18 * SECOND).contains(&passed_on),
+        "the next waiter took the lock {passed_on:?} after the release"
+    );
+    assert_eq!(
+        (c.holder.as_str(), c.token),
+        ("c", 3),
+        "b's handed token was 2"
+    );
+    server.heal_client("b");
+    let (_, b) = turns.pop().unwrap().await.unwrap();
+    assert_eq!((b.holder.as_str(), b.token), ("b", 4), "b queued again");
+    let mut history = History::mutex("default", "blind");
+    history.commits(server.commits());
+    for section in [first, c, b] {
+        history.section(section);
+    }
+    history.finish().assert_valid();
+}
+
+/// The recipient of a handover sees it too late to trust the handed lease (its process was
+/// cut off for 13 s, beyond the 12 s it would trust the 15 s claim window): the lease is still
+/// there (nobody passed the lock on yet), so it claims the lock with a write of its own, a
+/// new acquisition with the next token, and runs its section on that, at once.
+#[tokio::test(start_paused = true)]
+async fn a_recipient_that_sees_its_handover_late_claims_it_with_a_write() {
+    let server = logged_server().await;
+    let first = lock(&server, "late", "a").try_acquire().await.unwrap();
+    let waiter = lock(&server, "late", "b");
+    let waiter = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        let taken = Instant::now();
+        (taken, section(guard, SECOND).await)
+    });
+    tokio::time::sleep(SECOND).await;
+    server.blackhole_client_for("b", 13 * SECOND);
+    let released = Instant::now();
+    let first = section(first, Duration::ZERO).await;
+    let (taken, b) = waiter.await.unwrap();
+    let waited = taken - released;
+    assert!(
+        (13 * SECOND..14 * SECOND).contains(&waited),
+        "b took the lock {waited:?} after the release"
+    );
+    assert_eq!(
+        b.token, 3,
+        "claimed with a write of its own (handed token 2)"
+    );
+    let mut history = History::mutex("default", "late");
+    history.commits(server.commits());
+    for section in [first, b] {
+        history.section(section);
+    }
+    history.finish().assert_valid();
+}
+
+/// A holder that never renews (renewal turned off) still claims a lease handed over to it,
+/// once: its section may outlast the claim window (15 s) and keep the lock for the whole lease.
+#[tokio::test(start_paused = true)]
+async fn a_handed_lease_is_claimed_even_without_renewals() {
+    let server = FakeApiServer::start().await.unwrap();
+    let first = lock(&server, "once", "a").try_acquire().await.unwrap();
+    let waiter = lock(&server, "once", "b").with_renew_interval(Duration::ZERO);
+    let waiter = tokio::spawn(async move { waiter.acquire().await.unwrap() });
+    tokio::time::sleep(SECOND).await;
+    first.release().await.unwrap();
+    let guard = waiter.await.unwrap();
+    tokio::time::sleep(20 * SECOND).await;
+    assert!(!guard.is_lost(), "the handed lease was claimed");
+    let held = process(&server, "observer")
+        .get("once")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.holders[0].id, "b");
     guard.release().await.unwrap();
 }
