@@ -234,9 +234,9 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 self.state = self.look();
             }
             State::Backoff(delay) => {
-                let slept = until(deadline, tokio::time::sleep(delay)).await;
-                slept.ok_or_else(|| self.timeout())?;
-                self.state = State::Read;
+                let paused = until(deadline, self.pause(delay)).await;
+                let handed = paused.ok_or_else(|| self.timeout())?;
+                self.state = handed.map_or(State::Read, |record| State::Decide(Some(record)));
             }
         }
         Ok(None)
@@ -368,6 +368,36 @@ impl<'a, L: Backend> Waiter<'a, L> {
             Err(error) => return Err(error),
         };
         Ok(None)
+    }
+
+    /// Waits `delay` after a failure, unless the lock's feed shows the lock handed over to
+    /// this waiter meanwhile: then returns what it shows at once. A waiter whose writes fail
+    /// (say, the refresh of its place) may still see its turn come through its watch, and
+    /// must not sit out a backoff of seconds on a lock that waits for it.
+    async fn pause(&mut self, delay: Duration) -> Option<Record<L::Version>> {
+        let pause = tokio::time::sleep(delay);
+        tokio::pin!(pause);
+        let Some(feed) = self.feed.as_mut() else {
+            pause.await;
+            return None;
+        };
+        let Some(floor) = self.floor else {
+            pause.await;
+            return None;
+        };
+        let holder = &self.settings.holder;
+        loop {
+            tokio::select! {
+                () = &mut pause => return None,
+                () = feed.changed() => {
+                    if let Snapshot::Present(record) = feed.peek()
+                        && rules::handed_over(&record.state, holder, (floor, &self.places)).is_some()
+                    {
+                        return Some(record);
+                    }
+                }
+            }
+        }
     }
 
     /// Waits until the lock changes, a blocking lease or entry can have ended, this waiter's

@@ -286,3 +286,39 @@ async fn a_handed_lease_is_claimed_even_without_renewals() {
     assert_eq!(held.holders[0].id, "b");
     guard.release().await.unwrap();
 }
+
+/// A waiter whose writes keep failing (every refresh of its place meets a 500, so it backs off
+/// towards 10 s) still sees the lock handed over to it through its watch, and takes it at once
+/// instead of sitting out its backoff.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_backing_off_after_failed_writes_takes_its_handover_at_once() {
+    let server = FakeApiServer::start().await.unwrap();
+    let held = lock(&server, "backoff", "holder")
+        .try_acquire()
+        .await
+        .unwrap();
+    let waiter = lock(&server, "backoff", "waiter");
+    let waiter = tokio::spawn(async move {
+        let guard = waiter.acquire().await.unwrap();
+        (Instant::now(), guard)
+    });
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(waiters(&server, "backoff").await, ["waiter"]);
+    let writes = RequestMatcher::any().token("waiter").verb(Verb::Update);
+    server.inject(Fault::status(500).always().on(writes));
+    // The place is refreshed from 15 s on, and every refresh fails: the backoff grows (to
+    // seconds by 25 s, before the place would end at 31 s).
+    tokio::time::sleep(24 * SECOND).await;
+    assert!(server.faults_injected()["status 500"] >= 5);
+    let released = Instant::now();
+    held.release().await.unwrap();
+    let waited = tokio::time::timeout(10 * SECOND, waiter).await;
+    let (taken, guard) = waited.expect("the waiter takes its turn").unwrap();
+    assert!(
+        taken - released < SECOND,
+        "taken {:?} after the release",
+        taken - released
+    );
+    server.clear_faults();
+    guard.release().await.unwrap();
+}
