@@ -9,8 +9,8 @@
 //! lock with subscribers gets a watch of its own object; where that is forbidden too, waiters
 //! poll. kube-lock's format labels nothing, so its locks are always watched one by one.
 //!
-//! A watch that fails resumes by itself, after a backoff (0.8 s and more). Meanwhile its locks'
-//! feeds say so ([`Snapshot::Interrupted`]), and their waiters read the locks themselves
+//! A watch that fails resumes by itself, after a backoff (100 ms, doubling while it keeps
+//! failing). Meanwhile its locks' feeds say so ([`Snapshot::Interrupted`]), and their waiters read the locks themselves
 //! until it delivers again: a waiter handed a lock while its watch is down sees it at its next
 //! read, not when the watch comes back.
 //!
@@ -431,6 +431,21 @@ impl<O: Kept> Watches<O> {
     }
 }
 
+/// How a failed watch is resumed: after 100 ms, then doubling (with jitter) up to 30 s while
+/// it keeps failing, and from 100 ms again once it delivers. kube's default backoff starts at
+/// 0.8 s (client-go's reflector's), which leaves a lock's waiters reading the lock for a second
+/// or more after every transient failure of the watch, one request each where the resumed
+/// watch costs one for the process.
+fn resume_backoff() -> watcher::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// Whether resourceVersion `a` is newer than `b` (when both are numbers, as etcd's are; the
 /// API treats them as opaque, so anything else counts as not newer).
 fn newer<O: Kept>(a: &O::Version, b: &O::Version) -> bool {
@@ -458,7 +473,7 @@ async fn watch<O: Kept>(
 ) {
     let config = objects.selector();
     let mut stream =
-        std::pin::pin!(watcher::watcher(objects.api().clone(), config).default_backoff());
+        std::pin::pin!(watcher::watcher(objects.api().clone(), config).backoff(resume_backoff()));
     let mut listing: Option<HashMap<String, Record<O::Version>>> = None;
     loop {
         let namespace = lock(&watches.state).mode == Mode::Namespace;
@@ -559,8 +574,9 @@ fn decode<O: Kept>(objects: &O, object: O::Object) -> Option<Decoded<O::Version>
 /// Watches lock `name`'s object alone and publishes what it sees.
 async fn watch_single<O: Kept>(objects: O, watches: Watches<O>, name: String) {
     let object = objects.object_name(&name);
-    let mut stream =
-        std::pin::pin!(watcher::watch_object(objects.api().clone(), &object).default_backoff());
+    let mut stream = std::pin::pin!(
+        watcher::watch_object(objects.api().clone(), &object).backoff(resume_backoff())
+    );
     while let Some(item) = stream.next().await {
         let snapshot = match item {
             Ok(Some(object)) => objects
