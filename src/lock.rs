@@ -667,9 +667,10 @@ impl<L: Locker> Lock<L> {
             _ => (Start::Read, false),
         };
         let once = Intent::Once;
-        let mut taken = take::take(&self.locker, &settings, start, None, None, once).await?;
+        let mut taken = take::take(&self.locker, &settings, start, None, None, once, None).await?;
         if from_view && matches!(taken, Taken::Busy(_)) {
-            taken = take::take(&self.locker, &settings, Start::Read, None, None, once).await?;
+            let start = Start::Read;
+            taken = take::take(&self.locker, &settings, start, None, None, once, None).await?;
         }
         match taken {
             Taken::Acquired(acquired) => {
@@ -683,6 +684,7 @@ impl<L: Locker> Lock<L> {
                     view,
                 ))
             }
+            Taken::Handed(_) => unreachable!("nothing is handed over to a single attempt"),
             Taken::Busy(blocked) | Taken::Queued { blocked, .. } => Err(Error::Held {
                 lock: self.name.clone(),
                 holders: blocked.holders,

@@ -35,6 +35,9 @@ pub(crate) enum Taken<V> {
     Acquired(Acquired<V>),
     /// Someone else holds it, or waiters are ahead.
     Busy(Blocked),
+    /// The lock was handed over to the waiting caller meanwhile, as `record` shows: it takes
+    /// it from there (see [`rules::handed_over`]), instead of deciding as a newcomer would.
+    Handed(Record<V>),
     /// Someone else holds it, and the caller's place in the queue is now recorded in
     /// `record`: it waits for its turn, or for the lock to be handed over to it (a lease of its
     /// own with a token above `floor`). Until the acquire ends, it keeps `Undo::Queue` to
@@ -106,8 +109,11 @@ pub(crate) fn decide<V>(
 /// Takes the lock if the rules allow it on its current record (read first, or as `start`
 /// knows it), writing by compare-and-swap; a conflict reads again (from `view`, the lock's
 /// feed, when there is one) and decides again. A waiter passes what it has `watched` of the
-/// other leases and entries (a single attempt has seen nothing), and the take's `intent` (a
-/// waiter queues when the lock is busy; a claim ignores the queue).
+/// other leases and entries (a single attempt has seen nothing), the take's `intent` (a
+/// waiter queues when the lock is busy; a claim ignores the queue), and what tells the lock
+/// handed over to it (`handed`: its floor and the ids of its place), which stops the take:
+/// a waiter whose write lost the race to the handover must not queue again behind its own
+/// handed lease.
 ///
 /// # Errors
 ///
@@ -125,9 +131,15 @@ pub(crate) async fn take<L: Backend>(
     mut watched: Option<&mut Watched>,
     view: Option<&Changes<L::Version>>,
     intent: Intent,
+    handed: Option<(u64, &[String])>,
 ) -> Result<Taken<L::Version>, Error> {
     let clock = locker.clock();
     let decision = |record: Option<&Record<L::Version>>| {
+        if let (Some(record), Some(waited)) = (record, handed)
+            && rules::handed_over(&record.state, &settings.holder, waited).is_some()
+        {
+            return Ok(Decision::Done(Unwritten::Handed(record.clone())));
+        }
         let unchanged = watched
             .as_deref_mut()
             .map(|w| w.observe(record, &settings.holder));
@@ -172,15 +184,21 @@ fn warn_taken_over(settings: &Settings, token: u64, taken_over: &[Holder]) {
     );
 }
 
+/// Why a take wrote nothing.
+enum Unwritten<V> {
+    Busy(Blocked),
+    Handed(Record<V>),
+}
+
 /// What to write for a decision, and what to undo if the write's outcome stays unknown.
 fn to_write<L: Backend>(
     locker: &L,
     settings: &Settings,
     acquire: Acquire,
     nonce: String,
-) -> Decision<Write, Blocked> {
+) -> Decision<Write, Unwritten<L::Version>> {
     match acquire {
-        Acquire::Busy(blocked) => Decision::Done(blocked),
+        Acquire::Busy(blocked) => Decision::Done(Unwritten::Busy(blocked)),
         Acquire::Queue {
             state,
             blocked,
@@ -222,7 +240,7 @@ fn to_write<L: Backend>(
 }
 
 /// What a take did, from how its compare-and-swap ended.
-fn taken<V>(swapped: Swapped<V, Write, Blocked>) -> Taken<V> {
+fn taken<V>(swapped: Swapped<V, Write, Unwritten<V>>) -> Taken<V> {
     match swapped {
         Swapped::Stored {
             version,
@@ -277,6 +295,7 @@ fn taken<V>(swapped: Swapped<V, Write, Blocked>) -> Taken<V> {
             },
             cleanup: pending,
         },
-        Swapped::Done(blocked) => Taken::Busy(blocked),
+        Swapped::Done(Unwritten::Busy(blocked)) => Taken::Busy(blocked),
+        Swapped::Done(Unwritten::Handed(record)) => Taken::Handed(record),
     }
 }

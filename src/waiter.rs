@@ -307,6 +307,11 @@ impl<'a, L: Backend> Waiter<'a, L> {
         intent: Intent,
     ) -> Result<Option<Acquired<L::Version>>, Error> {
         let start = Start::Known(record);
+        // A claim takes a lock handed over already; queueing must stop if it is.
+        let handed = self
+            .floor
+            .filter(|_| intent == Intent::Waits)
+            .map(|floor| (floor, self.places.as_slice()));
         let taken = take::take(
             self.locker,
             self.settings,
@@ -314,9 +319,11 @@ impl<'a, L: Backend> Waiter<'a, L> {
             Some(&mut self.watched),
             self.feed.as_ref(),
             intent,
+            handed,
         );
         self.state = match taken.await {
             Ok(Taken::Acquired(acquired)) => return Ok(Some(acquired)),
+            Ok(Taken::Handed(record)) => State::Decide(Some(record)),
             Ok(Taken::Busy(blocked)) => {
                 // Another waiter wrote first: spread further next time.
                 self.spread = (self.spread * 2).min(SPREAD_MAX);

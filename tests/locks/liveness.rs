@@ -322,3 +322,29 @@ async fn a_waiter_backing_off_after_failed_writes_takes_its_handover_at_once() {
     server.clear_faults();
     guard.release().await.unwrap();
 }
+
+/// A waiter refreshes its place just as the lock is handed over to it: its write loses the race
+/// to the release. Decided again on what the release wrote, it takes the lock handed over to it
+/// (token 2) instead of deciding as a newcomer would: the old code took the lock again with a
+/// write of its own (token 3), or, once the handed lease had ended by its clock, queued behind
+/// the others and left the lock idle.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_whose_write_loses_the_race_to_its_handover_takes_it() {
+    let server = FakeApiServer::start().await.unwrap();
+    let held = lock(&server, "race-handed", "holder")
+        .try_acquire()
+        .await
+        .unwrap();
+    let waiter = lock(&server, "race-handed", "waiter");
+    let waiter = tokio::spawn(async move { waiter.acquire().await.unwrap() });
+    // The waiter refreshes its place (30 s) after 15 s; that write is slow to arrive.
+    let writes = RequestMatcher::any().token("waiter").verb(Verb::Update);
+    tokio::time::sleep(SECOND).await;
+    server.inject(Fault::latency(100 * MS).always().on(writes));
+    tokio::time::sleep(14 * SECOND + 50 * MS).await;
+    held.release().await.unwrap();
+    let guard = waiter.await.unwrap();
+    assert_eq!(guard.token(), 2, "the lease handed over");
+    server.clear_faults();
+    guard.release().await.unwrap();
+}
