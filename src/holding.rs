@@ -220,6 +220,30 @@ impl<L: Backend> Holding<L> {
         }
     }
 
+    /// How long one try of a release may go unanswered before it is abandoned and made
+    /// again: a fifth of the lease (5 s for a lease without expiry). A release in flight keeps
+    /// every waiter out; a request can hang (a connection lost without a reset), and the
+    /// client can hold it back for long (kube's own retries: `Retry-After` of a 429, at least a
+    /// second, again and again when the server keeps answering 429). The write is a
+    /// compare-and-swap: the try abandoned, if it lands after all, is refused or is the
+    /// release.
+    fn release_try(&self) -> Duration {
+        if self.settings.duration.is_zero() {
+            UNEXPIRING_RELEASE_TRY
+        } else {
+            self.settings.duration / 5
+        }
+    }
+
+    /// The error of a release try that was not answered in time (transient: tried again).
+    fn unanswered(&self) -> Error {
+        Error::Backend {
+            object: self.settings.name.clone(),
+            transient: true,
+            source: format!("no answer within {:?}", self.release_try()).into(),
+        }
+    }
+
     /// Removes this holder's lease and applies its tags, handing the lock over to the waiters
     /// whose turn it is.
     ///
@@ -264,7 +288,11 @@ impl<L: Backend> Holding<L> {
                 })
             };
             let view = self.view.as_ref();
-            let swapped = compare_and_swap(&self.locker, &settings.name, start, view, decide).await;
+            let swapped = compare_and_swap(&self.locker, &settings.name, start, view, decide);
+            let swapped = match tokio::time::timeout(self.release_try(), swapped).await {
+                Ok(swapped) => swapped,
+                Err(_) => Err(self.unanswered()),
+            };
             let error = match swapped.and_then(Swapped::known) {
                 Ok(Ok(_)) => {
                     tracing::debug!("lock released");
@@ -301,3 +329,5 @@ const RELEASE_RETRY: Duration = Duration::from_millis(50);
 const MAX_RELEASE_RETRY: Duration = Duration::from_secs(1);
 /// How long a release of a lease without expiry tries again after transient failures.
 const RELEASE_RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long one try of the release of a lease without expiry may go unanswered.
+const UNEXPIRING_RELEASE_TRY: Duration = Duration::from_secs(5);
