@@ -22,8 +22,8 @@ fn bounds() {
 
 #[tokio::test]
 async fn futures_of_the_kubernetes_backend_are_send() {
-    let server = lockheed::testing::FakeApiServer::start().await.unwrap();
-    let lock = Lock::new("x", KubeLocker::new(server.client(), "default"));
+    let cluster = crate::harness::cluster().await;
+    let lock = Lock::new("x", KubeLocker::new(cluster.client(), cluster.namespace()));
     let guard = tokio::spawn(async move { lock.acquire().await })
         .await
         .unwrap()

@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use lockheed::clock::TokioClock;
 use lockheed::election::{LeaderElection, Term};
-use lockheed::testing::FakeApiServer;
+use lockheed::testing::TestCluster;
 use lockheed::{Error, LeaseLocker, Lock};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -17,22 +17,22 @@ use tokio::time::Instant;
 const SECOND: Duration = Duration::from_secs(1);
 
 struct Cluster {
-    server: FakeApiServer,
+    cluster: TestCluster,
     clock: Arc<TokioClock>,
 }
 
 impl Cluster {
     async fn new() -> Self {
         Self {
-            server: FakeApiServer::start().await.unwrap(),
+            cluster: crate::harness::cluster().await,
             clock: Arc::new(TokioClock::new()),
         }
     }
 
     /// Replica `pod`'s election for Lease `ctl`, in a process of its own (15 s leases).
     fn election(&self, pod: &str) -> LeaderElection<LeaseLocker> {
-        let locker =
-            LeaseLocker::new(self.server.client(), "default").with_clock(self.clock.clone());
+        let locker = LeaseLocker::new(self.cluster.client(), self.cluster.namespace())
+            .with_clock(self.clock.clone());
         LeaderElection::new(
             Lock::new("ctl", locker)
                 .with_holder(pod)
@@ -165,7 +165,7 @@ async fn a_lost_lease_ends_the_term_and_the_election_campaigns_again() {
     let (stop, run) = spawn(c.election("pod-a"), &log);
     tokio::time::sleep(SECOND).await;
     // The API server is unreachable: renewals fail, and the term ends before the lease does.
-    c.server.partition();
+    c.cluster.cut_off();
     tokio::time::sleep(20 * SECOND).await;
     {
         let log = log.lock().unwrap();
@@ -177,7 +177,7 @@ async fn a_lost_lease_ends_the_term_and_the_election_campaigns_again() {
             "the term ended before its lease: {lasted:?}"
         );
     }
-    c.server.heal();
+    c.cluster.restore();
     // Back online, it campaigns again; its lease ran out meanwhile, so it takes it anew.
     tokio::time::sleep(20 * SECOND).await;
     let terms: Vec<u64> = log.lock().unwrap().iter().map(|t| t.1).collect();
@@ -195,7 +195,7 @@ async fn a_leader_gives_way_to_a_preferred_holder() {
     let (stop_b, run_b) = spawn(c.election("pod-b"), &log);
     tokio::time::sleep(SECOND).await;
     // A coordinator (Kubernetes' coordinated leader election) prefers pod-b.
-    let leases: Api<Lease> = Api::namespaced(c.server.client(), "default");
+    let leases: Api<Lease> = Api::namespaced(c.cluster.client(), c.cluster.namespace());
     let patch = serde_json::json!({
         "spec": { "strategy": "OldestEmulationVersion", "preferredHolder": "pod-b" }
     });
@@ -234,7 +234,7 @@ async fn a_leader_whose_work_will_not_stop_reports_itself_unhealthy() {
     // Renewals fail: the term ends at the guard's give-up point, but the work goes on, and
     // the election is stuck in it; once the lease has run out (15 s after the last renewal)
     // plus the tolerance, the replica says it is unhealthy.
-    c.server.partition();
+    c.cluster.cut_off();
     tokio::time::sleep(14 * SECOND).await;
     assert!(health.is_healthy(5 * SECOND));
     tokio::time::sleep(10 * SECOND).await;

@@ -8,24 +8,24 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use lockheed::clock::TokioClock;
 use lockheed::kube::KUBE_LOCK_ANNOTATION;
-use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
+use lockheed::testing::{Fault, RequestMatcher, TestCluster, Verb};
 use lockheed::{Error, Evict, KubeLocker, Lock, LockKind, Locker};
 use serde_json::json;
 
 struct Cluster {
-    server: FakeApiServer,
+    cluster: TestCluster,
     api: Api<ConfigMap>,
 }
 
 impl Cluster {
     async fn new() -> Self {
-        let server = FakeApiServer::start().await.unwrap();
-        let api = Api::namespaced(server.client(), "default");
-        Self { server, api }
+        let cluster = crate::harness::cluster().await;
+        let api = Api::namespaced(cluster.client(), cluster.namespace());
+        Self { cluster, api }
     }
 
     fn locker(&self) -> KubeLocker {
-        KubeLocker::kube_lock(self.server.client(), "default")
+        KubeLocker::kube_lock(self.cluster.client(), self.cluster.namespace())
             .with_clock(Arc::new(TokioClock::new()))
     }
 
@@ -43,6 +43,8 @@ impl Cluster {
         let mut cm: ConfigMap =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         cm.metadata.resource_version = None;
+        // In the test's namespace (the fixtures name `default`).
+        cm.metadata.namespace = Some(self.cluster.namespace().to_owned());
         self.api.create(&PostParams::default(), &cm).await.unwrap()
     }
 
@@ -115,7 +117,10 @@ async fn a_failed_reentry_keeps_the_holders_place() {
     let c = Cluster::new().await;
     c.load("kube-lock-empty-max3.json").await;
     let first = c.lock("holder-1", 3).try_acquire().await.unwrap();
-    c.server.inject(
+    let Some(server) = crate::harness::fake_only(&c.cluster, "a 500 after commit") else {
+        return;
+    };
+    server.inject(
         Fault::status(500)
             .after_commit()
             .on(RequestMatcher::any().verb(Verb::Update)),
@@ -181,7 +186,7 @@ async fn a_missing_configmap_is_created_only_when_allowed() {
     let c = Cluster::new().await;
     let err = c.lock("holder-1", 1).try_acquire().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Missing { object } if object == "default/lock"),
+        matches!(&err, Error::Missing { object } if *object == format!("{}/lock", c.cluster.namespace())),
         "{err}"
     );
     assert!(c.api.get_opt("lock").await.unwrap().is_none());
@@ -214,11 +219,11 @@ async fn what_kube_lock_cannot_store_is_refused() {
         // Tags, once the state is built.
         (c.lock("x", 1).with_tags(["t"]), false),
     ] {
-        c.server.reset_counters();
+        c.cluster.reset_counters();
         let err = lock.try_acquire().await.unwrap_err();
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
         if up_front {
-            assert_eq!(c.server.counts().api_requests(), 0, "{err}");
+            assert_eq!(c.cluster.counts().api_requests(), 0, "{err}");
         }
     }
 }
@@ -238,7 +243,7 @@ async fn a_corrupt_annotation_is_an_error_naming_the_configmap() {
         .unwrap();
     let err = c.lock("x", 1).try_acquire().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Corrupt { object, .. } if object == "default/lock"),
+        matches!(&err, Error::Corrupt { object, .. } if *object == format!("{}/lock", c.cluster.namespace())),
         "{err}"
     );
     assert_eq!(

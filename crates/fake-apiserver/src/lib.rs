@@ -25,7 +25,15 @@
 //! - protobuf (answers are JSON; of requests, only the ConfigMap and Namespace bodies
 //!   `kubectl create` sends are read), table output, and YAML request bodies;
 //! - authentication other than bearer tokens, and TLS;
-//! - reads at a given `resourceVersion`: get and list read the latest state.
+//! - reads at a given `resourceVersion`: get and list read the latest state;
+//! - feature gates: it keeps a Lease's `spec.strategy` and `spec.preferredHolder`, as a server
+//!   with `CoordinatedLeaderElection` on does (a beta gate, off by default through 1.37, where
+//!   the real server drops both fields on write).
+//!
+//! # On a real cluster too
+//!
+//! [`TestCluster`] is this server or a real cluster, chosen by the environment
+//! ([`CLUSTER_VAR`]), behind one interface, so that one suite runs on both.
 //!
 //! # Examples
 //!
@@ -60,6 +68,7 @@
 
 mod access;
 mod clock;
+mod cluster;
 mod commits;
 mod faults;
 mod http;
@@ -81,6 +90,9 @@ mod watch;
 
 pub use self::access::{ADMIN_TOKEN, AccessControl};
 pub use self::clock::{Clock, SystemClock};
+pub use self::cluster::{
+    CLUSTER_VAR, CONTROL_PLANE_VAR, Identity, ServerKind, TestCluster, TestClusterError,
+};
 pub use self::commits::{Commit, Operation};
 pub use self::faults::{Fault, RequestMatcher};
 pub use self::log::{RequestCounts, RequestRecord, Verb};
