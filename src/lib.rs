@@ -60,32 +60,25 @@
 #![allow(clippy::module_name_repetitions)]
 
 pub mod backend;
-mod background;
-mod backoff;
-mod cleanup;
 pub mod clock;
 mod condition;
 pub mod election;
 mod error;
-mod gotime;
-mod guard;
-mod holding;
 mod info;
-mod keepalive;
-mod kind;
-pub mod kube;
-pub mod lease;
+mod kubernetes;
 mod lock;
 mod locker;
 mod memory;
-mod names;
 mod rules;
-mod settings;
 mod state;
-mod take;
 pub mod text;
-mod waiter;
-mod watched;
+
+use self::kubernetes::names;
+pub use self::kubernetes::{configmap as kube, lease};
+use self::lock::{
+    background, backoff, cleanup, guard, holding, keepalive, settings, take, waiter, watched,
+};
+use self::state::{gotime, kind};
 
 pub use self::condition::Condition;
 pub use self::election::LeaderElection;

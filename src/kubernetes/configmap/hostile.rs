@@ -49,16 +49,16 @@ fn fixture(json: &str) -> ConfigMap {
 /// The example objects, as the fixtures hold them.
 fn fixtures() -> Vec<ConfigMap> {
     [
-        include_str!("../../tests/fixtures/lockheed-created-never-acquired.json"),
-        include_str!("../../tests/fixtures/lockheed-held.json"),
-        include_str!("../../tests/fixtures/lockheed-expired.json"),
-        include_str!("../../tests/fixtures/lockheed-no-expiry.json"),
-        include_str!("../../tests/fixtures/lockheed-reserved-by-go-client.json"),
-        include_str!("../../tests/fixtures/lockheed-precreated-empty.json"),
-        include_str!("../../tests/fixtures/lockheed-corrupt.json"),
-        include_str!("../../tests/fixtures/kube-lock-held.json"),
-        include_str!("../../tests/fixtures/kube-lock-empty-max3.json"),
-        include_str!("../../tests/fixtures/kube-lock-precreated.json"),
+        include_str!("../../../tests/fixtures/lockheed-created-never-acquired.json"),
+        include_str!("../../../tests/fixtures/lockheed-held.json"),
+        include_str!("../../../tests/fixtures/lockheed-expired.json"),
+        include_str!("../../../tests/fixtures/lockheed-no-expiry.json"),
+        include_str!("../../../tests/fixtures/lockheed-reserved-by-go-client.json"),
+        include_str!("../../../tests/fixtures/lockheed-precreated-empty.json"),
+        include_str!("../../../tests/fixtures/lockheed-corrupt.json"),
+        include_str!("../../../tests/fixtures/kube-lock-held.json"),
+        include_str!("../../../tests/fixtures/kube-lock-empty-max3.json"),
+        include_str!("../../../tests/fixtures/kube-lock-precreated.json"),
     ]
     .into_iter()
     .map(fixture)

@@ -1,5 +1,16 @@
 //! [`Lock`]: a named lock with its settings, and the ways to take it.
 
+pub(crate) mod background;
+pub(crate) mod backoff;
+pub(crate) mod cleanup;
+pub(crate) mod guard;
+pub(crate) mod holding;
+pub(crate) mod keepalive;
+pub(crate) mod settings;
+pub(crate) mod take;
+pub(crate) mod waiter;
+pub(crate) mod watched;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +25,7 @@ use crate::info::Waiting;
 use crate::kind::{Access, Kind};
 use crate::locker::Locker;
 use crate::settings::{Settings, WaitObserver};
-use crate::take::{self, Taken};
+use crate::take::Taken;
 use crate::waiter::Waiter;
 
 /// The default lease duration.

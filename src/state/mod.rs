@@ -1,5 +1,8 @@
 //! A lock's stored state: Go lockheed's JSON document, plus the keys this crate adds.
 
+pub(crate) mod gotime;
+pub(crate) mod kind;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -22,12 +22,12 @@
 mod format;
 #[cfg(test)]
 mod hostile;
-mod keys;
-mod limits;
+pub(crate) mod keys;
 mod locker;
 mod objects;
-pub(crate) mod store;
-pub(crate) mod watch;
+
+use super::limits;
+pub(crate) use super::{store, watch};
 
 pub(crate) use self::format::Format;
 pub use self::keys::{
