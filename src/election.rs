@@ -15,9 +15,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::guard::LockGuard;
 use crate::info::{Holder, Waiting};
-use crate::lock::Lock;
+use crate::lock::{Lock, LockGuard};
 use crate::locker::Locker;
 
 /// Leader election with a [`Lock`]: usually in a [`LeaseLocker`](crate::LeaseLocker), so

@@ -59,6 +59,11 @@
 // `FakeApiServer` in `lockheed::testing` reads better than a shorter, vaguer name.
 #![allow(clippy::module_name_repetitions)]
 
+// The layers, from the bottom: `state` (what is stored); `info`, `condition` and `error` (what
+// users see of it); `backend` (where it is stored: one compare-and-swap loop); `rules` (every
+// locking decision, pure); `locker` and `lock` (taking, holding, waiting); `election`. The
+// backends, `kubernetes` (ConfigMaps and Leases) and `memory`, implement `backend`. No module
+// imports one above it.
 pub mod backend;
 pub mod clock;
 mod condition;
@@ -73,27 +78,21 @@ mod rules;
 mod state;
 pub mod text;
 
-use self::kubernetes::names;
 pub use self::kubernetes::{configmap as kube, lease};
-use self::lock::{
-    background, backoff, cleanup, guard, holding, keepalive, settings, take, waiter, watched,
-};
-use self::state::{gotime, kind};
 
 pub use self::condition::Condition;
 pub use self::election::LeaderElection;
 pub use self::error::Error;
-pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo, Waiting};
-pub use self::kind::{Access, LockKind};
 #[doc(inline)]
-pub use self::kube::KubeLocker;
+pub use self::kubernetes::configmap::KubeLocker;
 #[doc(inline)]
-pub use self::lease::LeaseLocker;
-pub use self::lock::Lock;
+pub use self::kubernetes::lease::LeaseLocker;
+pub use self::lock::{Lock, LockGuard};
 pub use self::locker::{LockList, Locker};
 pub use self::memory::MemoryLocker;
 pub use self::rules::Evict;
+pub use self::state::kind::{Access, LockKind};
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::backend::{Backend, Changes, Feeds, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::kube::{DEFAULT_PREFIX, MAX_DATA_BYTES, check_name, check_state_size};
+use crate::kubernetes::{DEFAULT_PREFIX, MAX_DATA_BYTES, check_name, check_state_size};
 use crate::state::LockState;
 
 /// Locks kept in this process's memory, with the same rules as every other backend. Clones

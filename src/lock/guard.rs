@@ -9,14 +9,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::holding::Holding;
+use super::keepalive::{keep_alive, watch_unexpiring};
+use super::settings::Settings;
+use super::take::Acquired;
 use crate::backend::Changes;
 use crate::error::Error;
-use crate::holding::Holding;
 use crate::info::LockInfo;
-use crate::keepalive::{keep_alive, watch_unexpiring};
 use crate::locker::Locker;
-use crate::settings::Settings;
-use crate::take::Acquired;
 
 /// A held lock. Dropping it releases the lock in the background (a program about to exit
 /// waits for that with [`Lock::settle`](crate::Lock::settle)); [`release`](Self::release)

@@ -1,32 +1,38 @@
-//! [`Lock`]: a named lock with its settings, and the ways to take it.
+//! [`Lock`]: a named lock with its settings, and the ways to take it; the layer that takes,
+//! holds and waits, on any [`Locker`], by the rules of [`crate::rules`].
+//!
+//! Taking: `take` (one attempt), `waiter` (waiting, a state machine), `watched` (what a
+//! waiter saw), `settings`. Holding: `guard` ([`LockGuard`]), `holding` (a held lease),
+//! `keepalive` (renewal). Undoing and background work: `cleanup`, `background`, `backoff`.
 
-pub(crate) mod background;
-pub(crate) mod backoff;
-pub(crate) mod cleanup;
-pub(crate) mod guard;
-pub(crate) mod holding;
-pub(crate) mod keepalive;
-pub(crate) mod settings;
-pub(crate) mod take;
-pub(crate) mod waiter;
-pub(crate) mod watched;
+mod background;
+mod backoff;
+mod cleanup;
+mod guard;
+mod holding;
+mod keepalive;
+mod settings;
+mod take;
+mod waiter;
+mod watched;
+
+pub use self::guard::LockGuard;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
+use self::background::Background;
+use self::settings::{Settings, WaitObserver};
+use self::take::Taken;
+use self::waiter::Waiter;
 use crate::backend::{Snapshot, Start};
-use crate::background::Background;
 use crate::condition::Condition;
 use crate::error::Error;
-use crate::guard::LockGuard;
 use crate::info::Waiting;
-use crate::kind::{Access, Kind};
 use crate::locker::Locker;
-use crate::settings::{Settings, WaitObserver};
-use crate::take::Taken;
-use crate::waiter::Waiter;
+use crate::state::kind::{Access, Kind};
 
 /// The default lease duration.
 const DEFAULT_DURATION: Duration = Duration::from_secs(30);

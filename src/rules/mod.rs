@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 
 use crate::backend::Reservation;
 use crate::error::Error;
-use crate::gotime::GoTime;
 use crate::info::{Holder, LockInfo};
-use crate::kind::{Access, Kind, MUTEX, SEMAPHORE};
+use crate::state::gotime::GoTime;
+use crate::state::kind::{Access, Kind, MUTEX, SEMAPHORE};
 use crate::state::{Lease, LockState};
 
 pub(crate) use self::decision::{Acquire, Blocked, Request};

@@ -14,11 +14,11 @@ use serde_json::{Map, Value};
 use super::keys::{
     FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION, STATE_KEY,
 };
-use super::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_state_size};
 use crate::backend::{Record, Reservation};
 use crate::error::Error;
-use crate::gotime::GoTime;
-use crate::kind::{LockKind, SEMAPHORE};
+use crate::kubernetes::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_state_size};
+use crate::state::gotime::GoTime;
+use crate::state::kind::{LockKind, SEMAPHORE};
 use crate::state::{Lease, LockState};
 
 const RESERVED_BY: &str = "reserved/by";

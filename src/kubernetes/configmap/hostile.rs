@@ -22,9 +22,9 @@ use super::keys::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, QUEUE_ANNOTATION, ST
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::info::LockInfo;
-use crate::kind::{Access, Kind};
 use crate::rules::{self, Judgement, Request};
 use crate::state::LockState;
+use crate::state::kind::{Access, Kind};
 
 const OBJECT: &str = "default/lockheed-x";
 

@@ -8,15 +8,15 @@ use kube::api::{Api, ObjectMeta};
 
 use super::format::Format;
 use super::keys::DEFAULT_PREFIX;
-use super::limits::check_name;
 use super::objects::{ConfigMapVersion, Objects};
-use super::store;
-use super::watch::{Kept as _, Watches};
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::kind::LockKind;
+use crate::kubernetes::limits::check_name;
+use crate::kubernetes::store;
+use crate::kubernetes::watch::{Kept as _, Watches};
 use crate::state::LockState;
+use crate::state::kind::LockKind;
 
 /// Locks kept in ConfigMaps `lockheed-<name>` of one namespace, readable and writable by Go
 /// lockheed v0.5.3 clients at the same time.

@@ -22,20 +22,14 @@
 mod format;
 #[cfg(test)]
 mod hostile;
-pub(crate) mod keys;
+mod keys;
 mod locker;
 mod objects;
-
-use super::limits;
-pub(crate) use super::{store, watch};
 
 pub(crate) use self::format::Format;
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, FIELD_MANAGER, KUBE_LOCK_ANNOTATION, LOCK_LABEL,
     QUEUE_ANNOTATION, STATE_KEY,
-};
-pub(crate) use self::limits::{
-    MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_name, check_object_name, check_state_size,
 };
 pub use self::locker::KubeLocker;
 pub use self::objects::ConfigMapVersion;

@@ -8,9 +8,9 @@ use kube::api::Api;
 use kube::runtime::watcher;
 
 use super::format::Format;
-use super::watch::Kept;
 use crate::backend::Record;
 use crate::error::Error;
+use crate::kubernetes::watch::Kept;
 use crate::state::LockState;
 
 /// What a [`KubeLocker`](super::KubeLocker)'s write compares against: the ConfigMap as it was read. The write
