@@ -8,7 +8,8 @@
 //!
 //! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
 //!   Rust and Go clients can share them; [`KubeLocker::kube_lock`] keeps semaphores in the Go
-//!   kube-lock tool's annotation instead. The [`kube`] module names what both formats store.
+//!   kube-lock tool's annotation instead. The [`configmap`] module names what both formats
+//!   store.
 //! - [`LeaseLocker`] keeps mutexes in `coordination.k8s.io` Leases, the objects Kubernetes
 //!   elects leaders with, in client-go's format: a Rust and a Go replica of one controller can
 //!   share a Lease. The [`lease`] module names the annotations it adds.
@@ -78,7 +79,7 @@ mod rules;
 mod state;
 pub mod text;
 
-pub use self::kubernetes::{configmap as kube, lease};
+pub use self::kubernetes::{configmap, lease};
 
 pub use self::condition::Condition;
 pub use self::election::LeaderElection;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use lockheed::clock::TokioClock;
-use lockheed::kube::KUBE_LOCK_ANNOTATION;
+use lockheed::configmap::KUBE_LOCK_ANNOTATION;
 use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
 use lockheed::{Error, Evict, KubeLocker, Lock, LockKind, Locker};
 use serde_json::json;

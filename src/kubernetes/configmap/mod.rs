@@ -11,7 +11,7 @@
 //! Both keep the fencing counter in the annotation [`FENCING_ANNOTATION`] too.
 //!
 //! ```
-//! use lockheed::kube::{LOCK_LABEL, STATE_KEY};
+//! use lockheed::configmap::{LOCK_LABEL, STATE_KEY};
 //!
 //! // Select lockheed's lock ConfigMaps yourself, as `kubectl get cm -l lockheed/lock` does.
 //! let params = kube::api::ListParams::default().labels(LOCK_LABEL);

@@ -51,7 +51,7 @@ impl LeaseVersion {
     }
 
     /// The Lease as it was read, without its `metadata.managedFields` (see
-    /// [`ConfigMapVersion::config_map`](crate::kube::ConfigMapVersion::config_map)).
+    /// [`ConfigMapVersion::config_map`](crate::configmap::ConfigMapVersion::config_map)).
     ///
     /// # Examples
     ///
