@@ -7,8 +7,8 @@
 //! is lost, carries a fencing token, and releases the lock when dropped.
 //!
 //! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
-//!   Rust and Go clients can share them; [`KubeLocker::kube_lock`] keeps semaphores in the Go
-//!   kube-lock tool's annotation instead. The [`configmap`] module names what both formats
+//!   Rust and Go clients can share them; [`KubeLocker::with_format`] keeps semaphores in the
+//!   Go kube-lock tool's annotation instead. The [`configmap`] module names what both formats
 //!   store.
 //! - [`LeaseLocker`] keeps mutexes in `coordination.k8s.io` Leases, the objects Kubernetes
 //!   elects leaders with, in client-go's format: a Rust and a Go replica of one controller can

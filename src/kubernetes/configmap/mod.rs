@@ -1,7 +1,7 @@
 //! Locks in Kubernetes ConfigMaps: [`KubeLocker`] (also at the crate root) and the names its
 //! formats use, for tools that read or select lock ConfigMaps themselves.
 //!
-//! Two formats are kept (see [`KubeLocker::new`] and [`KubeLocker::kube_lock`]):
+//! Two formats are kept ([`Format`], chosen with [`KubeLocker::with_format`]):
 //!
 //! - Go lockheed's: the ConfigMap `lockheed-<name>` ([`DEFAULT_PREFIX`]), labelled
 //!   [`LOCK_LABEL`], its state a JSON document in `data[`[`STATE_KEY`]`]`;
@@ -26,7 +26,7 @@ mod keys;
 mod locker;
 mod objects;
 
-pub(crate) use self::format::Format;
+pub use self::format::Format;
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, FIELD_MANAGER, KUBE_LOCK_ANNOTATION, LOCK_LABEL,
     QUEUE_ANNOTATION, STATE_KEY,
