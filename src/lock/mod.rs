@@ -308,8 +308,8 @@ impl<L: Locker> Lock<L> {
         self
     }
 
-    /// Replaces the lock's tags with this lock's [`with_tags`](Self::with_tags) instead of
-    /// adding to them.
+    /// Whether acquiring and releasing replace the lock's tags with this lock's
+    /// [`with_tags`](Self::with_tags) instead of adding to them. Default: `false` (add).
     ///
     /// # Examples
     ///
@@ -320,14 +320,14 @@ impl<L: Locker> Lock<L> {
     /// # async fn main() -> Result<(), lockheed::Error> {
     /// let locker = MemoryLocker::new();
     /// Lock::new("db", locker.clone()).with_tags(["old"]).try_acquire().await?.release().await?;
-    /// let guard = Lock::new("db", locker.clone()).with_tags(["new"]).with_reset_tags().try_acquire().await?;
+    /// let guard = Lock::new("db", locker.clone()).with_tags(["new"]).with_reset_tags(true).try_acquire().await?;
     /// assert_eq!(locker.get("db").await?.unwrap().tags, ["new"]);
     /// # guard.release().await?;
     /// # Ok(())
     /// # }
     /// ```
-    pub fn with_reset_tags(mut self) -> Self {
-        self.reset_tags = true;
+    pub fn with_reset_tags(mut self, reset: bool) -> Self {
+        self.reset_tags = reset;
         self
     }
 

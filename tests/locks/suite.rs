@@ -191,7 +191,7 @@ pub async fn tags_merge_and_reset<H: Harness>() {
     g.release().await.unwrap();
     let g = lock(&h, "a", "carol")
         .with_tags(["only"])
-        .with_reset_tags()
+        .with_reset_tags(true)
         .try_acquire()
         .await
         .unwrap();
