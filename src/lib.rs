@@ -90,9 +90,8 @@ pub use self::kubernetes::configmap::KubeLocker;
 #[doc(inline)]
 pub use self::kubernetes::lease::LeaseLocker;
 pub use self::lock::{Lock, LockGuard};
-pub use self::locker::{LockList, Locker};
+pub use self::locker::{Evict, LockList, Locker};
 pub use self::memory::MemoryLocker;
-pub use self::rules::Evict;
 pub use self::state::kind::{Access, LockKind};
 
 #[cfg(feature = "testing")]

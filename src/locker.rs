@@ -7,7 +7,7 @@ use crate::backend::{Backend, Decision, Start, compare_and_swap};
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::info::{Holder, LockInfo};
-use crate::rules::{self, Evict};
+use crate::rules;
 
 /// All locks of a backend, as listed.
 #[derive(Debug, Default)]
@@ -18,6 +18,15 @@ pub struct LockList {
     /// Locks whose state could not be read, each an [`Error::Corrupt`] that names its object.
     /// They never hide the others.
     pub unreadable: Vec<Error>,
+}
+
+/// Which holders an operator removes ([`Locker::evict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evict<'a> {
+    /// This holder's lease and its place in the queue, whatever their fencing token.
+    Holder(&'a str),
+    /// Every lease and every waiter's place.
+    All,
 }
 
 /// A place where locks are kept, as its users see it: [`KubeLocker`](crate::KubeLocker),
@@ -127,8 +136,12 @@ pub trait Locker: Backend {
     ) -> impl Future<Output = Result<Vec<Holder>, Error>> + Send {
         async move {
             self.check_name(name)?;
+            let holder = match which {
+                Evict::Holder(holder) => Some(holder),
+                Evict::All => None,
+            };
             let decide = |record: Option<&crate::backend::Record<Self::Version>>| {
-                Ok(match record.and_then(|r| rules::evict(&r.state, which)) {
+                Ok(match record.and_then(|r| rules::evict(&r.state, holder)) {
                     Some((state, removed)) => Decision::Write {
                         state,
                         value: removed,

@@ -402,7 +402,7 @@ fn rules_decide(state: &LockState) {
         let _ = rules::withdraw(state, holder, (0, Some("n")), now, Duration::from_secs(2));
         let _ = rules::undo_take(state, holder, token, "n", false, now, Duration::ZERO);
     }
-    let _ = rules::evict(state, rules::Evict::All);
+    let _ = rules::evict(state, None);
 }
 
 proptest! {
