@@ -3,6 +3,8 @@
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
+
 use crate::backend::{Backend, Decision, Start, compare_and_swap};
 use crate::condition::Condition;
 use crate::error::Error;
@@ -34,7 +36,9 @@ pub enum Evict<'a> {
 ///
 /// Take locks with [`Lock::new(name, locker)`](crate::Lock::new); look at them with
 /// [`get`](Self::get) and [`list`](Self::list); remove dead holders with
-/// [`evict`](Self::evict). These operations follow the crate's locking rules whatever the
+/// [`evict`](Self::evict); read the time leases are judged by with [`now`](Self::now). A user
+/// of a locker needs nothing from [`Backend`], which is for those who write one. These
+/// operations follow the crate's locking rules whatever the
 /// backend: they are provided for every backend and cannot be overridden.
 ///
 /// # Examples
@@ -58,6 +62,32 @@ pub enum Evict<'a> {
 /// # }
 /// ```
 pub trait Locker: Backend {
+    /// What time it is by this locker's clock (the system clock unless the locker was given
+    /// another, as `with_clock` does): the time every lease of this locker is judged by.
+    /// Compare a guard's [`expires`](crate::LockGuard::expires) or a [`Holder`]'s times with
+    /// it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use lockheed::{clock::ManualClock, Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let clock = ManualClock::new(chrono::Utc::now());
+    /// let locker = MemoryLocker::new().with_clock(Arc::new(clock.clone()));
+    /// let guard = Lock::new("db", locker.clone()).with_duration(Duration::from_secs(30)).try_acquire().await?;
+    /// let left = guard.expires().await.unwrap() - locker.now();
+    /// assert_eq!(left, chrono::Duration::seconds(30)); // the manual clock has not moved
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn now(&self) -> DateTime<Utc> {
+        self.clock().now()
+    }
+
     /// What lock `name` looks like now (`None`: it has never been stored).
     ///
     /// # Errors

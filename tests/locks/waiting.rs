@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use lockheed::backend::Backend as _;
 use lockheed::clock::TokioClock;
 use lockheed::testing::{AccessControl, FakeApiServer, Fault, RequestMatcher, Verb};
 use lockheed::{Error, KubeLocker, Lock, Locker};
@@ -167,7 +166,7 @@ async fn partition_longer_than_the_lease(blackhole: bool) {
         let lock = Lock::new("p", process(&server, "bob")).with_holder("bob");
         async move {
             let guard = lock.acquire().await.unwrap();
-            (alice_locker.clock().now(), guard)
+            (alice_locker.now(), guard)
         }
     });
     let lost_at = tokio::time::timeout(60 * SECOND, async {
