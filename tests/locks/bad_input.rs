@@ -266,7 +266,8 @@ async fn a_kube_lock_semaphore_past_the_annotation_limit_is_refused() {
     }))
     .unwrap();
     let stored = api.create(&PostParams::default(), &cm).await.unwrap();
-    let locker = lockheed::KubeLocker::kube_lock(kube.cluster.client(), namespace);
+    let locker = lockheed::KubeLocker::new(kube.cluster.client(), namespace)
+        .with_format(lockheed::configmap::Format::KubeLock);
     let err = Lock::new("sem", locker)
         .with_holder("one-more")
         .with_max_holders(5000)
@@ -340,7 +341,8 @@ async fn odd_holders_tags_and_reasons_are_stored_and_read_back_exactly() {
 #[tokio::test(start_paused = true)]
 async fn odd_holders_and_reasons_round_trip_in_kube_locks_format() {
     let kube = Kube::new().await;
-    let locker = lockheed::KubeLocker::kube_lock(kube.cluster.client(), kube.cluster.namespace())
+    let locker = lockheed::KubeLocker::new(kube.cluster.client(), kube.cluster.namespace())
+        .with_format(lockheed::configmap::Format::KubeLock)
         .with_create(true);
     for odd in odd_strings() {
         let guard = Lock::new("sem", locker.clone())

@@ -231,7 +231,7 @@ async fn writes_keep_every_managers_fields() {
     );
     assert!(
         managers.contains(&(
-            lockheed::kube::FIELD_MANAGER.to_owned(),
+            lockheed::configmap::FIELD_MANAGER.to_owned(),
             "Update".to_owned()
         )),
         "{managers:?}"

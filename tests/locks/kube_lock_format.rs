@@ -7,7 +7,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use lockheed::clock::TokioClock;
-use lockheed::kube::KUBE_LOCK_ANNOTATION;
+use lockheed::configmap::{Format, KUBE_LOCK_ANNOTATION};
 use lockheed::testing::{Fault, RequestMatcher, TestCluster, Verb};
 use lockheed::{Error, Evict, KubeLocker, Lock, LockKind, Locker};
 use serde_json::json;
@@ -25,7 +25,8 @@ impl Cluster {
     }
 
     fn locker(&self) -> KubeLocker {
-        KubeLocker::kube_lock(self.cluster.client(), self.cluster.namespace())
+        KubeLocker::new(self.cluster.client(), self.cluster.namespace())
+            .with_format(Format::KubeLock)
             .with_clock(Arc::new(TokioClock::new()))
     }
 
@@ -179,6 +180,30 @@ async fn precreated_without_annotation_takes_the_callers_max() {
     let list = c.locker().list(None).await.unwrap();
     assert_eq!(list.locks.len(), 1);
     assert_eq!(list.locks[0].name, "lock");
+}
+
+/// The format gives defaults (no prefix, no creation), which settings made before
+/// `with_format` keep: the order of the builders does not matter.
+#[tokio::test(start_paused = true)]
+async fn the_format_gives_defaults_and_explicit_settings_win_in_any_order() {
+    let c = Cluster::new().await;
+    let locker = || KubeLocker::new(c.cluster.client(), c.cluster.namespace());
+    assert_eq!(c.locker().object_name("lock"), "lock");
+    let prefixed = locker().with_prefix("p-").with_format(Format::KubeLock);
+    assert_eq!(prefixed.object_name("lock"), "p-lock");
+    let creating = locker().with_create(true).with_format(Format::KubeLock);
+    let guard = Lock::new("lock", creating)
+        .with_holder("holder-1")
+        .with_max_holders(1)
+        .with_duration(Duration::ZERO)
+        .try_acquire()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.annotation().await["holders"].as_object().unwrap().len(),
+        1
+    );
+    guard.release().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]

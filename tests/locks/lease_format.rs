@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use lockheed::backend::Backend as _;
 use lockheed::clock::TokioClock;
 use lockheed::testing::{TestCluster, Verb};
 use lockheed::{Error, LeaseLocker, Lock, Locker};
@@ -354,7 +353,7 @@ async fn lease_kinds_and_durations_are_checked_before_any_request() {
         "{err}"
     );
     c.cluster.restore();
-    assert!(c.locker().check_name("ok.name").is_ok());
+    assert!(c.locker().get("ok.name").await.is_ok());
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lockheed::backend::Backend as _;
 use lockheed::clock::TokioClock;
 use lockheed::testing::{Fault, RequestMatcher, TestCluster, Verb};
 
@@ -174,7 +173,7 @@ async fn partition_longer_than_the_lease(blackhole: bool) {
         let lock = Lock::new("p", process(&cluster, "bob")).with_holder("bob");
         async move {
             let guard = lock.acquire().await.unwrap();
-            (alice_locker.clock().now(), guard)
+            (alice_locker.now(), guard)
         }
     });
     let lost_at = tokio::time::timeout(60 * SECOND, async {

@@ -36,7 +36,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::kube::Format;
+use crate::kubernetes::configmap::Format;
 use crate::state::LockState;
 use lockheed_fake_apiserver::{Commit, Operation};
 
@@ -330,7 +330,7 @@ impl History {
         Self {
             namespace: namespace.to_owned(),
             lock: lock.to_owned(),
-            object: format!("{}{lock}", crate::kube::DEFAULT_PREFIX),
+            object: format!("{}{lock}", crate::kubernetes::DEFAULT_PREFIX),
             admits,
             skew: crate::lock::DEFAULT_SKEW_ALLOWANCE,
             clients: BTreeMap::new(),

@@ -21,10 +21,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::History;
-use crate::gotime::GoTime;
-use crate::kind::{Access, Kind, RWLOCK, SEMAPHORE};
 use crate::rules::{self, Acquire, Judgement, Request};
 use crate::state::LockState;
+use crate::state::gotime::GoTime;
+use crate::state::kind::{Access, Kind, RWLOCK, SEMAPHORE};
 use lockheed_fake_apiserver::Commit;
 
 /// The state without the leases and queue entries that had ended at `now`.

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{History, Report, Section, Violation};
-use crate::kind::{Access, Kind};
 use crate::rules::{self, Acquire, Judgement, Request};
 use crate::state::LockState;
+use crate::state::kind::{Access, Kind};
 use lockheed_fake_apiserver::{Commit, Operation};
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -340,10 +340,11 @@ fn sections_outside_their_leases_are_found() {
 /// A state with a lease of `holder` until `until`, next to the others.
 fn with_lease(state: &LockState, holder: &str, token: u64, until: f64) -> LockState {
     let mut next = state.clone();
-    let mut lease = crate::state::Lease::until(holder, crate::gotime::GoTime::from(t(until)));
+    let mut lease =
+        crate::state::Lease::until(holder, crate::state::gotime::GoTime::from(t(until)));
     lease.token = Some(token);
     lease.duration_millis = Some(10_000);
-    lease.since = Some(crate::gotime::GoTime::from(t(until - 10.0)));
+    lease.since = Some(crate::state::gotime::GoTime::from(t(until - 10.0)));
     lease.nonce = Some("n".into());
     next.leases.insert(holder.to_owned(), lease);
     next.fencing_token = next.fencing_token.max(token);
@@ -419,7 +420,7 @@ fn transitions_no_rule_explains_are_found() {
     let a = s.acquire(0.0, "alice", Kind::Mutex);
     let mut late = s.state.clone();
     let lease = late.leases.get_mut("alice").unwrap();
-    lease.expires = crate::gotime::GoTime::from(t(21.0));
+    lease.expires = crate::state::gotime::GoTime::from(t(21.0));
     s.write(11.0, "alice", late);
     assert!(unexplained(&s).contains(&format!("alice#{a}")));
     // A release of someone else's live lease (a release that matched by name alone).

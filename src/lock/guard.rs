@@ -6,17 +6,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::holding::Holding;
+use super::keepalive::{keep_alive, watch_unexpiring};
+use super::settings::Settings;
+use super::take::Acquired;
 use crate::backend::Changes;
 use crate::error::Error;
-use crate::holding::Holding;
 use crate::info::LockInfo;
-use crate::keepalive::{keep_alive, watch_unexpiring};
 use crate::locker::Locker;
-use crate::settings::Settings;
-use crate::take::Acquired;
 
 /// A held lock. Dropping it releases the lock in the background (a program about to exit
 /// waits for that with [`Lock::settle`](crate::Lock::settle)); [`release`](Self::release)
@@ -232,6 +231,10 @@ impl<L: Locker> LockGuard<L> {
     /// it reads the lock every 10 s) and `lost` fires when the lease is taken over or removed
     /// by an operator ([`Locker::evict`](crate::Locker::evict)).
     ///
+    /// The future is `Send`, `Sync` and `'static`, and holds no borrow of the guard: move it
+    /// into a task of the critical section (one call per task), or turn it into the
+    /// cancellation signal your tasks already use.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only waits.
@@ -259,7 +262,28 @@ impl<L: Locker> LockGuard<L> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+    ///
+    /// A task of the critical section takes its own:
+    ///
+    /// ```
+    /// use lockheed::{Lock, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let guard = Lock::new("ledger", MemoryLocker::new()).try_acquire().await?;
+    /// let lost = guard.lost();
+    /// let worker = tokio::spawn(async move {
+    ///     tokio::select! {
+    ///         () = lost => "stopped: the lock was lost",
+    ///         () = async { /* work */ } => "done",
+    ///     }
+    /// });
+    /// assert_eq!(worker.await.unwrap(), "done");
+    /// guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<L> {
         self.shared.lost.clone().cancelled_owned()
     }
 
@@ -347,34 +371,6 @@ impl<L: Locker> LockGuard<L> {
     #[must_use]
     pub fn is_reentry(&self) -> bool {
         self.shared.reentry
-    }
-
-    /// A token cancelled when the lock is lost, to hand to tasks of the critical section
-    /// (cancelling it does not affect the guard).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::{Lock, MemoryLocker};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), lockheed::Error> {
-    /// let guard = Lock::new("ledger", MemoryLocker::new()).try_acquire().await?;
-    /// let cancel = guard.lost_token();
-    /// let worker = tokio::spawn(async move {
-    ///     tokio::select! {
-    ///         () = cancel.cancelled() => "stopped: the lock was lost",
-    ///         () = async { /* work */ } => "done",
-    ///     }
-    /// });
-    /// assert_eq!(worker.await.unwrap(), "done");
-    /// guard.release().await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn lost_token(&self) -> CancellationToken {
-        self.shared.lost.child_token()
     }
 
     /// Stops renewing and releases the lock: the lease is removed and the lock's tags updated,

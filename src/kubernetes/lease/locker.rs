@@ -11,11 +11,11 @@ use super::format::{self, check_lock};
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::kind::LockKind;
-use crate::kube::check_object_name;
-use crate::kube::store;
-use crate::kube::watch::{Kept, Watches};
+use crate::kubernetes::limits::check_object_name;
+use crate::kubernetes::store;
+use crate::kubernetes::watch::{Kept, Watches};
 use crate::state::LockState;
+use crate::state::kind::LockKind;
 
 /// What a [`LeaseLocker`]'s write compares against: the Lease as it was read. The write is a
 /// PUT of that object (so it carries its resourceVersion, as client-go's `Update` does) with
@@ -51,7 +51,7 @@ impl LeaseVersion {
     }
 
     /// The Lease as it was read, without its `metadata.managedFields` (see
-    /// [`ConfigMapVersion::config_map`](crate::kube::ConfigMapVersion::config_map)).
+    /// [`ConfigMapVersion::config_map`](crate::configmap::ConfigMapVersion::config_map)).
     ///
     /// # Examples
     ///

@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{FENCING_ANNOTATION, HOLDER_ANNOTATION, QUEUE_ANNOTATION, TAGS_ANNOTATION};
 use crate::error::Error;
-use crate::gotime::GoTime;
-use crate::kind::{LockKind, MUTEX};
-use crate::kube::{MAX_ANNOTATION_BYTES, check_state_size};
+use crate::kubernetes::limits::{MAX_ANNOTATION_BYTES, check_state_size};
+use crate::state::gotime::GoTime;
+use crate::state::kind::{LockKind, MUTEX};
 use crate::state::{Lease, LockState, QueueEntry};
 
 /// What client-go's `ReleaseOnCancel` writes as `leaseDurationSeconds` when it lets go.

@@ -4,15 +4,15 @@
 
 use chrono::{DateTime, Utc};
 
+use super::cleanup::{self, Undo};
+use super::settings::Settings;
+use super::watched::Watched;
 use crate::backend::{Backend, Decision, OnUnknown, Record, Start, Swapped, compare_and_swap};
-use crate::cleanup::{self, Undo};
 use crate::error::Error;
-use crate::gotime::GoTime;
 use crate::info::Holder;
 use crate::rules::{self, Acquire, Blocked, Unchanged};
-use crate::settings::Settings;
 use crate::state::LockState;
-use crate::watched::Watched;
+use crate::state::gotime::GoTime;
 
 /// The write that took a lock (or the lease handed over to a waiter).
 #[derive(Debug)]

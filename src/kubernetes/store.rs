@@ -1,5 +1,5 @@
 //! What a locker of Kubernetes objects asks of the API server for one lock: read its object,
-//! or compare-and-swap it. [`KubeLocker`](super::KubeLocker) and
+//! or compare-and-swap it. [`KubeLocker`](crate::KubeLocker) and
 //! [`LeaseLocker`](crate::LeaseLocker) share this, and differ only in their [`Kept`]: which
 //! objects, and how a lock's state is read from one and written into it.
 

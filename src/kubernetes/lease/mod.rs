@@ -22,5 +22,7 @@ mod format;
 mod keys;
 mod locker;
 
-pub use self::keys::{FENCING_ANNOTATION, HOLDER_ANNOTATION, QUEUE_ANNOTATION, TAGS_ANNOTATION};
+pub use self::keys::{
+    FENCING_ANNOTATION, FIELD_MANAGER, HOLDER_ANNOTATION, QUEUE_ANNOTATION, TAGS_ANNOTATION,
+};
 pub use self::locker::{LeaseLocker, LeaseVersion};

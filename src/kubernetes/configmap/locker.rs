@@ -7,16 +7,15 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ObjectMeta};
 
 use super::format::Format;
-use super::keys::DEFAULT_PREFIX;
-use super::limits::check_name;
 use super::objects::{ConfigMapVersion, Objects};
-use super::store;
-use super::watch::{Kept as _, Watches};
 use crate::backend::{Backend, Changes, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::kind::LockKind;
+use crate::kubernetes::limits::check_name;
+use crate::kubernetes::store;
+use crate::kubernetes::watch::{Kept as _, Watches};
 use crate::state::LockState;
+use crate::state::kind::LockKind;
 
 /// Locks kept in ConfigMaps `lockheed-<name>` of one namespace, readable and writable by Go
 /// lockheed v0.5.3 clients at the same time.
@@ -50,7 +49,7 @@ use crate::state::LockState;
 /// latest state, so that a [`try_acquire`](crate::Lock::try_acquire) while it runs needs one
 /// write and no read. If the namespace-wide watch is forbidden (RBAC restricted to some
 /// `resourceNames`), each lock's ConfigMap is watched alone; if that is forbidden too, waiters
-/// poll (and a warning says so, once). Locks in [kube-lock's format](Self::kube_lock), which
+/// poll (and a warning says so, once). Locks in [kube-lock's format](Format::KubeLock), which
 /// carry no label, are always watched one by one.
 ///
 /// RBAC: `get`, `create` and `update` on `configmaps`; `list` and `watch` to be woken by
@@ -78,17 +77,17 @@ pub struct KubeLocker {
     clock: Arc<dyn Clock>,
     /// The watch shared by every waiter and held lock of this locker and its clones.
     watches: Watches<Objects>,
-    /// Whether a missing ConfigMap may be created.
-    create: bool,
+    /// Whether a missing ConfigMap may be created (`None`: as the format does).
+    create: Option<bool>,
 }
 
 impl std::fmt::Debug for KubeLocker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeLocker")
             .field("namespace", &self.objects.namespace)
-            .field("prefix", &self.objects.prefix)
+            .field("prefix", &self.objects.prefix())
             .field("format", &self.objects.format)
-            .field("create", &self.create)
+            .field("create", &self.creates())
             .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
@@ -117,49 +116,34 @@ impl KubeLocker {
             objects: Objects {
                 api: Api::namespaced(client, &namespace),
                 namespace,
-                prefix: DEFAULT_PREFIX.to_owned(),
+                prefix: None,
                 format: Format::Lockheed,
             },
             clock: Arc::new(SystemClock),
-            watches: Watches::new(true),
-            create: true,
+            watches: Watches::new(Format::Lockheed.is_labelled()),
+            create: None,
         }
     }
 
-    /// Semaphores kept as kube-lock keeps them, so that the Go `kube-lock` tool and this crate
-    /// share them: lock `name` is the ConfigMap `name` itself (no prefix, no label), its state
-    /// the JSON in annotation `kube-lock` (`{"max":N,"holders":{"<holder>":{"date":..,
-    /// "reason":..}}}`).
-    ///
-    /// Differences from the lockheed format, which come from kube-lock's:
-    /// - only semaphores ([`Lock::with_max_holders`](crate::Lock::with_max_holders)) can be
-    ///   kept, and **holders never expire**: take them with a zero
-    ///   [duration](crate::Lock::with_duration), and remove them with
-    ///   [`release`](crate::LockGuard::release) or [`Locker::evict`](crate::Locker::evict) (kube-lock's `--unlock`).
-    ///   Other kinds, finite leases and tags are refused with [`Error::InvalidConfig`];
-    /// - a missing ConfigMap is not created unless [`with_create`](Self::with_create) allows
-    ///   it (kube-lock's `--create-configmap`): acquiring fails with [`Error::Missing`];
-    /// - kube-lock records no fencing token per holder: guards still get increasing tokens
-    ///   (the counter is kept in the `lockheed/fencing-token` annotation), but a holder's
-    ///   release is matched by its name alone, as kube-lock's `--unlock` does.
-    ///
-    /// Unlike the Go tool, which patches the annotation without a resourceVersion (two
-    /// writers can lose a holder), every write here is a compare-and-swap on the
-    /// resourceVersion read. A ConfigMap without the annotation is an empty semaphore whose
-    /// capacity comes from the first caller; the stored `max` wins afterwards.
-    ///
-    /// [`list`](crate::Locker::list) returns the ConfigMaps of the namespace that carry the
-    /// annotation (it needs `list` on all ConfigMaps).
+    /// Keeps locks in `format` instead of Go lockheed's: [`Format::KubeLock`] shares
+    /// semaphores with the Go kube-lock tool (see there for what that format can keep). The
+    /// format gives the defaults of [`with_prefix`](Self::with_prefix) (none for kube-lock's:
+    /// lock `name` is the ConfigMap `name`) and [`with_create`](Self::with_create) (kube-lock's
+    /// creates no ConfigMap), which set them explicitly in any order. Default:
+    /// [`Format::Lockheed`].
     ///
     /// # Examples
     ///
     /// ```no_run
     /// use std::time::Duration;
+    /// use lockheed::configmap::Format;
     /// use lockheed::{KubeLocker, Lock};
     ///
     /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
     /// let client = kube::Client::try_default().await?;
-    /// let locker = KubeLocker::kube_lock(client, "default").with_create(true);
+    /// let locker = KubeLocker::new(client, "default")
+    ///     .with_format(Format::KubeLock)
+    ///     .with_create(true);
     /// let guard = Lock::new("lock", locker)
     ///     .with_holder("holder-1")
     ///     .with_max_holders(1)
@@ -172,20 +156,16 @@ impl KubeLocker {
     /// # }
     /// ```
     #[must_use]
-    pub fn kube_lock(client: kube::Client, namespace: impl Into<String>) -> Self {
-        let mut locker = Self {
-            create: false,
-            // kube-lock labels nothing: its ConfigMaps are watched one by one.
-            watches: Watches::new(false),
-            ..Self::new(client, namespace)
-        };
-        locker.objects.prefix = String::new();
-        locker.objects.format = Format::KubeLock;
-        locker
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.objects.format = format;
+        // A watch of the namespace selects locks by their label; a format without one has
+        // its locks watched one by one.
+        self.watches = Watches::new(format.is_labelled());
+        self
     }
 
     /// Whether acquiring a lock whose ConfigMap does not exist creates it. Default: `true`
-    /// for the lockheed format, `false` for [kube-lock's](Self::kube_lock).
+    /// for the lockheed format, `false` for [kube-lock's](Format::KubeLock).
     ///
     /// # Examples
     ///
@@ -199,8 +179,13 @@ impl KubeLocker {
     /// ```
     #[must_use]
     pub fn with_create(mut self, create: bool) -> Self {
-        self.create = create;
+        self.create = Some(create);
         self
+    }
+
+    /// Whether a missing ConfigMap is created: as set, or as the format does.
+    fn creates(&self) -> bool {
+        self.create.unwrap_or_else(|| self.objects.format.creates())
     }
 
     /// How many watches this locker (and its clones) have open now: one for the whole
@@ -230,8 +215,9 @@ impl KubeLocker {
         self.watches.active()
     }
 
-    /// Names lock ConfigMaps `<prefix><name>` instead of `lockheed-<name>`. Go lockheed
-    /// clients only see locks with the default prefix.
+    /// Names lock ConfigMaps `<prefix><name>` instead of `lockheed-<name>` (`<name>` in
+    /// [kube-lock's format](Format::KubeLock)). Go lockheed clients only see locks with the
+    /// default prefix.
     ///
     /// # Examples
     ///
@@ -247,7 +233,7 @@ impl KubeLocker {
     /// ```
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.objects.prefix = prefix.into();
+        self.objects.prefix = Some(prefix.into());
         self
     }
 
@@ -319,7 +305,7 @@ impl Backend for KubeLocker {
     }
 
     fn check_name(&self, name: &str) -> Result<(), Error> {
-        check_name(&self.objects.prefix, name)
+        check_name(self.objects.prefix(), name)
     }
 
     fn check_lock(&self, name: &str, kind: &LockKind, duration: Duration) -> Result<(), Error> {
@@ -350,7 +336,7 @@ impl Backend for KubeLocker {
     ) -> Result<Written<ConfigMapVersion>, Error> {
         let object = if let Some(current) = expected {
             ConfigMap::clone(&current.0)
-        } else if self.create {
+        } else if self.creates() {
             ConfigMap {
                 metadata: ObjectMeta {
                     name: Some(self.object_name(name)),

@@ -1,7 +1,7 @@
 //! The annotations in which a Lease keeps what client-go's record has no room for. client-go
 //! keeps a Lease's metadata as it read it, so Go leaders leave them in place.
 
-pub use crate::kube::{FENCING_ANNOTATION, QUEUE_ANNOTATION};
+pub use crate::kubernetes::keys::{FENCING_ANNOTATION, FIELD_MANAGER, QUEUE_ANNOTATION};
 
 /// The annotation with the current holder's lockheed fields (its fencing token, the nonce of
 /// the attempt that wrote its lease, its reason), as JSON with its `instanceID`: they count

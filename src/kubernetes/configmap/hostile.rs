@@ -22,9 +22,9 @@ use super::keys::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, QUEUE_ANNOTATION, ST
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::info::LockInfo;
-use crate::kind::{Access, Kind};
 use crate::rules::{self, Judgement, Request};
 use crate::state::LockState;
+use crate::state::kind::{Access, Kind};
 
 const OBJECT: &str = "default/lockheed-x";
 
@@ -49,16 +49,16 @@ fn fixture(json: &str) -> ConfigMap {
 /// The example objects, as the fixtures hold them.
 fn fixtures() -> Vec<ConfigMap> {
     [
-        include_str!("../../tests/fixtures/lockheed-created-never-acquired.json"),
-        include_str!("../../tests/fixtures/lockheed-held.json"),
-        include_str!("../../tests/fixtures/lockheed-expired.json"),
-        include_str!("../../tests/fixtures/lockheed-no-expiry.json"),
-        include_str!("../../tests/fixtures/lockheed-reserved-by-go-client.json"),
-        include_str!("../../tests/fixtures/lockheed-precreated-empty.json"),
-        include_str!("../../tests/fixtures/lockheed-corrupt.json"),
-        include_str!("../../tests/fixtures/kube-lock-held.json"),
-        include_str!("../../tests/fixtures/kube-lock-empty-max3.json"),
-        include_str!("../../tests/fixtures/kube-lock-precreated.json"),
+        include_str!("../../../tests/fixtures/lockheed-created-never-acquired.json"),
+        include_str!("../../../tests/fixtures/lockheed-held.json"),
+        include_str!("../../../tests/fixtures/lockheed-expired.json"),
+        include_str!("../../../tests/fixtures/lockheed-no-expiry.json"),
+        include_str!("../../../tests/fixtures/lockheed-reserved-by-go-client.json"),
+        include_str!("../../../tests/fixtures/lockheed-precreated-empty.json"),
+        include_str!("../../../tests/fixtures/lockheed-corrupt.json"),
+        include_str!("../../../tests/fixtures/kube-lock-held.json"),
+        include_str!("../../../tests/fixtures/kube-lock-empty-max3.json"),
+        include_str!("../../../tests/fixtures/kube-lock-precreated.json"),
     ]
     .into_iter()
     .map(fixture)
@@ -402,7 +402,7 @@ fn rules_decide(state: &LockState) {
         let _ = rules::withdraw(state, holder, (0, Some("n")), now, Duration::from_secs(2));
         let _ = rules::undo_take(state, holder, token, "n", false, now, Duration::ZERO);
     }
-    let _ = rules::evict(state, rules::Evict::All);
+    let _ = rules::evict(state, None);
 }
 
 proptest! {

@@ -1,4 +1,9 @@
-//! A lock's stored state: Go lockheed's JSON document, plus the keys this crate adds.
+//! A lock's stored state: Go lockheed's JSON document, plus the keys this crate adds; the
+//! bottom layer, which every other one reads. Beside it, in this folder: `gotime` (Go's time
+//! format, and Go's "no expiry") and `kind` (the kinds of lock and how they are stored).
+
+pub(crate) mod gotime;
+pub(crate) mod kind;
 
 use std::collections::BTreeMap;
 
@@ -7,8 +12,8 @@ use serde_json::{Map, Value};
 
 use chrono::{DateTime, Utc};
 
-use crate::gotime::GoTime;
-use crate::kind::{MUTEX, SEMAPHORE};
+use self::gotime::GoTime;
+use self::kind::{MUTEX, SEMAPHORE};
 
 /// One holder's lease, as Go lockheed writes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,9 +8,9 @@ use kube::api::Api;
 use kube::runtime::watcher;
 
 use super::format::Format;
-use super::watch::Kept;
 use crate::backend::Record;
 use crate::error::Error;
+use crate::kubernetes::watch::Kept;
 use crate::state::LockState;
 
 /// What a [`KubeLocker`](super::KubeLocker)'s write compares against: the ConfigMap as it was read. The write
@@ -78,20 +78,28 @@ impl ConfigMapVersion {
 pub(super) struct Objects {
     pub(super) api: Api<ConfigMap>,
     pub(super) namespace: String,
-    pub(super) prefix: String,
+    /// `None`: the format's default prefix.
+    pub(super) prefix: Option<String>,
     pub(super) format: Format,
 }
 
 impl Objects {
+    /// The prefix of lock ConfigMap names.
+    pub(super) fn prefix(&self) -> &str {
+        self.prefix
+            .as_deref()
+            .unwrap_or_else(|| self.format.default_prefix())
+    }
+
     /// The ConfigMap name of lock `name`.
     pub(super) fn object_name(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        format!("{}{name}", self.prefix())
     }
 
     /// The lock a ConfigMap holds, by name (`None`: not one of this locker's).
     pub(super) fn lock_name(&self, cm: &ConfigMap) -> Option<String> {
         let object = cm.metadata.name.as_deref()?;
-        Some(object.strip_prefix(&self.prefix)?.to_owned())
+        Some(object.strip_prefix(self.prefix())?.to_owned())
     }
 
     /// Lock `name`'s record, read from its ConfigMap.

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use tokio::time::Instant;
 
 use crate::backend::Record;
-use crate::gotime::GoTime;
 use crate::rules::{Slot, Unchanged};
+use crate::state::gotime::GoTime;
 
 /// The other holders' leases and waiters' entries as this waiter has watched them.
 #[derive(Debug, Default)]

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
+use super::backoff::Backoff;
+use super::settings::Settings;
 use crate::backend::{Backend, Decision, OnUnknown, Record, Start, Swapped, compare_and_swap};
-use crate::backoff::Backoff;
 use crate::rules;
-use crate::settings::Settings;
 use crate::state::LockState;
 
 /// What an acquire may have left in a lock.
@@ -34,7 +34,7 @@ struct Cleanup<L: Backend> {
     locker: L,
     name: String,
     holder: String,
-    background: crate::background::Background,
+    background: super::background::Background,
     skew: Duration,
     undos: Vec<Undo>,
 }

@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::background::Background;
+use super::background::Background;
 use crate::condition::Condition;
 use crate::info::Waiting;
-use crate::kind::Kind;
 use crate::rules::{Judgement, Request, Unchanged};
+use crate::state::kind::Kind;
 
 /// The settings of a [`Lock`](crate::Lock), checked before any request: a valid name, a kind,
 /// a renew interval that leaves time to renew.

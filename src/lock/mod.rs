@@ -1,21 +1,38 @@
-//! [`Lock`]: a named lock with its settings, and the ways to take it.
+//! [`Lock`]: a named lock with its settings, and the ways to take it; the layer that takes,
+//! holds and waits, on any [`Locker`], by the rules of [`crate::rules`].
+//!
+//! Taking: `take` (one attempt), `waiter` (waiting, a state machine), `watched` (what a
+//! waiter saw), `settings`. Holding: `guard` ([`LockGuard`]), `holding` (a held lease),
+//! `keepalive` (renewal). Undoing and background work: `cleanup`, `background`, `backoff`.
+
+mod background;
+mod backoff;
+mod cleanup;
+mod guard;
+mod holding;
+mod keepalive;
+mod settings;
+mod take;
+mod waiter;
+mod watched;
+
+pub use self::guard::LockGuard;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::Instrument;
 
+use self::background::Background;
+use self::settings::{Settings, WaitObserver};
+use self::take::Taken;
+use self::waiter::Waiter;
 use crate::backend::{Snapshot, Start};
-use crate::background::Background;
 use crate::condition::Condition;
 use crate::error::Error;
-use crate::guard::LockGuard;
 use crate::info::Waiting;
-use crate::kind::{Access, Kind};
 use crate::locker::Locker;
-use crate::settings::{Settings, WaitObserver};
-use crate::take::{self, Taken};
-use crate::waiter::Waiter;
+use crate::state::kind::{Access, Kind};
 
 /// The default lease duration.
 const DEFAULT_DURATION: Duration = Duration::from_secs(30);
@@ -291,8 +308,8 @@ impl<L: Locker> Lock<L> {
         self
     }
 
-    /// Replaces the lock's tags with this lock's [`with_tags`](Self::with_tags) instead of
-    /// adding to them.
+    /// Whether acquiring and releasing replace the lock's tags with this lock's
+    /// [`with_tags`](Self::with_tags) instead of adding to them. Default: `false` (add).
     ///
     /// # Examples
     ///
@@ -303,14 +320,14 @@ impl<L: Locker> Lock<L> {
     /// # async fn main() -> Result<(), lockheed::Error> {
     /// let locker = MemoryLocker::new();
     /// Lock::new("db", locker.clone()).with_tags(["old"]).try_acquire().await?.release().await?;
-    /// let guard = Lock::new("db", locker.clone()).with_tags(["new"]).with_reset_tags().try_acquire().await?;
+    /// let guard = Lock::new("db", locker.clone()).with_tags(["new"]).with_reset_tags(true).try_acquire().await?;
     /// assert_eq!(locker.get("db").await?.unwrap().tags, ["new"]);
     /// # guard.release().await?;
     /// # Ok(())
     /// # }
     /// ```
-    pub fn with_reset_tags(mut self) -> Self {
-        self.reset_tags = true;
+    pub fn with_reset_tags(mut self, reset: bool) -> Self {
+        self.reset_tags = reset;
         self
     }
 

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::backoff::Backoff;
+use super::holding::{Holding, Renewed};
 use crate::backend::{Backend, Changes, Snapshot};
-use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::holding::{Holding, Renewed};
 use crate::rules;
 use crate::state::LockState;
 

@@ -1,7 +1,7 @@
 //! Locks in Kubernetes ConfigMaps: [`KubeLocker`] (also at the crate root) and the names its
 //! formats use, for tools that read or select lock ConfigMaps themselves.
 //!
-//! Two formats are kept (see [`KubeLocker::new`] and [`KubeLocker::kube_lock`]):
+//! Two formats are kept ([`Format`], chosen with [`KubeLocker::with_format`]):
 //!
 //! - Go lockheed's: the ConfigMap `lockheed-<name>` ([`DEFAULT_PREFIX`]), labelled
 //!   [`LOCK_LABEL`], its state a JSON document in `data[`[`STATE_KEY`]`]`;
@@ -11,7 +11,7 @@
 //! Both keep the fencing counter in the annotation [`FENCING_ANNOTATION`] too.
 //!
 //! ```
-//! use lockheed::kube::{LOCK_LABEL, STATE_KEY};
+//! use lockheed::configmap::{LOCK_LABEL, STATE_KEY};
 //!
 //! // Select lockheed's lock ConfigMaps yourself, as `kubectl get cm -l lockheed/lock` does.
 //! let params = kube::api::ListParams::default().labels(LOCK_LABEL);
@@ -23,19 +23,13 @@ mod format;
 #[cfg(test)]
 mod hostile;
 mod keys;
-mod limits;
 mod locker;
 mod objects;
-pub(crate) mod store;
-pub(crate) mod watch;
 
-pub(crate) use self::format::Format;
+pub use self::format::Format;
 pub use self::keys::{
     DEFAULT_PREFIX, FENCING_ANNOTATION, FIELD_MANAGER, KUBE_LOCK_ANNOTATION, LOCK_LABEL,
     QUEUE_ANNOTATION, STATE_KEY,
-};
-pub(crate) use self::limits::{
-    MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_name, check_object_name, check_state_size,
 };
 pub use self::locker::KubeLocker;
 pub use self::objects::ConfigMapVersion;

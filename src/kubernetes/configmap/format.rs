@@ -12,13 +12,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::keys::{
-    FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION, STATE_KEY,
+    DEFAULT_PREFIX, FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, LOCK_LABEL, QUEUE_ANNOTATION,
+    STATE_KEY,
 };
-use super::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_state_size};
 use crate::backend::{Record, Reservation};
 use crate::error::Error;
-use crate::gotime::GoTime;
-use crate::kind::{LockKind, SEMAPHORE};
+use crate::kubernetes::limits::{MAX_ANNOTATION_BYTES, MAX_DATA_BYTES, check_state_size};
+use crate::state::gotime::GoTime;
+use crate::state::kind::{LockKind, SEMAPHORE};
 use crate::state::{Lease, LockState};
 
 const RESERVED_BY: &str = "reserved/by";
@@ -29,12 +30,57 @@ const RESERVED_EXPIRES: &str = "reserved/expires";
 /// kube-lock's `date` layout: Go's `2006-01-02T15:04:05Z`, a literal `Z`.
 const KUBE_LOCK_DATE: &str = "%Y-%m-%dT%H:%M:%SZ";
 
-/// Which format a [`KubeLocker`](super::KubeLocker) reads and writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
-    /// Go lockheed's: `data["lock"]`, label `lockheed/lock`.
+/// Which format a [`KubeLocker`](super::KubeLocker) keeps its locks in
+/// ([`KubeLocker::with_format`](super::KubeLocker::with_format)).
+///
+/// # Examples
+///
+/// ```no_run
+/// use lockheed::KubeLocker;
+/// use lockheed::configmap::Format;
+///
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = kube::Client::try_default().await?;
+/// let locker = KubeLocker::new(client, "default").with_format(Format::KubeLock);
+/// assert_eq!(locker.object_name("lock"), "lock"); // kube-lock's ConfigMaps have any name
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Format {
+    /// Go lockheed's (the default): lock `name` is the ConfigMap `lockheed-<name>`
+    /// ([`DEFAULT_PREFIX`](super::DEFAULT_PREFIX)), labelled `lockheed/lock`, its state a JSON
+    /// document in `data["lock"]`; shared with Go lockheed v0.5.3 clients. Every kind of lock.
+    #[default]
     Lockheed,
-    /// kube-lock's: a semaphore in `metadata.annotations["kube-lock"]`; holders never expire.
+    /// The Go kube-lock tool's, so that the tool and this crate share its semaphores: lock
+    /// `name` is the ConfigMap `name` itself (no prefix, no label), its state the JSON in the
+    /// annotation `kube-lock` (`{"max":N,"holders":{"<holder>":{"date":..,"reason":..}}}`).
+    ///
+    /// Differences from the lockheed format, which come from kube-lock's:
+    /// - only semaphores ([`Lock::with_max_holders`](crate::Lock::with_max_holders)) can be
+    ///   kept, and **holders never expire**: take them with a zero
+    ///   [duration](crate::Lock::with_duration), and remove them with
+    ///   [`release`](crate::LockGuard::release) or [`Locker::evict`](crate::Locker::evict)
+    ///   (kube-lock's `--unlock`). Other kinds, finite leases and tags are refused with
+    ///   [`Error::InvalidConfig`];
+    /// - a missing ConfigMap is not created unless
+    ///   [`with_create`](super::KubeLocker::with_create) allows it (kube-lock's
+    ///   `--create-configmap`): acquiring fails with [`Error::Missing`];
+    /// - kube-lock records no fencing token per holder: guards still get increasing tokens
+    ///   (the counter is kept in the `lockheed/fencing-token` annotation), but a holder's
+    ///   release is matched by its name alone, as kube-lock's `--unlock` does;
+    /// - its ConfigMaps carry no label, so they are watched one by one, never by the
+    ///   namespace watch.
+    ///
+    /// Unlike the Go tool, which patches the annotation without a resourceVersion (two
+    /// writers can lose a holder), every write here is a compare-and-swap on the
+    /// resourceVersion read. A ConfigMap without the annotation is an empty semaphore whose
+    /// capacity comes from the first caller; the stored `max` wins afterwards.
+    ///
+    /// [`list`](crate::Locker::list) returns the ConfigMaps of the namespace that carry the
+    /// annotation (it needs `list` on all ConfigMaps).
     KubeLock,
 }
 
@@ -67,6 +113,32 @@ where
 }
 
 impl Format {
+    /// The prefix of lock ConfigMap names unless a locker says otherwise.
+    pub(crate) fn default_prefix(self) -> &'static str {
+        match self {
+            Self::Lockheed => DEFAULT_PREFIX,
+            Self::KubeLock => "",
+        }
+    }
+
+    /// Whether a missing ConfigMap is created unless a locker says otherwise: kube-lock's
+    /// tool creates none without `--create-configmap`.
+    pub(crate) fn creates(self) -> bool {
+        match self {
+            Self::Lockheed => true,
+            Self::KubeLock => false,
+        }
+    }
+
+    /// Whether a label selects every lock of the namespace, so that one watch serves them
+    /// all; kube-lock's format labels nothing.
+    pub(crate) fn is_labelled(self) -> bool {
+        match self {
+            Self::Lockheed => true,
+            Self::KubeLock => false,
+        }
+    }
+
     /// What lists a namespace's locks: the label for lockheed's format; for kube-lock's,
     /// which labels nothing, every ConfigMap (then filtered by [`is_lock`](Self::is_lock)).
     pub(crate) fn list_params(self) -> ListParams {

@@ -9,18 +9,18 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
+use super::settings::Settings;
+use super::take::Acquired;
 use crate::backend::{
     Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
 };
-use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::gotime::GoTime;
 use crate::info::LockInfo;
 use crate::rules;
-use crate::settings::Settings;
 use crate::state::LockState;
-use crate::take::Acquired;
+use crate::state::gotime::GoTime;
 
 /// How a renewal ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

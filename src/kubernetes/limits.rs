@@ -2,8 +2,8 @@
 //! ConfigMap's data and annotations. [`MemoryLocker`](crate::MemoryLocker) applies the same
 //! checks, so that tests on it fail where production would.
 
+use super::names::dns1123_subdomain_errors;
 use crate::error::Error;
-use crate::names::dns1123_subdomain_errors;
 
 /// kube-apiserver's limit on a ConfigMap's data values.
 pub(crate) const MAX_DATA_BYTES: usize = 1024 * 1024;

@@ -1,4 +1,4 @@
-//! How a locker of Kubernetes objects ([`KubeLocker`](super::KubeLocker)'s ConfigMaps,
+//! How a locker of Kubernetes objects ([`KubeLocker`](crate::KubeLocker)'s ConfigMaps,
 //! [`LeaseLocker`](crate::LeaseLocker)'s Leases) learns that its locks changed: one watch of
 //! the namespace's lock objects (ConfigMaps with the `lockheed/lock` label, or every Lease),
 //! shared by every waiter and held lock of the locker and its clones, so that 10,000 locks

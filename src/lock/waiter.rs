@@ -19,15 +19,15 @@ use std::time::Duration;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
+use super::backoff::{self, Backoff};
+use super::cleanup::{Pending, Undo};
+use super::settings::Settings;
+use super::take::{self, Acquired, Taken};
+use super::watched::Watched;
 use crate::backend::{Backend, Changes, Record, Snapshot, Start};
-use crate::backoff::{self, Backoff};
-use crate::cleanup::{Pending, Undo};
 use crate::error::Error;
 use crate::info::{Holder, Waiting};
 use crate::rules::{self, Acquire, Blocked};
-use crate::settings::Settings;
-use crate::take::{self, Acquired, Taken};
-use crate::watched::Watched;
 
 /// How long a waiter waits for a starting feed's first view before it reads the lock.
 const LISTEN: Duration = Duration::from_secs(1);
