@@ -91,7 +91,8 @@ mod watch;
 pub use self::access::{ADMIN_TOKEN, AccessControl};
 pub use self::clock::{Clock, SystemClock};
 pub use self::cluster::{
-    CLUSTER_VAR, CONTROL_PLANE_VAR, Identity, ServerKind, TestCluster, TestClusterError,
+    CLUSTER_VAR, CONTROL_PLANE_VAR, FAKE_COMMIT_LOG, Identity, ServerKind, TestCluster,
+    TestClusterError,
 };
 pub use self::commits::{Commit, Operation};
 pub use self::faults::{Fault, RequestMatcher};

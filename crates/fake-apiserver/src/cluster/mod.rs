@@ -8,18 +8,19 @@
 //! log) reach it through [`TestCluster::fake_server`].
 
 mod real;
+mod record;
 mod still;
 mod tap;
 
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::{Role, Subject};
 use kube::config::Kubeconfig;
 
 use self::real::Real;
-use crate::{AccessControl, FakeApiServer, RequestCounts, StartError};
+use crate::{AccessControl, Clock, Commit, FakeApiServer, RequestCounts, StartError};
 
 /// The environment variable that chooses the server of [`TestCluster::start`]: `fake` or
 /// `real`. Unset, it is `real` inside `scripts/control-plane` (which sets
@@ -32,6 +33,9 @@ pub const CONTROL_PLANE_VAR: &str = "LOCKHEED_CONTROL_PLANE";
 /// How long a write to a real server keeps a paused Tokio clock still after its answer, so that
 /// its watch event arrives before simulated time moves on (see [`TestCluster::client`]).
 const WATCH_GRACE: Duration = Duration::from_millis(40);
+
+/// How many commits the fake server of [`TestCluster::fake`] keeps in its commit log.
+pub const FAKE_COMMIT_LOG: usize = 20_000;
 
 /// Which server a [`TestCluster`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +163,8 @@ impl TestCluster {
         }
     }
 
-    /// A fake server of its own, with the defaults; its namespace is `default`.
+    /// A fake server of its own, with the defaults and a commit log of the newest
+    /// [`FAKE_COMMIT_LOG`] commits; its namespace is `default`.
     ///
     /// # Errors
     ///
@@ -169,7 +174,11 @@ impl TestCluster {
     ///
     /// Cancel safe.
     pub async fn fake() -> Result<Self, TestClusterError> {
-        Ok(Self::on(FakeApiServer::start().await?))
+        let server = FakeApiServer::builder()
+            .commit_log(FAKE_COMMIT_LOG)
+            .start()
+            .await?;
+        Ok(Self::on(server))
     }
 
     /// A fake server the caller built (with a clock, faults, a commit log...).
@@ -423,6 +432,50 @@ impl TestCluster {
         match &self.server {
             Server::Fake { server, .. } => server.reset_counters(),
             Server::Real(real) => real.tap().reset(),
+        }
+    }
+
+    /// Starts the commit log of the test's namespace, for
+    /// [`commits`](Self::commits): on a real cluster, watches of its ConfigMaps and Leases
+    /// from now on, each event stamped with `clock` when it arrives. The fake server keeps its
+    /// own log (with its own clock), so there this does nothing.
+    ///
+    /// A watch sees a commit a little after it happened (a few milliseconds on loopback),
+    /// so a commit's time on a real cluster is late by that much: a check that compares it
+    /// with what clients did must allow for it.
+    ///
+    /// # Errors
+    ///
+    /// [`TestClusterError::Kube`] when the real cluster refuses the list or the watch.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is recorded until it returns.
+    pub async fn record_commits(&self, clock: Arc<dyn Clock>) -> Result<(), TestClusterError> {
+        match &self.server {
+            Server::Fake { .. } => Ok(()),
+            Server::Real(real) => real.record(clock).await,
+        }
+    }
+
+    /// Every commit of the test's namespace so far, oldest first: the fake server's commit
+    /// log, or on a real cluster what [`record_commits`](Self::record_commits) has seen.
+    #[must_use]
+    pub fn commits(&self) -> Vec<Commit> {
+        match &self.server {
+            Server::Fake { server, .. } => server.commits(),
+            Server::Real(real) => real.commits(),
+        }
+    }
+
+    /// Commits that were lost: on the fake server, the oldest ones its bounded log dropped;
+    /// on a real cluster, how many times a watch of the commit log could not resume where it
+    /// stopped (its revision was compacted). A history checked with gaps is incomplete.
+    #[must_use]
+    pub fn commit_gaps(&self) -> u64 {
+        match &self.server {
+            Server::Fake { server, .. } => server.commits_dropped(),
+            Server::Real(real) => real.commit_gaps(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! A test's namespace on a real cluster, and the clients and kubeconfigs that reach it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -8,9 +9,11 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use super::record::Recorder;
 use super::still::StillClockLayer;
 use super::tap::Tap;
 use super::{Identity, TestClusterError};
+use crate::{Clock, Commit};
 
 /// The label every test namespace carries, to find (and clean) them.
 const NAMESPACE_LABEL: &str = "lockheed-test";
@@ -24,6 +27,7 @@ pub(super) struct Real {
     namespace: String,
     tap: Tap,
     still: StillClockLayer,
+    recorder: std::sync::Mutex<Option<Recorder>>,
 }
 
 fn refused(what: impl Into<String>) -> impl FnOnce(kube::Error) -> TestClusterError {
@@ -43,6 +47,7 @@ impl Real {
             namespace: String::new(),
             tap: Tap::default(),
             still: StillClockLayer { after_write },
+            recorder: std::sync::Mutex::default(),
         };
         let namespaces: Api<Namespace> = Api::all(real.client(None));
         let wanted = Namespace {
@@ -98,6 +103,40 @@ impl Real {
             .with_layer(&self.tap)
             .with_layer(&self.still)
             .build()
+    }
+
+    /// Starts the commit log of the namespace (once; later calls change nothing).
+    pub(super) async fn record(&self, clock: Arc<dyn Clock>) -> Result<(), TestClusterError> {
+        if self.recorder().is_some() {
+            return Ok(());
+        }
+        // Its own client, past the tap: the test's request counts stay the test's.
+        let client = kube::client::ClientBuilder::try_from(self.config.clone())
+            .expect("the kubeconfig built a client once already")
+            .with_layer(&self.still)
+            .build();
+        let recorder = Recorder::start(&client, &self.namespace, clock)
+            .await
+            .map_err(refused("the watches of the commit log"))?;
+        *self.recorder() = Some(recorder);
+        Ok(())
+    }
+
+    fn recorder(&self) -> std::sync::MutexGuard<'_, Option<Recorder>> {
+        self.recorder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn commits(&self) -> Vec<Commit> {
+        self.recorder()
+            .as_ref()
+            .map(Recorder::commits)
+            .unwrap_or_default()
+    }
+
+    pub(super) fn commit_gaps(&self) -> u64 {
+        self.recorder().as_ref().map_or(0, Recorder::gaps)
     }
 
     pub(super) fn kubeconfig(&self, identity: Option<&Identity>) -> Kubeconfig {
