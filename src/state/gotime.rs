@@ -12,7 +12,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub(crate) struct GoTime(DateTime<FixedOffset>);
 
 impl GoTime {
-    /// `9999-12-31T23:59:59Z`, what Go lockheed stores for a lease without expiry.
+    /// `9999-12-31T23:59:59Z`, what Go lockheed stores for a lease without expiry, in seconds
+    /// since the Unix epoch: what [`is_forever`](Self::is_forever) compares with, on the hot
+    /// path of every judgement, without parsing a date each time.
+    const FOREVER_SECS: i64 = 253_402_300_799;
+
+    /// The same instant as Go lockheed writes it, for tests that store it.
+    #[cfg(test)]
     pub(crate) const FOREVER_STR: &'static str = "9999-12-31T23:59:59Z";
 
     /// The instant Go lockheed uses for "never expires".
@@ -22,7 +28,8 @@ impl GoTime {
     /// Never: the constant is a valid time.
     #[must_use]
     pub(crate) fn forever() -> Self {
-        Self::parse(Self::FOREVER_STR).expect("a valid RFC 3339 time")
+        let utc = DateTime::from_timestamp(Self::FOREVER_SECS, 0).expect("a valid time");
+        Self(utc.fixed_offset())
     }
 
     /// Parses RFC 3339 as Go's `time.Time.UnmarshalJSON` accepts it.
@@ -43,7 +50,8 @@ impl GoTime {
     /// Whether this is Go lockheed's "never expires" (or later).
     #[must_use]
     pub(crate) fn is_forever(self) -> bool {
-        self >= Self::forever()
+        // Whole seconds decide: `forever` has no fraction.
+        self.0.timestamp() >= Self::FOREVER_SECS
     }
 }
 
@@ -117,6 +125,14 @@ mod tests {
         let b = GoTime::parse("2020-03-04T03:06:07Z").unwrap();
         assert_eq!(a.to_utc(), b.to_utc());
         assert!(GoTime::forever().is_forever());
+        let go = GoTime::FOREVER_STR;
+        assert_eq!(GoTime::forever(), GoTime::parse(go).unwrap());
+        assert_eq!(GoTime::forever().to_string(), go);
+        let before = GoTime::parse("9999-12-31T23:59:58.999999999Z").unwrap();
+        assert!(!before.is_forever());
+        assert!(GoTime::parse("9999-12-31T23:59:59.5Z").unwrap().is_forever());
+        assert!(GoTime::parse("9999-12-31T23:59:59-01:00").unwrap().is_forever());
+        assert!(!GoTime::parse("9999-12-31T23:59:59+01:00").unwrap().is_forever());
         assert!(GoTime::parse("not a time").is_err());
     }
 }
