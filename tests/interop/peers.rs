@@ -3,6 +3,7 @@
 //! `LeaderElection` (this test binary run again, see `replica` in `main.rs`).
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,9 +24,12 @@ pub fn control_plane(test: &str) -> bool {
     if std::env::var_os("LOCKHEED_CONTROL_PLANE").is_some() {
         return true;
     }
-    eprintln!(
-        "{test}: needs the real control plane and the Go programs: run it in \
-         scripts/control-plane -- cargo test --all-features --test interop (skipped)"
+    // Past the test harness's capture, so that a plain `cargo test` shows what did not run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: needs scripts/control-plane (the real control plane) and the Go programs of \
+         interop/: run scripts/control-plane -- cargo test --all-features --test interop \
+         (skipped)"
     );
     false
 }
