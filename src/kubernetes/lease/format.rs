@@ -230,6 +230,57 @@ pub(crate) fn encode(
     Ok(lease)
 }
 
+/// Whether writing `next` over `read` (the Lease as read) would do nothing but add or refresh
+/// places in the waiters' queue of a Lease whose holder is not a lockheed client (client-go,
+/// kube-lease-manager, kubert: a `holderIdentity` that [`HOLDER_ANNOTATION`] does not name).
+///
+/// Such a holder never hands the Lease over to the queue, so the place is worth nothing to it,
+/// and the write costs it: a client-go leader up to v0.33 releases with the Lease it last
+/// wrote, so any write since its last renewal makes its release a 409 Conflict, and the Lease
+/// is then taken only once it expires (v0.34 to v0.36 read first, and still conflict on a
+/// write between their read and their release). A waiter behind such a holder keeps its place
+/// to itself and waits for the release by watching. Writes that change anything else (the
+/// record, tags, an entry withdrawn or dropped) are made.
+pub(crate) fn only_queues_behind_a_stranger(read: &KubeLease, next: &KubeLease) -> bool {
+    let Some(holder) = read
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty())
+    else {
+        return false;
+    };
+    if read.spec != next.spec {
+        return false;
+    }
+    let none = BTreeMap::new();
+    let before = read.metadata.annotations.as_ref().unwrap_or(&none);
+    let after = next.metadata.annotations.as_ref().unwrap_or(&none);
+    let ours = annotation::<HolderFields>(Some(before), HOLDER_ANNOTATION, "")
+        .ok()
+        .flatten()
+        .is_some_and(|fields| fields.instance_id == holder);
+    let rest = |a: &BTreeMap<String, String>| {
+        a.iter()
+            .filter(|(key, _)| key.as_str() != QUEUE_ANNOTATION)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let queue = |a: &BTreeMap<String, String>| {
+        annotation::<Vec<QueueEntry>>(Some(a), QUEUE_ANNOTATION, "")
+            .ok()
+            .map(Option::unwrap_or_default)
+    };
+    let (Some(queued), Some(queueing)) = (queue(before), queue(after)) else {
+        return false;
+    };
+    !ours
+        && rest(before) == rest(after)
+        && queued
+            .iter()
+            .all(|entry| queueing.iter().any(|e| e.instance_id == entry.instance_id))
+}
+
 /// Why a Lease keeps only mutexes.
 pub(crate) const ONLY_MUTEXES: &str = "a Lease has one holder: take it as a mutex (neither \
                                         with_max_holders nor with_access)";
@@ -472,6 +523,53 @@ mod tests {
         assert_eq!(spec["renewTime"], "2026-11-30T10:00:10.123456Z");
         assert_eq!(spec["acquireTime"], "2026-11-30T10:00:00.123456Z");
         assert_eq!(spec["leaseTransitions"], 5);
+    }
+
+    #[test]
+    fn a_place_in_the_queue_behind_a_client_go_holder_is_not_written() {
+        let now = t("2026-11-30T09:00:01Z");
+        let read = decode("x", "default/x", &held_by_go()).unwrap();
+        let entry = |id: &str| {
+            QueueEntry::new(
+                id,
+                GoTime::from(now + chrono::Duration::seconds(15)),
+                GoTime::from(now),
+            )
+        };
+        let mut queued = read.clone();
+        queued.queue.push(entry("rust-1"));
+        let next = encode("x", "default/x", held_by_go(), &queued, now).unwrap();
+        assert!(only_queues_behind_a_stranger(&held_by_go(), &next));
+        // A second waiter behind the first: the same.
+        let mut second = queued.clone();
+        second.queue.push(entry("rust-2"));
+        let after = encode("x", "default/x", next.clone(), &second, now).unwrap();
+        assert!(only_queues_behind_a_stranger(&next, &after));
+        // Withdrawing a place that was written is written.
+        assert!(!only_queues_behind_a_stranger(&after, &next));
+        // Tags, or taking the Lease, are written.
+        let mut tagged = queued.clone();
+        tagged.tags = vec!["db".into()];
+        let with_tags = encode("x", "default/x", held_by_go(), &tagged, now).unwrap();
+        assert!(!only_queues_behind_a_stranger(&held_by_go(), &with_tags));
+        let mut taken = read;
+        taken.leases.clear();
+        let released = encode("x", "default/x", held_by_go(), &taken, now).unwrap();
+        assert!(!only_queues_behind_a_stranger(&held_by_go(), &released));
+        // Behind a lockheed holder, the place is written: its release hands the lock over.
+        let mut ours = Lease::until("rust-0", GoTime::from(now + chrono::Duration::seconds(15)));
+        ours.duration_millis = Some(15_000);
+        ours.token = Some(8);
+        ours.since = Some(GoTime::from(now));
+        let mut held = LockState::empty("x");
+        MUTEX.clone_into(&mut held.lock_type);
+        held.fencing_token = 8;
+        held.leases.insert("rust-0".into(), ours);
+        let held_by_us = encode("x", "default/x", held_by_go(), &held, now).unwrap();
+        let mut behind = held;
+        behind.queue.push(entry("rust-1"));
+        let next = encode("x", "default/x", held_by_us.clone(), &behind, now).unwrap();
+        assert!(!only_queues_behind_a_stranger(&held_by_us, &next));
     }
 
     #[test]

@@ -175,6 +175,14 @@ impl Kept for Leases {
 ///   `acquire`, as [`LeaderElection`](crate::LeaderElection) does.
 /// - A Lease released by client-go (`holderIdentity` `""`) or by kube-lease-manager (the fields
 ///   removed) is free at once.
+/// - A waiter behind a holder that is not a lockheed client writes no place in the queue
+///   (such a holder never hands the Lease to the queue): it keeps its place to itself and
+///   waits for the release by watching. So it never changes the Lease under a client-go
+///   leader, whose graceful release then succeeds (client-go up to v0.33 releases without
+///   reading the Lease first, and a write since its last renewal would make that release a
+///   409, leaving the Lease to expire), and the waiter leads within that release and one
+///   watch event. Among several lockheed waiters behind such a holder, the first to see the
+///   release takes the Lease: first come, first served holds only behind lockheed holders.
 /// - Coordinated leader election (Kubernetes 1.31+): while the record's `preferredHolder`
 ///   names someone other than the holder, the holder gives the lock up at its next renewal
 ///   ([`LockGuard::lost`](crate::LockGuard::lost) fires; releasing the guard hands the Lease
@@ -412,6 +420,12 @@ impl Backend for LeaseLocker {
             |current| KubeLease::clone(&current.0),
         );
         let lease = self.encode(name, object, state)?;
+        if let Some(current) = expected
+            && format::only_queues_behind_a_stranger(&current.0, &lease)
+        {
+            // Nothing the holder would read: keep the place here and wait by watching.
+            return Ok(Written::Stored(current.clone()));
+        }
         store::write(
             &self.leases,
             &self.watches,
