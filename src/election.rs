@@ -204,7 +204,8 @@ impl<L: Locker> LeaderElection<L> {
     ///
     /// Dropping the future drops the term's work at once and releases the lock in the
     /// background (see [`Lock::settle`]); prefer resolving `shutdown`, which lets the work
-    /// stop within its grace period first.
+    /// stop within its grace period first, and, while campaigning, waits (within the grace
+    /// period) for this replica's place in the queue to be withdrawn before `run` returns.
     ///
     /// # Examples
     ///
@@ -245,7 +246,14 @@ impl<L: Locker> LeaderElection<L> {
         loop {
             let guard = tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => {
+                    // The campaign's place in the queue is withdrawn in the background: wait
+                    // for it (within the grace period), or a process that exits when `run`
+                    // returns would leave its place behind, and the leader's next release
+                    // would hand the lock to a replica that is gone.
+                    let _ = tokio::time::timeout(self.grace, lock.settle()).await;
+                    return Ok(());
+                }
                 taken = lock.acquire() => taken?,
             };
             let term = Term {

@@ -130,9 +130,21 @@ mod tests {
         assert_eq!(GoTime::forever().to_string(), go);
         let before = GoTime::parse("9999-12-31T23:59:58.999999999Z").unwrap();
         assert!(!before.is_forever());
-        assert!(GoTime::parse("9999-12-31T23:59:59.5Z").unwrap().is_forever());
-        assert!(GoTime::parse("9999-12-31T23:59:59-01:00").unwrap().is_forever());
-        assert!(!GoTime::parse("9999-12-31T23:59:59+01:00").unwrap().is_forever());
+        assert!(
+            GoTime::parse("9999-12-31T23:59:59.5Z")
+                .unwrap()
+                .is_forever()
+        );
+        assert!(
+            GoTime::parse("9999-12-31T23:59:59-01:00")
+                .unwrap()
+                .is_forever()
+        );
+        assert!(
+            !GoTime::parse("9999-12-31T23:59:59+01:00")
+                .unwrap()
+                .is_forever()
+        );
         assert!(GoTime::parse("not a time").is_err());
     }
 }

@@ -242,3 +242,77 @@ async fn a_leader_whose_work_will_not_stop_reports_itself_unhealthy() {
     assert!(!health.is_healthy(5 * SECOND));
     run.abort();
 }
+
+/// A standby that shuts down leaves no place in the Lease's queue behind: `run` returns only
+/// once its withdrawal is written, so a process that exits right after it is not handed the
+/// Lease by the leader's next release (which would then sit with nobody until it ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_shuts_down_withdraws_before_run_returns() {
+    use lockheed::lease::QUEUE_ANNOTATION;
+    let cluster = crate::harness::cluster().await;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let election = |client, pod: &str| {
+        let lock = Lock::new("ctl", LeaseLocker::new(client, cluster.namespace()))
+            .with_holder(pod)
+            .with_duration(15 * SECOND);
+        LeaderElection::new(lock)
+    };
+    let a = election(cluster.client(), "pod-a");
+    let mut a_leader = a.leader();
+    let (stop_a, stopped_a) = oneshot::channel::<()>();
+    let run_a = tokio::spawn(a.run(
+        async {
+            let _ = stopped_a.await;
+        },
+        |term| term.ended(),
+    ));
+    a_leader
+        .wait_for(|l| l.as_ref().is_some_and(|l| l.id == "pod-a"))
+        .await
+        .unwrap();
+    // pod-b campaigns in a runtime of its own, as a process would, and exits when `run`
+    // returns: dropping the runtime drops whatever it left running in the background.
+    let b = election(cluster.client(), "pod-b");
+    let (stop_b, stopped_b) = oneshot::channel::<()>();
+    let process_b = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(b.run(
+            async {
+                let _ = stopped_b.await;
+            },
+            |term| term.ended(),
+        ));
+        drop(runtime);
+        result
+    });
+    let queue = || async {
+        let lease = leases.get("ctl").await.unwrap();
+        let annotations = lease.metadata.annotations.unwrap_or_default();
+        annotations
+            .get(QUEUE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let started = std::time::Instant::now();
+    while !queue().await.contains("pod-b") {
+        assert!(started.elapsed() < 20 * SECOND, "pod-b never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_b.send(()).unwrap();
+    tokio::task::spawn_blocking(move || process_b.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !queue().await.contains("pod-b"),
+        "pod-b withdrew before exiting"
+    );
+    // pod-a steps down: the Lease is free, not handed to a replica that is gone.
+    stop_a.send(()).unwrap();
+    run_a.await.unwrap().unwrap();
+    let spec = leases.get("ctl").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref().unwrap_or_default(), "");
+}
