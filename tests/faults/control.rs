@@ -90,4 +90,13 @@ impl ControlPlane {
         BufReader::new(read).read_line(&mut line).await?;
         Ok(line)
     }
+
+    /// The current etcd leader (`etcd-N`).
+    pub async fn etcd_leader(&self) -> String {
+        let answer = self.request("etcd-leader").await;
+        answer["leader"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no leader in {answer}"))
+            .to_owned()
+    }
 }

@@ -17,14 +17,163 @@
 //! down.
 #![cfg(feature = "testing")]
 
+mod contender;
 mod control;
+mod run;
 
 use std::time::Duration;
 
+use contender::Kind;
 use control::ControlPlane;
+use run::{Contenders, LEASE, checked, run};
 
 /// One fault at a time: the control plane is shared by the tests of this binary.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// kube-apiserver is SIGKILLed while the contenders work, and started again a second later
+/// (on the same port, with the same etcd): connections are refused, then work resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_killed_and_restarted() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(control) = ControlPlane::needed("apiserver_killed_and_restarted", 1).await else {
+        return;
+    };
+    let figures = run(
+        "apiserver killed",
+        Contenders::careful(Kind::Mutex),
+        &control,
+        async |control| {
+            control.request("kill apiserver").await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            control.request("start apiserver").await;
+        },
+    )
+    .await;
+    checked(&figures);
+}
+
+/// kube-apiserver is SIGSTOPped for longer than a lease, then continued: it accepts
+/// connections but answers nothing meanwhile; holders must give the lock up before their
+/// leases end, and what was sent before the stop is answered after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_stopped_longer_than_a_lease() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(control) = ControlPlane::needed("apiserver_stopped_longer_than_a_lease", 1).await
+    else {
+        return;
+    };
+    let figures = run(
+        "apiserver stopped",
+        Contenders::careful(Kind::Mutex),
+        &control,
+        async |control| {
+            control.request("stop apiserver").await;
+            tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
+            control.request("cont apiserver").await;
+        },
+    )
+    .await;
+    checked(&figures);
+}
+
+/// etcd (of one member) is SIGKILLed and started again two seconds later, with its data:
+/// kube-apiserver's requests fail meanwhile, and its watches resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restarted() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(control) = ControlPlane::needed("etcd_restarted", 1).await else {
+        return;
+    };
+    let figures = run(
+        "etcd restarted",
+        Contenders::careful(Kind::Semaphore(3)),
+        &control,
+        async |control| {
+            control.request("kill etcd-0").await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            control.request("start etcd-0").await;
+        },
+    )
+    .await;
+    checked(&figures);
+}
+
+/// The checker has teeth on the real engine: a contender that goes on working when `lost()`
+/// fires, through a kube-apiserver stopped for longer than its lease, runs beside the
+/// contender that takes the lock over after the lease ended, and the history says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_ignores_lost_is_caught() {
+    use lockheed::testing::history::Violation;
+
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(control) = ControlPlane::needed("a_holder_that_ignores_lost_is_caught", 1).await
+    else {
+        return;
+    };
+    let contenders = Contenders {
+        kind: Kind::Mutex,
+        count: 2,
+        careless: 1,
+    };
+    let figures = run("careless holder", contenders, &control, async |control| {
+        control.request("stop apiserver").await;
+        tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
+        control.request("cont apiserver").await;
+    })
+    .await;
+    println!("{figures}");
+    let violations = &figures.report.violations;
+    assert!(
+        violations
+            .iter()
+            .any(|v| matches!(v, Violation::Overlap { first, .. } if first.holder == "p0")),
+        "{violations:#?}"
+    );
+    assert!(
+        violations.iter().any(
+            |v| matches!(v, Violation::OutsideLease { section, .. } if section.holder == "p0")
+        ),
+        "{violations:#?}"
+    );
+}
+
+/// Faults of a 3-member etcd cluster (`--etcd-members 3`).
+mod three_members {
+    use super::*;
+
+    /// The etcd leader is killed (the two others elect a new one and writes go on), then a
+    /// second member (quorum lost: writes hang), for longer than a lease; then both are
+    /// started again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_leader_killed_then_quorum_lost_and_regained() {
+        let _turn = ONE_AT_A_TIME.lock().await;
+        let Some(control) =
+            ControlPlane::needed("etcd_leader_killed_then_quorum_lost_and_regained", 3).await
+        else {
+            return;
+        };
+        let figures = run(
+            "etcd quorum lost",
+            Contenders::careful(Kind::ReadWrite),
+            &control,
+            async |control| {
+                let leader = control.etcd_leader().await;
+                control.request(&format!("kill {leader}")).await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let second = (0..control.etcd_members)
+                    .map(|i| format!("etcd-{i}"))
+                    .find(|member| *member != leader)
+                    .expect("another member");
+                control.request(&format!("kill {second}")).await;
+                tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
+                control.request(&format!("start {leader}")).await;
+                control.request(&format!("start {second}")).await;
+            },
+        )
+        .await;
+        checked(&figures);
+    }
+}
 
 /// The commit log on a real cluster (`TestCluster::record_commits`) misses nothing when
 /// kube-apiserver is killed and restarted under a writer that writes as fast as it can: a
