@@ -511,6 +511,7 @@ impl Store {
                 object: object.clone(),
                 token: self.actor.token.clone(),
                 user: self.actor.user.clone(),
+                earliest: None,
             });
         }
         let event = Arc::new(Event {

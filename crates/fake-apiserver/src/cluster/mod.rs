@@ -440,9 +440,12 @@ impl TestCluster {
     /// from now on, each event stamped with `clock` when it arrives. The fake server keeps its
     /// own log (with its own clock), so there this does nothing.
     ///
-    /// A watch sees a commit a little after it happened (a few milliseconds on loopback),
-    /// so a commit's time on a real cluster is late by that much: a check that compares it
-    /// with what clients did must allow for it.
+    /// A watch sees a commit a little after it happened (a few milliseconds on loopback; after
+    /// kube-apiserver was stopped or restarted, seconds), so a commit's time
+    /// ([`Commit::at`]) on a real cluster is when it was seen. Each commit also says when it
+    /// was made at the earliest ([`Commit::earliest`]), from reads of the server's revision
+    /// every 100 ms: a check that compares commit times with what clients did uses both. On a
+    /// paused clock those reads step simulated time 100 ms at a time.
     ///
     /// # Errors
     ///
@@ -469,8 +472,11 @@ impl TestCluster {
     }
 
     /// Commits that were lost: on the fake server, the oldest ones its bounded log dropped;
-    /// on a real cluster, how many times a watch of the commit log could not resume where it
-    /// stopped (its revision was compacted). A history checked with gaps is incomplete.
+    /// on a real cluster, how often a watch of the commit log could not resume where it
+    /// stopped (its revision was compacted, or kube-apiserver restarted) and what an object
+    /// of the namespace went through meanwhile could not be read back (it was deleted, or
+    /// history was compacted), counted once per such object. A history checked with gaps is
+    /// incomplete.
     #[must_use]
     pub fn commit_gaps(&self) -> u64 {
         match &self.server {
