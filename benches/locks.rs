@@ -17,7 +17,7 @@
 //! The memory and CPU scenarios (4 and 5) run in child processes of this binary, with the
 //! server in a third process, so that what they measure is the lock-holding process alone.
 //!
-//! Scenarios 8 to 10 (`real.rs`) measure the real kube-apiserver and etcd beside the fake
+//! Scenarios 8 to 11 (`real.rs`) measure the real kube-apiserver and etcd beside the fake
 //! server, in the same run; they run when the environment gives a real server:
 //!
 //! ```text
@@ -40,6 +40,8 @@ mod floor;
 mod handover;
 #[path = "locks/plane.rs"]
 mod plane;
+#[path = "locks/processes.rs"]
+mod processes;
 #[path = "locks/real.rs"]
 mod real;
 #[path = "locks/remote.rs"]
@@ -171,6 +173,7 @@ fn main() {
             sys::Counting::enable();
             return run_on_own_runtime("waiters", scale::waiters(mode));
         }
+        Some(processes::CONTENDER) => return processes::contender(),
         Some(other) => panic!("unknown role {other:?}"),
         None => {}
     }

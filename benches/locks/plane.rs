@@ -1,6 +1,7 @@
-//! The real control plane of `scripts/control-plane`, as the real-server scenarios (8 to 10)
+//! The real control plane of `scripts/control-plane`, as the real-server scenarios (8 to 11)
 //! see it: whether the environment gives one, the pids and ports of kube-apiserver and etcd
-//! (from the supervisor's control socket) and their CPU time.
+//! (from the supervisor's control socket), their CPU time, and kube-apiserver's own count
+//! of the requests it served (its `/metrics`).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -9,10 +10,11 @@ use std::time::Duration;
 
 use lockheed::testing::CONTROL_PLANE_VAR;
 
+use crate::report::Counts;
 use crate::sys::cpu_time;
 
 /// Which servers the benchmark runs on: `fake` (scenarios 1 to 7 only) or `real` (scenarios
-/// 8 to 10 as well, on the cluster of `KUBECONFIG` beside the fake server). Unset, `real`
+/// 8 to 11 as well, on the cluster of `KUBECONFIG` beside the fake server). Unset, `real`
 /// inside `scripts/control-plane` (which sets [`CONTROL_PLANE_VAR`]) and `fake` elsewhere.
 pub const SERVER: &str = "LOCKHEED_BENCH_SERVER";
 
@@ -147,6 +149,62 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .flatten()
         })
         .sum()
+}
+
+/// kube-apiserver's `/metrics`, read once.
+pub async fn apiserver_metrics(client: &kube::Client) -> String {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a request");
+    client.request_text(request).await.expect("/metrics")
+}
+
+/// kube-apiserver's own count of the ConfigMap requests it has served since it started
+/// (`apiserver_request_total`), by verb as the fake server counts them, and how many of
+/// them it answered with 409 Conflict. A watch counts when it ends.
+pub async fn apiserver_counts(client: &kube::Client) -> (Counts, u64) {
+    configmap_counts(&apiserver_metrics(client).await)
+}
+
+/// [`apiserver_counts`] of metrics already read.
+pub fn configmap_counts(text: &str) -> (Counts, u64) {
+    let mut counts = Counts::default();
+    for (method, verb) in [
+        ("GET", "get"),
+        ("LIST", "list"),
+        ("WATCH", "watch"),
+        ("POST", "create"),
+        ("PUT", "update"),
+        ("PATCH", "patch"),
+        ("DELETE", "delete"),
+    ] {
+        let n = metric(
+            text,
+            "apiserver_request_total",
+            &[("resource", "configmaps"), ("verb", method)],
+        );
+        if n > 0.0 {
+            counts.0.insert(verb.to_owned(), n as u64);
+        }
+    }
+    let conflicts = metric(
+        text,
+        "apiserver_request_total",
+        &[("resource", "configmaps"), ("code", "409")],
+    );
+    (counts, conflicts as u64)
+}
+
+/// `later - earlier`, verb by verb.
+pub fn counts_since(later: &Counts, earlier: &Counts) -> Counts {
+    Counts(
+        later
+            .0
+            .iter()
+            .map(|(verb, n)| (verb.clone(), n.saturating_sub(earlier.get(verb))))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+    )
 }
 
 /// Checks the metric parser on a fixture, once per run (the bench has no test harness).
