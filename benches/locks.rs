@@ -17,7 +17,7 @@
 //! The memory and CPU scenarios (4 and 5) run in child processes of this binary, with the
 //! server in a third process, so that what they measure is the lock-holding process alone.
 //!
-//! Scenarios 8 to 11 (`real.rs`) measure the real kube-apiserver and etcd beside the fake
+//! Scenarios 8 to 12 (`real.rs`) measure the real kube-apiserver and etcd beside the fake
 //! server, in the same run; they run when the environment gives a real server:
 //!
 //! ```text
@@ -46,6 +46,8 @@ mod processes;
 mod real;
 #[path = "locks/remote.rs"]
 mod remote;
+#[path = "locks/renewals.rs"]
+mod renewals;
 #[path = "locks/report.rs"]
 mod report;
 #[path = "locks/requests.rs"]

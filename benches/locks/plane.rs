@@ -1,7 +1,7 @@
-//! The real control plane of `scripts/control-plane`, as the real-server scenarios (8 to 11)
+//! The real control plane of `scripts/control-plane`, as the real-server scenarios (8 to 12)
 //! see it: whether the environment gives one, the pids and ports of kube-apiserver and etcd
-//! (from the supervisor's control socket), their CPU time, and kube-apiserver's own count
-//! of the requests it served (its `/metrics`).
+//! (from the supervisor's control socket), their CPU time, etcd's database size, and
+//! kube-apiserver's own count of the requests it served (its `/metrics`).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::os::unix::net::UnixStream;
@@ -14,7 +14,7 @@ use crate::report::Counts;
 use crate::sys::cpu_time;
 
 /// Which servers the benchmark runs on: `fake` (scenarios 1 to 7 only) or `real` (scenarios
-/// 8 to 11 as well, on the cluster of `KUBECONFIG` beside the fake server). Unset, `real`
+/// 8 to 12 as well, on the cluster of `KUBECONFIG` beside the fake server). Unset, `real`
 /// inside `scripts/control-plane` (which sets [`CONTROL_PLANE_VAR`]) and `fake` elsewhere.
 pub const SERVER: &str = "LOCKHEED_BENCH_SERVER";
 
@@ -60,6 +60,19 @@ impl Cpu {
             self.etcd.saturating_sub(earlier.etcd).as_secs_f64() / secs,
         )
     }
+}
+
+/// What etcd says about its database (the first member's `/metrics`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Db {
+    /// `etcd_mvcc_db_total_size_in_bytes`: the bbolt file, free pages included.
+    pub total: f64,
+    /// `etcd_mvcc_db_total_size_in_use_in_bytes`: the pages in use.
+    pub in_use: f64,
+    /// `etcd_debugging_mvcc_current_revision`: one more per write to etcd.
+    pub revision: f64,
+    /// `etcd_debugging_mvcc_compact_revision`: the revision of the last compaction.
+    pub compacted: f64,
 }
 
 impl ControlPlane {
@@ -121,6 +134,17 @@ impl ControlPlane {
         text
     }
 
+    /// The database's size and revisions now.
+    pub fn db(&self) -> Db {
+        let text = self.etcd_metrics();
+        Db {
+            total: metric(&text, "etcd_mvcc_db_total_size_in_bytes", &[]),
+            in_use: metric(&text, "etcd_mvcc_db_total_size_in_use_in_bytes", &[]),
+            revision: metric(&text, "etcd_debugging_mvcc_current_revision", &[]),
+            compacted: metric(&text, "etcd_debugging_mvcc_compact_revision", &[]),
+        }
+    }
+
     /// etcd's version, as its metrics say.
     pub fn etcd_version(&self) -> String {
         let text = self.etcd_metrics();
@@ -151,7 +175,8 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// kube-apiserver's `/metrics`, read once.
+/// kube-apiserver's `/metrics`, read once: what [`configmap_counts`] and [`put_codes`]
+/// read, so that both describe the same moment.
 pub async fn apiserver_metrics(client: &kube::Client) -> String {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
@@ -195,6 +220,30 @@ pub fn configmap_counts(text: &str) -> (Counts, u64) {
     (counts, conflicts as u64)
 }
 
+/// kube-apiserver's answers to ConfigMap PUTs since it started, by status code (keys are
+/// the codes), from its metrics.
+pub fn put_codes(text: &str) -> Counts {
+    let mut codes = Counts::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        if !(labels.contains("resource=\"configmaps\"") && labels.contains("verb=\"PUT\"")) {
+            continue;
+        }
+        let code = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("code=\""))
+            .map_or("?", |c| c.trim_end_matches('"'));
+        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        *codes.0.entry(code.to_owned()).or_default() += n;
+    }
+    codes
+}
+
 /// `later - earlier`, verb by verb.
 pub fn counts_since(later: &Counts, earlier: &Counts) -> Counts {
     Counts(
@@ -234,5 +283,10 @@ pub fn check_parser() {
     assert_eq!(
         metric(text, "etcd_mvcc_db_total_size_in_bytes", &[]),
         4096.0
+    );
+    let codes = put_codes(text);
+    assert_eq!(
+        (codes.get("200"), codes.get("409"), codes.total()),
+        (5, 2, 7)
     );
 }

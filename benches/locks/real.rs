@@ -1,4 +1,4 @@
-//! Scenarios 8 to 11: the real server beside the fake one. They run when the environment
+//! Scenarios 8 to 12: the real server beside the fake one. They run when the environment
 //! gives a real server (inside `scripts/control-plane`, or with `LOCKHEED_BENCH_SERVER=real`
 //! and a `KUBECONFIG`), each measuring both servers in the same run, so that every real
 //! figure reads as a ratio to the fake one or to the real server's own floor and ceiling:
@@ -6,20 +6,21 @@
 //! - 8 (`floor.rs`): each server's floor (PUT → watch event) and ceiling (writes/s);
 //! - 9 (`side_requests.rs`): requests per lock operation;
 //! - 10 (`side_handover.rs`): handover latency against the floor;
-//! - 11 (`processes.rs`): 8 contenders, each a process of its own.
+//! - 11 (`processes.rs`): 8 contenders, each a process of its own;
+//! - 12 (`renewals.rs`): what 1,000 and 10,000 held locks cost the server.
 
 use crate::plane::{ControlPlane, SERVER, check_parser, real_wanted};
-use crate::{Mode, floor, processes, run_on_own_runtime, side_handover, side_requests};
+use crate::{Mode, floor, processes, renewals, run_on_own_runtime, side_handover, side_requests};
 
 /// The scenarios of this file.
-pub const SCENARIOS: std::ops::RangeInclusive<u32> = 8..=11;
+pub const SCENARIOS: std::ops::RangeInclusive<u32> = 8..=12;
 
 /// One line for the report's head: which servers this run measures.
 pub fn servers() -> String {
     if real_wanted() {
         format!(
             "servers: the in-process fake (scenarios 1-7) and, side by side with it, the real \
-             cluster of KUBECONFIG (scenarios 8-11{})",
+             cluster of KUBECONFIG (scenarios 8-12{})",
             match std::env::var_os(lockheed::testing::CONTROL_PLANE_VAR) {
                 Some(dir) => format!(", scripts/control-plane in {}", dir.to_string_lossy()),
                 None => String::new(),
@@ -27,13 +28,13 @@ pub fn servers() -> String {
         )
     } else {
         format!(
-            "server: the in-process fake only (scenarios 8-11, the real server beside it, run \
+            "server: the in-process fake only (scenarios 8-12, the real server beside it, run \
              under scripts/control-plane or with {SERVER}=real)"
         )
     }
 }
 
-/// Runs the scenarios of `runs` among 8 to 11, when the environment gives a real server;
+/// Runs the scenarios of `runs` among 8 to 12, when the environment gives a real server;
 /// scenario 8 runs whenever another does, as their baseline.
 pub fn run(mode: Mode, runs: &dyn Fn(u32) -> bool) {
     if !real_wanted() || !SCENARIOS.clone().any(runs) {
@@ -71,5 +72,8 @@ pub fn run(mode: Mode, runs: &dyn Fn(u32) -> bool) {
             "side_processes",
             processes::run(mode, &floors, plane.as_ref()),
         );
+    }
+    if runs(12) {
+        renewals::run(mode, &floors, plane.as_ref());
     }
 }
