@@ -16,6 +16,13 @@
 //!
 //! The memory and CPU scenarios (4 and 5) run in child processes of this binary, with the
 //! server in a third process, so that what they measure is the lock-holding process alone.
+//!
+//! Scenarios 8 to 12 (`real.rs`) measure the real kube-apiserver and etcd beside the fake
+//! server, in the same run; they run when the environment gives a real server:
+//!
+//! ```text
+//! scripts/control-plane -- cargo bench --features testing --bench locks
+//! ```
 
 #[path = "locks/ceiling.rs"]
 mod ceiling;
@@ -27,10 +34,20 @@ mod client_go;
 mod contention;
 #[path = "locks/failover.rs"]
 mod failover;
+#[path = "locks/floor.rs"]
+mod floor;
 #[path = "locks/handover.rs"]
 mod handover;
+#[path = "locks/plane.rs"]
+mod plane;
+#[path = "locks/processes.rs"]
+mod processes;
+#[path = "locks/real.rs"]
+mod real;
 #[path = "locks/remote.rs"]
 mod remote;
+#[path = "locks/renewals.rs"]
+mod renewals;
 #[path = "locks/report.rs"]
 mod report;
 #[path = "locks/requests.rs"]
@@ -39,6 +56,12 @@ mod requests;
 mod scale;
 #[path = "locks/served.rs"]
 mod served;
+#[path = "locks/side_handover.rs"]
+mod side_handover;
+#[path = "locks/side_requests.rs"]
+mod side_requests;
+#[path = "locks/sides.rs"]
+mod sides;
 #[path = "locks/sys.rs"]
 mod sys;
 
@@ -152,6 +175,7 @@ fn main() {
             sys::Counting::enable();
             return run_on_own_runtime("waiters", scale::waiters(mode));
         }
+        Some(processes::CONTENDER) => return processes::contender(),
         Some(other) => panic!("unknown role {other:?}"),
         None => {}
     }
@@ -170,6 +194,7 @@ fn main() {
         },
     );
     println!("{}", sys::machine());
+    println!("{}", real::servers());
     let ceiling = run_on_own_runtime("ceiling", ceiling::run(mode));
     if runs(1) {
         run_on_own_runtime("requests", requests::run(mode));
@@ -189,6 +214,7 @@ fn main() {
     if runs(7) {
         run_on_own_runtime("failover", failover::run(mode));
     }
+    real::run(mode, &runs);
     println!(
         "\nwall time: {:.1} s; load average at the end: {}",
         started.elapsed().as_secs_f64(),
