@@ -7,7 +7,7 @@ use kube::Resource as _;
 
 use super::keys::post_params;
 use super::watch::{Kept, Watches};
-use crate::backend::{Record, Written};
+use crate::backend::{Record, StoredStates, Written};
 use crate::error::Error;
 
 /// Reads lock `name`'s object (`None`: not stored), and remembers it for an attempt that may
@@ -73,6 +73,32 @@ pub(crate) async fn write<O: Kept>(
         }
         Err(err) => Err(kube_error(objects, name, err)),
     }
+}
+
+/// Every lock of the namespace, by name, with its state or why it cannot be read.
+///
+/// # Errors
+///
+/// [`Error::Kube`] naming the namespace when the list fails.
+pub(crate) async fn read_all<O: Kept>(objects: &O) -> Result<StoredStates, Error> {
+    let list = objects
+        .api()
+        .list(&objects.list_params())
+        .await
+        .map_err(|source| Error::Kube {
+            object: objects.namespace().to_owned(),
+            source,
+        })?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|object| objects.is_lock(object))
+        .filter_map(|object| {
+            let name = objects.lock_name(&object)?;
+            let state = objects.decode(&name, object).map(|record| record.state);
+            Some((name, state))
+        })
+        .collect())
 }
 
 /// `source`, naming lock `name`'s object.

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
@@ -62,6 +62,15 @@ pub(crate) trait Kept: Clone + Send + Sync + 'static {
     fn version(object: Self::Object) -> Self::Version;
     /// What the namespace watch selects (a label, or every object of the kind).
     fn selector(&self) -> watcher::Config;
+    /// What a listing of the namespace's locks asks for: by default, every object of the kind.
+    fn list_params(&self) -> ListParams {
+        ListParams::default()
+    }
+    /// Whether a listed object holds a lock of this locker (beside having a lock's name): by
+    /// default, every one does.
+    fn is_lock(&self, _object: &Self::Object) -> bool {
+        true
+    }
     /// The resourceVersion a version was read at.
     fn resource_version(version: &Self::Version) -> Option<&str>;
     /// The resource, plural, for messages (`configmaps`, `leases`).

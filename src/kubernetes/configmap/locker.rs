@@ -354,24 +354,6 @@ impl Backend for KubeLocker {
     }
 
     async fn read_all(&self) -> Result<StoredStates, Error> {
-        let list = self
-            .objects
-            .api
-            .list(&self.objects.format.list_params())
-            .await
-            .map_err(|source| Error::Kube {
-                object: self.objects.namespace.clone(),
-                source,
-            })?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter(|cm| self.objects.format.is_lock(cm))
-            .filter_map(|cm| {
-                let name = self.objects.lock_name(&cm)?;
-                let state = self.objects.decode(&name, cm).map(|record| record.state);
-                Some((name, state))
-            })
-            .collect())
+        store::read_all(&self.objects).await
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 
 use super::format::Format;
@@ -156,6 +156,14 @@ impl Kept for Objects {
 
     fn version(cm: ConfigMap) -> ConfigMapVersion {
         ConfigMapVersion(Arc::new(cm))
+    }
+
+    fn list_params(&self) -> ListParams {
+        self.format.list_params()
+    }
+
+    fn is_lock(&self, cm: &ConfigMap) -> bool {
+        self.format.is_lock(cm)
     }
 
     fn selector(&self) -> watcher::Config {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease as KubeLease;
-use kube::api::{Api, ListParams, ObjectMeta};
+use kube::api::{Api, ObjectMeta};
 use kube::runtime::watcher;
 
 use super::format::{self, check_lock};
@@ -437,23 +437,6 @@ impl Backend for LeaseLocker {
     }
 
     async fn read_all(&self) -> Result<StoredStates, Error> {
-        let list = self
-            .leases
-            .api
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| Error::Kube {
-                object: self.leases.namespace.clone(),
-                source,
-            })?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|lease| {
-                let name = self.leases.lock_name(&lease)?;
-                let state = self.leases.decode(&name, lease).map(|r| r.state);
-                Some((name, state))
-            })
-            .collect())
+        store::read_all(&self.leases).await
     }
 }
