@@ -156,7 +156,7 @@ fn is_print(c: char) -> bool {
 /// The field manager of a create, update or patch (empty for other verbs): the `fieldManager` parameter, or else, like
 /// kube-apiserver's `managerOrUserAgent`, the User-Agent up to its first `/` without
 /// unprintable characters (`kubectl/v1.33.0 (linux/amd64)` is `kubectl`; kube-rs sends none,
-/// which makes the manager empty).
+/// which makes the manager `unknown`).
 ///
 /// # Errors
 ///
@@ -194,6 +194,10 @@ pub(crate) fn field_manager(
                 break;
             }
             out.push(c);
+        }
+        // The field manager names an entry of no one "unknown" (buildManagerInfo).
+        if out.is_empty() {
+            out.push_str("unknown");
         }
         return Ok(out);
     };
@@ -309,7 +313,7 @@ mod tests {
             .unwrap(),
             "kubectl"
         );
-        assert_eq!(field_manager(Verb::Update, &none, "").unwrap(), "");
+        assert_eq!(field_manager(Verb::Update, &none, "").unwrap(), "unknown");
         assert_eq!(
             field_manager(Verb::Patch, &query("mine"), "kubectl/v1").unwrap(),
             "mine"

@@ -13,7 +13,7 @@ use super::patch::{self, JsonPatchError};
 use super::resources::{Registry, ResourceType};
 use super::rng::Rng;
 use super::selector::{FieldSelector, LabelSelector};
-use super::status::{ApiError, delete_success};
+use super::status::{ApiError, Named, delete_success};
 use super::validation;
 use crate::clock::Clock;
 
@@ -276,14 +276,14 @@ impl Store {
         if self.objects.contains_key(&key) {
             Ok(())
         } else {
-            Err(ApiError::not_found("namespaces", namespace))
+            Err(ApiError::not_found(Named::core("namespaces"), namespace))
         }
     }
 
     fn entry(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<&Entry, ApiError> {
         self.objects
             .get(&ObjectKey::new(rt, namespace, name))
-            .ok_or_else(|| ApiError::not_found(&rt.plural, name))
+            .ok_or_else(|| ApiError::not_found(rt.resource(), name))
     }
 
     pub(crate) fn get(
@@ -438,7 +438,7 @@ impl Store {
         }
         let causes = validation::validate(&rt.kind, &object);
         if !causes.is_empty() {
-            return Err(ApiError::invalid(&rt.kind, &key.name, &causes));
+            return Err(ApiError::invalid(rt.kind_named(), &key.name, &causes));
         }
         if dry_run {
             return Ok(Self::present(rt, &object));
@@ -559,7 +559,7 @@ impl Store {
         }
         let key = ObjectKey::new(rt, namespace, &name);
         if !name.is_empty() && self.objects.contains_key(&key) {
-            return Err(ApiError::already_exists(&rt.plural, &name));
+            return Err(ApiError::already_exists(rt.resource(), &name));
         }
         self.write(rt, key, object, Tracking::Update(manager), dry_run)
     }
@@ -613,7 +613,7 @@ impl Store {
         {
             return self.apply(rt, key, current.as_ref(), config, manager, *force, dry_run);
         }
-        let current = current.ok_or_else(|| ApiError::not_found(&rt.plural, name))?;
+        let current = current.ok_or_else(|| ApiError::not_found(rt.resource(), name))?;
         let mut patched = current.object.clone();
         match body {
             PatchBody::Merge(p) => {
@@ -683,16 +683,17 @@ impl Store {
         }
         let version = config["apiVersion"].as_str().unwrap_or_default();
         if version != rt.api_version() {
+            // The decoder knows no such version of the kind (this server serves one).
+            let (group, version) = version.rsplit_once('/').unwrap_or(("", version));
+            let kind = config["kind"].as_str().unwrap_or(&rt.kind);
             return Err(ApiError::bad_request(format!(
-                "Incorrect version specified in apply patch. Specified patch version: {version}, \
-                 expected: {}",
-                rt.api_version()
+                "invalid object type: {group}/{version}, Kind={kind}"
             )));
         }
         if let Some(current) = current {
             check_preconditions(rt, &key.name, &current.object, config)?;
         } else if meta_str(config, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
-            return Err(ApiError::not_found(&rt.plural, &key.name));
+            return Err(ApiError::not_found(rt.resource(), &key.name));
         }
         let live = current.map_or_else(
             || managed::empty_object(&rt.kind),
@@ -715,6 +716,13 @@ impl Store {
         if current.is_none() {
             metadata_mut(&mut applied).remove("resourceVersion");
         }
+        if manager == managed::LAST_APPLIED_UPGRADER
+            && let Some(annotation) = applied["metadata"]["annotations"]
+                .get_mut(managed::LAST_APPLIED_ANNOTATION)
+                .filter(|a| a.as_str().is_some_and(|a| !a.is_empty()))
+        {
+            *annotation = json!(managed::last_applied(config));
+        }
         self.write(rt, key, applied, Tracking::Applied(owners), dry_run)
     }
 
@@ -730,28 +738,15 @@ impl Store {
         let uid = meta_str(&current.object, "uid")
             .unwrap_or_default()
             .to_owned();
-        let failed = |why: String| {
-            // kube-apiserver wraps the precondition failure in its storage error text.
-            ApiError::conflict(
-                &rt.plural,
-                name,
-                &format!(
-                    "StorageError: invalid object, Code: 4, Key: /registry/{}/{}{name}, \
-                     ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: {why}",
-                    rt.plural,
-                    if namespace.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{namespace}/")
-                    },
-                ),
-            )
-        };
+        // kube-apiserver checks a delete's preconditions itself (rest.BeforeDelete), and names
+        // the kind where a resource would be.
+        let failed = |why: String| ApiError::conflict(rt.kind_named(), name, &why);
         if let Some(want) = &preconditions.uid
             && *want != uid
         {
             return Err(failed(format!(
-                "UID in precondition: {want}, UID in object meta: {uid}"
+                "the UID in the precondition ({want}) does not match the UID in record ({uid}). \
+                 The object might have been deleted and then recreated"
             )));
         }
         let have = meta_str(&current.object, "resourceVersion").unwrap_or_default();
@@ -759,7 +754,8 @@ impl Store {
             && want != have
         {
             return Err(failed(format!(
-                "ResourceVersion in precondition: {want}, ResourceVersion in object meta: {have}"
+                "the ResourceVersion in the precondition ({want}) does not match the \
+                 ResourceVersion in record ({have}). The object might have been modified"
             )));
         }
         if !dry_run {
@@ -777,7 +773,7 @@ impl Store {
                 }
             }
         }
-        Ok(delete_success(&rt.plural, name, &uid))
+        Ok(delete_success(rt.resource(), name, &uid))
     }
 
     fn remove(&mut self, key: &ObjectKey) {
@@ -945,14 +941,14 @@ fn check_preconditions(
     if let Some(want) = meta_str(new, "resourceVersion").filter(|rv| !rv.is_empty())
         && Some(want) != meta_str(current, "resourceVersion")
     {
-        return Err(ApiError::conflict_modified(&rt.plural, name));
+        return Err(ApiError::conflict_modified(rt.resource(), name));
     }
     let have = meta_str(current, "uid").unwrap_or_default();
     if let Some(want) = meta_str(new, "uid").filter(|uid| !uid.is_empty())
         && want != have
     {
         return Err(ApiError::conflict(
-            &rt.plural,
+            rt.resource(),
             name,
             &format!(
                 "Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
