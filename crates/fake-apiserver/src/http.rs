@@ -514,8 +514,37 @@ impl Accepted {
                 )
             });
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let go = super::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
+            ApiError::bad_request(format!("the request body is not valid JSON: {go}"))
+        })
+    }
+
+    /// The body of a server-side apply: YAML (of which JSON is a part).
+    fn yaml(&self) -> Result<Value, ApiError> {
+        if let Ok(value) = serde_json::from_slice(&self.body) {
+            return Ok(value);
+        }
+        let text = std::str::from_utf8(&self.body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
+        serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+    }
+
+    /// The body of a create or update: JSON, or the error kube-apiserver's decoder gives
+    /// (`transformDecodeError`) when it is not.
+    fn object(&self, kind: &str) -> Result<Value, ApiError> {
+        if self.content_type == "application/vnd.kubernetes.protobuf" {
+            return self.json();
+        }
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let go = super::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {kind}): couldn't get \
+                 version/kind; json parse error: {go} ({})",
+                super::gojson::summarize(&self.body)
+            ))
+        })
     }
 
     /// The `fieldValidation` directive of a create, update or patch.
@@ -538,6 +567,13 @@ impl Accepted {
     ) -> Result<Value, ApiError> {
         let mut body = body.unwrap_or_default();
         self.warn(&fields::check_body(rt, &mut body, directive)?);
+        super::microtime::normalize(&rt.kind, &mut body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+                kind = rt.kind,
+                version = rt.version,
+            ))
+        })?;
         Ok(body)
     }
 
@@ -629,7 +665,9 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     )
     .ok_or_else(|| ApiError::method_not_allowed(incoming.method.as_str()))?;
     let body = match verb {
-        Verb::Create | Verb::Update | Verb::Patch => Some(incoming.json()?),
+        Verb::Patch if is_apply(&incoming.content_type) => Some(incoming.yaml()?),
+        Verb::Patch => Some(incoming.json()?),
+        Verb::Create | Verb::Update => serde_json::from_slice::<Value>(&incoming.body).ok(),
         _ => None,
     };
     let kind_hint = body
@@ -640,6 +678,10 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     let rt = store
         .registry
         .resolve(&path.group, &path.version, &path.plural, kind_hint);
+    let body = match verb {
+        Verb::Create | Verb::Update => Some(incoming.object(&rt.kind)?),
+        _ => body,
+    };
     if rt.namespaced != path.namespace.is_some() && (path.name.is_some() || !rt.namespaced) {
         return Err(ApiError::no_route());
     }

@@ -9,11 +9,12 @@ use tokio::sync::broadcast;
 
 use super::commits::{Actor, Commit, CommitLog, Operation};
 use super::managed::{self, Managed, Provided};
+use super::microtime;
 use super::patch::{self, JsonPatchError};
 use super::resources::{Registry, ResourceType};
 use super::rng::Rng;
 use super::selector::{FieldSelector, LabelSelector};
-use super::status::{ApiError, Named, delete_success};
+use super::status::{ApiError, Cause, Named, delete_success};
 use super::validation;
 use crate::clock::Clock;
 
@@ -644,6 +645,17 @@ impl Store {
         if !patched.is_object() {
             return Err(ApiError::bad_request("the patched object is not an object"));
         }
+        if let Err(e) = microtime::normalize(&rt.kind, &mut patched) {
+            // The patched object does not decode: kube-apiserver quotes it whole (in Go's
+            // field order, where this has its keys sorted).
+            let quoted = serde_json::to_string(&patched).unwrap_or_default();
+            let cause = Cause {
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {}: {e}", microtime::quote(&quoted)),
+                field: "patch".to_owned(),
+            };
+            return Err(ApiError::invalid(Named::core(""), "", &[cause]));
+        }
         // A resourceVersion that the patch itself sets is a precondition, as for an update.
         check_preconditions(rt, name, &current.object, &patched)?;
         if meta_str(&patched, "name") != Some(name) {
@@ -667,6 +679,22 @@ impl Store {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         require_object(config)?;
+        let mut normalized = config.clone();
+        if let Err(e) = microtime::normalize(&rt.kind, &mut normalized) {
+            // kube-apiserver finds it only when it converts the merged object: a 500.
+            let gvk = format!("{}, Kind={}", rt.api_version(), rt.kind);
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to convert new object ({}/{}; {gvk}) to proper version: unable to \
+                     convert unstructured object to {gvk}: {e}",
+                    meta_str(config, "namespace").unwrap_or_default(),
+                    meta_str(config, "name").unwrap_or(&key.name),
+                ),
+            ));
+        }
+        let config = &normalized;
         if meta_str(config, "name").is_some_and(|n| n != key.name) {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({})",
