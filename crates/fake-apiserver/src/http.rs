@@ -29,7 +29,7 @@ use super::request::{self, RequestInfo, ResourcePath, Route};
 use super::resources::Registry;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{PatchBody, Preconditions, Selectors, Store};
+use super::store::{ListQuery, PatchBody, Preconditions, Selectors, Store};
 use super::watch::{self, Closers, WatchParams};
 
 /// The media type parameters of aggregated discovery, as clients ask for it in `Accept`.
@@ -700,26 +700,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     let ok = |v| Ok(Reply::Json(200, v));
     match verb {
         Verb::Get => ok(store.get(&rt, namespace, name)?),
-        Verb::List => {
-            let limit = match incoming.query.get("limit") {
-                Some(l) => Some(
-                    l.parse::<usize>()
-                        .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-                ),
-                None => None,
-            };
-            ok(store.list(
-                &rt,
-                path.namespace.as_deref(),
-                &incoming.selectors()?,
-                limit,
-                incoming
-                    .query
-                    .get("continue")
-                    .map(String::as_str)
-                    .filter(|c| !c.is_empty()),
-            )?)
-        }
+        Verb::List => ok(list(&mut store, &rt, path, incoming)?),
         Verb::Watch => start_watch(shared, store, &rt, path, incoming),
         Verb::Create => {
             let body = incoming.validated(&rt, body, directive)?;
@@ -761,6 +742,43 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         )),
         Verb::Discovery => unreachable!("resource paths have resource verbs"),
     }
+}
+
+/// A list, a page of one: its options checked as kube-apiserver checks them.
+fn list(
+    store: &mut Store,
+    rt: &super::resources::ResourceType,
+    path: &ResourcePath,
+    incoming: &Accepted,
+) -> Result<Value, ApiError> {
+    request::list_options(&incoming.query, false)?;
+    let get = |key: &str| {
+        incoming
+            .query
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_default()
+    };
+    let limit = match incoming.query.get("limit") {
+        Some(l) => Some(
+            l.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        ),
+        None => None,
+    };
+    let query = ListQuery {
+        limit,
+        token: Some(get("continue")).filter(|c| !c.is_empty()),
+        any_version: get("resourceVersion") == "0",
+        selectors: format!("{}&{}", get("labelSelector"), get("fieldSelector")),
+        filtered: !get("labelSelector").is_empty() || !get("fieldSelector").is_empty(),
+    };
+    store.list(
+        rt,
+        path.namespace.as_deref(),
+        &incoming.selectors()?,
+        &query,
+    )
 }
 
 /// Field validation of a patch: server-side apply fails on any field the kind does not declare;
@@ -937,15 +955,23 @@ fn watch_params(
     } else {
         Duration::from_secs(timeout)
     };
+    request::list_options(query, true)?;
     let initial_events_end = request::flag(query, "sendInitialEvents");
-    if initial_events_end
-        && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+    if let Some(version) = query.get("resourceVersion").filter(|v| !v.is_empty())
+        && let Err(e) = version.parse::<u64>()
     {
+        // kube-apiserver parses it as Go's strconv.ParseUint, and answers 500.
+        let why = match e.kind() {
+            std::num::IntErrorKind::PosOverflow => "value out of range",
+            _ => "invalid syntax",
+        };
+        let quoted = super::microtime::quote(version);
         return Err(ApiError::new(
-            422,
-            "Invalid",
-            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: \
-             sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            500,
+            "",
+            format!(
+                "resourceVersion: Invalid value: {quoted}: strconv.ParseUint: parsing {quoted}: {why}"
+            ),
         ));
     }
     Ok(WatchParams {

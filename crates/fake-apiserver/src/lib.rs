@@ -78,6 +78,7 @@ mod managed;
 mod microtime;
 mod names;
 mod openapi;
+mod paging;
 mod patch;
 mod protobuf;
 mod request;
