@@ -16,6 +16,9 @@ use crate::sequence::Action;
 /// a margin: once older than this, events can be evicted by newer ones.
 const EVENT_FRESH: Duration = Duration::from_secs(78);
 
+/// How many filler objects take writes at once while a watch cache is being filled.
+const FILLER_LANES: usize = 8;
+
 /// The resources whose watch caches a compaction empties.
 const CACHED: [(&str, &str); 2] = [
     ("/api/v1", "configmaps"),
@@ -72,48 +75,85 @@ impl RealServer {
 
     /// Compacts etcd at its current revision, then makes the watch caches of ConfigMaps and
     /// Leases forget every event up to it: waits until those events are old enough to be
-    /// evicted, then writes elsewhere until they are.
+    /// evicted, then writes elsewhere, as many events as a cache holds (its
+    /// `watch_cache_capacity`, which earlier bursts of writes may have grown), until they are.
     async fn compact(&self) -> Result<(), String> {
         // A write first: whatever was read before is then older than the compaction.
         let filler = Self::create_namespace(&self.client, "lockheed-filler-").await?;
         let revision = compact_etcd().await?;
         for (prefix, plural) in CACHED {
-            let body = match plural {
-                "leases" => json!({"metadata": {"name": "filler"}, "spec": {}}),
-                _ => json!({"metadata": {"name": "filler"}}),
-            };
-            send(
-                &self.client,
-                "POST",
-                &format!("{prefix}/namespaces/{filler}/{plural}"),
-                Some(&body),
-            )
-            .await?;
+            for lane in 0..FILLER_LANES {
+                let body = match plural {
+                    "leases" => json!({"metadata": {"name": format!("filler-{lane}")}, "spec": {}}),
+                    _ => json!({"metadata": {"name": format!("filler-{lane}")}}),
+                };
+                send(
+                    &self.client,
+                    "POST",
+                    &format!("{prefix}/namespaces/{filler}/{plural}"),
+                    Some(&body),
+                )
+                .await?;
+            }
         }
         tokio::time::sleep(EVENT_FRESH).await;
         for (prefix, plural) in CACHED {
             let collection = format!("{prefix}/namespaces/{filler}/{plural}");
+            let group = prefix
+                .strip_prefix("/apis/")
+                .map_or("", |g| g.split('/').next().unwrap_or_default());
             let mut round = 0;
             while !self.forgotten(&collection, revision).await? {
                 round += 1;
-                if round > 100 {
+                if round > 8 {
                     return Err(format!(
                         "the {plural} watch cache keeps revision {revision}"
                     ));
                 }
-                for i in 0..50 {
-                    let patch = json!({"metadata": {"annotations": {"n": format!("{round}.{i}")}}});
-                    let request = http::Request::builder()
-                        .method("PATCH")
-                        .uri(format!("{collection}/filler"))
-                        .header("content-type", "application/merge-patch+json")
-                        .body(kube::client::Body::from(patch.to_string().into_bytes()))
-                        .map_err(|e| e.to_string())?;
-                    read(&self.client, request).await?;
-                }
+                let events = self.cache_capacity(group, plural).await? + 10;
+                self.fill(&collection, round, events).await?;
             }
         }
         Ok(())
+    }
+
+    /// Writes `events` changes to the filler objects of `collection`, a few at a time.
+    async fn fill(&self, collection: &str, round: usize, events: usize) -> Result<(), String> {
+        let lanes = (0..FILLER_LANES).map(|lane| async move {
+            for i in (lane..events).step_by(FILLER_LANES) {
+                let patch = json!({"metadata": {"annotations": {"n": format!("{round}.{i}")}}});
+                let request = http::Request::builder()
+                    .method("PATCH")
+                    .uri(format!("{collection}/filler-{lane}"))
+                    .header("content-type", "application/merge-patch+json")
+                    .body(kube::client::Body::from(patch.to_string().into_bytes()))
+                    .map_err(|e| e.to_string())?;
+                read(&self.client, request).await?;
+            }
+            Ok::<(), String>(())
+        });
+        futures::future::try_join_all(lanes).await.map(drop)
+    }
+
+    /// How many events the watch cache of `group`/`resource` holds now
+    /// (`watch_cache_capacity` in kube-apiserver's metrics).
+    async fn cache_capacity(&self, group: &str, resource: &str) -> Result<usize, String> {
+        let request = http::Request::builder()
+            .uri("/metrics")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let metrics = self
+            .client
+            .request_text(request)
+            .await
+            .map_err(|e| format!("/metrics: {e}"))?;
+        let series = format!("watch_cache_capacity{{group=\"{group}\",resource=\"{resource}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as usize)
+            .ok_or_else(|| format!("no {series} in kube-apiserver's metrics"))
     }
 
     /// Whether a watch of `collection` from `revision` is refused with `410 Gone`.
