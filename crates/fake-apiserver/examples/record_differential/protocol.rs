@@ -296,9 +296,15 @@ pub async fn validation(session: &Session) -> Result<(), String> {
     let mut both = configmap("both", &json!({"k": "x"}));
     both["binaryData"] = json!({"k": "eA=="});
     raw.post(&raw.cms(), &both).await?;
-    let mut labels = configmap("labels", &json!({}));
-    labels["metadata"]["labels"] = json!({"bad key": "x", "ok": "y".repeat(64)});
-    raw.post(&raw.cms(), &labels).await?;
+    // One bad label per request: kube-apiserver checks labels in Go's map order, which varies.
+    for (name, labels) in [
+        ("label-key", json!({"bad key": "x"})),
+        ("label-value", json!({"ok": "y".repeat(64)})),
+    ] {
+        let mut object = configmap(name, &json!({}));
+        object["metadata"]["labels"] = labels;
+        raw.post(&raw.cms(), &object).await?;
+    }
     let mut annotations = configmap("annotations", &json!({}));
     annotations["metadata"]["annotations"] = json!({"big": "x".repeat(262_144)});
     raw.post(&raw.cms(), &annotations).await?;
