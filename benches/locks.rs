@@ -11,12 +11,19 @@
 //! It prints one Markdown table per scenario (what `BENCHMARKS.md` shows) and one line
 //! `figure <name> <value> <unit>` per headline figure, for scripts (`grep ^figure`).
 //! `LOCKHEED_BENCH_ONLY=2,3` runs only some scenarios (6, the server's ceiling, always runs, except
-//! for `LOCKHEED_BENCH_ONLY=8` alone);
+//! for `LOCKHEED_BENCH_ONLY=13` alone);
 //! `LOCKHEED_BENCH_FAULTS=latency,500-update` injects only some of the faults of scenario 3
 //! (see `contention.rs` for their names), to find which one costs what.
 //!
 //! The memory and CPU scenarios (4 and 5) run in child processes of this binary, with the
 //! server in a third process, so that what they measure is the lock-holding process alone.
+//!
+//! Scenarios 8 to 12 (`real.rs`) measure the real kube-apiserver and etcd beside the fake
+//! server, in the same run; they run when the environment gives a real server:
+//!
+//! ```text
+//! scripts/control-plane -- cargo bench --features testing --bench locks
+//! ```
 
 #[path = "locks/ceiling.rs"]
 mod ceiling;
@@ -28,10 +35,20 @@ mod client_go;
 mod contention;
 #[path = "locks/failover.rs"]
 mod failover;
+#[path = "locks/floor.rs"]
+mod floor;
 #[path = "locks/handover.rs"]
 mod handover;
+#[path = "locks/plane.rs"]
+mod plane;
+#[path = "locks/processes.rs"]
+mod processes;
+#[path = "locks/real.rs"]
+mod real;
 #[path = "locks/remote.rs"]
 mod remote;
+#[path = "locks/renewals.rs"]
+mod renewals;
 #[path = "locks/report.rs"]
 mod report;
 #[path = "locks/requests.rs"]
@@ -40,6 +57,12 @@ mod requests;
 mod scale;
 #[path = "locks/served.rs"]
 mod served;
+#[path = "locks/side_handover.rs"]
+mod side_handover;
+#[path = "locks/side_requests.rs"]
+mod side_requests;
+#[path = "locks/sides.rs"]
+mod sides;
 #[path = "locks/sys.rs"]
 mod sys;
 
@@ -168,6 +191,7 @@ fn main() {
             sys::Counting::enable();
             return run_on_own_runtime("waiters", scale::waiters(mode));
         }
+        Some(processes::CONTENDER) => return processes::contender(),
         Some(other) => panic!("unknown role {other:?}"),
         None => {}
     }
@@ -186,8 +210,9 @@ fn main() {
         },
     );
     println!("{}", sys::machine());
-    if only.as_ref().is_some_and(|only| only == &[8]) {
-        // Scenario 8 alone needs no ceiling.
+    println!("{}", real::servers());
+    if only.as_ref().is_some_and(|only| only == &[13]) {
+        // Scenario 13 alone needs no ceiling.
         contention::heavy_faults(mode);
         return;
     }
@@ -210,7 +235,8 @@ fn main() {
     if runs(7) {
         run_on_own_runtime("failover", failover::run(mode));
     }
-    if runs(8) {
+    real::run(mode, &runs);
+    if runs(13) {
         contention::heavy_faults(mode);
     }
     println!(

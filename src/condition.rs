@@ -169,7 +169,7 @@ mod tests {
     fn lock(tags: &[&str], held: bool) -> LockInfo {
         LockInfo {
             name: "x".into(),
-            kind: Some(crate::kind::LockKind::Mutex),
+            kind: Some(crate::state::kind::LockKind::Mutex),
             holders: if held {
                 vec![Holder::reserved("h", chrono::DateTime::UNIX_EPOCH)]
             } else {

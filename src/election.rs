@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::guard::LockGuard;
 use crate::info::{Holder, Waiting};
-use crate::lock::Lock;
+use crate::lock::{Lock, LockGuard};
 use crate::locker::Locker;
 
 /// Leader election with a [`Lock`]: usually in a [`LeaseLocker`](crate::LeaseLocker), so
@@ -205,7 +204,8 @@ impl<L: Locker> LeaderElection<L> {
     ///
     /// Dropping the future drops the term's work at once and releases the lock in the
     /// background (see [`Lock::settle`]); prefer resolving `shutdown`, which lets the work
-    /// stop within its grace period first.
+    /// stop within its grace period first, and, while campaigning, waits (within the grace
+    /// period) for this replica's place in the queue to be withdrawn before `run` returns.
     ///
     /// # Examples
     ///
@@ -246,7 +246,14 @@ impl<L: Locker> LeaderElection<L> {
         loop {
             let guard = tokio::select! {
                 biased;
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => {
+                    // The campaign's place in the queue is withdrawn in the background: wait
+                    // for it (within the grace period), or a process that exits when `run`
+                    // returns would leave its place behind, and the leader's next release
+                    // would hand the lock to a replica that is gone.
+                    let _ = tokio::time::timeout(self.grace, lock.settle()).await;
+                    return Ok(());
+                }
                 taken = lock.acquire() => taken?,
             };
             let term = Term {
@@ -400,7 +407,9 @@ impl Term {
 
     /// Resolves when the term ends: leadership lost or given up, or the election shutting
     /// down. The work must stop then (it is dropped after the grace period). It is `Send`,
-    /// `Sync` and `'static`, as kube-runtime's `Controller::graceful_shutdown_on` wants.
+    /// `Sync` and `'static`, as kube-runtime's `Controller::graceful_shutdown_on` wants, and
+    /// holds no borrow of the term: move it into a task of the work (one call per task), or
+    /// turn it into the cancellation signal your tasks already use.
     ///
     /// # Cancel safety
     ///
@@ -427,7 +436,7 @@ impl Term {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn ended(&self) -> WaitForCancellationFutureOwned {
+    pub fn ended(&self) -> impl Future<Output = ()> + Send + Sync + 'static + use<> {
         self.ended.clone().cancelled_owned()
     }
 
@@ -452,34 +461,6 @@ impl Term {
     #[must_use]
     pub fn is_ended(&self) -> bool {
         self.ended.is_cancelled()
-    }
-
-    /// A token cancelled when the term ends, for tasks of the term's work (cancelling it
-    /// does not end the term).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use lockheed::election::LeaderElection;
-    /// use lockheed::{Lock, MemoryLocker};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), lockheed::Error> {
-    /// LeaderElection::new(Lock::new("ctl", MemoryLocker::new()))
-    ///     .run(std::future::pending(), |term| async move {
-    ///         let cancel = term.ended_token();
-    ///         let worker = tokio::spawn(async move {
-    ///             tokio::select! { () = cancel.cancelled() => {}, () = async {} => {} }
-    ///         });
-    ///         worker.await.unwrap();
-    ///     })
-    ///     .await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn ended_token(&self) -> CancellationToken {
-        self.ended.child_token()
     }
 }
 

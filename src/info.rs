@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
-use crate::gotime::GoTime;
-use crate::kind::LockKind;
+use crate::state::gotime::GoTime;
+use crate::state::kind::LockKind;
 use crate::state::{Lease, LockState, QueueEntry};
 use crate::text::printable;
 

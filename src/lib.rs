@@ -7,8 +7,9 @@
 //! is lost, carries a fencing token, and releases the lock when dropped.
 //!
 //! - [`KubeLocker`] keeps locks in ConfigMaps `lockheed-<name>`, in Go lockheed's format, so
-//!   Rust and Go clients can share them; [`KubeLocker::kube_lock`] keeps semaphores in the Go
-//!   kube-lock tool's annotation instead. The [`kube`] module names what both formats store.
+//!   Rust and Go clients can share them; [`KubeLocker::with_format`] keeps semaphores in the
+//!   Go kube-lock tool's annotation instead. The [`configmap`] module names what both formats
+//!   store.
 //! - [`LeaseLocker`] keeps mutexes in `coordination.k8s.io` Leases, the objects Kubernetes
 //!   elects leaders with, in client-go's format: a Rust and a Go replica of one controller can
 //!   share a Lease. The [`lease`] module names the annotations it adds.
@@ -59,48 +60,39 @@
 // `FakeApiServer` in `lockheed::testing` reads better than a shorter, vaguer name.
 #![allow(clippy::module_name_repetitions)]
 
+// The layers, from the bottom: `state` (what is stored); `info`, `condition` and `error` (what
+// users see of it); `backend` (where it is stored: one compare-and-swap loop); `rules` (every
+// locking decision, pure); `locker` and `lock` (taking, holding, waiting); `election`. The
+// backends, `kubernetes` (ConfigMaps and Leases) and `memory`, implement `backend`. No module
+// imports one above it.
 pub mod backend;
-mod background;
-mod backoff;
-mod cleanup;
 pub mod clock;
 mod condition;
 pub mod election;
 mod error;
-mod gotime;
-mod guard;
-mod holding;
 mod info;
-mod keepalive;
-mod kind;
-pub mod kube;
-pub mod lease;
+mod kubernetes;
 mod lock;
 mod locker;
 mod memory;
-mod names;
 mod rules;
-mod settings;
 mod state;
-mod take;
 pub mod text;
-mod waiter;
-mod watched;
+
+pub use self::kubernetes::{configmap, lease};
 
 pub use self::condition::Condition;
 pub use self::election::LeaderElection;
 pub use self::error::Error;
-pub use self::guard::LockGuard;
 pub use self::info::{Holder, LockInfo, Waiting};
-pub use self::kind::{Access, LockKind};
 #[doc(inline)]
-pub use self::kube::KubeLocker;
+pub use self::kubernetes::configmap::KubeLocker;
 #[doc(inline)]
-pub use self::lease::LeaseLocker;
-pub use self::lock::Lock;
-pub use self::locker::{LockList, Locker};
+pub use self::kubernetes::lease::LeaseLocker;
+pub use self::lock::{Lock, LockGuard};
+pub use self::locker::{Evict, LockList, Locker};
 pub use self::memory::MemoryLocker;
-pub use self::rules::Evict;
+pub use self::state::kind::{Access, LockKind};
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]

@@ -3,11 +3,13 @@
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
+
 use crate::backend::{Backend, Decision, Start, compare_and_swap};
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::info::{Holder, LockInfo};
-use crate::rules::{self, Evict};
+use crate::rules;
 
 /// All locks of a backend, as listed.
 #[derive(Debug, Default)]
@@ -20,12 +22,23 @@ pub struct LockList {
     pub unreadable: Vec<Error>,
 }
 
+/// Which holders an operator removes ([`Locker::evict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evict<'a> {
+    /// This holder's lease and its place in the queue, whatever their fencing token.
+    Holder(&'a str),
+    /// Every lease and every waiter's place.
+    All,
+}
+
 /// A place where locks are kept, as its users see it: [`KubeLocker`](crate::KubeLocker),
 /// [`MemoryLocker`](crate::MemoryLocker), or any [`Backend`] (every backend is a `Locker`).
 ///
 /// Take locks with [`Lock::new(name, locker)`](crate::Lock::new); look at them with
 /// [`get`](Self::get) and [`list`](Self::list); remove dead holders with
-/// [`evict`](Self::evict). These operations follow the crate's locking rules whatever the
+/// [`evict`](Self::evict); read the time leases are judged by with [`now`](Self::now). A user
+/// of a locker needs nothing from [`Backend`], which is for those who write one. These
+/// operations follow the crate's locking rules whatever the
 /// backend: they are provided for every backend and cannot be overridden.
 ///
 /// # Examples
@@ -49,6 +62,32 @@ pub struct LockList {
 /// # }
 /// ```
 pub trait Locker: Backend {
+    /// What time it is by this locker's clock (the system clock unless the locker was given
+    /// another, as `with_clock` does): the time every lease of this locker is judged by.
+    /// Compare a guard's [`expires`](crate::LockGuard::expires) or a [`Holder`]'s times with
+    /// it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use lockheed::{clock::ManualClock, Lock, Locker, MemoryLocker};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lockheed::Error> {
+    /// let clock = ManualClock::new(chrono::Utc::now());
+    /// let locker = MemoryLocker::new().with_clock(Arc::new(clock.clone()));
+    /// let guard = Lock::new("db", locker.clone()).with_duration(Duration::from_secs(30)).try_acquire().await?;
+    /// let left = guard.expires().await.unwrap() - locker.now();
+    /// assert_eq!(left, chrono::Duration::seconds(30)); // the manual clock has not moved
+    /// # guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn now(&self) -> DateTime<Utc> {
+        self.clock().now()
+    }
+
     /// What lock `name` looks like now (`None`: it has never been stored).
     ///
     /// # Errors
@@ -127,8 +166,12 @@ pub trait Locker: Backend {
     ) -> impl Future<Output = Result<Vec<Holder>, Error>> + Send {
         async move {
             self.check_name(name)?;
+            let holder = match which {
+                Evict::Holder(holder) => Some(holder),
+                Evict::All => None,
+            };
             let decide = |record: Option<&crate::backend::Record<Self::Version>>| {
-                Ok(match record.and_then(|r| rules::evict(&r.state, which)) {
+                Ok(match record.and_then(|r| rules::evict(&r.state, holder)) {
                     Some((state, removed)) => Decision::Write {
                         state,
                         value: removed,

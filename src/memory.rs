@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::backend::{Backend, Changes, Feeds, Record, Snapshot, StoredStates, Written};
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::kube::{DEFAULT_PREFIX, MAX_DATA_BYTES, check_name, check_state_size};
+use crate::kubernetes::{DEFAULT_PREFIX, MAX_DATA_BYTES, check_name, check_state_size};
 use crate::state::LockState;
 
 /// Locks kept in this process's memory, with the same rules as every other backend. Clones
@@ -22,7 +22,7 @@ use crate::state::LockState;
 /// prefix with [`with_prefix`](Self::with_prefix), as `KubeLocker`'s), and a state larger than
 /// a ConfigMap can hold ([`Error::TooLarge`]). Tests that pass on it do not fail in production
 /// for these reasons. A store with other rules can turn the checks off, explicitly:
-/// [`without_kubernetes_limits`](Self::without_kubernetes_limits).
+/// [`with_kubernetes_limits(false)`](Self::with_kubernetes_limits).
 ///
 /// # Examples
 ///
@@ -43,9 +43,11 @@ pub struct MemoryLocker {
     locks: Arc<Mutex<BTreeMap<String, (String, u64)>>>,
     clock: Arc<dyn Clock>,
     feeds: Feeds<u64>,
-    /// The ConfigMap name prefix whose rules lock names follow, as in a `KubeLocker`; `None`:
-    /// any non-empty name, and states of any size.
-    kubernetes_prefix: Option<String>,
+    /// The ConfigMap name prefix whose rules lock names follow, as in a `KubeLocker`.
+    prefix: String,
+    /// Whether names and sizes are checked as a `KubeLocker` checks them; if not, any
+    /// non-empty name, and states of any size.
+    kubernetes_limits: bool,
 }
 
 impl Default for MemoryLocker {
@@ -75,7 +77,8 @@ impl MemoryLocker {
             locks: Arc::default(),
             clock: Arc::new(SystemClock),
             feeds: Feeds::new(),
-            kubernetes_prefix: Some(DEFAULT_PREFIX.to_owned()),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            kubernetes_limits: true,
         }
     }
 
@@ -98,13 +101,14 @@ impl MemoryLocker {
     /// ```
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.kubernetes_prefix = Some(prefix.into());
+        self.prefix = prefix.into();
         self
     }
 
-    /// Accepts any non-empty lock name and states of any size, unlike
-    /// [`KubeLocker`](crate::KubeLocker): for tests of code meant for another store, never for
-    /// code that runs on Kubernetes.
+    /// Whether lock names and state sizes are checked as a [`KubeLocker`](crate::KubeLocker)
+    /// checks them. Default: `true`. With `false`, any non-empty lock name and states of any
+    /// size are accepted: for tests of code meant for another store, never for code that runs
+    /// on Kubernetes.
     ///
     /// # Examples
     ///
@@ -113,15 +117,15 @@ impl MemoryLocker {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), lockheed::Error> {
-    /// let locker = MemoryLocker::new().without_kubernetes_limits();
+    /// let locker = MemoryLocker::new().with_kubernetes_limits(false);
     /// let guard = Lock::new("Not A Valid/Name", locker).try_acquire().await?;
     /// # guard.release().await?;
     /// # Ok(())
     /// # }
     /// ```
     #[must_use]
-    pub fn without_kubernetes_limits(mut self) -> Self {
-        self.kubernetes_prefix = None;
+    pub fn with_kubernetes_limits(mut self, check: bool) -> Self {
+        self.kubernetes_limits = check;
         self
     }
 
@@ -200,13 +204,15 @@ impl Backend for MemoryLocker {
     }
 
     fn check_name(&self, name: &str) -> Result<(), Error> {
-        match &self.kubernetes_prefix {
-            Some(prefix) => check_name(prefix, name),
-            None if name.is_empty() => Err(Error::InvalidName {
+        if self.kubernetes_limits {
+            check_name(&self.prefix, name)
+        } else if name.is_empty() {
+            Err(Error::InvalidName {
                 name: name.to_owned(),
                 reason: "a lock name must not be empty".to_owned(),
-            }),
-            None => Ok(()),
+            })
+        } else {
+            Ok(())
         }
     }
 
@@ -225,7 +231,7 @@ impl Backend for MemoryLocker {
         state: &LockState,
     ) -> Result<Written<u64>, Error> {
         let json = state.to_json();
-        if self.kubernetes_prefix.is_some() {
+        if self.kubernetes_limits {
             // What a ConfigMap's data can hold (the state is its only data key here).
             check_state_size(&format!("memory/{name}"), json.len(), MAX_DATA_BYTES)?;
         }

@@ -4,7 +4,7 @@
 //! Measured in a window after a warm-up: sections per second, requests per section,
 //! fairness, waits; and once more with 8 contenders under injected faults.
 //!
-//! Scenario 8: liveness under heavy faults (issue 18). 8 contenders in parallel, 4 s leases
+//! Scenario 13: liveness under heavy faults (issue 18). 8 contenders in parallel, 4 s leases
 //! renewed every second, `acquire_timeout(10 s)`, 2 ms sections, for 25 s, while a fault
 //! comes every 150 ms; every run's sections, gaps between them, gave-up acquires, overlaps,
 //! token order and history (`lockheed::testing::history`), and what is left held.
@@ -555,7 +555,7 @@ pub fn run(mode: Mode, ceiling: &Ceiling) {
     table.print();
 }
 
-// Scenario 8: liveness under heavy faults (issue 18).
+// Scenario 13: liveness under heavy faults (issue 18).
 
 const HEAVY_CONTENDERS: usize = 8;
 const HEAVY_LEASE: Duration = Duration::from_secs(4);
@@ -677,7 +677,7 @@ async fn inject_heavy(server: Arc<Served>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// One critical section of scenario 8.
+/// One critical section of scenario 13.
 struct Ran {
     holder: String,
     token: u64,
@@ -687,7 +687,7 @@ struct Ran {
     end_at: DateTime<Utc>,
 }
 
-/// What one contender of scenario 8 did.
+/// What one contender of scenario 13 did.
 #[derive(Default)]
 struct Liveness {
     sections: Vec<Ran>,
@@ -703,7 +703,7 @@ struct Liveness {
     first_error: Option<String>,
 }
 
-/// A contender of scenario 8: acquire (at most 10 s), a 2 ms section unless the guard is
+/// A contender of scenario 13: acquire (at most 10 s), a 2 ms section unless the guard is
 /// lost, release; until `stop`.
 async fn live_contender(
     stop: Arc<AtomicBool>,
@@ -765,7 +765,7 @@ async fn live_contender(
     me
 }
 
-/// One run of scenario 8, with its figures.
+/// One run of scenario 13, with its figures.
 struct HeavyRun {
     contenders: Vec<Liveness>,
     started: Instant,
@@ -779,7 +779,7 @@ struct HeavyRun {
     left: (usize, usize),
 }
 
-/// Runs scenario 8 once, for `window`, on a server of its own.
+/// Runs scenario 13 once, for `window`, on a server of its own.
 async fn heavy_run(window: Duration, seed: u64) -> HeavyRun {
     let builder = FakeApiServer::builder().seed(seed).commit_log_unbounded();
     let server = &Arc::new(Served::with(builder).await);
@@ -898,7 +898,7 @@ fn gaps_and_inversions(sections: &[&Ran]) -> (Vec<Duration>, usize) {
     (gaps, inversions)
 }
 
-/// Scenario 8: issue 18's heavy faults, `LOCKHEED_BENCH_RUNS` runs (3 by default; 1 of 5 s in
+/// Scenario 13: issue 18's heavy faults, `LOCKHEED_BENCH_RUNS` runs (3 by default; 1 of 5 s in
 /// quick mode), one row each.
 #[allow(clippy::too_many_lines)] // one table, read top to bottom
 pub fn heavy_faults(mode: Mode) {

@@ -10,8 +10,8 @@ use super::feed::{Changes, Snapshot};
 use super::record::{Record, StoredStates, Written};
 use crate::clock::Clock;
 use crate::error::Error;
-use crate::kind::LockKind;
 use crate::state::LockState;
+use crate::state::kind::LockKind;
 
 /// A place where locks are kept: the Kubernetes API ([`KubeLocker`](crate::KubeLocker)),
 /// process memory ([`MemoryLocker`](crate::MemoryLocker)), or a store of your own.

@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use super::judgement::Judgement;
 use crate::condition::Condition;
-use crate::gotime::GoTime;
 use crate::info::Holder;
-use crate::kind::Kind;
 use crate::state::LockState;
+use crate::state::gotime::GoTime;
+use crate::state::kind::Kind;
 
 /// What a caller asks for when it takes a lock.
 #[derive(Debug, Clone, Copy)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::gotime::GoTime;
+use crate::state::gotime::GoTime;
 use crate::state::{Lease, QueueEntry};
 
 /// What a contender watches: a holder's lease, or a waiter's place in the queue.

@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 
 use crate::backend::Reservation;
 use crate::error::Error;
-use crate::gotime::GoTime;
 use crate::info::{Holder, LockInfo};
-use crate::kind::{Access, Kind, MUTEX, SEMAPHORE};
+use crate::state::gotime::GoTime;
+use crate::state::kind::{Access, Kind, MUTEX, SEMAPHORE};
 use crate::state::{Lease, LockState};
 
 pub(crate) use self::decision::{Acquire, Blocked, Request};
@@ -355,22 +355,11 @@ pub(crate) fn undo_take(
     release(state, holder, token, &[], false, now, skew)
 }
 
-/// Which holders an operator removes ([`Locker::evict`](crate::Locker::evict)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Evict<'a> {
-    /// This holder's lease and its place in the queue, whatever their fencing token.
-    Holder(&'a str),
-    /// Every lease and every waiter's place.
-    All,
-}
-
-/// Removes the leases (and queued waiters) `which` names, live or not, returning the new
-/// state and the holders removed; `None` when there is nothing to remove.
-pub(crate) fn evict(state: &LockState, which: Evict<'_>) -> Option<(LockState, Vec<Holder>)> {
-    let hit = |holder: &str| match which {
-        Evict::Holder(h) => holder == h,
-        Evict::All => true,
-    };
+/// Removes the lease and the queued place of `holder` (of everyone with `None`), live or not,
+/// returning the new state and the holders removed; `None` when there is nothing to remove.
+/// An operator's eviction ([`Locker::evict`](crate::Locker::evict)).
+pub(crate) fn evict(state: &LockState, holder: Option<&str>) -> Option<(LockState, Vec<Holder>)> {
+    let hit = |id: &str| holder.is_none_or(|h| id == h);
     let mut next = state.clone();
     let mut removed = Vec::new();
     next.leases.retain(|holder, lease| {
@@ -1137,12 +1126,12 @@ mod tests {
     fn eviction_removes_named_or_all_holders_whatever_their_tokens() {
         let (s1, _) = take(&LockState::empty("x"), want("a", Kind::Semaphore(3)));
         let (s2, _) = take(&s1, want("b", Kind::Semaphore(3)));
-        let (next, removed) = evict(&s2, Evict::Holder("a")).unwrap();
+        let (next, removed) = evict(&s2, Some("a")).unwrap();
         assert_eq!(removed.len(), 1);
         assert_eq!(next.leases.keys().collect::<Vec<_>>(), ["b"]);
         assert_eq!(next.fencing_token, 2, "the counter stays");
-        assert!(evict(&next, Evict::Holder("a")).is_none());
-        let (empty, removed) = evict(&s2, Evict::All).unwrap();
+        assert!(evict(&next, Some("a")).is_none());
+        let (empty, removed) = evict(&s2, None).unwrap();
         assert!(empty.leases.is_empty());
         assert_eq!(removed.len(), 2);
     }

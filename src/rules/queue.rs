@@ -31,8 +31,8 @@ use chrono::{DateTime, Utc};
 use super::decision::{Acquire, Blocked, Request};
 use super::judgement::Judgement;
 use super::writing::{apply_tags, duration_millis, expiry};
-use crate::gotime::GoTime;
-use crate::kind::{Access, Kind, MUTEX, RWLOCK, SEMAPHORE};
+use crate::state::gotime::GoTime;
+use crate::state::kind::{Access, Kind, MUTEX, RWLOCK, SEMAPHORE};
 use crate::state::{Lease, LockState, QueueEntry};
 
 /// The longest a waiter's place lasts without being refreshed: if the waiter dies, those

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::gotime::GoTime;
 use crate::state::LockState;
+use crate::state::gotime::GoTime;
 
 /// The duration to record in a lease (`None` for no expiry).
 pub(crate) fn duration_millis(duration: Duration) -> Option<u64> {

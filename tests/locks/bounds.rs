@@ -1,10 +1,12 @@
 //! Guards and futures can move across threads and into spawned tasks.
 
-use lockheed::{Error, KubeLocker, Lock, LockGuard, Locker, MemoryLocker};
+use lockheed::{Error, KubeLocker, LeaderElection, Lock, LockGuard, Locker, MemoryLocker};
 
 fn send<T: Send>(_: &T) {}
 
 fn send_sync_static<T: Send + Sync + 'static>() {}
+
+fn send_sync_static_value<T: Send + Sync + 'static>(_: &T) {}
 
 #[test]
 fn bounds() {
@@ -22,16 +24,32 @@ fn bounds() {
 
 #[tokio::test]
 async fn futures_of_the_kubernetes_backend_are_send() {
-    let server = lockheed::testing::FakeApiServer::start().await.unwrap();
-    let lock = Lock::new("x", KubeLocker::new(server.client(), "default"));
+    let cluster = crate::harness::cluster().await;
+    let lock = Lock::new("x", KubeLocker::new(cluster.client(), cluster.namespace()));
     let guard = tokio::spawn(async move { lock.acquire().await })
         .await
         .unwrap()
         .unwrap();
-    send(&guard.lost());
+    // What kube-runtime's `Controller::graceful_shutdown_on` takes, as `Term::ended` is.
+    send_sync_static_value(&guard.lost());
     tokio::spawn(async move { guard.release().await })
         .await
         .unwrap()
+        .unwrap();
+}
+
+/// The work may be the term's end itself, which outlives the term it came from.
+#[tokio::test(start_paused = true)]
+async fn a_terms_end_is_what_graceful_shutdown_takes() {
+    let election = LeaderElection::new(Lock::new("x", MemoryLocker::new()));
+    let shutdown = tokio::time::sleep(std::time::Duration::from_millis(20));
+    election
+        .run(shutdown, |term| {
+            let ended = term.ended();
+            send_sync_static_value(&ended);
+            ended
+        })
+        .await
         .unwrap();
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use lockheed::clock::TokioClock;
 use lockheed::election::{LeaderElection, Term};
-use lockheed::testing::FakeApiServer;
+use lockheed::testing::TestCluster;
 use lockheed::{Error, LeaseLocker, Lock};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -17,22 +17,22 @@ use tokio::time::Instant;
 const SECOND: Duration = Duration::from_secs(1);
 
 struct Cluster {
-    server: FakeApiServer,
+    cluster: TestCluster,
     clock: Arc<TokioClock>,
 }
 
 impl Cluster {
     async fn new() -> Self {
         Self {
-            server: FakeApiServer::start().await.unwrap(),
+            cluster: crate::harness::cluster().await,
             clock: Arc::new(TokioClock::new()),
         }
     }
 
     /// Replica `pod`'s election for Lease `ctl`, in a process of its own (15 s leases).
     fn election(&self, pod: &str) -> LeaderElection<LeaseLocker> {
-        let locker =
-            LeaseLocker::new(self.server.client(), "default").with_clock(self.clock.clone());
+        let locker = LeaseLocker::new(self.cluster.client(), self.cluster.namespace())
+            .with_clock(self.clock.clone());
         LeaderElection::new(
             Lock::new("ctl", locker)
                 .with_holder(pod)
@@ -165,7 +165,7 @@ async fn a_lost_lease_ends_the_term_and_the_election_campaigns_again() {
     let (stop, run) = spawn(c.election("pod-a"), &log);
     tokio::time::sleep(SECOND).await;
     // The API server is unreachable: renewals fail, and the term ends before the lease does.
-    c.server.partition();
+    c.cluster.cut_off();
     tokio::time::sleep(20 * SECOND).await;
     {
         let log = log.lock().unwrap();
@@ -177,7 +177,7 @@ async fn a_lost_lease_ends_the_term_and_the_election_campaigns_again() {
             "the term ended before its lease: {lasted:?}"
         );
     }
-    c.server.heal();
+    c.cluster.restore();
     // Back online, it campaigns again; its lease ran out meanwhile, so it takes it anew.
     tokio::time::sleep(20 * SECOND).await;
     let terms: Vec<u64> = log.lock().unwrap().iter().map(|t| t.1).collect();
@@ -195,7 +195,7 @@ async fn a_leader_gives_way_to_a_preferred_holder() {
     let (stop_b, run_b) = spawn(c.election("pod-b"), &log);
     tokio::time::sleep(SECOND).await;
     // A coordinator (Kubernetes' coordinated leader election) prefers pod-b.
-    let leases: Api<Lease> = Api::namespaced(c.server.client(), "default");
+    let leases: Api<Lease> = Api::namespaced(c.cluster.client(), c.cluster.namespace());
     let patch = serde_json::json!({
         "spec": { "strategy": "OldestEmulationVersion", "preferredHolder": "pod-b" }
     });
@@ -234,11 +234,85 @@ async fn a_leader_whose_work_will_not_stop_reports_itself_unhealthy() {
     // Renewals fail: the term ends at the guard's give-up point, but the work goes on, and
     // the election is stuck in it; once the lease has run out (15 s after the last renewal)
     // plus the tolerance, the replica says it is unhealthy.
-    c.server.partition();
+    c.cluster.cut_off();
     tokio::time::sleep(14 * SECOND).await;
     assert!(health.is_healthy(5 * SECOND));
     tokio::time::sleep(10 * SECOND).await;
     assert!(health.is_leading(), "stuck in the term's work");
     assert!(!health.is_healthy(5 * SECOND));
     run.abort();
+}
+
+/// A standby that shuts down leaves no place in the Lease's queue behind: `run` returns only
+/// once its withdrawal is written, so a process that exits right after it is not handed the
+/// Lease by the leader's next release (which would then sit with nobody until it ran out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_shuts_down_withdraws_before_run_returns() {
+    use lockheed::lease::QUEUE_ANNOTATION;
+    let cluster = crate::harness::cluster().await;
+    let leases: Api<Lease> = Api::namespaced(cluster.client(), cluster.namespace());
+    let election = |client, pod: &str| {
+        let lock = Lock::new("ctl", LeaseLocker::new(client, cluster.namespace()))
+            .with_holder(pod)
+            .with_duration(15 * SECOND);
+        LeaderElection::new(lock)
+    };
+    let a = election(cluster.client(), "pod-a");
+    let mut a_leader = a.leader();
+    let (stop_a, stopped_a) = oneshot::channel::<()>();
+    let run_a = tokio::spawn(a.run(
+        async {
+            let _ = stopped_a.await;
+        },
+        |term| term.ended(),
+    ));
+    a_leader
+        .wait_for(|l| l.as_ref().is_some_and(|l| l.id == "pod-a"))
+        .await
+        .unwrap();
+    // pod-b campaigns in a runtime of its own, as a process would, and exits when `run`
+    // returns: dropping the runtime drops whatever it left running in the background.
+    let b = election(cluster.client(), "pod-b");
+    let (stop_b, stopped_b) = oneshot::channel::<()>();
+    let process_b = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = runtime.block_on(b.run(
+            async {
+                let _ = stopped_b.await;
+            },
+            |term| term.ended(),
+        ));
+        drop(runtime);
+        result
+    });
+    let queue = || async {
+        let lease = leases.get("ctl").await.unwrap();
+        let annotations = lease.metadata.annotations.unwrap_or_default();
+        annotations
+            .get(QUEUE_ANNOTATION)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let started = std::time::Instant::now();
+    while !queue().await.contains("pod-b") {
+        assert!(started.elapsed() < 20 * SECOND, "pod-b never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_b.send(()).unwrap();
+    tokio::task::spawn_blocking(move || process_b.join().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !queue().await.contains("pod-b"),
+        "pod-b withdrew before exiting"
+    );
+    // pod-a steps down: the Lease is free, not handed to a replica that is gone.
+    stop_a.send(()).unwrap();
+    run_a.await.unwrap().unwrap();
+    let spec = leases.get("ctl").await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref().unwrap_or_default(), "");
 }

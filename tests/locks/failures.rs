@@ -1,7 +1,10 @@
-//! Crashes, partitions and restarts, on the fake API server with its commit log: a holder cut
-//! off past its lease, an API server restart, a lock's ConfigMap deleted or replaced under
-//! its holder. (A holder process killed with SIGKILL is in the command-line tests, where the
-//! holder is a real process.) Time runs on Tokio's paused clock, which every clock follows.
+//! Crashes, partitions and restarts, with the server's commit log: a holder cut off past its
+//! lease, an API server restart, a lock's ConfigMap deleted or replaced under its holder.
+//! What needs no injected fault (a ConfigMap deleted or replaced) runs on the test's server,
+//! the fake one or a real one (`TestCluster`); the rest injects the fake server's faults.
+//! (A holder process killed with SIGKILL is in the command-line tests, where the holder is a
+//! real process; kube-apiserver and etcd killed and stopped are in `tests/faults`.) Time runs
+//! on Tokio's paused clock, which every clock follows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +14,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::{Api, DeleteParams, PostParams};
 use lockheed::clock::{Clock, TokioClock};
 use lockheed::testing::history::{History, Section};
-use lockheed::testing::{AccessControl, FakeApiServer, Operation, Verb};
+use lockheed::testing::{AccessControl, FakeApiServer, Operation, TestCluster, Verb};
 use lockheed::{Error, KubeLocker, Lock, LockGuard, Locker};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -212,8 +215,29 @@ async fn holders_keep_their_locks_and_waiters_wake_through_an_api_server_restart
     forever.release().await.unwrap();
 }
 
-fn configmaps(server: &FakeApiServer) -> Api<ConfigMap> {
-    Api::default_namespaced(server.client())
+fn configmaps(cluster: &TestCluster) -> Api<ConfigMap> {
+    Api::namespaced(cluster.client(), cluster.namespace())
+}
+
+/// A process of the test's server: its own client, the shared clock.
+fn process_of(cluster: &TestCluster, clock: &Arc<TokioClock>, name: &str) -> KubeLocker {
+    KubeLocker::new(cluster.client_for(name), cluster.namespace()).with_clock(clock.clone())
+}
+
+/// `holder` holding lock `name` on the test's server: a 10 s lease renewed every 2 s.
+async fn holding_on(
+    cluster: &TestCluster,
+    clock: &Arc<TokioClock>,
+    name: &str,
+    holder: &str,
+) -> LockGuard<KubeLocker> {
+    Lock::new(name, process_of(cluster, clock, holder))
+        .with_holder(holder)
+        .with_duration(10 * SECOND)
+        .with_renew_interval(2 * SECOND)
+        .acquire()
+        .await
+        .unwrap()
 }
 
 /// A lock's ConfigMap deleted while held: `lost()` fires at the next renewal (or, for a lease
@@ -221,9 +245,10 @@ fn configmaps(server: &FakeApiServer) -> Api<ConfigMap> {
 #[tokio::test(start_paused = true)]
 async fn a_configmap_deleted_while_held_fires_lost() {
     let clock = Arc::new(TokioClock::new());
-    let server = server(&clock).await;
-    let renewed = holding(&server, &clock, "d", "alice").await;
-    let forever = Lock::new("d-forever", process(&server, &clock, "bob"))
+    let cluster = crate::harness::cluster().await;
+    cluster.record_commits(clock.clone()).await.unwrap();
+    let renewed = holding_on(&cluster, &clock, "d", "alice").await;
+    let forever = Lock::new("d-forever", process_of(&cluster, &clock, "bob"))
         .with_duration(Duration::ZERO)
         .acquire()
         .await
@@ -231,7 +256,7 @@ async fn a_configmap_deleted_while_held_fires_lost() {
     tokio::time::sleep(SECOND).await;
     let expires = renewed.expires().await.unwrap();
     for name in ["lockheed-d", "lockheed-d-forever"] {
-        configmaps(&server)
+        configmaps(&cluster)
             .delete(name, &DeleteParams::default())
             .await
             .unwrap();
@@ -251,7 +276,7 @@ async fn a_configmap_deleted_while_held_fires_lost() {
     tokio::time::sleep(30 * SECOND).await;
     for name in ["lockheed-d", "lockheed-d-forever"] {
         assert!(
-            configmaps(&server).get_opt(name).await.unwrap().is_none(),
+            configmaps(&cluster).get_opt(name).await.unwrap().is_none(),
             "{name} came back"
         );
     }
@@ -263,7 +288,7 @@ async fn a_configmap_deleted_while_held_fires_lost() {
         forever.release().await,
         Ok(()) | Err(Error::Lost { .. })
     ));
-    let last = server
+    let last = cluster
         .commits()
         .into_iter()
         .rfind(|c| c.name == "lockheed-d")
@@ -282,7 +307,7 @@ async fn a_configmap_deleted_while_held_fires_lost() {
 #[tokio::test(start_paused = true)]
 async fn a_configmap_replaced_by_another_shape_is_an_error_never_overwritten() {
     let clock = Arc::new(TokioClock::new());
-    let server = server(&clock).await;
+    let cluster = crate::harness::cluster().await;
     let shapes = [
         ("not JSON", "{this is not json"),
         (
@@ -303,9 +328,9 @@ async fn a_configmap_replaced_by_another_shape_is_an_error_never_overwritten() {
         ),
     ];
     for (shape, state) in shapes {
-        let guard = holding(&server, &clock, "s", "alice").await;
+        let guard = holding_on(&cluster, &clock, "s", "alice").await;
         let expires = guard.expires().await.unwrap();
-        configmaps(&server)
+        configmaps(&cluster)
             .delete("lockheed-s", &DeleteParams::default())
             .await
             .unwrap();
@@ -314,29 +339,33 @@ async fn a_configmap_replaced_by_another_shape_is_an_error_never_overwritten() {
             "data": { "lock": state },
         }))
         .unwrap();
-        let stored = configmaps(&server)
+        let stored = configmaps(&cluster)
             .create(&PostParams::default(), &replacement)
             .await
             .unwrap();
         let lost = lost_at(&guard, &clock).await;
         assert!(lost < expires, "{shape}: lost at {lost}, after {expires}");
-        let err = Lock::new("s", process(&server, &clock, "bob"))
+        let err = Lock::new("s", process_of(&cluster, &clock, "bob"))
             .acquire_timeout(5 * SECOND)
             .await
             .unwrap_err();
         match &err {
-            Error::Corrupt { object, .. } => assert_eq!(object, "default/lockheed-s", "{shape}"),
+            Error::Corrupt { object, .. } => assert_eq!(
+                *object,
+                format!("{}/lockheed-s", cluster.namespace()),
+                "{shape}"
+            ),
             Error::WrongKind { lock, .. } => assert_eq!(lock, "s", "{shape}"),
             other => panic!("{shape}: {other}"),
         }
         assert!(guard.release().await.is_err(), "{shape}");
         tokio::time::sleep(20 * SECOND).await;
-        let now = configmaps(&server).get("lockheed-s").await.unwrap();
+        let now = configmaps(&cluster).get("lockheed-s").await.unwrap();
         assert_eq!(
             now.metadata.resource_version, stored.metadata.resource_version,
             "{shape}: the replacement was overwritten"
         );
-        configmaps(&server)
+        configmaps(&cluster)
             .delete("lockheed-s", &DeleteParams::default())
             .await
             .unwrap();

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use k8s_openapi::api::rbac::v1::{Role, Subject};
 use lockheed::backend::{Backend, LockState, Record, StoredStates, Written};
 use lockheed::clock::TokioClock;
-use lockheed::testing::FakeApiServer;
+use lockheed::testing::{FakeApiServer, TestCluster};
 use lockheed::{Error, KubeLocker, LeaseLocker, Locker, MemoryLocker};
 
 /// A backend under test, with the controls the suite needs.
@@ -114,22 +115,49 @@ impl Harness for Memory {
     }
 }
 
-/// `KubeLocker` on the fake API server.
+/// `KubeLocker` on the test's server: the fake one, or a namespace of a real cluster
+/// (`TestCluster`).
 pub struct Kube {
-    pub server: FakeApiServer,
+    pub cluster: TestCluster,
     locker: KubeLocker,
+}
+
+impl Kube {
+    /// The fake server, for the tests that count its requests or inject its faults; `None` on
+    /// a real cluster.
+    pub fn fake(&self) -> Option<&FakeApiServer> {
+        self.cluster.fake_server()
+    }
+}
+
+/// The fake server of `cluster`, for a test that injects its faults or reads its request log.
+/// On a real cluster it is `None`, and the test ends there (its run on the fake server covers
+/// it), saying so on stderr.
+pub fn fake_only<'a>(cluster: &'a TestCluster, why: &str) -> Option<&'a FakeApiServer> {
+    let fake = cluster.fake_server();
+    if fake.is_none() {
+        eprintln!("runs on the fake server only ({why})");
+    }
+    fake
+}
+
+/// A fresh test cluster (the server the environment chooses).
+pub async fn cluster() -> TestCluster {
+    TestCluster::start().await.expect("the test cluster starts")
+}
+
+/// A locker of `cluster`'s namespace whose clock follows Tokio's (paused) clock.
+pub fn kube_locker(cluster: &TestCluster, client: kube::Client) -> KubeLocker {
+    KubeLocker::new(client, cluster.namespace()).with_clock(Arc::new(TokioClock::new()))
 }
 
 impl Harness for Kube {
     type Locker = KubeLocker;
 
     async fn new() -> Self {
-        let server = FakeApiServer::start()
-            .await
-            .expect("the fake API server starts");
-        let locker =
-            KubeLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
-        Self { server, locker }
+        let cluster = cluster().await;
+        let locker = kube_locker(&cluster, cluster.client());
+        Self { cluster, locker }
     }
 
     fn locker(&self) -> KubeLocker {
@@ -137,23 +165,23 @@ impl Harness for Kube {
     }
 
     fn cut_off(&self) {
-        self.server.partition();
+        self.cluster.cut_off();
     }
 
     fn restore(&self) {
-        self.server.heal();
+        self.cluster.restore();
     }
 
     async fn store_raw(&self, name: &str, json: &str) {
-        store_raw(&self.server, name, json).await;
+        store_raw(&self.cluster, name, json).await;
     }
 }
 
 /// Stores a raw state document for lock `name`, as another client might (the administrator).
-async fn store_raw(server: &FakeApiServer, name: &str, json: &str) {
+async fn store_raw(cluster: &TestCluster, name: &str, json: &str) {
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::{Api, Patch, PatchParams};
-    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
     let object = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -169,9 +197,9 @@ async fn store_raw(server: &FakeApiServer, name: &str, json: &str) {
     .expect("the raw state is stored");
 }
 
-/// The Role named `name` in `examples/rbac.yaml`, and the user its RoleBinding binds it to.
-pub fn rbac_role(name: &str) -> (k8s_openapi::api::rbac::v1::Role, String) {
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+/// The Role named `name` in `examples/rbac.yaml`, and the subject its RoleBinding binds it to.
+pub fn rbac_role(name: &str) -> (Role, Subject) {
+    use k8s_openapi::api::rbac::v1::RoleBinding;
     let documents: Vec<serde_json::Value> =
         serde_saphyr::from_str_multiple(include_str!("../../examples/rbac.yaml"))
             .expect("examples/rbac.yaml is YAML");
@@ -185,34 +213,27 @@ pub fn rbac_role(name: &str) -> (k8s_openapi::api::rbac::v1::Role, String) {
     let role: Role = serde_json::from_value(find("Role")).expect("a Role");
     let binding: RoleBinding = serde_json::from_value(find("RoleBinding")).expect("a RoleBinding");
     assert_eq!(binding.role_ref.name, name);
-    let subject = &binding.subjects.expect("a subject")[0];
-    let user = match subject.kind.as_str() {
-        "ServiceAccount" => format!("system:serviceaccount:default:{}", subject.name),
-        _ => subject.name.clone(),
-    };
-    (role, user)
+    let subject = binding.subjects.expect("a subject")[0].clone();
+    (role, subject)
 }
 
-/// A server whose access control grants the user of token `token` exactly `role` (in
-/// namespace `default`, where the Role is applied).
-async fn server_granting(
-    token: &str,
-    user: &str,
-    role: &k8s_openapi::api::rbac::v1::Role,
-) -> FakeApiServer {
-    let access = lockheed::testing::AccessControl::new()
-        .user(token, user)
-        .role(token, role);
-    FakeApiServer::builder()
-        .access_control(access)
-        .start()
+/// A client of `cluster` with exactly `role`, bound to `subject` (as `examples/rbac.yaml`
+/// binds it).
+pub async fn client_with_role(
+    cluster: &TestCluster,
+    role: &Role,
+    subject: &Subject,
+) -> kube::Client {
+    let identity = cluster
+        .grant(role, subject)
         .await
-        .expect("the fake API server starts")
+        .expect("the Role is granted");
+    cluster.client_as(&identity)
 }
 
 /// `KubeLocker` whose client has exactly Role `lockheed` of `examples/rbac.yaml`.
 pub struct KubeRbac {
-    pub server: FakeApiServer,
+    pub cluster: TestCluster,
     locker: KubeLocker,
 }
 
@@ -220,11 +241,11 @@ impl Harness for KubeRbac {
     type Locker = KubeLocker;
 
     async fn new() -> Self {
-        let (role, user) = rbac_role("lockheed");
-        let server = server_granting("service-account", &user, &role).await;
-        let locker = KubeLocker::new(server.client_for_token("service-account"), "default")
-            .with_clock(Arc::new(TokioClock::new()));
-        Self { server, locker }
+        let (role, subject) = rbac_role("lockheed");
+        let cluster = cluster().await;
+        let client = client_with_role(&cluster, &role, &subject).await;
+        let locker = kube_locker(&cluster, client);
+        Self { cluster, locker }
     }
 
     fn locker(&self) -> KubeLocker {
@@ -232,15 +253,15 @@ impl Harness for KubeRbac {
     }
 
     fn cut_off(&self) {
-        self.server.partition();
+        self.cluster.cut_off();
     }
 
     fn restore(&self) {
-        self.server.heal();
+        self.cluster.restore();
     }
 
     async fn store_raw(&self, name: &str, json: &str) {
-        store_raw(&self.server, name, json).await;
+        store_raw(&self.cluster, name, json).await;
     }
 }
 
@@ -257,7 +278,7 @@ const SUITE_ABSENT_LOCKS: &[&str] = &["never-taken", "nothing-here"];
 /// which an administrator created beforehand (no list, no watch, no create): Role
 /// `lockheed-locks` of `examples/rbac.yaml`, its `resourceNames` set to the suite's locks.
 pub struct KubeNamed {
-    pub server: FakeApiServer,
+    pub cluster: TestCluster,
     locker: KubeLocker,
 }
 
@@ -267,7 +288,7 @@ impl Harness for KubeNamed {
     async fn new() -> Self {
         use k8s_openapi::api::core::v1::ConfigMap;
         use kube::api::{Api, PostParams};
-        let (mut role, user) = rbac_role("lockheed-locks");
+        let (mut role, subject) = rbac_role("lockheed-locks");
         let names: Vec<String> = SUITE_LOCKS
             .iter()
             .map(|n| format!("lockheed-{n}"))
@@ -277,8 +298,9 @@ impl Harness for KubeNamed {
             let absent = SUITE_ABSENT_LOCKS.iter().map(|n| format!("lockheed-{n}"));
             rule.resource_names = Some(names.iter().cloned().chain(absent).collect());
         }
-        let server = server_granting("service-account", &user, &role).await;
-        let admin: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+        let cluster = cluster().await;
+        let client = client_with_role(&cluster, &role, &subject).await;
+        let admin: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
         for name in &names {
             let mut cm = ConfigMap::default();
             cm.metadata.name = Some(name.clone());
@@ -287,9 +309,8 @@ impl Harness for KubeNamed {
                 .await
                 .expect("the administrator pre-creates the lock's ConfigMap");
         }
-        let locker = KubeLocker::new(server.client_for_token("service-account"), "default")
-            .with_clock(Arc::new(TokioClock::new()));
-        Self { server, locker }
+        let locker = kube_locker(&cluster, client);
+        Self { cluster, locker }
     }
 
     fn locker(&self) -> KubeLocker {
@@ -297,21 +318,21 @@ impl Harness for KubeNamed {
     }
 
     fn cut_off(&self) {
-        self.server.partition();
+        self.cluster.cut_off();
     }
 
     fn restore(&self) {
-        self.server.heal();
+        self.cluster.restore();
     }
 
     async fn store_raw(&self, name: &str, json: &str) {
-        store_raw(&self.server, name, json).await;
+        store_raw(&self.cluster, name, json).await;
     }
 }
 
-/// `LeaseLocker` on the fake API server.
+/// `LeaseLocker` on the test's server.
 pub struct Leases {
-    pub server: FakeApiServer,
+    pub cluster: TestCluster,
     locker: LeaseLocker,
 }
 
@@ -319,12 +340,10 @@ impl Harness for Leases {
     type Locker = LeaseLocker;
 
     async fn new() -> Self {
-        let server = FakeApiServer::start()
-            .await
-            .expect("the fake API server starts");
-        let locker =
-            LeaseLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
-        Self { server, locker }
+        let cluster = cluster().await;
+        let locker = LeaseLocker::new(cluster.client(), cluster.namespace())
+            .with_clock(Arc::new(TokioClock::new()));
+        Self { cluster, locker }
     }
 
     fn locker(&self) -> LeaseLocker {
@@ -332,11 +351,11 @@ impl Harness for Leases {
     }
 
     fn cut_off(&self) {
-        self.server.partition();
+        self.cluster.cut_off();
     }
 
     fn restore(&self) {
-        self.server.heal();
+        self.cluster.restore();
     }
 
     async fn store_raw(&self, name: &str, json: &str) {

@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lockheed::backend::Backend as _;
 use lockheed::clock::TokioClock;
 use lockheed::testing::history::{History, Report, Section};
 use lockheed::testing::{FakeApiServer, Fault};
@@ -203,7 +202,6 @@ async fn contend(
     target: usize,
     tally: Arc<Tally>,
 ) {
-    let clock = locker.clock();
     let mut rng = fastrand::Rng::with_seed(seed);
     while tally.started.load(Ordering::SeqCst) < target {
         tokio::time::sleep(Duration::from_millis(rng.u64(0..=100))).await;
@@ -223,7 +221,7 @@ async fn contend(
             continue;
         }
         tally.started.fetch_add(1, Ordering::SeqCst);
-        let start = clock.now();
+        let start = locker.now();
         // One section in forty outlasts the lease: renewals must keep it, and a blackhole
         // must make it lose the lock in time.
         let work = if rng.u8(..40) == 0 {
@@ -237,7 +235,7 @@ async fn contend(
             () = guard.lost() => { tally.lost.fetch_add(1, Ordering::SeqCst); }
             () = work => {}
         }
-        let section = Section::new(&name, guard.token(), start, clock.now()).shared(shared);
+        let section = Section::new(&name, guard.token(), start, locker.now()).shared(shared);
         tally.sections.lock().unwrap().push(section);
         // A lost lock's release fails with Lost: nothing to do about it.
         let _ = guard.release().await;

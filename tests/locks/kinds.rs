@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use lockheed::backend::Backend as _;
 use lockheed::{Access, Error, Evict, Lock, LockKind, Locker};
 
 use crate::harness::Harness;
@@ -230,7 +229,7 @@ pub async fn a_writer_that_gives_up_withdraws_its_intent<H: Harness>() {
 pub async fn a_dead_writers_intent_ends_by_itself<H: Harness>() {
     let h = H::new().await;
     // A place in the queue ending 10 s from now, by the locker's clock, whose writer is gone.
-    let now = h.locker().clock().now();
+    let now = h.locker().now();
     let expires = (now + chrono::Duration::seconds(10)).to_rfc3339();
     let since = now.to_rfc3339();
     h.store_raw(

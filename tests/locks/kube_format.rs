@@ -7,25 +7,30 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use lockheed::clock::TokioClock;
-use lockheed::testing::FakeApiServer;
+use lockheed::testing::TestCluster;
 use lockheed::{Condition, Error, KubeLocker, Lock, Locker};
 
 struct Cluster {
-    server: FakeApiServer,
+    cluster: TestCluster,
     api: Api<ConfigMap>,
     clock: Arc<TokioClock>,
 }
 
 impl Cluster {
     async fn new() -> Self {
-        let server = FakeApiServer::start().await.unwrap();
-        let api = Api::namespaced(server.client(), "default");
+        let cluster = crate::harness::cluster().await;
+        let api = Api::namespaced(cluster.client(), cluster.namespace());
         let clock = Arc::new(TokioClock::new());
-        Self { server, api, clock }
+        Self {
+            cluster,
+            api,
+            clock,
+        }
     }
 
     fn locker(&self) -> KubeLocker {
-        KubeLocker::new(self.server.client(), "default").with_clock(self.clock.clone())
+        KubeLocker::new(self.cluster.client(), self.cluster.namespace())
+            .with_clock(self.clock.clone())
     }
 
     fn lock(&self, name: &str, holder: &str) -> Lock<KubeLocker> {
@@ -38,6 +43,8 @@ impl Cluster {
         let mut cm: ConfigMap =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         cm.metadata.resource_version = None;
+        // In the test's namespace (the fixtures name `default`).
+        cm.metadata.namespace = Some(self.cluster.namespace().to_owned());
         self.api.create(&PostParams::default(), &cm).await.unwrap()
     }
 
@@ -224,7 +231,7 @@ async fn writes_keep_every_managers_fields() {
     );
     assert!(
         managers.contains(&(
-            lockheed::kube::FIELD_MANAGER.to_owned(),
+            lockheed::configmap::FIELD_MANAGER.to_owned(),
             "Update".to_owned()
         )),
         "{managers:?}"
@@ -251,13 +258,18 @@ async fn a_corrupt_state_names_its_configmap_and_hides_nothing() {
     c.load("lockheed-held.json").await;
     let err = c.lock("broken", "me").try_acquire().await.unwrap_err();
     match &err {
-        Error::Corrupt { object, .. } => assert_eq!(object, "default/lockheed-broken"),
+        Error::Corrupt { object, .. } => {
+            assert_eq!(
+                *object,
+                format!("{}/lockheed-broken", c.cluster.namespace())
+            );
+        }
         other => panic!("expected Corrupt, got {other}"),
     }
-    assert!(
-        err.to_string()
-            .starts_with("the lock state in default/lockheed-broken is corrupt")
-    );
+    assert!(err.to_string().starts_with(&format!(
+        "the lock state in {}/lockheed-broken is corrupt",
+        c.cluster.namespace()
+    )));
     assert_eq!(
         c.get("lockheed-broken").await.metadata.resource_version,
         before.metadata.resource_version
@@ -376,14 +388,14 @@ async fn fencing_tokens_survive_a_go_rewrite() {
 #[tokio::test(start_paused = true)]
 async fn names_that_cannot_form_a_configmap_name_are_refused_up_front() {
     let c = Cluster::new().await;
-    c.server.reset_counters();
+    c.cluster.reset_counters();
     for bad in ["Upper", "under_score", "trail-", "a..b", &"x".repeat(245)] {
         let err = c.lock(bad, "me").try_acquire().await.unwrap_err();
         assert!(matches!(err, Error::InvalidName { .. }), "{bad}: {err}");
     }
-    assert_eq!(c.server.counts().total(), 0, "refused before any request");
+    assert_eq!(c.cluster.counts().total(), 0, "refused before any request");
     let _longest = c.lock(&"x".repeat(244), "me").try_acquire().await.unwrap();
-    let custom = KubeLocker::new(c.server.client(), "default").with_prefix("locks.");
+    let custom = KubeLocker::new(c.cluster.client(), c.cluster.namespace()).with_prefix("locks.");
     let guard = Lock::new("db", custom.clone()).try_acquire().await.unwrap();
     assert!(c.api.get_opt("locks.db").await.unwrap().is_some());
     assert_eq!(custom.list(None).await.unwrap().locks.len(), 1);

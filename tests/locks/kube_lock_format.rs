@@ -7,25 +7,26 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
 use lockheed::clock::TokioClock;
-use lockheed::kube::KUBE_LOCK_ANNOTATION;
-use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
+use lockheed::configmap::{Format, KUBE_LOCK_ANNOTATION};
+use lockheed::testing::{Fault, RequestMatcher, TestCluster, Verb};
 use lockheed::{Error, Evict, KubeLocker, Lock, LockKind, Locker};
 use serde_json::json;
 
 struct Cluster {
-    server: FakeApiServer,
+    cluster: TestCluster,
     api: Api<ConfigMap>,
 }
 
 impl Cluster {
     async fn new() -> Self {
-        let server = FakeApiServer::start().await.unwrap();
-        let api = Api::namespaced(server.client(), "default");
-        Self { server, api }
+        let cluster = crate::harness::cluster().await;
+        let api = Api::namespaced(cluster.client(), cluster.namespace());
+        Self { cluster, api }
     }
 
     fn locker(&self) -> KubeLocker {
-        KubeLocker::kube_lock(self.server.client(), "default")
+        KubeLocker::new(self.cluster.client(), self.cluster.namespace())
+            .with_format(Format::KubeLock)
             .with_clock(Arc::new(TokioClock::new()))
     }
 
@@ -43,6 +44,8 @@ impl Cluster {
         let mut cm: ConfigMap =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         cm.metadata.resource_version = None;
+        // In the test's namespace (the fixtures name `default`).
+        cm.metadata.namespace = Some(self.cluster.namespace().to_owned());
         self.api.create(&PostParams::default(), &cm).await.unwrap()
     }
 
@@ -115,7 +118,10 @@ async fn a_failed_reentry_keeps_the_holders_place() {
     let c = Cluster::new().await;
     c.load("kube-lock-empty-max3.json").await;
     let first = c.lock("holder-1", 3).try_acquire().await.unwrap();
-    c.server.inject(
+    let Some(server) = crate::harness::fake_only(&c.cluster, "a 500 after commit") else {
+        return;
+    };
+    server.inject(
         Fault::status(500)
             .after_commit()
             .on(RequestMatcher::any().verb(Verb::Update)),
@@ -176,12 +182,36 @@ async fn precreated_without_annotation_takes_the_callers_max() {
     assert_eq!(list.locks[0].name, "lock");
 }
 
+/// The format gives defaults (no prefix, no creation), which settings made before
+/// `with_format` keep: the order of the builders does not matter.
+#[tokio::test(start_paused = true)]
+async fn the_format_gives_defaults_and_explicit_settings_win_in_any_order() {
+    let c = Cluster::new().await;
+    let locker = || KubeLocker::new(c.cluster.client(), c.cluster.namespace());
+    assert_eq!(c.locker().object_name("lock"), "lock");
+    let prefixed = locker().with_prefix("p-").with_format(Format::KubeLock);
+    assert_eq!(prefixed.object_name("lock"), "p-lock");
+    let creating = locker().with_create(true).with_format(Format::KubeLock);
+    let guard = Lock::new("lock", creating)
+        .with_holder("holder-1")
+        .with_max_holders(1)
+        .with_duration(Duration::ZERO)
+        .try_acquire()
+        .await
+        .unwrap();
+    assert_eq!(
+        c.annotation().await["holders"].as_object().unwrap().len(),
+        1
+    );
+    guard.release().await.unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_missing_configmap_is_created_only_when_allowed() {
     let c = Cluster::new().await;
     let err = c.lock("holder-1", 1).try_acquire().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Missing { object } if object == "default/lock"),
+        matches!(&err, Error::Missing { object } if *object == format!("{}/lock", c.cluster.namespace())),
         "{err}"
     );
     assert!(c.api.get_opt("lock").await.unwrap().is_none());
@@ -214,11 +244,11 @@ async fn what_kube_lock_cannot_store_is_refused() {
         // Tags, once the state is built.
         (c.lock("x", 1).with_tags(["t"]), false),
     ] {
-        c.server.reset_counters();
+        c.cluster.reset_counters();
         let err = lock.try_acquire().await.unwrap_err();
         assert!(matches!(err, Error::InvalidConfig { .. }), "{err}");
         if up_front {
-            assert_eq!(c.server.counts().api_requests(), 0, "{err}");
+            assert_eq!(c.cluster.counts().api_requests(), 0, "{err}");
         }
     }
 }
@@ -238,7 +268,7 @@ async fn a_corrupt_annotation_is_an_error_naming_the_configmap() {
         .unwrap();
     let err = c.lock("x", 1).try_acquire().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Corrupt { object, .. } if object == "default/lock"),
+        matches!(&err, Error::Corrupt { object, .. } if *object == format!("{}/lock", c.cluster.namespace())),
         "{err}"
     );
     assert_eq!(

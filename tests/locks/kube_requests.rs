@@ -4,22 +4,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lockheed::clock::TokioClock;
-use lockheed::testing::{FakeApiServer, Verb};
+use lockheed::testing::Verb;
 use lockheed::{KubeLocker, Lock};
 
 #[tokio::test(start_paused = true)]
 async fn one_read_and_one_write_per_state_change() {
-    let server = FakeApiServer::start().await.unwrap();
-    let locker =
-        KubeLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
+    let cluster = crate::harness::cluster().await;
+    let locker = KubeLocker::new(cluster.client(), cluster.namespace())
+        .with_clock(Arc::new(TokioClock::new()));
     let lock = Lock::new("counted", locker)
         .with_duration(Duration::from_secs(30))
         .with_renew_interval(Duration::from_secs(10));
 
     // A lock that does not exist yet: a read (404) and a create.
-    server.reset_counters();
+    cluster.reset_counters();
     let guard = lock.try_acquire().await.unwrap();
-    let counts = server.counts();
+    let counts = cluster.counts();
     assert_eq!(
         (
             counts.get(Verb::Get),
@@ -28,15 +28,15 @@ async fn one_read_and_one_write_per_state_change() {
         ),
         (1, 1, 2)
     );
-    server.reset_counters();
+    cluster.reset_counters();
     guard.release().await.unwrap();
-    assert_eq!(server.counts().get(Verb::Update), 1);
-    assert_eq!(server.counts().total(), 1, "release: one write");
+    assert_eq!(cluster.counts().get(Verb::Update), 1);
+    assert_eq!(cluster.counts().total(), 1, "release: one write");
 
     // An existing lock, uncontended: a read and a compare-and-swap.
-    server.reset_counters();
+    cluster.reset_counters();
     let guard = lock.try_acquire().await.unwrap();
-    let counts = server.counts();
+    let counts = cluster.counts();
     assert_eq!(
         (
             counts.get(Verb::Get),
@@ -47,9 +47,9 @@ async fn one_read_and_one_write_per_state_change() {
     );
 
     // Each renewal is one write.
-    server.reset_counters();
+    cluster.reset_counters();
     tokio::time::sleep(Duration::from_secs(35)).await;
-    let counts = server.counts();
+    let counts = cluster.counts();
     assert_eq!(
         counts.get(Verb::Update),
         3,
@@ -58,18 +58,18 @@ async fn one_read_and_one_write_per_state_change() {
     assert_eq!(counts.total(), 3);
     assert!(!guard.is_lost());
 
-    server.reset_counters();
+    cluster.reset_counters();
     guard.release().await.unwrap();
-    assert_eq!(server.counts().total(), 1);
+    assert_eq!(cluster.counts().total(), 1);
 }
 
 /// Locks taken together do not renew together: each lease's first renewal comes at a random
 /// point of the renew interval's second half, and the next ones every interval after it.
 #[tokio::test(start_paused = true)]
 async fn locks_taken_together_renew_apart() {
-    let server = FakeApiServer::start().await.unwrap();
-    let locker =
-        KubeLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
+    let cluster = crate::harness::cluster().await;
+    let locker = KubeLocker::new(cluster.client(), cluster.namespace())
+        .with_clock(Arc::new(TokioClock::new()));
     let started = tokio::time::Instant::now();
     let mut guards = Vec::new();
     for i in 0..64 {
@@ -95,14 +95,14 @@ async fn locks_taken_together_renew_apart() {
         now
     };
 
-    server.reset_counters();
+    cluster.reset_counters();
     tokio::time::sleep_until(started + Duration::from_millis(4_990)).await;
     assert_eq!(
         renewed(&expiries().await),
         0,
         "none before half the interval"
     );
-    assert_eq!(server.counts().total(), 0);
+    assert_eq!(cluster.counts().total(), 0);
 
     tokio::time::sleep_until(started + Duration::from_millis(7_500)).await;
     let halfway = renewed(&expiries().await);
@@ -113,6 +113,6 @@ async fn locks_taken_together_renew_apart() {
 
     tokio::time::sleep_until(started + taken + Duration::from_millis(10_010)).await;
     assert_eq!(renewed(&expiries().await), 64, "all within one interval");
-    assert_eq!(server.counts().get(Verb::Update), 64, "once each");
-    assert_eq!(server.counts().total(), 64);
+    assert_eq!(cluster.counts().get(Verb::Update), 64, "once each");
+    assert_eq!(cluster.counts().total(), 64);
 }

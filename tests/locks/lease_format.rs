@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use lockheed::backend::Backend as _;
 use lockheed::clock::TokioClock;
-use lockheed::testing::{FakeApiServer, Verb};
+use lockheed::testing::{TestCluster, Verb};
 use lockheed::{Error, LeaseLocker, Lock, Locker};
 use serde_json::{Value, json};
 
@@ -19,31 +18,36 @@ use crate::client_go::{Config, Elector};
 const SECOND: Duration = Duration::from_secs(1);
 
 struct Cluster {
-    server: FakeApiServer,
+    cluster: TestCluster,
     clock: Arc<TokioClock>,
 }
 
 impl Cluster {
     async fn new() -> Self {
-        let server = FakeApiServer::start().await.unwrap();
         Self {
-            server,
+            cluster: crate::harness::cluster().await,
             clock: Arc::new(TokioClock::new()),
         }
     }
 
-    fn locker(&self, namespace: &str) -> LeaseLocker {
-        LeaseLocker::new(self.server.client(), namespace).with_clock(self.clock.clone())
+    fn locker(&self) -> LeaseLocker {
+        LeaseLocker::new(self.cluster.client(), self.cluster.namespace())
+            .with_clock(self.clock.clone())
     }
 
     fn lock(&self, name: &str, holder: &str) -> Lock<LeaseLocker> {
-        Lock::new(name, self.locker("default"))
+        Lock::new(name, self.locker())
             .with_holder(holder)
             .with_duration(15 * SECOND)
     }
 
-    fn api(&self, namespace: &str) -> Api<Lease> {
-        Api::namespaced(self.server.client(), namespace)
+    fn api(&self) -> Api<Lease> {
+        Api::namespaced(self.cluster.client(), self.cluster.namespace())
+    }
+
+    /// `name` qualified by the test's namespace, as errors name objects.
+    fn object(&self, name: &str) -> String {
+        format!("{}/{name}", self.cluster.namespace())
     }
 
     /// Stores a fixture as its writer created it.
@@ -52,33 +56,29 @@ impl Cluster {
         let mut lease: Lease =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         lease.metadata.resource_version = None;
-        let namespace = lease.metadata.namespace.clone().unwrap();
-        self.api(&namespace)
+        // In the test's namespace (the fixtures name `default` and `kube-system`).
+        lease.metadata.namespace = Some(self.cluster.namespace().to_owned());
+        self.api()
             .create(&PostParams::default(), &lease)
             .await
             .unwrap()
     }
 
     /// The Lease's spec exactly as the server keeps it (its JSON, times as written).
-    async fn raw_spec(&self, namespace: &str, name: &str) -> Value {
+    async fn raw_spec(&self, name: &str) -> Value {
         let resource = ApiResource::erase::<Lease>(&());
         let api: Api<DynamicObject> =
-            Api::namespaced_with(self.server.client(), namespace, &resource);
+            Api::namespaced_with(self.cluster.client(), self.cluster.namespace(), &resource);
         api.get(name).await.unwrap().data["spec"].clone()
     }
 
-    async fn annotations(&self, namespace: &str, name: &str) -> Value {
-        let lease = self.api(namespace).get(name).await.unwrap();
+    async fn annotations(&self, name: &str) -> Value {
+        let lease = self.api().get(name).await.unwrap();
         serde_json::to_value(lease.metadata.annotations.unwrap_or_default()).unwrap()
     }
 
     fn go(&self, name: &str, identity: &str) -> Elector {
-        Elector::new(
-            self.api("default"),
-            name,
-            Config::new(identity),
-            self.clock.clone(),
-        )
+        Elector::new(self.api(), name, Config::new(identity), self.clock.clone())
     }
 }
 
@@ -103,12 +103,7 @@ async fn a_client_go_leader_is_never_taken_while_live() {
         .await
         .unwrap_err();
     assert_eq!(err.holders().expect("held")[0].id, leader);
-    let info = c
-        .locker("default")
-        .get("example-controller")
-        .await
-        .unwrap()
-        .unwrap();
+    let info = c.locker().get("example-controller").await.unwrap().unwrap();
     assert_eq!(
         info.holders[0].token, None,
         "a Go leader's term has no token"
@@ -120,7 +115,7 @@ async fn a_client_go_leader_is_never_taken_while_live() {
         .await
         .unwrap_err();
     assert!(matches!(waited, Error::Timeout { .. }), "{waited}");
-    let after = c.api("default").get("example-controller").await.unwrap();
+    let after = c.api().get("example-controller").await.unwrap();
     assert_eq!(after.spec, before.spec);
     assert_eq!(after.spec.unwrap().lease_transitions, Some(4));
 }
@@ -135,7 +130,7 @@ async fn a_lease_released_by_client_go_is_free_at_once_and_transitions_count_on(
         .await
         .unwrap();
     assert_eq!(guard.token(), 1);
-    let spec = c.raw_spec("default", "example-controller").await;
+    let spec = c.raw_spec("example-controller").await;
     assert_eq!(spec["holderIdentity"], "rust-1");
     assert_eq!(spec["leaseDurationSeconds"], 15);
     assert_eq!(spec["leaseTransitions"], 5);
@@ -144,14 +139,14 @@ async fn a_lease_released_by_client_go_is_free_at_once_and_transitions_count_on(
     assert_eq!(spec["acquireTime"], spec["renewTime"]);
     // Renewed every 5 s (a third of 15 s): renewTime moves, acquireTime and transitions stay.
     tokio::time::sleep(6 * SECOND).await;
-    let renewed = c.raw_spec("default", "example-controller").await;
+    let renewed = c.raw_spec("example-controller").await;
     assert_ne!(renewed["renewTime"], spec["renewTime"]);
     assert!(is_micro_time(&renewed["renewTime"]));
     assert_eq!(renewed["acquireTime"], spec["acquireTime"]);
     assert_eq!(renewed["leaseTransitions"], 5);
     // A release writes client-go's ReleaseOnCancel record.
     guard.release().await.unwrap();
-    let released = c.raw_spec("default", "example-controller").await;
+    let released = c.raw_spec("example-controller").await;
     assert_eq!(released["holderIdentity"], "");
     assert_eq!(released["leaseDurationSeconds"], 1);
     assert_eq!(released["leaseTransitions"], 5);
@@ -164,15 +159,10 @@ async fn a_lease_released_by_client_go_is_free_at_once_and_transitions_count_on(
 async fn a_lease_released_by_kube_lease_manager_is_free() {
     let c = Cluster::new().await;
     c.load("lease-kube-lease-manager-released.json").await;
-    let info = c
-        .locker("default")
-        .get("jobs-logger")
-        .await
-        .unwrap()
-        .unwrap();
+    let info = c.locker().get("jobs-logger").await.unwrap().unwrap();
     assert!(!info.is_held());
     let guard = c.lock("jobs-logger", "rust-1").try_acquire().await.unwrap();
-    let spec = c.raw_spec("default", "jobs-logger").await;
+    let spec = c.raw_spec("jobs-logger").await;
     assert_eq!(spec["holderIdentity"], "rust-1");
     assert_eq!(spec["leaseTransitions"], 3);
     guard.release().await.unwrap();
@@ -183,7 +173,7 @@ async fn a_holder_that_is_not_preferred_gives_the_lease_up() {
     let c = Cluster::new().await;
     c.load("lease-coordinated-preferred.json").await;
     let lock = |holder: &str| {
-        Lock::new("kube-scheduler", c.locker("kube-system"))
+        Lock::new("kube-scheduler", c.locker())
             .with_holder(holder)
             .with_duration(15 * SECOND)
     };
@@ -203,10 +193,10 @@ async fn a_holder_that_is_not_preferred_gives_the_lease_up() {
         .await
         .expect("a holder that is not preferred gives the lease up at its next renewal");
     // Until its guard is released (its work has stopped), the record still names it.
-    let spec = c.raw_spec("kube-system", "kube-scheduler").await;
+    let spec = c.raw_spec("kube-scheduler").await;
     assert_eq!(spec["holderIdentity"], "scheduler-a");
     a.release().await.unwrap();
-    let spec = c.raw_spec("kube-system", "kube-scheduler").await;
+    let spec = c.raw_spec("kube-scheduler").await;
     assert_eq!(spec["holderIdentity"], "");
     assert_eq!(spec["preferredHolder"], "scheduler-b", "kept");
     assert_eq!(spec["strategy"], "OldestEmulationVersion", "kept");
@@ -216,10 +206,7 @@ async fn a_holder_that_is_not_preferred_gives_the_lease_up() {
     assert!(waiting.id == "scheduler-b" && waiting.waiting, "{err}");
     // ...and it takes the lease, and keeps it.
     let b = lock("scheduler-b").try_acquire().await.unwrap();
-    assert_eq!(
-        c.raw_spec("kube-system", "kube-scheduler").await["leaseTransitions"],
-        2
-    );
+    assert_eq!(c.raw_spec("kube-scheduler").await["leaseTransitions"], 2);
     tokio::time::sleep(30 * SECOND).await;
     assert!(!b.is_lost());
     b.release().await.unwrap();
@@ -236,12 +223,12 @@ async fn a_go_leader_between_two_rust_holders_never_sets_tokens_back() {
     assert!(go.try_acquire_or_renew().await);
     tokio::time::sleep(2 * SECOND).await;
     assert!(go.try_acquire_or_renew().await);
-    let spec = c.raw_spec("default", "ctl").await;
+    let spec = c.raw_spec("ctl").await;
     assert_eq!(spec["holderIdentity"], "go-1");
     assert_eq!(spec["leaseTransitions"], 2);
     // client-go keeps the metadata as read: the counter survives its writes.
     assert_eq!(
-        c.annotations("default", "ctl").await["lockheed/fencing-token"],
+        c.annotations("ctl").await["lockheed/fencing-token"],
         t1.to_string()
     );
     let err = c.lock("ctl", "rust-2").try_acquire().await.unwrap_err();
@@ -250,7 +237,7 @@ async fn a_go_leader_between_two_rust_holders_never_sets_tokens_back() {
     // The next Rust holder's token is above the last Rust holder's.
     let second = c.lock("ctl", "rust-2").try_acquire().await.unwrap();
     assert!(second.token() > t1);
-    assert_eq!(c.raw_spec("default", "ctl").await["leaseTransitions"], 3);
+    assert_eq!(c.raw_spec("ctl").await["leaseTransitions"], 3);
     // A Go contender that watched the Rust holder renew does not take it.
     let mut contender = c.go("ctl", "go-2");
     for _ in 0..20 {
@@ -280,7 +267,7 @@ async fn a_crashed_go_leader_is_taken_over_only_once_its_lease_has_run_out() {
         "took over after {waited:?}"
     );
     // client-go created it with 0 transitions; the takeover is the first.
-    assert_eq!(c.raw_spec("default", "ctl").await["leaseTransitions"], 1);
+    assert_eq!(c.raw_spec("ctl").await["leaseTransitions"], 1);
     // The crashed leader comes back: its fast path fails (the Lease changed), and it sees
     // the new holder's valid lease.
     assert!(!go.try_acquire_or_renew().await);
@@ -294,17 +281,12 @@ async fn every_write_is_a_put_of_the_lease_read_with_its_resource_version() {
     let guard = c.lock("ctl", "rust-1").try_acquire().await.unwrap();
     tokio::time::sleep(6 * SECOND).await;
     guard.release().await.unwrap();
-    let writes: Vec<Verb> = c
-        .server
-        .requests()
-        .into_iter()
-        .filter(|r| r.resource.as_deref() == Some("leases"))
-        .map(|r| r.verb)
-        .filter(|v| !matches!(v, Verb::Get | Verb::List | Verb::Watch))
-        .collect();
-    assert_eq!(writes, [Verb::Create, Verb::Update, Verb::Update]);
+    // Only the Lease was written to: a create, a renewal and a release, all but the first PUTs.
+    let counts = c.cluster.counts();
+    let writes = [Verb::Create, Verb::Update, Verb::Patch, Verb::Delete].map(|v| counts.get(v));
+    assert_eq!(writes, [1, 2, 0, 0], "{counts:?}");
     // A stale resourceVersion is refused: another writer's change is never lost.
-    let mut stale = c.api("default").get("ctl").await.unwrap();
+    let mut stale = c.api().get("ctl").await.unwrap();
     c.lock("ctl", "rust-2")
         .try_acquire()
         .await
@@ -314,7 +296,7 @@ async fn every_write_is_a_put_of_the_lease_read_with_its_resource_version() {
         .unwrap();
     stale.spec.as_mut().unwrap().holder_identity = Some("overwrite".into());
     let err = c
-        .api("default")
+        .api()
         .replace("ctl", &PostParams::default(), &stale)
         .await
         .unwrap_err();
@@ -331,23 +313,23 @@ async fn corrupt_annotations_are_typed_errors_and_never_overwritten() {
         "metadata": { "name": "broken", "annotations": { "lockheed/fencing-token": "seven" } },
         "spec": { "holderIdentity": "" },
     });
-    c.api("default")
+    c.api()
         .patch("broken", &PatchParams::apply("test"), &Patch::Apply(broken))
         .await
         .unwrap();
     let err = c.lock("broken", "x").try_acquire().await.unwrap_err();
     assert!(
-        matches!(&err, Error::Corrupt { object, .. } if object == "default/broken"),
+        matches!(&err, Error::Corrupt { object, .. } if *object == c.object("broken")),
         "{err}"
     );
     let err = c.lock("broken", "x").acquire().await.unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }));
-    let list = c.locker("default").list(None).await.unwrap();
+    let list = c.locker().list(None).await.unwrap();
     let names: Vec<_> = list.locks.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["fine"]);
-    assert!(list.unreadable[0].to_string().contains("default/broken"));
+    assert!(list.unreadable[0].to_string().contains(&c.object("broken")));
     assert_eq!(
-        c.annotations("default", "broken").await["lockheed/fencing-token"],
+        c.annotations("broken").await["lockheed/fencing-token"],
         "seven"
     );
 }
@@ -355,7 +337,7 @@ async fn corrupt_annotations_are_typed_errors_and_never_overwritten() {
 #[tokio::test(start_paused = true)]
 async fn lease_kinds_and_durations_are_checked_before_any_request() {
     let c = Cluster::new().await;
-    c.server.partition();
+    c.cluster.cut_off();
     for lock in [
         c.lock("a", "x").with_max_holders(2),
         c.lock("a", "x").with_access(lockheed::Access::Shared),
@@ -370,14 +352,14 @@ async fn lease_kinds_and_durations_are_checked_before_any_request() {
         matches!(&err, Error::InvalidName { reason, .. } if reason.contains("Lease name")),
         "{err}"
     );
-    c.server.heal();
-    assert!(c.locker("default").check_name("ok.name").is_ok());
+    c.cluster.restore();
+    assert!(c.locker().get("ok.name").await.is_ok());
 }
 
 #[tokio::test(start_paused = true)]
 async fn waiters_share_one_watch_and_a_release_hands_the_lease_over() {
     let c = Cluster::new().await;
-    let locker = c.locker("default");
+    let locker = c.locker();
     let mut held = Vec::new();
     for name in ["a", "b"] {
         let lock = Lock::new(name, locker.clone())
@@ -404,10 +386,7 @@ async fn waiters_share_one_watch_and_a_release_hands_the_lease_over() {
     }
     // Each release wrote the next holder into the record: a handover, one write.
     for name in ["a", "b"] {
-        assert_eq!(
-            c.raw_spec("default", name).await["holderIdentity"],
-            "waiter"
-        );
+        assert_eq!(c.raw_spec(name).await["holderIdentity"], "waiter");
     }
     for waiter in waiters {
         assert_eq!(waiter.await.unwrap().token(), 2);
@@ -422,26 +401,29 @@ async fn waiters_share_one_watch_and_a_release_hands_the_lease_over() {
 async fn writes_retried_by_the_client_after_their_commit_are_recognised() {
     use lockheed::testing::{Fault, RequestMatcher};
     let c = Cluster::new().await;
+    let Some(server) = crate::harness::fake_only(&c.cluster, "503 after commit") else {
+        return;
+    };
     // A take: created, answered 503, sent again, 409. The read finds this very lease: the
     // acquisition stands as written, with its token (no second write, no re-entry).
-    c.server.inject(
+    server.inject(
         Fault::status(503)
             .after_commit()
             .on(RequestMatcher::any().verb(Verb::Create)),
     );
     let guard = c.lock("retried", "rust-1").try_acquire().await.unwrap();
-    c.server.clear_faults();
+    server.clear_faults();
     assert_eq!((guard.token(), guard.is_reentry()), (1, false));
-    let updates = c.server.counts().get(Verb::Update);
+    let updates = server.counts().get(Verb::Update);
     assert_eq!(updates, 0, "nothing written after the read");
     // A release, the same way.
-    c.server.inject(
+    server.inject(
         lockheed::testing::Fault::status(503)
             .after_commit()
             .on(lockheed::testing::RequestMatcher::any().verb(Verb::Update)),
     );
     let released = guard.release().await;
-    c.server.clear_faults();
+    server.clear_faults();
     assert!(released.is_ok(), "{released:?}");
-    assert_eq!(c.raw_spec("default", "retried").await["holderIdentity"], "");
+    assert_eq!(c.raw_spec("retried").await["holderIdentity"], "");
 }

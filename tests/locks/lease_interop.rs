@@ -1,8 +1,8 @@
 //! lockheed, client-go and kube-lease-manager electing leaders on one Lease, with holders
 //! stopping, crashing and releasing at random: never two leaders at once (by each one's own
 //! belief), and every handover to a lockheed replica that was waiting is watch-fast. (A
-//! client-go release can fail when a lockheed waiter queued since client-go's last renewal:
-//! that is no handover, and the Lease is taken when it expires; the last test shows it.)
+//! lockheed waiter writes no place in the queue behind a client-go leader, so that leader's
+//! release, which writes the Lease it last wrote, does not conflict; the last test shows it.)
 //!
 //! client-go is its algorithm transcribed (`client_go.rs`, client-go v0.31); kube-lease-manager
 //! is the real crate (0.13). The first test runs two lockheed and two client-go replicas on
@@ -83,9 +83,9 @@ impl Shared {
         }
     }
 
-    /// `who`'s release did not happen after all (a client-go release that conflicted, see
-    /// `a_client_go_release_right_after_a_lockheed_waiter_queued_conflicts`): no handover
-    /// follows; the next leader takes the Lease once it expires.
+    /// `who`'s release did not happen after all (a client-go release that conflicted with
+    /// another write since its last renewal): no handover follows; the next leader takes the
+    /// Lease once it expires.
     fn release_failed(&self, who: &str) {
         self.note(format!("{who}'s release failed"));
         self.0.lock().unwrap().released = None;
@@ -546,13 +546,13 @@ async fn kube_lease_manager_joins_them_in_real_time() {
     verdict(&ledger, Duration::from_secs(1));
 }
 
-/// A known cost of sharing a Lease with client-go: a lockheed waiter queues in the Lease's
-/// annotations (one write), which changes its resourceVersion. A client-go leader that
-/// releases before its next renewal has re-read nothing, so its release conflicts (client-go
-/// logs "Failed to release lock") and the waiter takes the Lease only once it expires. A
-/// renewal in between (every retry period) re-reads, and the release then succeeds.
+/// A lockheed waiter behind a client-go leader writes nothing to the Lease (its place in the
+/// queue would change the Lease's resourceVersion, and client-go up to v0.33 releases with
+/// the Lease it last wrote: a 409, and the Lease taken only once it expired). So a release
+/// right after the waiter came succeeds, and the waiter leads within one watch event.
+/// `tests/interop/release_cost.rs` shows it with the real client-go.
 #[tokio::test(start_paused = true)]
-async fn a_client_go_release_right_after_a_lockheed_waiter_queued_conflicts() {
+async fn a_client_go_release_right_after_a_lockheed_waiter_came_hands_over_at_once() {
     let server = FakeApiServer::start().await.unwrap();
     let clock: Arc<TokioClock> = Arc::new(TokioClock::new());
     let api = Api::<Lease>::namespaced(server.client(), "default");
@@ -568,13 +568,10 @@ async fn a_client_go_release_right_after_a_lockheed_waiter_queued_conflicts() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let released = Instant::now();
-    assert!(
-        !go.release().await,
-        "the waiter's queue write changed the Lease"
-    );
+    assert!(go.release().await, "the waiter left the Lease alone");
     let (led, guard) = waiter.await.unwrap();
     assert!(
-        led - released > Duration::from_secs(10),
+        led - released < Duration::from_secs(1),
         "{:?}",
         led - released
     );

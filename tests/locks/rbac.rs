@@ -68,9 +68,9 @@ async fn with_only_get_and_update_waiters_poll_and_create_nothing() {
         async move { lock.acquire().await.unwrap() }
     });
     tokio::time::sleep(5 * SECOND).await;
-    h.server.reset_counters();
+    h.cluster.reset_counters();
     tokio::time::sleep(20 * SECOND).await;
-    let counts = h.server.counts();
+    let counts = h.cluster.counts();
     assert_eq!(
         (
             counts.get(Verb::List),

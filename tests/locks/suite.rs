@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lockheed::backend::Backend as _;
 use lockheed::{Condition, Error, Evict, Lock, LockKind, Locker};
 
 use crate::harness::Harness;
@@ -118,7 +117,7 @@ pub async fn renewal_keeps_a_lock_past_its_duration<H: Harness>() {
     }
     assert!(!alice.is_lost());
     let expires = alice.expires().await.unwrap();
-    let now = h.locker().clock().now();
+    let now = h.locker().now();
     assert!(expires > now, "the lease was extended: {expires} > {now}");
     alice.release().await.unwrap();
 }
@@ -191,7 +190,7 @@ pub async fn tags_merge_and_reset<H: Harness>() {
     g.release().await.unwrap();
     let g = lock(&h, "a", "carol")
         .with_tags(["only"])
-        .with_reset_tags()
+        .with_reset_tags(true)
         .try_acquire()
         .await
         .unwrap();
@@ -340,7 +339,7 @@ pub async fn lost_fires_when_renewals_are_refused<H: Harness>() {
     h.cut_off();
     let lost_at = tokio::time::timeout(30 * SECOND, async {
         alice.lost().await;
-        h.locker().clock().now()
+        h.locker().now()
     })
     .await
     .expect("lost fires");

@@ -11,23 +11,33 @@ use lockheed::backend::{
     Backend, Changes, Feeds, LockState, Record, Snapshot, StoredStates, Written,
 };
 use lockheed::clock::TokioClock;
-use lockheed::testing::{FakeApiServer, Fault, RequestMatcher, Verb};
+use lockheed::testing::TestCluster;
 use lockheed::{Error, Evict, KubeLocker, Lock, Locker, MemoryLocker};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-async fn cluster(forbid_watch: bool) -> (FakeApiServer, KubeLocker) {
-    let server = FakeApiServer::start().await.unwrap();
-    if forbid_watch {
-        server.inject(
-            Fault::status(403)
-                .on(RequestMatcher::any().verb(Verb::List).verb(Verb::Watch))
-                .always(),
-        );
-    }
+/// A test cluster, and a locker whose client may not list or watch when `forbid_watch`.
+async fn cluster(forbid_watch: bool) -> (TestCluster, KubeLocker) {
+    let cluster = crate::harness::cluster().await;
+    let client = if forbid_watch {
+        let role = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "no-watch" },
+            "rules": [{
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "verbs": ["get", "create", "update", "delete"],
+            }],
+        }))
+        .unwrap();
+        let subject =
+            serde_json::from_value(serde_json::json!({ "kind": "User", "name": "w" })).unwrap();
+        crate::harness::client_with_role(&cluster, &role, &subject).await
+    } else {
+        cluster.client()
+    };
     let locker =
-        KubeLocker::new(server.client(), "default").with_clock(Arc::new(TokioClock::new()));
-    (server, locker)
+        KubeLocker::new(client, cluster.namespace()).with_clock(Arc::new(TokioClock::new()));
+    (cluster, locker)
 }
 
 fn forever(locker: &KubeLocker, holder: &str) -> Lock<KubeLocker> {
@@ -39,7 +49,7 @@ fn forever(locker: &KubeLocker, holder: &str) -> Lock<KubeLocker> {
 /// The lock's ConfigMap is deleted, which restarts its fencing counter, and another holder
 /// takes the lock with a token lower than alice's: alice must still be told.
 async fn a_recreated_lock_is_noticed(forbid_watch: bool) {
-    let (server, locker) = cluster(forbid_watch).await;
+    let (cluster, locker) = cluster(forbid_watch).await;
     for _ in 0..3 {
         let guard = Lock::new("f", locker.clone()).try_acquire().await.unwrap();
         guard.release().await.unwrap();
@@ -47,7 +57,7 @@ async fn a_recreated_lock_is_noticed(forbid_watch: bool) {
     let alice = forever(&locker, "alice").try_acquire().await.unwrap();
     assert_eq!(alice.token(), 4);
     tokio::time::sleep(SECOND).await;
-    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let api: Api<ConfigMap> = Api::namespaced(cluster.client(), cluster.namespace());
     api.delete("lockheed-f", &Default::default()).await.unwrap();
     let bob = forever(&locker, "bob").try_acquire().await.unwrap();
     assert_eq!(bob.token(), 1);
@@ -70,7 +80,7 @@ async fn a_recreated_lock_is_noticed_without_a_watch() {
 /// Released, forgotten and dropped guards leave no watch open.
 #[tokio::test(start_paused = true)]
 async fn guards_leave_no_watch_behind() {
-    let (_server, locker) = cluster(false).await;
+    let (_cluster, locker) = cluster(false).await;
     let a = forever(&locker, "a").try_acquire().await.unwrap();
     tokio::time::sleep(SECOND).await;
     assert_eq!(locker.active_watches(), 1, "the guard watches its lock");

@@ -1,14 +1,14 @@
-//! Waiting and losing a lock safely, on the fake API server: watch-based handover, resumed
+//! Waiting and losing a lock safely, on the test's server: watch-based handover, resumed
 //! watches, timeouts, partitions, fan-out and the herd bound. Time runs on Tokio's paused
 //! clock, which the lockers' clocks follow.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::PolicyRule;
-use lockheed::backend::Backend as _;
 use lockheed::clock::TokioClock;
-use lockheed::testing::{AccessControl, FakeApiServer, Fault, RequestMatcher, Verb};
+use lockheed::testing::{Fault, RequestMatcher, TestCluster, Verb};
+
+use crate::harness::fake_only;
 use lockheed::{Error, KubeLocker, Lock, Locker};
 use tokio::time::Instant;
 
@@ -31,8 +31,8 @@ fn clock() -> Arc<TokioClock> {
 }
 
 /// Alice, holding lock `name` with a 10 s lease renewed every 2 s.
-async fn renewing_holder(server: &FakeApiServer, name: &str) -> lockheed::LockGuard<KubeLocker> {
-    Lock::new(name, process(server, "alice"))
+async fn renewing_holder(cluster: &TestCluster, name: &str) -> lockheed::LockGuard<KubeLocker> {
+    Lock::new(name, process(cluster, "alice"))
         .with_duration(10 * SECOND)
         .with_renew_interval(2 * SECOND)
         .try_acquire()
@@ -41,21 +41,21 @@ async fn renewing_holder(server: &FakeApiServer, name: &str) -> lockheed::LockGu
 }
 
 /// A locker with its own client: another process, as far as the server can tell.
-fn process(server: &FakeApiServer, token: &str) -> KubeLocker {
-    KubeLocker::new(server.client_for_token(token), "default").with_clock(clock())
+fn process(cluster: &TestCluster, token: &str) -> KubeLocker {
+    KubeLocker::new(cluster.client_for(token), cluster.namespace()).with_clock(clock())
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_early_release_hands_over_at_once_across_processes() {
-    let server = FakeApiServer::start().await.unwrap();
-    let holder = Lock::new("h", process(&server, "a"))
+    let cluster = crate::harness::cluster().await;
+    let holder = Lock::new("h", process(&cluster, "a"))
         .with_duration(60 * SECOND)
         .try_acquire()
         .await
         .unwrap();
     // Polling would take a minute here: only a watch can wake the waiter in time.
     let waiter = tokio::spawn({
-        let lock = Lock::new("h", process(&server, "b")).with_retry_interval(60 * SECOND);
+        let lock = Lock::new("h", process(&cluster, "b")).with_retry_interval(60 * SECOND);
         async move {
             let guard = lock.acquire().await.unwrap();
             (Instant::now(), guard.token())
@@ -75,19 +75,22 @@ async fn an_early_release_hands_over_at_once_across_processes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_wakes_after_its_watch_was_closed_or_expired() {
-    let server = FakeApiServer::start().await.unwrap();
+    let cluster = crate::harness::cluster().await;
     for compact in [false, true] {
         let name = format!("w-{compact}");
-        let holder = Lock::new(&name, process(&server, "a"))
+        let holder = Lock::new(&name, process(&cluster, "a"))
             .with_duration(60 * SECOND)
             .try_acquire()
             .await
             .unwrap();
         let waiter = tokio::spawn({
-            let lock = Lock::new(&name, process(&server, "b")).with_retry_interval(60 * SECOND);
+            let lock = Lock::new(&name, process(&cluster, "b")).with_retry_interval(60 * SECOND);
             async move { lock.acquire().await.map(|g| g.token()) }
         });
         tokio::time::sleep(2 * SECOND).await;
+        let Some(server) = fake_only(&cluster, "closes watches and compacts") else {
+            return;
+        };
         if compact {
             // The watch comes back with a resourceVersion older than the history: 410.
             server.compact();
@@ -108,11 +111,11 @@ async fn a_waiter_wakes_after_its_watch_was_closed_or_expired() {
 
 #[tokio::test(start_paused = true)]
 async fn acquire_timeouts_fire_on_time() {
-    let server = FakeApiServer::start().await.unwrap();
-    let holder_lock = Lock::new("t", process(&server, "a")).with_duration(60 * SECOND);
+    let cluster = crate::harness::cluster().await;
+    let holder_lock = Lock::new("t", process(&cluster, "a")).with_duration(60 * SECOND);
     let _holder = holder_lock.try_acquire().await.unwrap();
     let started = Instant::now();
-    let err = Lock::new("t", process(&server, "b"))
+    let err = Lock::new("t", process(&cluster, "b"))
         .acquire_timeout(5 * SECOND)
         .await
         .unwrap_err();
@@ -124,7 +127,7 @@ async fn acquire_timeouts_fire_on_time() {
     );
     assert_eq!(err.holders().unwrap()[0].id, holder_lock.holder());
     // The builder option does the same.
-    let err = Lock::new("t", process(&server, "b"))
+    let err = Lock::new("t", process(&cluster, "b"))
         .with_acquire_timeout(2 * SECOND)
         .acquire()
         .await
@@ -139,8 +142,8 @@ async fn acquire_timeouts_fire_on_time() {
 /// A partition longer than the lease: `lost` fires before the lease ends, and after the
 /// partition nobody holds the lock twice.
 async fn partition_longer_than_the_lease(blackhole: bool) {
-    let server = FakeApiServer::start().await.unwrap();
-    let alice_locker = process(&server, "alice");
+    let cluster = crate::harness::cluster().await;
+    let alice_locker = process(&cluster, "alice");
     let alice = Lock::new("p", alice_locker.clone())
         .with_holder("alice")
         .with_duration(10 * SECOND)
@@ -150,6 +153,9 @@ async fn partition_longer_than_the_lease(blackhole: bool) {
         .unwrap();
     let expires = alice.expires().await.unwrap();
     // Cut alice off only; bob keeps talking to the server and waits.
+    let Some(server) = fake_only(&cluster, "cuts one client off") else {
+        return;
+    };
     if blackhole {
         server.inject(
             Fault::hang()
@@ -164,10 +170,10 @@ async fn partition_longer_than_the_lease(blackhole: bool) {
         );
     }
     let bob = tokio::spawn({
-        let lock = Lock::new("p", process(&server, "bob")).with_holder("bob");
+        let lock = Lock::new("p", process(&cluster, "bob")).with_holder("bob");
         async move {
             let guard = lock.acquire().await.unwrap();
-            (alice_locker.clock().now(), guard)
+            (alice_locker.now(), guard)
         }
     });
     let lost_at = tokio::time::timeout(60 * SECOND, async {
@@ -188,7 +194,7 @@ async fn partition_longer_than_the_lease(blackhole: bool) {
     server.clear_faults();
     // After the partition: alice's release finds nothing of hers; bob alone holds the lock.
     assert!(matches!(alice.release().await, Err(Error::Lost { .. })));
-    let info = process(&server, "x").get("p").await.unwrap().unwrap();
+    let info = process(&cluster, "x").get("p").await.unwrap().unwrap();
     assert_eq!(info.holders.len(), 1);
     assert_eq!(info.holders[0].id, "bob");
     assert!(bob_guard.token() > 1);
@@ -206,8 +212,11 @@ async fn a_silent_partition_loses_the_lock_before_the_lease_ends() {
 
 #[tokio::test(start_paused = true)]
 async fn transient_failures_during_renewal_are_retried() {
-    let server = FakeApiServer::start().await.unwrap();
-    let alice = renewing_holder(&server, "r").await;
+    let cluster = crate::harness::cluster().await;
+    let alice = renewing_holder(&cluster, "r").await;
+    let Some(server) = fake_only(&cluster, "500s and a 429") else {
+        return;
+    };
     // Three failed renewals in a row (kube itself retries 503s, so use 500s and a 429).
     server.inject(
         Fault::status(500)
@@ -218,7 +227,7 @@ async fn transient_failures_during_renewal_are_retried() {
     tokio::time::sleep(30 * SECOND).await;
     assert!(!alice.is_lost());
     assert!(
-        Lock::new("r", process(&server, "bob"))
+        Lock::new("r", process(&cluster, "bob"))
             .try_acquire()
             .await
             .unwrap_err()
@@ -229,14 +238,14 @@ async fn transient_failures_during_renewal_are_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn a_thousand_local_waiters_share_one_watch() {
-    let server = FakeApiServer::start().await.unwrap();
-    let holder = Lock::new("fan", process(&server, "a"))
+    let cluster = crate::harness::cluster().await;
+    let holder = Lock::new("fan", process(&cluster, "a"))
         .with_duration(60 * SECOND)
         .try_acquire()
         .await
         .unwrap();
-    let locker = process(&server, "b");
-    server.reset_counters();
+    let locker = process(&cluster, "b");
+    cluster.reset_counters();
     let waiters: Vec<_> = (0..1000)
         .map(|i| {
             let lock = Lock::new("fan", locker.clone())
@@ -251,19 +260,19 @@ async fn a_thousand_local_waiters_share_one_watch() {
     tokio::time::sleep(5 * SECOND).await;
     assert_eq!(locker.active_watches(), 1);
     assert_eq!(
-        server.counts().get(Verb::Watch),
+        cluster.counts().get(Verb::Watch),
         1,
         "one watch for 1,000 waiters"
     );
     assert!(
-        server.counts().get(Verb::Get) <= 1,
+        cluster.counts().get(Verb::Get) <= 1,
         "waiters read through the feed"
     );
     holder.release().await.unwrap();
     for waiter in waiters {
         waiter.await.unwrap();
     }
-    let counts = server.counts();
+    let counts = cluster.counts();
     assert_eq!(counts.get(Verb::Watch), 1);
     // 1,000 acquisitions and releases with nothing in between: each next waiter of the
     // process queues while the last one releases, and the two writes race (a conflict and a
@@ -282,8 +291,8 @@ async fn a_thousand_local_waiters_share_one_watch() {
 
 #[tokio::test(start_paused = true)]
 async fn sixteen_processes_hand_over_in_few_requests() {
-    let server = FakeApiServer::start().await.unwrap();
-    let first = Lock::new("herd", process(&server, "p-first"))
+    let cluster = crate::harness::cluster().await;
+    let first = Lock::new("herd", process(&cluster, "p-first"))
         .with_duration(30 * SECOND)
         .try_acquire()
         .await
@@ -291,7 +300,7 @@ async fn sixteen_processes_hand_over_in_few_requests() {
     let inside = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let waiters: Vec<_> = (0..16)
         .map(|i| {
-            let lock = Lock::new("herd", process(&server, &format!("p{i}")))
+            let lock = Lock::new("herd", process(&cluster, &format!("p{i}")))
                 .with_duration(30 * SECOND)
                 .with_retry_interval(60 * SECOND);
             let inside = Arc::clone(&inside);
@@ -306,12 +315,12 @@ async fn sixteen_processes_hand_over_in_few_requests() {
         .collect();
     // Everyone is waiting, watching: from here on, count what the handovers cost.
     tokio::time::sleep(5 * SECOND).await;
-    server.reset_counters();
+    cluster.reset_counters();
     first.release().await.unwrap();
     for waiter in waiters {
         waiter.await.unwrap();
     }
-    let counts = server.counts();
+    let counts = cluster.counts();
     let per_handover = counts.total() as f64 / 16.0;
     println!("16 handovers: {counts:?}, {per_handover:.2} requests each");
     // Each release hands the lock over to the next waiter in the queue: one write.
@@ -323,27 +332,25 @@ async fn sixteen_processes_hand_over_in_few_requests() {
 
 #[tokio::test(start_paused = true)]
 async fn without_watch_rights_waiters_poll() {
-    let rule = |verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![String::new()]),
-        resources: Some(vec!["configmaps".into()]),
-        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
-        ..PolicyRule::default()
+    let cluster = crate::harness::cluster().await;
+    let role = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "no-watch" },
+        "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"] }],
+    }))
+    .unwrap();
+    let user = |name: &str| {
+        serde_json::from_value(serde_json::json!({ "kind": "User", "name": name })).unwrap()
     };
-    let access = AccessControl::new()
-        .rule("a", Some("default"), rule(&["get", "create", "update"]))
-        .rule("b", Some("default"), rule(&["get", "create", "update"]));
-    let server = FakeApiServer::builder()
-        .access_control(access)
-        .start()
-        .await
-        .unwrap();
-    let holder = Lock::new("poll", process(&server, "a"))
+    let a = crate::harness::client_with_role(&cluster, &role, &user("a")).await;
+    let b = crate::harness::client_with_role(&cluster, &role, &user("b")).await;
+    let locker = |client| KubeLocker::new(client, cluster.namespace()).with_clock(clock());
+    let holder = Lock::new("poll", locker(a))
         .with_duration(60 * SECOND)
         .try_acquire()
         .await
         .unwrap();
     let waiter = tokio::spawn({
-        let lock = Lock::new("poll", process(&server, "b")).with_retry_interval(2 * SECOND);
+        let lock = Lock::new("poll", locker(b)).with_retry_interval(2 * SECOND);
         async move { lock.acquire().await.map(|g| g.token()) }
     });
     tokio::time::sleep(10 * SECOND).await;
@@ -354,6 +361,9 @@ async fn without_watch_rights_waiters_poll() {
         .unwrap()
         .unwrap();
     assert_eq!(token, 2);
+    let Some(server) = fake_only(&cluster, "reads the request log") else {
+        return;
+    };
     let forbidden = server
         .requests()
         .iter()
@@ -378,8 +388,8 @@ impl lockheed::clock::Clock for Ahead {
     }
 }
 
-fn skewed(server: &FakeApiServer, token: &str, ahead: Duration) -> KubeLocker {
-    KubeLocker::new(server.client_for_token(token), "default").with_clock(Arc::new(Ahead {
+fn skewed(cluster: &TestCluster, token: &str, ahead: Duration) -> KubeLocker {
+    KubeLocker::new(cluster.client_for(token), cluster.namespace()).with_clock(Arc::new(Ahead {
         base: clock(),
         ahead,
     }))
@@ -390,10 +400,11 @@ fn skewed(server: &FakeApiServer, token: &str, ahead: Duration) -> KubeLocker {
 /// true clock.
 async fn single_attempts_against_a_stranded_holder(
     ahead: Duration,
-) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+) -> Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
     use lockheed::clock::Clock;
-    let server = FakeApiServer::start().await.unwrap();
-    let alice = renewing_holder(&server, "skew").await;
+    let cluster = crate::harness::cluster().await;
+    let alice = renewing_holder(&cluster, "skew").await;
+    let server = fake_only(&cluster, "cuts one client off")?;
     server.inject(
         Fault::reset_connection()
             .always()
@@ -406,7 +417,7 @@ async fn single_attempts_against_a_stranded_holder(
             clock().now()
         }
     });
-    let bob = Lock::new("skew", skewed(&server, "bob", ahead));
+    let bob = Lock::new("skew", skewed(&cluster, "bob", ahead));
     let taken_at = loop {
         match bob.try_acquire().await {
             Ok(guard) => {
@@ -422,14 +433,17 @@ async fn single_attempts_against_a_stranded_holder(
         .unwrap()
         .unwrap();
     drop(alice);
-    (lost_at, taken_at)
+    Some((lost_at, taken_at))
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_contender_ahead_within_the_allowance_never_takes_a_trusted_lease() {
     // 2.5 s ahead: the 2 s allowance plus the holder's margin (a tenth of 10 s) cover it.
-    let (lost_at, taken_at) =
-        single_attempts_against_a_stranded_holder(Duration::from_millis(2500)).await;
+    let Some((lost_at, taken_at)) =
+        single_attempts_against_a_stranded_holder(Duration::from_millis(2500)).await
+    else {
+        return;
+    };
     assert!(
         lost_at < taken_at,
         "alice gave up at {lost_at}, bob took it at {taken_at}"
@@ -440,7 +454,10 @@ async fn a_contender_ahead_within_the_allowance_never_takes_a_trusted_lease() {
 async fn a_skew_beyond_the_allowance_is_unsafe_for_single_attempts_as_documented() {
     // 5 s ahead: more than the allowance plus the margin. A single attempt has only its clock
     // to go by, and takes the lease while alice still trusts it: the documented limit.
-    let (lost_at, taken_at) = single_attempts_against_a_stranded_holder(5 * SECOND).await;
+    let Some((lost_at, taken_at)) = single_attempts_against_a_stranded_holder(5 * SECOND).await
+    else {
+        return;
+    };
     assert!(
         taken_at < lost_at,
         "expected the documented overlap: {taken_at} vs {lost_at}"
@@ -450,14 +467,17 @@ async fn a_skew_beyond_the_allowance_is_unsafe_for_single_attempts_as_documented
 #[tokio::test(start_paused = true)]
 async fn a_waiting_contender_is_safe_from_any_skew() {
     use lockheed::clock::Clock;
-    let server = FakeApiServer::start().await.unwrap();
-    let alice = renewing_holder(&server, "skew").await;
+    let cluster = crate::harness::cluster().await;
+    let alice = renewing_holder(&cluster, "skew").await;
     // An hour ahead, bob sees alice's lease as long over, but waits: he has to see it
     // unchanged for its whole duration, and alice renews it every 2 s.
-    let bob = Lock::new("skew", skewed(&server, "bob", 3600 * SECOND));
+    let bob = Lock::new("skew", skewed(&cluster, "bob", 3600 * SECOND));
     let err = bob.acquire_timeout(30 * SECOND).await.unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(!alice.is_lost());
+    let Some(server) = fake_only(&cluster, "cuts one client off") else {
+        return;
+    };
     // Alice is cut off: bob takes over only after alice has given up.
     server.inject(
         Fault::reset_connection()
@@ -475,10 +495,13 @@ async fn a_waiting_contender_is_safe_from_any_skew() {
 
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_acquire_leaves_no_lease_behind() {
-    let server = FakeApiServer::start().await.unwrap();
-    let locker = process(&server, "a");
+    let cluster = crate::harness::cluster().await;
+    let locker = process(&cluster, "a");
     // A lease without expiry would stay forever: the worst case for a lost write.
     let lock = Lock::new("c", locker.clone()).with_duration(Duration::ZERO);
+    let Some(server) = fake_only(&cluster, "delays an answer after commit") else {
+        return;
+    };
     // The create is committed, but its answer comes too late for the caller, who gives up.
     server.inject(
         Fault::latency(5 * SECOND)
@@ -505,7 +528,7 @@ async fn a_cancelled_acquire_leaves_no_lease_behind() {
     );
 
     // Waiting, then dropped while waiting: nothing to clean up, nothing left.
-    let holder = Lock::new("c", process(&server, "b"))
+    let holder = Lock::new("c", process(&cluster, "b"))
         .try_acquire()
         .await
         .unwrap();
@@ -516,14 +539,17 @@ async fn a_cancelled_acquire_leaves_no_lease_behind() {
 
 #[tokio::test(start_paused = true)]
 async fn an_ambiguous_write_is_reconciled_or_undone() {
-    let server = FakeApiServer::start().await.unwrap();
-    let locker = process(&server, "a");
+    let cluster = crate::harness::cluster().await;
+    let locker = process(&cluster, "a");
     let failing_create = || {
         Fault::status(500)
             .after_commit()
             .on(RequestMatcher::any().verb(Verb::Create))
     };
 
+    let Some(server) = fake_only(&cluster, "500 after commit") else {
+        return;
+    };
     // try_acquire reports the failure, and does not leave the lease it may have written.
     server.inject(failing_create());
     let lock = Lock::new("amb", locker.clone()).with_duration(Duration::ZERO);
@@ -548,12 +574,15 @@ async fn an_ambiguous_write_is_reconciled_or_undone() {
 /// lease the write replaced, has lost the lock.
 #[tokio::test(start_paused = true)]
 async fn a_failed_reentry_leaves_no_lease_behind() {
-    let server = FakeApiServer::start().await.unwrap();
-    let locker = process(&server, "a");
+    let cluster = crate::harness::cluster().await;
+    let locker = process(&cluster, "a");
     let lock = Lock::new("re", locker.clone())
         .with_holder("me")
         .with_duration(Duration::ZERO);
     let first = lock.try_acquire().await.unwrap();
+    let Some(server) = fake_only(&cluster, "500 after commit") else {
+        return;
+    };
     // The re-entry's update is committed, and then answered with a 500.
     server.inject(
         Fault::status(500)
@@ -593,16 +622,17 @@ async fn a_failed_reentry_leaves_no_lease_behind() {
 
 #[tokio::test(start_paused = true)]
 async fn a_server_down_for_longer_than_the_lease_leaves_one_holder_after() {
-    let server = FakeApiServer::start().await.unwrap();
-    let alice = renewing_holder(&server, "down").await;
+    let cluster = crate::harness::cluster().await;
+    let alice = renewing_holder(&cluster, "down").await;
     let expires = alice.expires().await.unwrap();
     let bob = tokio::spawn({
-        let lock = Lock::new("down", process(&server, "bob"));
+        let lock = Lock::new("down", process(&cluster, "bob"));
         async move { lock.acquire().await.unwrap() }
     });
     tokio::time::sleep(SECOND).await;
     // Everyone is cut off for 30 s, three times the lease.
-    server.partition_for(30 * SECOND);
+    cluster.cut_off();
+    let cut_at = Instant::now();
     let lost_at = tokio::time::timeout(60 * SECOND, async {
         alice.lost().await;
         lockheed::clock::Clock::now(clock().as_ref())
@@ -613,21 +643,23 @@ async fn a_server_down_for_longer_than_the_lease_leaves_one_holder_after() {
         lost_at < expires,
         "lost at {lost_at}, the lease ended at {expires}"
     );
+    tokio::time::sleep_until(cut_at + 30 * SECOND).await;
+    cluster.restore();
     let bob = tokio::time::timeout(120 * SECOND, bob)
         .await
         .expect("bob gets it after the partition")
         .unwrap();
     assert!(matches!(alice.release().await, Err(Error::Lost { .. })));
-    let info = process(&server, "x").get("down").await.unwrap().unwrap();
+    let info = process(&cluster, "x").get("down").await.unwrap().unwrap();
     assert_eq!(info.holders.len(), 1);
     assert_eq!(info.holders[0].id, bob.holder());
 }
 
 #[tokio::test(start_paused = true)]
 async fn permanent_errors_are_returned_at_once() {
-    let server = FakeApiServer::start().await.unwrap();
+    let cluster = crate::harness::cluster().await;
     // A namespace that does not exist: 404 on the create, not a reason to wait.
-    let nowhere = KubeLocker::new(server.client(), "nowhere").with_clock(clock());
+    let nowhere = KubeLocker::new(cluster.client(), "nowhere").with_clock(clock());
     let started = Instant::now();
     let err = Lock::new("x", nowhere).acquire().await.unwrap_err();
     assert!(
@@ -637,16 +669,23 @@ async fn permanent_errors_are_returned_at_once() {
     assert!(!err.is_transient());
     assert!(started.elapsed() < SECOND);
     // No rights at all: 403 at once.
-    server.set_access_control(Some(AccessControl::new().user("nobody", "nobody")));
-    let err = Lock::new("x", process(&server, "nobody"))
-        .acquire()
-        .await
-        .unwrap_err();
+    let no_rights = serde_json::from_value(serde_json::json!({ "metadata": { "name": "none" } }));
+    let nobody = serde_json::from_value(serde_json::json!({ "kind": "User", "name": "nobody" }));
+    let client =
+        crate::harness::client_with_role(&cluster, &no_rights.unwrap(), &nobody.unwrap()).await;
+    let err = Lock::new(
+        "x",
+        KubeLocker::new(client, cluster.namespace()).with_clock(clock()),
+    )
+    .acquire()
+    .await
+    .unwrap_err();
     assert!(
         matches!(&err, Error::Kube { source: kube::Error::Api(s), .. } if s.code == 403),
         "{err}"
     );
-    assert!(err.to_string().contains("default/lockheed-x"), "{err}");
+    let object = format!("{}/lockheed-x", cluster.namespace());
+    assert!(err.to_string().contains(&object), "{err}");
 }
 
 /// A process suspended past its lease (a paused VM) wakes with timers that have not fired yet:

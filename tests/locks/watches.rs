@@ -5,15 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, Subject};
+use kube::api::ObjectMeta;
 use lockheed::clock::TokioClock;
-use lockheed::testing::{AccessControl, FakeApiServer, Verb};
+use lockheed::testing::{TestCluster, Verb};
 use lockheed::{KubeLocker, Lock, LockGuard};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn process(server: &FakeApiServer, token: &str) -> KubeLocker {
-    KubeLocker::new(server.client_for_token(token), "default")
+fn process(cluster: &TestCluster, token: &str) -> KubeLocker {
+    KubeLocker::new(cluster.client_for(token), cluster.namespace())
         .with_clock(Arc::new(TokioClock::new()))
 }
 
@@ -34,9 +35,9 @@ async fn settle() {
 
 #[tokio::test(start_paused = true)]
 async fn every_lock_of_a_namespace_shares_one_watch() {
-    let server = FakeApiServer::start().await.unwrap();
-    let other = process(&server, "other");
-    let me = process(&server, "me");
+    let cluster = crate::harness::cluster().await;
+    let other = process(&cluster, "other");
+    let me = process(&cluster, "me");
     assert_eq!(me.active_watches(), 0, "nothing to watch yet");
     // 20 locks held here without expiry, and 20 waiters on locks held elsewhere.
     let mut held = Vec::new();
@@ -52,11 +53,7 @@ async fn every_lock_of_a_namespace_shares_one_watch() {
     settle().await;
     assert_eq!(me.active_watches(), 1);
     assert_eq!(other.active_watches(), 1);
-    let watches = server
-        .requests()
-        .iter()
-        .filter(|r| r.verb == Verb::Watch)
-        .count();
+    let watches = cluster.counts().get(Verb::Watch);
     assert_eq!(watches, 2, "one watch per process");
     // The waiters are woken through it: release one lock elsewhere, its waiter takes it.
     theirs.remove(7).release().await.unwrap();
@@ -79,9 +76,9 @@ async fn every_lock_of_a_namespace_shares_one_watch() {
 
 #[tokio::test(start_paused = true)]
 async fn a_single_attempt_uses_what_the_watch_knows() {
-    let server = FakeApiServer::start().await.unwrap();
-    let me = process(&server, "me");
-    let other = process(&server, "other");
+    let cluster = crate::harness::cluster().await;
+    let me = process(&cluster, "me");
+    let other = process(&cluster, "other");
     // Cold: nothing watched, so the attempt reads, then writes.
     Lock::new("free", other.clone())
         .try_acquire()
@@ -94,7 +91,7 @@ async fn a_single_attempt_uses_what_the_watch_knows() {
         .try_acquire()
         .await
         .unwrap();
-    server.reset_counters();
+    cluster.reset_counters();
     Lock::new("free", me.clone())
         .try_acquire()
         .await
@@ -102,8 +99,8 @@ async fn a_single_attempt_uses_what_the_watch_knows() {
         .forget();
     assert_eq!(
         (
-            server.counts().get(Verb::Get),
-            server.counts().get(Verb::Update)
+            cluster.counts().get(Verb::Get),
+            cluster.counts().get(Verb::Update)
         ),
         (1, 1),
         "cold: GET + PUT"
@@ -117,35 +114,35 @@ async fn a_single_attempt_uses_what_the_watch_knows() {
         .unwrap();
     freed.release().await.unwrap();
     settle().await;
-    server.reset_counters();
+    cluster.reset_counters();
     let warm = Lock::new("free2", me.clone()).try_acquire().await.unwrap();
     assert_eq!(
-        server.counts().api_requests(),
+        cluster.counts().api_requests(),
         1,
         "warm: one write, no read"
     );
-    assert_eq!(server.counts().get(Verb::Update), 1);
+    assert_eq!(cluster.counts().get(Verb::Update), 1);
     // A lock the watch shows as held is read before the attempt says so.
-    server.reset_counters();
+    cluster.reset_counters();
     let err = Lock::new("busy", me.clone())
         .try_acquire()
         .await
         .unwrap_err();
     assert!(err.is_held(), "{err}");
     assert_eq!(
-        server.counts().get(Verb::Get),
+        cluster.counts().get(Verb::Get),
         1,
         "busy: confirmed by one read"
     );
-    assert_eq!(server.counts().writes(), 0);
+    assert_eq!(cluster.counts().writes(), 0);
     // A missing lock the watch knows is absent is created at once.
-    server.reset_counters();
+    cluster.reset_counters();
     Lock::new("new", me.clone())
         .try_acquire()
         .await
         .unwrap()
         .forget();
-    assert_eq!(server.counts().api_requests(), 1, "absent: one create");
+    assert_eq!(cluster.counts().api_requests(), 1, "absent: one create");
     drop((held_elsewhere, warm));
 }
 
@@ -159,27 +156,30 @@ async fn locks_are_watched_one_by_one_where_rbac_names_them() {
         ..PolicyRule::default()
     };
     let names = vec!["lockheed-a".to_owned(), "lockheed-b".to_owned()];
-    let mut access = AccessControl::new();
-    for token in ["me", "other"] {
-        access = access
-            .rule(
-                token,
-                Some("default"),
-                rule(&["get", "create", "update"], None),
-            )
-            .rule(
-                token,
-                Some("default"),
-                rule(&["list", "watch"], Some(names.clone())),
-            );
+    let role = Role {
+        metadata: ObjectMeta {
+            name: Some("named-watches".into()),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![
+            rule(&["get", "create", "update"], None),
+            rule(&["list", "watch"], Some(names)),
+        ]),
+    };
+    let cluster = crate::harness::cluster().await;
+    let mut lockers = Vec::new();
+    for user in ["me", "other"] {
+        let subject = Subject {
+            kind: "User".into(),
+            name: user.into(),
+            ..Subject::default()
+        };
+        let client = crate::harness::client_with_role(&cluster, &role, &subject).await;
+        lockers.push(
+            KubeLocker::new(client, cluster.namespace()).with_clock(Arc::new(TokioClock::new())),
+        );
     }
-    let server = FakeApiServer::builder()
-        .access_control(access)
-        .start()
-        .await
-        .unwrap();
-    let me = process(&server, "me");
-    let other = process(&server, "other");
+    let [me, other] = <[KubeLocker; 2]>::try_from(lockers).unwrap();
     let a = Lock::new("a", other.clone())
         .with_duration(60 * SECOND)
         .try_acquire()

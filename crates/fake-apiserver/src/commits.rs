@@ -38,8 +38,13 @@ pub struct Commit {
     /// The revision (resourceVersion) the change was committed at: strictly increasing.
     pub revision: u64,
     /// When it was committed, by the server's clock
-    /// ([`FakeApiServerBuilder::clock`](super::FakeApiServerBuilder::clock)).
+    /// ([`FakeApiServerBuilder::clock`](super::FakeApiServerBuilder::clock)); for a commit
+    /// seen elsewhere, when it was seen (it was made then at the latest).
     pub at: DateTime<Utc>,
+    /// The earliest it can have been made, when `at` is only when it was seen (a real API
+    /// server's watch: [`TestCluster::record_commits`](super::TestCluster::record_commits));
+    /// `None` when `at` is exact, as in the fake server's log. See [`made_after`](Self::made_after).
+    pub earliest: Option<DateTime<Utc>>,
     /// What it did.
     pub operation: Operation,
     /// The resource (plural), such as `configmaps`.
@@ -101,7 +106,29 @@ impl Commit {
             object,
             token: None,
             user: None,
+            earliest: None,
         }
+    }
+
+    /// The same commit, known to have been made at `earliest` or later (and at
+    /// [`at`](Self::at) at the latest): a commit seen by a watch, which delivers it a little
+    /// after it was made, or much later after an outage.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use lockheed_fake_apiserver::{Commit, Operation};
+    ///
+    /// let seen: chrono::DateTime<chrono::Utc> = "2026-11-22T10:00:00.050Z".parse().unwrap();
+    /// let probed = seen - chrono::Duration::milliseconds(120);
+    /// let object = serde_json::json!({ "metadata": { "name": "lockheed-db", "namespace": "default" } });
+    /// let commit = Commit::new(7, seen, Operation::Update, "configmaps", object).made_after(probed);
+    /// assert_eq!(commit.earliest, Some(probed));
+    /// ```
+    #[must_use]
+    pub fn made_after(mut self, earliest: DateTime<Utc>) -> Self {
+        self.earliest = Some(earliest);
+        self
     }
 
     /// The same commit, made by the request with bearer `token` of `user`.
@@ -178,6 +205,7 @@ mod tests {
             object: Value::Null,
             token: None,
             user: None,
+            earliest: None,
         }
     }
 

@@ -29,7 +29,7 @@ use super::request::{self, RequestInfo, ResourcePath, Route};
 use super::resources::Registry;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::store::{PatchBody, Preconditions, Selectors, Store};
+use super::store::{ListQuery, PatchBody, Preconditions, Selectors, Store};
 use super::watch::{self, Closers, WatchParams};
 
 /// The media type parameters of aggregated discovery, as clients ask for it in `Accept`.
@@ -514,8 +514,37 @@ impl Accepted {
                 )
             });
         }
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let go = super::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
+            ApiError::bad_request(format!("the request body is not valid JSON: {go}"))
+        })
+    }
+
+    /// The body of a server-side apply: YAML (of which JSON is a part).
+    fn yaml(&self) -> Result<Value, ApiError> {
+        if let Ok(value) = serde_json::from_slice(&self.body) {
+            return Ok(value);
+        }
+        let text = std::str::from_utf8(&self.body)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))?;
+        serde_saphyr::from_str::<Value>(text)
+            .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
+    }
+
+    /// The body of a create or update: JSON, or the error kube-apiserver's decoder gives
+    /// (`transformDecodeError`) when it is not.
+    fn object(&self, kind: &str) -> Result<Value, ApiError> {
+        if self.content_type == "application/vnd.kubernetes.protobuf" {
+            return self.json();
+        }
+        serde_json::from_slice(&self.body).map_err(|e| {
+            let go = super::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
+            ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {kind}): couldn't get \
+                 version/kind; json parse error: {go} ({})",
+                super::gojson::summarize(&self.body)
+            ))
+        })
     }
 
     /// The `fieldValidation` directive of a create, update or patch.
@@ -538,6 +567,13 @@ impl Accepted {
     ) -> Result<Value, ApiError> {
         let mut body = body.unwrap_or_default();
         self.warn(&fields::check_body(rt, &mut body, directive)?);
+        super::microtime::normalize(&rt.kind, &mut body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
+                kind = rt.kind,
+                version = rt.version,
+            ))
+        })?;
         Ok(body)
     }
 
@@ -629,7 +665,9 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     )
     .ok_or_else(|| ApiError::method_not_allowed(incoming.method.as_str()))?;
     let body = match verb {
-        Verb::Create | Verb::Update | Verb::Patch => Some(incoming.json()?),
+        Verb::Patch if is_apply(&incoming.content_type) => Some(incoming.yaml()?),
+        Verb::Patch => Some(incoming.json()?),
+        Verb::Create | Verb::Update => serde_json::from_slice::<Value>(&incoming.body).ok(),
         _ => None,
     };
     let kind_hint = body
@@ -640,6 +678,10 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     let rt = store
         .registry
         .resolve(&path.group, &path.version, &path.plural, kind_hint);
+    let body = match verb {
+        Verb::Create | Verb::Update => Some(incoming.object(&rt.kind)?),
+        _ => body,
+    };
     if rt.namespaced != path.namespace.is_some() && (path.name.is_some() || !rt.namespaced) {
         return Err(ApiError::no_route());
     }
@@ -649,7 +691,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     if incoming.query.contains_key("force") && !is_apply(&incoming.content_type) {
         return Err(patch_options_invalid(
             "force",
-            "Forbidden",
+            "ValueForbidden",
             "Forbidden: may not be specified for non-apply patch",
         ));
     }
@@ -658,26 +700,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     let ok = |v| Ok(Reply::Json(200, v));
     match verb {
         Verb::Get => ok(store.get(&rt, namespace, name)?),
-        Verb::List => {
-            let limit = match incoming.query.get("limit") {
-                Some(l) => Some(
-                    l.parse::<usize>()
-                        .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
-                ),
-                None => None,
-            };
-            ok(store.list(
-                &rt,
-                path.namespace.as_deref(),
-                &incoming.selectors()?,
-                limit,
-                incoming
-                    .query
-                    .get("continue")
-                    .map(String::as_str)
-                    .filter(|c| !c.is_empty()),
-            )?)
-        }
+        Verb::List => ok(list(&mut store, &rt, path, incoming)?),
         Verb::Watch => start_watch(shared, store, &rt, path, incoming),
         Verb::Create => {
             let body = incoming.validated(&rt, body, directive)?;
@@ -719,6 +742,43 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
         )),
         Verb::Discovery => unreachable!("resource paths have resource verbs"),
     }
+}
+
+/// A list, a page of one: its options checked as kube-apiserver checks them.
+fn list(
+    store: &mut Store,
+    rt: &super::resources::ResourceType,
+    path: &ResourcePath,
+    incoming: &Accepted,
+) -> Result<Value, ApiError> {
+    request::list_options(&incoming.query, false)?;
+    let get = |key: &str| {
+        incoming
+            .query
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_default()
+    };
+    let limit = match incoming.query.get("limit") {
+        Some(l) => Some(
+            l.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
+        ),
+        None => None,
+    };
+    let query = ListQuery {
+        limit,
+        token: Some(get("continue")).filter(|c| !c.is_empty()),
+        any_version: get("resourceVersion") == "0",
+        selectors: format!("{}&{}", get("labelSelector"), get("fieldSelector")),
+        filtered: !get("labelSelector").is_empty() || !get("fieldSelector").is_empty(),
+    };
+    store.list(
+        rt,
+        path.namespace.as_deref(),
+        &incoming.selectors()?,
+        &query,
+    )
 }
 
 /// Field validation of a patch: server-side apply fails on any field the kind does not declare;
@@ -867,16 +927,11 @@ fn patch_body(
                 force: request::flag(query, "force"),
             }
         }
-        other => {
-            return Err(ApiError::new(
-                415,
-                "UnsupportedMediaType",
-                format!(
-                    "the body of the request was in an unknown format ({other:?}) - accepted media \
-                     types include: application/json-patch+json, application/merge-patch+json, \
-                     application/apply-patch+yaml, application/strategic-merge-patch+json"
-                ),
-            ));
+        // go-restful refuses a content type the route does not consume, before any handler.
+        _ => {
+            let mut err = ApiError::new(415, "UnsupportedMediaType", "415: Unsupported Media Type");
+            err.details = Some(json!({}));
+            return Err(err);
         }
     })
 }
@@ -900,15 +955,23 @@ fn watch_params(
     } else {
         Duration::from_secs(timeout)
     };
+    request::list_options(query, true)?;
     let initial_events_end = request::flag(query, "sendInitialEvents");
-    if initial_events_end
-        && query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+    if let Some(version) = query.get("resourceVersion").filter(|v| !v.is_empty())
+        && let Err(e) = version.parse::<u64>()
     {
+        // kube-apiserver parses it as Go's strconv.ParseUint, and answers 500.
+        let why = match e.kind() {
+            std::num::IntErrorKind::PosOverflow => "value out of range",
+            _ => "invalid syntax",
+        };
+        let quoted = super::microtime::quote(version);
         return Err(ApiError::new(
-            422,
-            "Invalid",
-            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: \
-             sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            500,
+            "",
+            format!(
+                "resourceVersion: Invalid value: {quoted}: strconv.ParseUint: parsing {quoted}: {why}"
+            ),
         ));
     }
     Ok(WatchParams {

@@ -238,6 +238,11 @@ impl RequestCounts {
             .sum()
     }
 
+    /// Counts one more request of `verb`.
+    pub(crate) fn add(&mut self, verb: Verb) {
+        *self.by_verb.entry(verb).or_insert(0) += 1;
+    }
+
     /// Counts per verb, for printing.
     ///
     /// # Examples
@@ -280,7 +285,7 @@ impl RequestLog {
     }
 
     pub(crate) fn record(&mut self, record: RequestRecord) {
-        *self.counts.by_verb.entry(record.verb).or_insert(0) += 1;
+        self.counts.add(record.verb);
         if self.capacity == 0 {
             return;
         }

@@ -765,19 +765,27 @@ impl Managed {
         }
         let comparison = Comparison::of(live, &merged, kind);
         let changed = comparison.set();
-        let conflicts: Vec<Conflict> = next
+        let mut conflicts: Vec<(&Path, &ManagerId)> = next
             .entries
             .iter()
             .filter(|(other, _)| **other != id)
-            .flat_map(|(other, entry)| {
-                entry.fields.intersection(&changed).map(|path| Conflict {
+            .flat_map(|(other, entry)| entry.fields.intersection(&changed).map(move |p| (p, other)))
+            .collect();
+        if manager == LAST_APPLIED_UPGRADER && !conflicts.is_empty() {
+            // kubectl's server-side apply takes over what its client-side apply set
+            // (`lastAppliedManager`).
+            if let Some(allowed) = allowed_by_last_applied(live, api_version, kind) {
+                conflicts.retain(|(path, _)| !allowed.contains(*path));
+            }
+        }
+        if !conflicts.is_empty() && !force {
+            return Err(conflicts
+                .into_iter()
+                .map(|(path, other)| Conflict {
                     manager: other.describe(),
                     field: Display(path).to_string(),
                 })
-            })
-            .collect();
-        if !conflicts.is_empty() && !force {
-            return Err(conflicts);
+                .collect());
         }
         next.disown(&changed, Some(&id));
         next.disown(&comparison.removed, Some(&id));
@@ -838,6 +846,49 @@ impl Managed {
             }
         }
     }
+}
+
+/// The field manager of `kubectl apply --server-side`, for which kube-apiserver lets the fields
+/// of a client-side apply be taken over (`lastAppliedManager`) and keeps the client-side
+/// annotation up to date (`lastAppliedUpdater`).
+pub(crate) const LAST_APPLIED_UPGRADER: &str = "kubectl";
+
+/// The annotation of `kubectl apply` (client-side).
+pub(crate) const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The fields of the client-side apply annotation of `live` that still hold the values it
+/// applied; `None` without a usable annotation.
+fn allowed_by_last_applied(live: &Value, api_version: &str, kind: &str) -> Option<FieldSet> {
+    let annotation = live["metadata"]["annotations"][LAST_APPLIED_ANNOTATION].as_str()?;
+    let applied: Value = serde_json::from_str(annotation).ok()?;
+    if applied["apiVersion"] != api_version {
+        return None;
+    }
+    let mut set = field_set(&applied);
+    set.retain(|p| tracked(kind, p));
+    let comparison = Comparison::of(&applied, live, kind);
+    set.retain(|p| {
+        !comparison.modified.contains(p)
+            && !comparison.added.contains(p)
+            && !comparison.removed.contains(p)
+    });
+    Some(set)
+}
+
+/// The client-side apply annotation that an apply of `config` by
+/// [`LAST_APPLIED_UPGRADER`] leaves (`buildLastApplied`): the configuration without that
+/// annotation, as Go encodes it, with a newline.
+pub(crate) fn last_applied(config: &Value) -> String {
+    let mut config = config.clone();
+    if let Some(annotations) = config["metadata"]
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+    let mut text = serde_json::to_string(&config).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// What a kind's empty Go struct holds (struct fields are never omitted): the object a create

@@ -21,12 +21,23 @@ pub(crate) fn is_dns1123_label_shape(s: &str) -> bool {
         && s.chars().all(|c| is_alnum_lower(c) || c == '-')
 }
 
-/// Why `name` is not a DNS-1123 subdomain (empty when it is one).
+/// Why `name` is not a DNS-1123 subdomain (empty when it is one), as object names are checked
+/// (apimachinery's `util/validation`).
 pub(crate) fn dns1123_subdomain_errors(name: &str) -> Vec<String> {
+    subdomain_errors(name, "characters")
+}
+
+/// The same for the prefix of a label or annotation key, which apimachinery's newer
+/// `api/validate/content` checks, measuring in bytes.
+pub(crate) fn dns1123_subdomain_errors_in_bytes(name: &str) -> Vec<String> {
+    subdomain_errors(name, "bytes")
+}
+
+fn subdomain_errors(name: &str, unit: &str) -> Vec<String> {
     let mut errors = Vec::new();
     if name.len() > DNS1123_SUBDOMAIN_MAX {
         errors.push(format!(
-            "must be no more than {DNS1123_SUBDOMAIN_MAX} characters"
+            "must be no more than {DNS1123_SUBDOMAIN_MAX} {unit}"
         ));
     }
     if !name.split('.').all(is_dns1123_label_shape) {

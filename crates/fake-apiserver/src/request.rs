@@ -148,6 +148,109 @@ pub(crate) fn flag(query: &BTreeMap<String, String>, key: &str) -> bool {
     query.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
+/// The checks of `ValidateListOptions` (apimachinery's `internalversion/validation`) of a list
+/// or watch, with its messages: `422 Invalid` naming `ListOptions.meta.k8s.io`.
+pub(crate) fn list_options(query: &BTreeMap<String, String>, watch: bool) -> Result<(), ApiError> {
+    let get = |key: &str| query.get(key).map(String::as_str).unwrap_or_default();
+    let (version, matching, token) = (
+        get("resourceVersion"),
+        get("resourceVersionMatch"),
+        get("continue"),
+    );
+    let initial_events = query.contains_key("sendInitialEvents");
+    let mut causes: Vec<(&str, &str, String)> = Vec::new();
+    let forbidden =
+        |field, detail: &str| (field, "FieldValueForbidden", format!("Forbidden: {detail}"));
+    let unsupported = |value: &str, supported: &[&str]| {
+        let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        (
+            "resourceVersionMatch",
+            "FieldValueNotSupported",
+            format!(
+                "Unsupported value: {value:?}: supported values: {}",
+                supported.join(", ")
+            ),
+        )
+    };
+    if watch {
+        if initial_events && matching != "NotOlderThan" {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !matching.is_empty() {
+            if !initial_events {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if matching != "NotOlderThan" {
+                causes.push(unsupported(matching, &["NotOlderThan"]));
+            }
+            if !token.is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if !matching.is_empty() {
+            if version.is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if !token.is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if matching != "Exact" && matching != "NotOlderThan" {
+                causes.push(unsupported(matching, &["Exact", "NotOlderThan", ""]));
+            }
+            if matching == "Exact" && version == "0" {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if initial_events {
+            causes.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let summary: Vec<String> = causes.iter().map(|(f, _, m)| format!("{f}: {m}")).collect();
+    let summary = match summary.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let mut err = ApiError::new(
+        422,
+        "Invalid",
+        format!("ListOptions.meta.k8s.io \"\" is invalid: {summary}"),
+    );
+    err.details = Some(json!({
+        "group": "meta.k8s.io",
+        "kind": "ListOptions",
+        "causes": causes
+            .iter()
+            .map(|(field, reason, message)| json!({"reason": reason, "message": message, "field": field}))
+            .collect::<Vec<_>>(),
+    }));
+    Err(err)
+}
+
 /// Go's `unicode.IsPrint`, near enough: no control characters, no spaces but ' '.
 fn is_print(c: char) -> bool {
     !c.is_control() && (c == ' ' || !c.is_whitespace())
@@ -156,7 +259,7 @@ fn is_print(c: char) -> bool {
 /// The field manager of a create, update or patch (empty for other verbs): the `fieldManager` parameter, or else, like
 /// kube-apiserver's `managerOrUserAgent`, the User-Agent up to its first `/` without
 /// unprintable characters (`kubectl/v1.33.0 (linux/amd64)` is `kubectl`; kube-rs sends none,
-/// which makes the manager empty).
+/// which makes the manager `unknown`).
 ///
 /// # Errors
 ///
@@ -194,6 +297,10 @@ pub(crate) fn field_manager(
                 break;
             }
             out.push(c);
+        }
+        // The field manager names an entry of no one "unknown" (buildManagerInfo).
+        if out.is_empty() {
+            out.push_str("unknown");
         }
         return Ok(out);
     };
@@ -309,7 +416,7 @@ mod tests {
             .unwrap(),
             "kubectl"
         );
-        assert_eq!(field_manager(Verb::Update, &none, "").unwrap(), "");
+        assert_eq!(field_manager(Verb::Update, &none, "").unwrap(), "unknown");
         assert_eq!(
             field_manager(Verb::Patch, &query("mine"), "kubectl/v1").unwrap(),
             "mine"

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::status::Named;
+
 /// The Kubernetes version the fake server reports at `/version`.
 pub(crate) const FAKE_KUBE_MINOR: &str = "33";
 
@@ -31,6 +33,22 @@ pub struct ResourceType {
 }
 
 impl ResourceType {
+    /// The resource as a Status names it (`leases.coordination.k8s.io`).
+    pub(crate) fn resource(&self) -> Named<'_> {
+        Named {
+            group: &self.group,
+            name: &self.plural,
+        }
+    }
+
+    /// The kind as a Status names it (`Lease.coordination.k8s.io`).
+    pub(crate) fn kind_named(&self) -> Named<'_> {
+        Named {
+            group: &self.group,
+            name: &self.kind,
+        }
+    }
+
     /// A namespaced resource: `group` is `""` for the core API.
     ///
     /// # Examples

@@ -13,6 +13,31 @@ pub(crate) struct Cause {
     pub(crate) field: String,
 }
 
+/// A resource or a kind as a Status names it: with its group after a dot
+/// (`leases.coordination.k8s.io`, `Lease.coordination.k8s.io`), or alone in the core group
+/// (`configmaps`, `ConfigMap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Named<'a> {
+    pub(crate) group: &'a str,
+    /// The plural (a resource) or the kind.
+    pub(crate) name: &'a str,
+}
+
+impl Named<'_> {
+    /// In the core group.
+    pub(crate) fn core(name: &str) -> Named<'_> {
+        Named { group: "", name }
+    }
+
+    fn qualified(self) -> String {
+        if self.group.is_empty() {
+            self.name.to_owned()
+        } else {
+            format!("{}.{}", self.name, self.group)
+        }
+    }
+}
+
 /// A failed request: the HTTP code plus the `metav1.Status` body that goes with it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ApiError {
@@ -23,6 +48,8 @@ pub(crate) struct ApiError {
     pub(crate) details: Option<Value>,
     /// Extra response headers (`Retry-After` on 429).
     pub(crate) retry_after: Option<u64>,
+    /// `metadata` of the Status (the continue token of a `410 Gone` list).
+    pub(crate) metadata: Option<Box<Value>>,
 }
 
 impl ApiError {
@@ -33,13 +60,20 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            metadata: None,
         }
     }
 
-    fn with_details(mut self, name: &str, kind: &str) -> Self {
-        let mut details = json!({ "kind": kind });
+    fn with_details(mut self, name: &str, what: Named<'_>) -> Self {
+        let mut details = json!({});
+        if !what.name.is_empty() {
+            details["kind"] = json!(what.name);
+        }
         if !name.is_empty() {
             details["name"] = json!(name);
+        }
+        if !what.group.is_empty() {
+            details["group"] = json!(what.group);
         }
         self.details = Some(details);
         self
@@ -49,18 +83,24 @@ impl ApiError {
         Self::new(400, "BadRequest", message)
     }
 
-    pub(crate) fn not_found(resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
-            .with_details(name, resource)
+    pub(crate) fn not_found(resource: Named<'_>, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", resource.qualified()),
+        )
+        .with_details(name, resource)
     }
 
     /// 404 for a path the server does not serve at all.
     pub(crate) fn no_route() -> Self {
-        Self::new(
+        let mut err = Self::new(
             404,
             "NotFound",
             "the server could not find the requested resource",
-        )
+        );
+        err.details = Some(json!({}));
+        err
     }
 
     pub(crate) fn method_not_allowed(method: &str) -> Self {
@@ -71,17 +111,17 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn already_exists(resource: &str, name: &str) -> Self {
+    pub(crate) fn already_exists(resource: Named<'_>, name: &str) -> Self {
         Self::new(
             409,
             "AlreadyExists",
-            format!("{resource} \"{name}\" already exists"),
+            format!("{} \"{name}\" already exists", resource.qualified()),
         )
         .with_details(name, resource)
     }
 
     /// 409 for a write whose resourceVersion is not the stored one.
-    pub(crate) fn conflict_modified(resource: &str, name: &str) -> Self {
+    pub(crate) fn conflict_modified(resource: Named<'_>, name: &str) -> Self {
         Self::conflict(
             resource,
             name,
@@ -89,16 +129,21 @@ impl ApiError {
         )
     }
 
-    pub(crate) fn conflict(resource: &str, name: &str, why: &str) -> Self {
+    /// 409 `Conflict`; `what` is a resource, or for a delete's preconditions the kind (which
+    /// kube-apiserver puts in the resource's place).
+    pub(crate) fn conflict(what: Named<'_>, name: &str, why: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                what.qualified()
+            ),
         )
-        .with_details(name, resource)
+        .with_details(name, what)
     }
 
-    pub(crate) fn invalid(kind: &str, name: &str, causes: &[Cause]) -> Self {
+    pub(crate) fn invalid(kind: Named<'_>, name: &str, causes: &[Cause]) -> Self {
         let summary = causes
             .iter()
             .map(|c| format!("{}: {}", c.field, c.message))
@@ -111,7 +156,7 @@ impl ApiError {
         let mut err = Self::new(
             422,
             "Invalid",
-            format!("{kind} \"{name}\" is invalid: {summary}"),
+            format!("{} \"{name}\" is invalid: {summary}", kind.qualified()),
         )
         .with_details(name, kind);
         if let Some(details) = err.details.as_mut() {
@@ -180,6 +225,9 @@ impl ApiError {
         if !self.reason.is_empty() {
             body["reason"] = json!(self.reason);
         }
+        if let Some(metadata) = &self.metadata {
+            body["metadata"] = (**metadata).clone();
+        }
         if let Some(details) = &self.details {
             body["details"] = details.clone();
         }
@@ -194,13 +242,17 @@ impl ApiError {
 }
 
 /// The body of a successful DELETE of an object without finalizers.
-pub(crate) fn delete_success(resource: &str, name: &str, uid: &str) -> Value {
+pub(crate) fn delete_success(resource: Named<'_>, name: &str, uid: &str) -> Value {
+    let mut details = json!({ "name": name, "kind": resource.name, "uid": uid });
+    if !resource.group.is_empty() {
+        details["group"] = json!(resource.group);
+    }
     json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success",
-        "details": { "name": name, "kind": resource, "uid": uid },
+        "details": details,
     })
 }
 
@@ -210,7 +262,7 @@ mod tests {
 
     #[test]
     fn conflict_wording_matches_kube_apiserver() {
-        let err = ApiError::conflict_modified("configmaps", "a");
+        let err = ApiError::conflict_modified(Named::core("configmaps"), "a");
         assert_eq!(err.code, 409);
         assert_eq!(
             err.message,
@@ -236,7 +288,7 @@ mod tests {
                 field: "metadata.name".into(),
             },
         ];
-        let status = ApiError::invalid("ConfigMap", "x", &causes).to_status();
+        let status = ApiError::invalid(Named::core("ConfigMap"), "x", &causes).to_status();
         assert_eq!(status["code"], 422);
         assert!(
             status["message"]
@@ -245,6 +297,21 @@ mod tests {
                 .starts_with("ConfigMap \"x\" is invalid: [")
         );
         assert_eq!(status["details"]["causes"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn grouped_resources_and_kinds_are_qualified() {
+        let leases = Named {
+            group: "coordination.k8s.io",
+            name: "leases",
+        };
+        let status = ApiError::not_found(leases, "x").to_status();
+        assert_eq!(
+            status["message"],
+            "leases.coordination.k8s.io \"x\" not found"
+        );
+        assert_eq!(status["details"]["group"], "coordination.k8s.io");
+        assert_eq!(status["details"]["kind"], "leases");
     }
 
     #[test]

@@ -9,11 +9,13 @@ use tokio::sync::broadcast;
 
 use super::commits::{Actor, Commit, CommitLog, Operation};
 use super::managed::{self, Managed, Provided};
+use super::microtime;
+use super::paging::Continue;
 use super::patch::{self, JsonPatchError};
 use super::resources::{Registry, ResourceType};
 use super::rng::Rng;
 use super::selector::{FieldSelector, LabelSelector};
-use super::status::{ApiError, delete_success};
+use super::status::{ApiError, Cause, Named, delete_success};
 use super::validation;
 use crate::clock::Clock;
 
@@ -120,9 +122,26 @@ enum Tracking<'a> {
 /// A paginated list in progress: the rest of a consistent snapshot.
 #[derive(Debug)]
 struct Snapshot {
-    id: u64,
     rv: u64,
-    items: Arc<Vec<Value>>,
+    /// What was listed: the resource, namespace and selectors.
+    identity: String,
+    /// The items by key (relative to the list's prefix), in key order.
+    items: Arc<Vec<(String, Value)>>,
+}
+
+/// What a list asks for besides its resource and selectors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ListQuery<'a> {
+    /// Items per page (`limit`; none, or not positive: all).
+    pub(crate) limit: Option<i64>,
+    /// The `continue` token.
+    pub(crate) token: Option<&'a str>,
+    /// `resourceVersion=0`: served from the watch cache, which does not paginate.
+    pub(crate) any_version: bool,
+    /// The selectors as sent, which a continued list must repeat.
+    pub(crate) selectors: String,
+    /// Whether there is a label or field selector (no `remainingItemCount` then).
+    pub(crate) filtered: bool,
 }
 
 const MAX_SNAPSHOTS: usize = 32;
@@ -140,7 +159,6 @@ pub(crate) struct Store {
     compacted: u64,
     events: broadcast::Sender<Arc<Event>>,
     snapshots: VecDeque<Snapshot>,
-    next_snapshot: u64,
     pub(crate) registry: Registry,
     /// Every commit, when the server keeps a commit log.
     commits: Option<CommitLog>,
@@ -158,6 +176,8 @@ pub(crate) struct WatchStart {
     pub(crate) live: broadcast::Receiver<Arc<Event>>,
     /// The revision the watch starts at.
     pub(crate) rv: u64,
+    /// Live events up to this revision are not sent (a watch from a revision still to come).
+    pub(crate) after: u64,
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
@@ -186,7 +206,6 @@ impl Store {
             compacted: 0,
             events,
             snapshots: VecDeque::new(),
-            next_snapshot: 0,
             registry: Registry::default(),
             commits: None,
             actor: Actor::default(),
@@ -276,14 +295,14 @@ impl Store {
         if self.objects.contains_key(&key) {
             Ok(())
         } else {
-            Err(ApiError::not_found("namespaces", namespace))
+            Err(ApiError::not_found(Named::core("namespaces"), namespace))
         }
     }
 
     fn entry(&self, rt: &ResourceType, namespace: &str, name: &str) -> Result<&Entry, ApiError> {
         self.objects
             .get(&ObjectKey::new(rt, namespace, name))
-            .ok_or_else(|| ApiError::not_found(&rt.plural, name))
+            .ok_or_else(|| ApiError::not_found(rt.resource(), name))
     }
 
     pub(crate) fn get(
@@ -309,53 +328,60 @@ impl Store {
         })
     }
 
-    /// A list body; `limit` and `continue_token` paginate over one consistent snapshot.
+    /// A list body; `limit` and the continue token paginate over one consistent snapshot, in
+    /// the order of the objects' keys, as etcd holds them.
     pub(crate) fn list(
         &mut self,
         rt: &ResourceType,
         namespace: Option<&str>,
         selectors: &Selectors,
-        limit: Option<usize>,
-        continue_token: Option<&str>,
+        query: &ListQuery<'_>,
     ) -> Result<Value, ApiError> {
-        let (id, offset) = if let Some(token) = continue_token {
-            self.find_snapshot(token)?
-        } else {
-            let items: Vec<Value> = self
-                .matching(rt, namespace, selectors)
-                .map(|(_, e)| Self::list_item(rt, &e.object))
-                .collect();
-            let id = self.next_snapshot;
-            self.next_snapshot += 1;
-            self.snapshots.push_back(Snapshot {
-                id,
-                rv: self.rv,
-                items: Arc::new(items),
+        let identity = format!(
+            "{}/{}/{}?{}",
+            rt.group,
+            rt.plural,
+            namespace.unwrap_or_default(),
+            query.selectors
+        );
+        let (rv, all, start) = if let Some(token) = query.token {
+            let token = Continue::decode(token)
+                .map_err(|e| ApiError::bad_request(format!("invalid continue token: {e}")))?;
+            let found = u64::try_from(token.rv).ok().and_then(|rv| {
+                self.snapshots
+                    .iter()
+                    .find(|s| s.rv == rv && s.identity == identity)
             });
-            if self.snapshots.len() > MAX_SNAPSHOTS {
-                self.snapshots.pop_front();
+            match found {
+                Some(snapshot) => (snapshot.rv, Arc::clone(&snapshot.items), token.start),
+                None if token.rv == -1 => {
+                    let items = self.snapshot(rt, namespace, selectors, identity);
+                    (self.rv, items, token.start)
+                }
+                None => return Err(continue_expired(&token.start)),
             }
-            (id, 0)
+        } else {
+            let items = self.snapshot(rt, namespace, selectors, identity);
+            (self.rv, items, String::new())
         };
-        let snapshot = self
-            .snapshots
-            .iter()
-            .find(|s| s.id == id)
-            .expect("the snapshot was just found or made");
-        let (rv, all) = (snapshot.rv, Arc::clone(&snapshot.items));
-        let rest = all.get(offset..).unwrap_or_default();
-        let take = limit
-            .filter(|&l| l > 0)
-            .unwrap_or(rest.len())
-            .min(rest.len());
-        let items = rest[..take].to_vec();
+        let rest: Vec<&(String, Value)> = all.iter().filter(|(key, _)| *key >= start).collect();
+        let limit = query
+            .limit
+            .filter(|&l| l > 0 && !query.any_version)
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(rest.len());
+        let take = limit.min(rest.len());
+        let items: Vec<Value> = rest[..take].iter().map(|(_, v)| v.clone()).collect();
         let mut metadata = json!({ "resourceVersion": rv.to_string() });
-        if take < rest.len() {
-            metadata["remainingItemCount"] = json!(rest.len() - take);
-            metadata["continue"] = json!(format!("{id}.{}", offset + take));
-        } else if continue_token.is_none() {
-            // Nothing to continue: forget the snapshot at once.
-            self.snapshots.retain(|s| s.id != id);
+        if let Some((last, _)) = rest[..take].last().filter(|_| take < rest.len()) {
+            let next = Continue {
+                rv: i64::try_from(rv).unwrap_or(i64::MAX),
+                start: format!("{last}\u{0}"),
+            };
+            metadata["continue"] = json!(next.encode());
+            if !query.filtered {
+                metadata["remainingItemCount"] = json!(rest.len() - take);
+            }
         }
         Ok(json!({
             "kind": format!("{}List", rt.kind),
@@ -365,21 +391,38 @@ impl Store {
         }))
     }
 
-    /// The snapshot and offset a continue token points at. Tokens can be used again (a
-    /// client retrying a page) until the snapshot is evicted or the history compacted.
-    fn find_snapshot(&self, token: &str) -> Result<(u64, usize), ApiError> {
-        let (id, offset) = token
-            .split_once('.')
-            .and_then(|(id, offset)| Some((id.parse::<u64>().ok()?, offset.parse().ok()?)))
-            .ok_or_else(|| ApiError::bad_request(format!("invalid continue token {token:?}")))?;
-        if self.snapshots.iter().any(|s| s.id == id) {
-            Ok((id, offset))
-        } else {
-            Err(ApiError::expired(
-                "The provided continue parameter is too old to display a consistent list \
-                 result. You can start a new list without the continue parameter.",
-            ))
+    /// The matching objects now, by key, kept for the pages that may follow.
+    fn snapshot(
+        &mut self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        selectors: &Selectors,
+        identity: String,
+    ) -> Arc<Vec<(String, Value)>> {
+        let mut items: Vec<(String, Value)> = self
+            .matching(rt, namespace, selectors)
+            .map(|(key, e)| {
+                let key = if rt.namespaced && namespace.is_none() {
+                    format!("/{}/{}", key.namespace, key.name)
+                } else {
+                    format!("/{}", key.name)
+                };
+                (key, Self::list_item(rt, &e.object))
+            })
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        let items = Arc::new(items);
+        self.snapshots
+            .retain(|s| !(s.rv == self.rv && s.identity == identity));
+        self.snapshots.push_back(Snapshot {
+            rv: self.rv,
+            identity,
+            items: Arc::clone(&items),
+        });
+        if self.snapshots.len() > MAX_SNAPSHOTS {
+            self.snapshots.pop_front();
         }
+        items
     }
 
     /// Stamps server-owned metadata, validates, and commits `object` at `key`, unless it equals
@@ -438,7 +481,7 @@ impl Store {
         }
         let causes = validation::validate(&rt.kind, &object);
         if !causes.is_empty() {
-            return Err(ApiError::invalid(&rt.kind, &key.name, &causes));
+            return Err(ApiError::invalid(rt.kind_named(), &key.name, &causes));
         }
         if dry_run {
             return Ok(Self::present(rt, &object));
@@ -511,6 +554,7 @@ impl Store {
                 object: object.clone(),
                 token: self.actor.token.clone(),
                 user: self.actor.user.clone(),
+                earliest: None,
             });
         }
         let event = Arc::new(Event {
@@ -559,7 +603,7 @@ impl Store {
         }
         let key = ObjectKey::new(rt, namespace, &name);
         if !name.is_empty() && self.objects.contains_key(&key) {
-            return Err(ApiError::already_exists(&rt.plural, &name));
+            return Err(ApiError::already_exists(rt.resource(), &name));
         }
         self.write(rt, key, object, Tracking::Update(manager), dry_run)
     }
@@ -613,7 +657,7 @@ impl Store {
         {
             return self.apply(rt, key, current.as_ref(), config, manager, *force, dry_run);
         }
-        let current = current.ok_or_else(|| ApiError::not_found(&rt.plural, name))?;
+        let current = current.ok_or_else(|| ApiError::not_found(rt.resource(), name))?;
         let mut patched = current.object.clone();
         match body {
             PatchBody::Merge(p) => {
@@ -644,6 +688,17 @@ impl Store {
         if !patched.is_object() {
             return Err(ApiError::bad_request("the patched object is not an object"));
         }
+        if let Err(e) = microtime::normalize(&rt.kind, &mut patched) {
+            // The patched object does not decode: kube-apiserver quotes it whole (in Go's
+            // field order, where this has its keys sorted).
+            let quoted = serde_json::to_string(&patched).unwrap_or_default();
+            let cause = Cause {
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {}: {e}", microtime::quote(&quoted)),
+                field: "patch".to_owned(),
+            };
+            return Err(ApiError::invalid(Named::core(""), "", &[cause]));
+        }
         // A resourceVersion that the patch itself sets is a precondition, as for an update.
         check_preconditions(rt, name, &current.object, &patched)?;
         if meta_str(&patched, "name") != Some(name) {
@@ -667,6 +722,22 @@ impl Store {
         dry_run: bool,
     ) -> Result<Value, ApiError> {
         require_object(config)?;
+        let mut normalized = config.clone();
+        if let Err(e) = microtime::normalize(&rt.kind, &mut normalized) {
+            // kube-apiserver finds it only when it converts the merged object: a 500.
+            let gvk = format!("{}, Kind={}", rt.api_version(), rt.kind);
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to convert new object ({}/{}; {gvk}) to proper version: unable to \
+                     convert unstructured object to {gvk}: {e}",
+                    meta_str(config, "namespace").unwrap_or_default(),
+                    meta_str(config, "name").unwrap_or(&key.name),
+                ),
+            ));
+        }
+        let config = &normalized;
         if meta_str(config, "name").is_some_and(|n| n != key.name) {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({}) does not match the name on the URL ({})",
@@ -683,16 +754,17 @@ impl Store {
         }
         let version = config["apiVersion"].as_str().unwrap_or_default();
         if version != rt.api_version() {
+            // The decoder knows no such version of the kind (this server serves one).
+            let (group, version) = version.rsplit_once('/').unwrap_or(("", version));
+            let kind = config["kind"].as_str().unwrap_or(&rt.kind);
             return Err(ApiError::bad_request(format!(
-                "Incorrect version specified in apply patch. Specified patch version: {version}, \
-                 expected: {}",
-                rt.api_version()
+                "invalid object type: {group}/{version}, Kind={kind}"
             )));
         }
         if let Some(current) = current {
             check_preconditions(rt, &key.name, &current.object, config)?;
         } else if meta_str(config, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
-            return Err(ApiError::not_found(&rt.plural, &key.name));
+            return Err(ApiError::not_found(rt.resource(), &key.name));
         }
         let live = current.map_or_else(
             || managed::empty_object(&rt.kind),
@@ -715,6 +787,13 @@ impl Store {
         if current.is_none() {
             metadata_mut(&mut applied).remove("resourceVersion");
         }
+        if manager == managed::LAST_APPLIED_UPGRADER
+            && let Some(annotation) = applied["metadata"]["annotations"]
+                .get_mut(managed::LAST_APPLIED_ANNOTATION)
+                .filter(|a| a.as_str().is_some_and(|a| !a.is_empty()))
+        {
+            *annotation = json!(managed::last_applied(config));
+        }
         self.write(rt, key, applied, Tracking::Applied(owners), dry_run)
     }
 
@@ -730,28 +809,15 @@ impl Store {
         let uid = meta_str(&current.object, "uid")
             .unwrap_or_default()
             .to_owned();
-        let failed = |why: String| {
-            // kube-apiserver wraps the precondition failure in its storage error text.
-            ApiError::conflict(
-                &rt.plural,
-                name,
-                &format!(
-                    "StorageError: invalid object, Code: 4, Key: /registry/{}/{}{name}, \
-                     ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: {why}",
-                    rt.plural,
-                    if namespace.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{namespace}/")
-                    },
-                ),
-            )
-        };
+        // kube-apiserver checks a delete's preconditions itself (rest.BeforeDelete), and names
+        // the kind where a resource would be.
+        let failed = |why: String| ApiError::conflict(rt.kind_named(), name, &why);
         if let Some(want) = &preconditions.uid
             && *want != uid
         {
             return Err(failed(format!(
-                "UID in precondition: {want}, UID in object meta: {uid}"
+                "the UID in the precondition ({want}) does not match the UID in record ({uid}). \
+                 The object might have been deleted and then recreated"
             )));
         }
         let have = meta_str(&current.object, "resourceVersion").unwrap_or_default();
@@ -759,7 +825,8 @@ impl Store {
             && want != have
         {
             return Err(failed(format!(
-                "ResourceVersion in precondition: {want}, ResourceVersion in object meta: {have}"
+                "the ResourceVersion in the precondition ({want}) does not match the \
+                 ResourceVersion in record ({have}). The object might have been modified"
             )));
         }
         if !dry_run {
@@ -777,7 +844,7 @@ impl Store {
                 }
             }
         }
-        Ok(delete_success(&rt.plural, name, &uid))
+        Ok(delete_success(rt.resource(), name, &uid))
     }
 
     fn remove(&mut self, key: &ObjectKey) {
@@ -847,17 +914,14 @@ impl Store {
                     )));
                 }
                 if from > self.rv {
-                    // The real watch cache waits about 3 s for the revision, then gives up.
-                    let mut err = ApiError::new(
-                        504,
-                        "Timeout",
-                        format!("Too large resource version: {from}, current: {}", self.rv),
-                    );
-                    err.details = Some(json!({ "causes": [{
-                        "reason": "ResourceVersionTooLarge",
-                        "message": "Too large resource version",
-                    }], "retryAfterSeconds": 1 }));
-                    return Err(err);
+                    // kube-apiserver (1.37) keeps such a watch open and sends what comes after
+                    // that revision, once there is any.
+                    return Ok(WatchStart {
+                        replay: Vec::new(),
+                        live,
+                        rv: self.rv,
+                        after: from,
+                    });
                 }
                 self.history
                     .iter()
@@ -870,6 +934,7 @@ impl Store {
             replay,
             live,
             rv: self.rv,
+            after: 0,
         })
     }
 }
@@ -945,14 +1010,14 @@ fn check_preconditions(
     if let Some(want) = meta_str(new, "resourceVersion").filter(|rv| !rv.is_empty())
         && Some(want) != meta_str(current, "resourceVersion")
     {
-        return Err(ApiError::conflict_modified(&rt.plural, name));
+        return Err(ApiError::conflict_modified(rt.resource(), name));
     }
     let have = meta_str(current, "uid").unwrap_or_default();
     if let Some(want) = meta_str(new, "uid").filter(|uid| !uid.is_empty())
         && want != have
     {
         return Err(ApiError::conflict(
-            &rt.plural,
+            rt.resource(),
             name,
             &format!(
                 "Precondition failed: UID in precondition: {want}, UID in object meta: {have}"
@@ -994,5 +1059,23 @@ fn apply_conflict(conflicts: &[managed::Conflict]) -> ApiError {
             "field": c.field,
         })).collect::<Vec<_>>(),
     }));
+    err
+}
+
+/// `410 Gone` for a continue token whose snapshot is gone, with a token that lists the rest as
+/// it is now (kube-apiserver's `inconsistentContinue`).
+fn continue_expired(start: &str) -> ApiError {
+    let mut err = ApiError::expired(
+        "The provided continue parameter is too old to display a consistent list result. You \
+         can start a new list without the continue parameter, or use the continue token in this \
+         response to retrieve the remainder of the results. Continuing with the provided token \
+         results in an inconsistent list - objects that were created, modified, or deleted \
+         between the time the first chunk was returned and now may show up in the list.",
+    );
+    let token = Continue {
+        rv: -1,
+        start: start.to_owned(),
+    };
+    err.metadata = Some(Box::new(json!({ "continue": token.encode() })));
     err
 }

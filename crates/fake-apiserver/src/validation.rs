@@ -4,7 +4,9 @@ use serde_json::{Map, Value};
 
 use super::status::Cause;
 pub(crate) use crate::names::dns1123_subdomain_errors;
-use crate::names::{DNS1123_SUBDOMAIN_MAX, is_dns1123_label_shape};
+use crate::names::{
+    DNS1123_SUBDOMAIN_MAX, dns1123_subdomain_errors_in_bytes, is_dns1123_label_shape,
+};
 
 /// Largest total of the `data` and `binaryData` values of a ConfigMap or Secret, in bytes.
 pub(crate) const MAX_CONFIGMAP_BYTES: usize = 1024 * 1024;
@@ -63,7 +65,7 @@ pub(crate) fn qualified_name_errors(key: &str) -> Vec<String> {
             errors.push("prefix part must be non-empty".to_owned());
         } else {
             errors.extend(
-                dns1123_subdomain_errors(prefix)
+                dns1123_subdomain_errors_in_bytes(prefix)
                     .into_iter()
                     .map(|e| format!("prefix part {e}")),
             );
@@ -74,7 +76,7 @@ pub(crate) fn qualified_name_errors(key: &str) -> Vec<String> {
     } else {
         if name.len() > QUALIFIED_NAME_MAX {
             errors.push(format!(
-                "name part must be no more than {QUALIFIED_NAME_MAX} characters"
+                "name part must be no more than {QUALIFIED_NAME_MAX} bytes"
             ));
         }
         if !is_name_part(name) {
@@ -88,7 +90,7 @@ pub(crate) fn qualified_name_errors(key: &str) -> Vec<String> {
 pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
     let mut errors = Vec::new();
     if value.len() > LABEL_VALUE_MAX {
-        errors.push(format!("must be no more than {LABEL_VALUE_MAX} characters"));
+        errors.push(format!("must be no more than {LABEL_VALUE_MAX} bytes"));
     }
     if !value.is_empty() && !is_name_part(value) {
         errors.push(LABEL_VALUE_MSG.to_owned());
@@ -107,7 +109,7 @@ fn invalid(field: String, value: &str, why: &str) -> Cause {
 fn too_long(field: String, max: usize) -> Cause {
     Cause {
         reason: "FieldValueTooLong",
-        message: format!("Too long: must have at most {max} bytes"),
+        message: format!("Too long: may not be more than {max} bytes"),
         field,
     }
 }
@@ -121,6 +123,29 @@ pub(crate) fn validate(kind: &str, object: &Value) -> Vec<Cause> {
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let names = |name: &str| {
+        if kind == "Namespace" {
+            dns1123_label_errors(name)
+        } else {
+            dns1123_subdomain_errors(name)
+        }
+    };
+    let prefix = meta
+        .and_then(|m| m.get("generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !prefix.is_empty() {
+        // A prefix may end with a dash: it is checked as if that were a letter.
+        let masked = match prefix.strip_suffix('-') {
+            Some(rest) => format!("{rest}a"),
+            None => prefix.to_owned(),
+        };
+        causes.extend(
+            names(&masked)
+                .iter()
+                .map(|e| invalid("metadata.generateName".to_owned(), prefix, e)),
+        );
+    }
     if name.is_empty() {
         causes.push(Cause {
             reason: "FieldValueRequired",
@@ -128,13 +153,8 @@ pub(crate) fn validate(kind: &str, object: &Value) -> Vec<Cause> {
             field: "metadata.name".to_owned(),
         });
     } else {
-        let errors = if kind == "Namespace" {
-            dns1123_label_errors(name)
-        } else {
-            dns1123_subdomain_errors(name)
-        };
         causes.extend(
-            errors
+            names(name)
                 .iter()
                 .map(|e| invalid("metadata.name".to_owned(), name, e)),
         );
@@ -146,7 +166,60 @@ pub(crate) fn validate(kind: &str, object: &Value) -> Vec<Cause> {
     if kind == "ConfigMap" || kind == "Secret" {
         validate_config_data(object, &mut causes);
     }
+    if kind == "Lease" {
+        validate_lease_spec(&object["spec"], &mut causes);
+    }
     causes
+}
+
+/// `ValidateLeaseSpec`: positive durations, transitions not negative, a preferred holder only
+/// with a strategy.
+fn validate_lease_spec(spec: &Value, causes: &mut Vec<Cause>) {
+    if let Some(duration) = spec["leaseDurationSeconds"].as_i64()
+        && duration <= 0
+    {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {duration}: must be greater than 0"),
+            field: "spec.leaseDurationSeconds".to_owned(),
+        });
+    }
+    if let Some(transitions) = spec["leaseTransitions"].as_i64()
+        && transitions < 0
+    {
+        causes.push(Cause {
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {transitions}: must be greater than or equal to 0"),
+            field: "spec.leaseTransitions".to_owned(),
+        });
+    }
+    let strategy = spec["strategy"].as_str();
+    if let Some(strategy) = strategy {
+        if strategy.contains('/') {
+            for e in qualified_name_errors(strategy) {
+                causes.push(invalid("spec.strategy".to_owned(), strategy, &e));
+            }
+        } else if strategy != "OldestEmulationVersion" {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                message: format!(
+                    "Unsupported value: \"{strategy}\": supported values: \"OldestEmulationVersion\""
+                ),
+                field: "spec.strategy".to_owned(),
+            });
+        }
+    }
+    if spec["preferredHolder"]
+        .as_str()
+        .is_some_and(|h| !h.is_empty())
+        && strategy.is_none_or(str::is_empty)
+    {
+        causes.push(Cause {
+            reason: "FieldValueForbidden",
+            message: "Forbidden: may only be specified if `strategy` is defined".to_owned(),
+            field: "spec.preferredHolder".to_owned(),
+        });
+    }
 }
 
 fn string_map<'a>(
@@ -231,6 +304,13 @@ fn validate_config_data(object: &Value, causes: &mut Vec<Cause>) {
             if !key_ok {
                 causes.push(invalid(format!("{field}[{key}]"), key, CONFIG_KEY_MSG));
             }
+            if field == "data" && object["binaryData"].get(key).is_some() {
+                causes.push(invalid(
+                    format!("data[{key}]"),
+                    key,
+                    "duplicate of key present in binaryData",
+                ));
+            }
             // Like kube-apiserver, only values count towards the limit.
             total += value.as_str().map_or(0, str::len);
         }
@@ -304,5 +384,38 @@ mod tests {
         );
         let ns = json!({"metadata": {"name": "a.b"}});
         assert_eq!(validate("Namespace", &ns).len(), 1);
+    }
+
+    #[test]
+    fn generated_names_check_their_prefix() {
+        let ok = json!({"metadata": {"name": "gen-x1y2z", "generateName": "gen-"}});
+        assert!(validate("ConfigMap", &ok).is_empty());
+        let bad = json!({"metadata": {"name": "Gen-x1y2z", "generateName": "Gen-"}});
+        let fields: Vec<_> = validate("ConfigMap", &bad)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(fields, ["metadata.generateName", "metadata.name"]);
+    }
+
+    #[test]
+    fn lease_specs() {
+        let lease = |spec| json!({"metadata": {"name": "l"}, "spec": spec});
+        assert!(validate("Lease", &lease(json!({"leaseDurationSeconds": 1}))).is_empty());
+        let causes = validate(
+            "Lease",
+            &lease(
+                json!({"leaseDurationSeconds": 0, "leaseTransitions": -1, "preferredHolder": "x"}),
+            ),
+        );
+        let messages: Vec<_> = causes.iter().map(|c| c.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "Invalid value: 0: must be greater than 0",
+                "Invalid value: -1: must be greater than or equal to 0",
+                "Forbidden: may only be specified if `strategy` is defined",
+            ]
+        );
     }
 }

@@ -54,7 +54,7 @@ fn bookmark(rt: &ResourceType, rv: u64, initial_events_end: bool) -> Bytes {
     let mut object = json!({
         "kind": rt.kind,
         "apiVersion": rt.api_version(),
-        "metadata": { "resourceVersion": rv.to_string(), "creationTimestamp": null },
+        "metadata": { "resourceVersion": rv.to_string() },
     });
     if initial_events_end {
         object["metadata"]["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
@@ -150,6 +150,7 @@ pub(crate) async fn run(
         replay,
         mut live,
         rv,
+        after,
     } = start;
     let mut last_rv = rv;
     let deadline = tokio::time::sleep(params.timeout);
@@ -179,6 +180,18 @@ pub(crate) async fn run(
         tokio::time::Instant::now() + params.bookmark_interval,
         params.bookmark_interval,
     );
+    // Like kube-apiserver's cache, one bookmark 2 s before the timeout, so that a client resumes
+    // from as late as possible; the cache schedules it when the watch starts, or for a watch
+    // with initial events when their end's bookmark has gone (on its bookmark timer, about a
+    // second later): too late for a timeout that near.
+    let scheduled = Duration::from_secs(u64::from(params.initial_events_end));
+    let before_the_end = params
+        .timeout
+        .checked_sub(Duration::from_secs(2))
+        .filter(|&at| params.bookmarks && at > scheduled);
+    let pre_timeout = tokio::time::sleep(before_the_end.unwrap_or(params.timeout));
+    tokio::pin!(pre_timeout);
+    let mut pre_timeout_due = before_the_end.is_some();
     loop {
         let bytes = tokio::select! {
             biased;
@@ -187,6 +200,7 @@ pub(crate) async fn run(
             () = &mut deadline => return,
             () = tx.closed() => return,
             received = live.recv() => match received {
+                Ok(event) if event.rv <= after => continue,
                 Ok(event) => {
                     last_rv = event.rv;
                     match translate(&params, &event) {
@@ -199,6 +213,10 @@ pub(crate) async fn run(
                 Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => return,
             },
             _ = ticker.tick(), if params.bookmarks => bookmark(&params.rt, last_rv, false),
+            () = &mut pre_timeout, if pre_timeout_due => {
+                pre_timeout_due = false;
+                bookmark(&params.rt, last_rv, false)
+            }
         };
         if deliver(&tx, bytes, &mut closers, &mut deadline)
             .await

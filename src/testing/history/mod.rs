@@ -3,8 +3,10 @@
 //! the whole history after the fact.
 //!
 //! [`History`] takes a lock's commits as the fake server logged them
-//! ([`FakeApiServerBuilder::commit_log`](super::FakeApiServerBuilder::commit_log)) and the
-//! sections the test's contenders ran ([`Section`]), and finds every [`Violation`] of these:
+//! ([`FakeApiServerBuilder::commit_log`](super::FakeApiServerBuilder::commit_log)), or as a
+//! watch of a real cluster saw them ([`TestCluster::commits`](super::TestCluster::commits)),
+//! and the sections the test's contenders ran ([`Section`]), and finds every [`Violation`] of
+//! these:
 //!
 //! - **no two sections overlap** (for a semaphore of N: never more than N at once; for a
 //!   read/write lock: an exclusive section beside no other);
@@ -27,6 +29,29 @@
 //! Clients are told apart by their bearer tokens: by default a client's token is its holder
 //! identity (see [`History::client`]). Give the server and every contender the same clock, so
 //! that commit times, lease ends and section times compare.
+//!
+//! # Commits seen late
+//!
+//! The fake server logs each commit at the instant it was made. Commits seen elsewhere (a
+//! real API server's watch, through
+//! [`TestCluster::record_commits`](super::TestCluster::record_commits)) are seen a little
+//! after they were made, and much later after an outage: such a commit was made at some time
+//! between its [`Commit::earliest`] (or its [`at`](Commit::at) minus
+//! [`History::commit_delay`], whichever is earlier) and its `at`. The checks then report only
+//! what is a violation whenever in those windows the commits were made:
+//!
+//! - a transition is replayed at times from the earliest the previous commit can have been
+//!   made, up to when this one was seen;
+//! - a section must not start before the earliest its lease's commit can have been made, nor
+//!   end after its lease's end or the latest its removal can have been made;
+//! - a committed state holds too many holders when they are live when the commit was seen
+//!   (they were live all through its window).
+//!
+//! So what happened within a window is not told apart: a section that started a few
+//! milliseconds before its lease was committed, or a holder counted live at a commit made
+//! just before that holder's lease ended, goes unseen when the window covers it. The checks
+//! of the sections against each other (overlaps, token order) use no commit time, and lose
+//! nothing.
 
 mod replay;
 mod sections;
@@ -36,7 +61,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::kube::Format;
+use crate::kubernetes::configmap::Format;
 use crate::state::LockState;
 use lockheed_fake_apiserver::{Commit, Operation};
 
@@ -256,22 +281,22 @@ enum Admits {
     ReadWrite,
 }
 
-/// The last committed state of the lock, and when it was committed.
+/// The last committed state of the lock, and the earliest it can have been committed.
 #[derive(Debug, Clone)]
 struct Committed {
     state: Option<LockState>,
-    at: Option<DateTime<Utc>>,
+    earliest: Option<DateTime<Utc>>,
 }
 
 /// What the commit log says of one lease (one acquisition, by its token).
 #[derive(Debug, Clone)]
 struct LeaseLife {
     holder: String,
-    /// When it was first committed.
+    /// The earliest it can have been first committed.
     from: DateTime<Utc>,
     /// The latest end it was committed with.
     until: DateTime<Utc>,
-    /// When a commit removed it (or replaced it with another acquisition's).
+    /// The latest a commit can have removed it (or replaced it with another acquisition's).
     removed: Option<DateTime<Utc>>,
 }
 
@@ -316,6 +341,8 @@ pub struct History {
     object: String,
     admits: Admits,
     skew: std::time::Duration,
+    /// How late a commit's time may be, at most, when the commit does not say.
+    delay: std::time::Duration,
     /// Holder identities by bearer token, for clients whose token is not their identity.
     clients: BTreeMap<String, Vec<String>>,
     last: Committed,
@@ -330,13 +357,14 @@ impl History {
         Self {
             namespace: namespace.to_owned(),
             lock: lock.to_owned(),
-            object: format!("{}{lock}", crate::kube::DEFAULT_PREFIX),
+            object: format!("{}{lock}", crate::kubernetes::DEFAULT_PREFIX),
             admits,
             skew: crate::lock::DEFAULT_SKEW_ALLOWANCE,
+            delay: std::time::Duration::ZERO,
             clients: BTreeMap::new(),
             last: Committed {
                 state: None,
-                at: None,
+                earliest: None,
             },
             leases: BTreeMap::new(),
             sections: Vec::new(),
@@ -405,6 +433,27 @@ impl History {
     #[must_use]
     pub fn skew_allowance(mut self, skew: std::time::Duration) -> Self {
         self.skew = skew;
+        self
+    }
+
+    /// How late a commit's time ([`Commit::at`]) may be, at most, after the commit was made:
+    /// for commits seen by a watch that do not say when they were made at the earliest
+    /// ([`Commit::earliest`]). Zero by default: the fake server's commit log has exact times.
+    /// See [Commits seen late](self#commits-seen-late) for what the checks then allow.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lockheed::testing::history::History;
+    ///
+    /// // Commits read from a watch of a real cluster, which delivers within 50 ms here.
+    /// let history = History::mutex("default", "db").commit_delay(Duration::from_millis(50));
+    /// # let _ = history;
+    /// ```
+    #[must_use]
+    pub fn commit_delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
         self
     }
 
@@ -494,7 +543,7 @@ impl History {
                 // Checks go on from the next readable state.
                 self.last = Committed {
                     state: None,
-                    at: Some(commit.at),
+                    earliest: Some(self.earliest(commit)),
                 };
                 return;
             }
@@ -510,11 +559,23 @@ impl History {
                 change,
             });
         }
-        self.track_leases(commit.at, next.as_ref());
+        let earliest = self.earliest(commit);
+        self.track_leases(earliest, commit.at, next.as_ref());
         self.last = Committed {
             state: next,
-            at: Some(commit.at),
+            earliest: Some(earliest),
         };
+    }
+
+    /// The earliest `commit` can have been made: its own word ([`Commit::earliest`]) or its
+    /// time less the [delay](Self::commit_delay), whichever is earlier; never after its time.
+    fn earliest(&self, commit: &Commit) -> DateTime<Utc> {
+        let delay = chrono::Duration::from_std(self.delay).unwrap_or(chrono::Duration::MAX);
+        let delayed = commit
+            .at
+            .checked_sub_signed(delay)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        commit.earliest.unwrap_or(commit.at).min(delayed)
     }
 
     /// The state a commit stored (`None`: deleted).
@@ -563,8 +624,14 @@ impl History {
         }
     }
 
-    /// Follows each lease's life through the commits, for the sections' checks.
-    fn track_leases(&mut self, at: DateTime<Utc>, next: Option<&LockState>) {
+    /// Follows each lease's life through the commits, for the sections' checks: the commit
+    /// was made between `earliest` and `at`.
+    fn track_leases(
+        &mut self,
+        earliest: DateTime<Utc>,
+        at: DateTime<Utc>,
+        next: Option<&LockState>,
+    ) {
         let tokens: BTreeMap<u64, (&str, DateTime<Utc>)> = next
             .iter()
             .flat_map(|s| s.leases.values())
@@ -578,7 +645,7 @@ impl History {
         for (token, (holder, until)) in tokens {
             let life = self.leases.entry(token).or_insert_with(|| LeaseLife {
                 holder: holder.to_owned(),
-                from: at,
+                from: earliest,
                 until,
                 removed: None,
             });

@@ -21,10 +21,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::History;
-use crate::gotime::GoTime;
-use crate::kind::{Access, Kind, RWLOCK, SEMAPHORE};
 use crate::rules::{self, Acquire, Judgement, Request};
 use crate::state::LockState;
+use crate::state::gotime::GoTime;
+use crate::state::kind::{Access, Kind, RWLOCK, SEMAPHORE};
 use lockheed_fake_apiserver::Commit;
 
 /// The state without the leases and queue entries that had ended at `now`.
@@ -60,7 +60,7 @@ pub(super) fn explain(
         history,
         before,
         after,
-        from: history.last.at.unwrap_or(DateTime::<Utc>::MIN_UTC),
+        from: history.last.earliest.unwrap_or(DateTime::<Utc>::MIN_UTC),
         to: commit.at,
     };
     let subjects = replay.subjects(commit.token.as_deref());
@@ -75,9 +75,10 @@ struct Replay<'a> {
     history: &'a History,
     before: &'a LockState,
     after: &'a LockState,
-    /// The previous commit's time: the writer decided after it had seen that state.
+    /// The earliest the previous commit can have been made: the writer decided after it had
+    /// seen that state.
     from: DateTime<Utc>,
-    /// This commit's time: the writer decided before.
+    /// This commit's time (when it was made, or seen): the writer decided before.
     to: DateTime<Utc>,
 }
 

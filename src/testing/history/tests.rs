@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{History, Report, Section, Violation};
-use crate::kind::{Access, Kind};
 use crate::rules::{self, Acquire, Judgement, Request};
 use crate::state::LockState;
+use crate::state::kind::{Access, Kind};
 use lockheed_fake_apiserver::{Commit, Operation};
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -340,10 +340,11 @@ fn sections_outside_their_leases_are_found() {
 /// A state with a lease of `holder` until `until`, next to the others.
 fn with_lease(state: &LockState, holder: &str, token: u64, until: f64) -> LockState {
     let mut next = state.clone();
-    let mut lease = crate::state::Lease::until(holder, crate::gotime::GoTime::from(t(until)));
+    let mut lease =
+        crate::state::Lease::until(holder, crate::state::gotime::GoTime::from(t(until)));
     lease.token = Some(token);
     lease.duration_millis = Some(10_000);
-    lease.since = Some(crate::gotime::GoTime::from(t(until - 10.0)));
+    lease.since = Some(crate::state::gotime::GoTime::from(t(until - 10.0)));
     lease.nonce = Some("n".into());
     next.leases.insert(holder.to_owned(), lease);
     next.fencing_token = next.fencing_token.max(token);
@@ -419,7 +420,7 @@ fn transitions_no_rule_explains_are_found() {
     let a = s.acquire(0.0, "alice", Kind::Mutex);
     let mut late = s.state.clone();
     let lease = late.leases.get_mut("alice").unwrap();
-    lease.expires = crate::gotime::GoTime::from(t(21.0));
+    lease.expires = crate::state::gotime::GoTime::from(t(21.0));
     s.write(11.0, "alice", late);
     assert!(unexplained(&s).contains(&format!("alice#{a}")));
     // A release of someone else's live lease (a release that matched by name alone).
@@ -525,4 +526,123 @@ fn a_handover_to_a_waiter_with_an_ended_lease_is_explained() {
             .all(|v| matches!(v, Violation::Unexplained { revision: 1, .. })),
         "{report:?}"
     );
+}
+
+/// The commits of `script` as a watch sees them: each `late` after it was made, and (with
+/// `earliest`) saying when it was made at the earliest.
+fn seen_late(script: &Script, late: f64, earliest: Option<f64>) -> Vec<Commit> {
+    let ms = |secs: f64| {
+        #[allow(clippy::cast_possible_truncation)] // Test times in milliseconds.
+        chrono::Duration::milliseconds((secs * 1000.0) as i64)
+    };
+    script
+        .commits
+        .iter()
+        .map(|c| {
+            let mut seen = c.clone();
+            seen.at = c.at + ms(late);
+            match earliest {
+                Some(before) => seen.made_after(c.at - ms(before)),
+                None => seen,
+            }
+        })
+        .collect()
+}
+
+fn check_commits(history: History, commits: Vec<Commit>, sections: &[Section]) -> Report {
+    let mut history = history.skew_allowance(Duration::ZERO);
+    history.commits(commits);
+    for section in sections {
+        history.section(section.clone());
+    }
+    history.finish()
+}
+
+/// Commits seen 30 ms late (by a watch): sections start as soon as their lease is committed,
+/// and writers decide on what they read before the watch shows it. Checked as if the times
+/// were exact, that is a history of violations; within the windows the commits say or the
+/// delay allows, it is valid.
+#[test]
+fn commits_seen_late_are_checked_within_their_windows() {
+    let mut s = Script::new();
+    let a = s.acquire(0.0, "alice", Kind::Mutex);
+    s.acquire(0.01, "bob", Kind::Mutex); // queues, 10 ms after Alice's take
+    s.release(2.0, "alice", a); // hands over to Bob
+    let b = s.state.leases["bob"].token.unwrap();
+    s.release(3.0, "bob", b);
+    let sections = [section("alice", a, 0.0, 2.0), section("bob", b, 2.0, 3.0)];
+    check_commits(History::mutex("default", "x"), s.commits.clone(), &sections).assert_valid();
+
+    let late = check_commits(
+        History::mutex("default", "x"),
+        seen_late(&s, 0.03, None),
+        &sections,
+    );
+    assert_eq!(
+        kinds(&late),
+        ["Unexplained", "OutsideLease", "OutsideLease"],
+        "{late:?}"
+    );
+    // A delay that covers the watch's, or commits that say when they were made at the
+    // earliest.
+    let delay = History::mutex("default", "x").commit_delay(Duration::from_millis(30));
+    check_commits(delay, seen_late(&s, 0.03, None), &sections).assert_valid();
+    let said = seen_late(&s, 0.03, Some(0.0));
+    check_commits(History::mutex("default", "x"), said, &sections).assert_valid();
+    // A delay shorter than the watch's is not enough.
+    let short = History::mutex("default", "x").commit_delay(Duration::from_millis(20));
+    assert!(
+        !check_commits(short, seen_late(&s, 0.03, None), &sections)
+            .violations
+            .is_empty()
+    );
+}
+
+/// The windows of late commits hide no violation that is one whenever the commits were made:
+/// a take beside a live lease, a section that started long before its lease, a section that
+/// outlasted its lease, a writer whose clock runs ahead of the commit.
+#[test]
+fn commits_seen_late_still_show_what_is_wrong() {
+    let history = || History::mutex("default", "x").commit_delay(Duration::from_millis(100));
+    // Bob takes the mutex at 2 s while Alice's lease runs until 10 s.
+    let mut s = Script::new();
+    let a = s.acquire(0.0, "alice", Kind::Mutex);
+    let broken = with_lease(&s.state, "bob", a + 1, 12.0);
+    s.write(2.0, "bob", broken);
+    let report = check_commits(history(), seen_late(&s, 0.05, None), &[]);
+    assert_eq!(
+        kinds(&report),
+        ["TooManyHolders", "Unexplained"],
+        "{report:?}"
+    );
+    // Sections: one that started a second before its lease's commit, one that ran a second
+    // past its lease's end (taken at 5 s, never renewed: it ended at 15 s).
+    let mut s = Script::new();
+    let a = s.acquire(5.0, "alice", Kind::Mutex);
+    let report = check_commits(
+        history(),
+        seen_late(&s, 0.05, None),
+        &[section("alice", a, 4.0, 5.5)],
+    );
+    assert!(
+        matches!(&report.violations[..], [Violation::OutsideLease { why, .. }] if why.starts_with("it started before")),
+        "{report:?}"
+    );
+    let report = check_commits(
+        history(),
+        seen_late(&s, 0.05, None),
+        &[section("alice", a, 5.1, 16.0)],
+    );
+    assert!(
+        matches!(&report.violations[..], [Violation::OutsideLease { why, .. }] if why.starts_with("it ended after")),
+        "{report:?}"
+    );
+    // A take stamped after the commit was seen: a writer whose clock runs ahead. The delay
+    // widens a window towards the past only.
+    let mut s = Script::new();
+    s.acquire(1.0, "alice", Kind::Mutex);
+    let mut ahead = s.commits.clone();
+    ahead[0].at = t(0.5);
+    let report = check_commits(history(), ahead, &[]);
+    assert_eq!(kinds(&report), ["Unexplained"], "{report:?}");
 }

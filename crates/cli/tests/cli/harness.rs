@@ -1,4 +1,5 @@
-//! One fake cluster per test, and the built binaries pointed at it.
+//! One test cluster per test (the fake server, or a namespace of a real one: `TestCluster`), and
+//! the built binaries pointed at it.
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -6,15 +7,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
-use lockheed::testing::FakeApiServer;
+use lockheed::testing::{FakeApiServer, TestCluster};
 use tokio::process::{Child, Command};
 
 /// How long any one command may run before the test fails (it never should come close).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The fake API server of one test, and a kubeconfig file that points at it.
+/// The server of one test, and a kubeconfig file that points at it (its context's namespace
+/// is the test's).
 pub struct Cluster {
-    pub server: FakeApiServer,
+    pub server: TestCluster,
     pub kubeconfig: PathBuf,
     /// A working directory and `HOME` for the commands (no `~/.kube/config` there).
     pub dir: tempfile::TempDir,
@@ -37,9 +39,7 @@ impl Output {
 
 impl Cluster {
     pub async fn start() -> Self {
-        let server = FakeApiServer::start()
-            .await
-            .expect("the fake API server starts");
+        let server = TestCluster::start().await.expect("the test cluster starts");
         let dir = tempfile::tempdir().expect("a temporary directory");
         let kubeconfig = dir.path().join("kubeconfig");
         server
@@ -52,9 +52,46 @@ impl Cluster {
         }
     }
 
-    /// ConfigMaps of namespace `default`.
+    /// The test's namespace: `default` on the fake server, a fresh one on a real cluster.
+    pub fn ns(&self) -> &str {
+        self.server.namespace()
+    }
+
+    /// The fake server, for a test that injects its faults or counts the binary's requests (a
+    /// real cluster only counts what this process sends). On a real cluster it is `None`, and
+    /// the test ends there, saying so on stderr.
+    pub fn fake(&self, why: &str) -> Option<&FakeApiServer> {
+        let fake = self.server.fake_server();
+        if fake.is_none() {
+            eprintln!("runs on the fake server only ({why})");
+        }
+        fake
+    }
+
+    /// Grants user `user` exactly the rules of `role` (a Role as JSON, without its name) in the
+    /// test's namespace, and writes a kubeconfig that acts as that user: a real cluster's RBAC
+    /// (or the fake server's access control) decides what the commands may do.
+    pub async fn kubeconfig_granted(&self, user: &str, role: serde_json::Value) -> PathBuf {
+        let mut role = role;
+        role["metadata"] = serde_json::json!({ "name": format!("{user}-role") });
+        let role = serde_json::from_value(role).expect("a Role");
+        let subject = serde_json::from_value(serde_json::json!({ "kind": "User", "name": user }))
+            .expect("a Subject");
+        let identity = self
+            .server
+            .grant(&role, &subject)
+            .await
+            .expect("the Role is granted");
+        let path = self.dir.path().join(format!("{user}.kubeconfig"));
+        self.server
+            .write_kubeconfig_as(&identity, &path)
+            .expect("the kubeconfig is written");
+        path
+    }
+
+    /// ConfigMaps of the test's namespace.
     pub fn configmaps(&self) -> Api<ConfigMap> {
-        Api::namespaced(self.server.client(), "default")
+        Api::namespaced(self.server.client(), self.ns())
     }
 
     /// A command for binary `name` (`kube-lock` or `lockheed`) with a clean environment:

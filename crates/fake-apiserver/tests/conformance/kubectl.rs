@@ -187,7 +187,12 @@ async fn kubectl_get_create_delete_and_json_output() {
 
     let r = k.run(&["delete", "configmap", "demo"]).await;
     assert!(r.ok, "{}", r.err);
-    assert_eq!(r.out.trim(), "configmap \"demo\" deleted");
+    // kubectl 1.37 adds " from default namespace".
+    assert!(
+        r.out.trim().starts_with("configmap \"demo\" deleted"),
+        "{}",
+        r.out
+    );
     assert!(k.api().get_opt("demo").await.unwrap().is_none());
     let r = k.run(&["get", "configmap", "demo"]).await;
     assert!(!r.ok);

@@ -3,6 +3,7 @@
 //! and watch events the way kube-apiserver produces them.
 
 mod access;
+mod cluster;
 mod common;
 mod concurrency;
 mod crud;

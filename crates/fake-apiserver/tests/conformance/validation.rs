@@ -57,7 +57,7 @@ async fn configmap_data_is_at_most_one_mebibyte() {
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert_eq!(s.details.unwrap().causes[0].reason, "FieldValueTooLong");
     assert!(
-        s.message.contains("must have at most 1048576 bytes"),
+        s.message.contains("may not be more than 1048576 bytes"),
         "{}",
         s.message
     );
@@ -88,7 +88,7 @@ async fn annotations_are_at_most_256_kibibytes_together() {
     assert_eq!(s.details.unwrap().causes[0].field, "metadata.annotations");
     assert!(
         s.message
-            .contains("metadata.annotations: Too long: must have at most 262144 bytes")
+            .contains("metadata.annotations: Too long: may not be more than 262144 bytes")
     );
 }
 

@@ -2,6 +2,7 @@
 //! SIGTERM.
 
 use lockheed::KubeLocker;
+use lockheed::configmap::Format;
 use nix::sys::signal::Signal;
 
 use crate::args::{Args, Settings};
@@ -74,10 +75,9 @@ async fn connect(settings: &Settings) -> Result<KubeLocker, Failure> {
         );
     }
     let client = cluster::client(config).map_err(Failure::Config)?;
-    Ok(
-        KubeLocker::kube_lock(client, settings.target.namespace.clone())
-            .with_create(settings.create),
-    )
+    Ok(KubeLocker::new(client, settings.target.namespace.clone())
+        .with_format(Format::KubeLock)
+        .with_create(settings.create))
 }
 
 /// `cannot lock cm/lock in ns default, SIGTERM received`.

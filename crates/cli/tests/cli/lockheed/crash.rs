@@ -114,9 +114,13 @@ async fn the_command_runs_on_through_an_api_server_restart() {
     );
     running.wait_for_stdout("ready").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.server.stop();
+    // A real API server is shared by every test of the run: only the fake one is restarted.
+    let Some(server) = cluster.fake("restarts the API server") else {
+        return;
+    };
+    server.stop();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.server.restart();
+    server.restart();
     let out = running.finish().await;
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert_eq!(out.stdout, "ready\ndone\n");

@@ -96,8 +96,10 @@ async fn list_prints_a_table_and_reports_unreadable_locks() {
     );
     // Reported on stderr, naming the ConfigMap; the others are still listed.
     assert!(
-        out.stderr
-            .contains("cannot read a lock: the lock state in default/lockheed-broken is corrupt"),
+        out.stderr.contains(&format!(
+            "cannot read a lock: the lock state in {}/lockheed-broken is corrupt",
+            cluster.ns()
+        )),
         "{out:?}"
     );
 }
@@ -109,7 +111,7 @@ async fn list_prints_json_for_scripts() {
     let out = cluster.run("lockheed", &["list", "-o", "json"]).await;
     assert_eq!(out.code(), Some(0), "{out:?}");
     let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
-    assert_eq!(json["namespace"], "default");
+    assert_eq!(json["namespace"], cluster.ns());
     assert_eq!(names(&json), ["db", "gpu", "web"]);
     let db = &json["locks"][0];
     assert_eq!(db["kind"], "mutex");
@@ -127,7 +129,7 @@ async fn list_prints_json_for_scripts() {
         unreadable[0]["error"]
             .as_str()
             .unwrap()
-            .contains("default/lockheed-broken"),
+            .contains(&format!("{}/lockheed-broken", cluster.ns())),
         "{unreadable:?}"
     );
 }
@@ -187,7 +189,10 @@ async fn show_prints_one_lock() {
     let out = cluster.run("lockheed", &["show", "db"]).await;
     assert_eq!(out.code(), Some(0), "{out:?}");
     for text in [
-        "Lock:           db (ConfigMap default/lockheed-db)",
+        &format!(
+            "Lock:           db (ConfigMap {}/lockheed-db)",
+            cluster.ns()
+        ),
         "Kind:           mutex",
         "Tags:           db",
         "Fencing token:  1",
@@ -214,15 +219,17 @@ async fn show_prints_one_lock() {
     let out = cluster.run("lockheed", &["show", "nothing"]).await;
     assert_eq!(out.code(), Some(125), "{out:?}");
     assert!(
-        out.stderr.contains(
-            "lock \"nothing\" does not exist: there is no ConfigMap default/lockheed-nothing"
-        ),
+        out.stderr.contains(&format!(
+            "lock \"nothing\" does not exist: there is no ConfigMap {}/lockheed-nothing",
+            cluster.ns()
+        )),
         "{out:?}"
     );
     let out = cluster.run("lockheed", &["show", "broken"]).await;
     assert_eq!(out.code(), Some(125), "{out:?}");
     assert!(
-        out.stderr.contains("default/lockheed-broken is corrupt"),
+        out.stderr
+            .contains(&format!("{}/lockheed-broken is corrupt", cluster.ns())),
         "{out:?}"
     );
 }

@@ -9,7 +9,7 @@ use super::Running;
 use crate::harness::Cluster;
 
 fn leases(cluster: &Cluster) -> Api<Lease> {
-    Api::namespaced(cluster.server.client(), "default")
+    Api::namespaced(cluster.server.client(), cluster.ns())
 }
 
 /// Stores Lease `name` as a client-go leader `holder` writes it, renewed just now.
@@ -95,7 +95,7 @@ async fn run_does_not_take_a_lease_a_go_leader_holds() {
 async fn list_show_and_release_work_on_leases() {
     let cluster = Cluster::start().await;
     go_leader(&cluster, "go-ctl", "controller-abc").await;
-    let locker = LeaseLocker::new(cluster.server.client(), "default");
+    let locker = LeaseLocker::new(cluster.server.client(), cluster.ns());
     let _held = Lock::new("rust-ctl", locker)
         .with_holder("pod-1")
         .with_tags(["ctl"])
@@ -127,7 +127,8 @@ async fn list_show_and_release_work_on_leases() {
         .await;
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert!(
-        out.stdout.contains("go-ctl (Lease default/go-ctl)"),
+        out.stdout
+            .contains(&format!("go-ctl (Lease {}/go-ctl)", cluster.ns())),
         "{out:?}"
     );
     assert!(out.stdout.contains("controller-abc"), "{out:?}");
@@ -148,7 +149,8 @@ async fn list_show_and_release_work_on_leases() {
         .await;
     assert_eq!(out.code(), Some(125), "{out:?}");
     assert!(
-        out.stderr.contains("there is no Lease default/nothing"),
+        out.stderr
+            .contains(&format!("there is no Lease {}/nothing", cluster.ns())),
         "{out:?}"
     );
 }

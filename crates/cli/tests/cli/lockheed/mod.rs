@@ -26,10 +26,10 @@ use crate::harness::{COMMAND_TIMEOUT, Cluster, Output};
 /// How long a test waits for something that should happen within a second or two.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The lockers the tests set up and inspect locks with: namespace `default`, as the
+/// The lockers the tests set up and inspect locks with: the test's namespace, as the
 /// kubeconfig's context.
 fn locker(cluster: &Cluster) -> KubeLocker {
-    KubeLocker::new(cluster.server.client(), "default")
+    KubeLocker::new(cluster.server.client(), cluster.ns())
 }
 
 /// Lock `name` as it is now.

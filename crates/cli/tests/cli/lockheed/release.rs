@@ -75,7 +75,10 @@ async fn removes_a_holder_and_says_so() {
         .find(|l| l.starts_with('W'))
         .unwrap_or_else(|| panic!("no warning: {out:?}"));
     assert!(
-        warning.contains(r#"removed worker-1 from lock "db" (ConfigMap default/lockheed-db)"#),
+        warning.contains(&format!(
+            r#"removed worker-1 from lock "db" (ConfigMap {}/lockheed-db)"#,
+            cluster.ns()
+        )),
         "{warning}"
     );
     assert!(
@@ -125,36 +128,26 @@ async fn all_removes_every_holder() {
 /// `lockheed list` fails with the server's refusal, which names the missing verb.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_command_works_with_its_role_and_says_which_verb_is_missing() {
-    use k8s_openapi::api::rbac::v1::Role;
-    use lockheed::testing::AccessControl;
     let cluster = Cluster::start().await;
     let documents: Vec<serde_json::Value> =
         serde_saphyr::from_str_multiple(include_str!("../../../../../examples/rbac.yaml")).unwrap();
-    let role = |name: &str| -> Role {
-        let document = documents
+    let role = |name: &str| {
+        documents
             .iter()
             .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == name)
-            .unwrap();
-        serde_json::from_value(document.clone()).unwrap()
+            .unwrap()
+            .clone()
     };
-    let access = AccessControl::new()
-        .role("runner", &role("lockheed"))
-        .role("viewer", &role("lockheed-viewer"))
-        .role("operator", &role("lockheed-operator"));
-    cluster.server.set_access_control(Some(access));
-    let kubeconfig = |token: &str| {
-        let mut config = cluster.server.kubeconfig();
-        config.auth_infos[0].auth_info.as_mut().unwrap().token =
-            Some(secrecy::SecretString::from(token.to_owned()));
-        let path = cluster.dir.path().join(format!("{token}.kubeconfig"));
-        std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    let (runner, viewer, operator) = (
-        kubeconfig("runner"),
-        kubeconfig("viewer"),
-        kubeconfig("operator"),
-    );
+    let mut kubeconfigs = Vec::new();
+    for (user, name) in [
+        ("runner", "lockheed"),
+        ("viewer", "lockheed-viewer"),
+        ("operator", "lockheed-operator"),
+    ] {
+        let path = cluster.kubeconfig_granted(user, role(name)).await;
+        kubeconfigs.push(path.to_str().unwrap().to_owned());
+    }
+    let [runner, viewer, operator] = <[String; 3]>::try_from(kubeconfigs).unwrap();
     let run = |config: &str, args: &[&str]| {
         let mut all = vec!["--kubeconfig", config];
         all.extend_from_slice(args);
@@ -216,7 +209,7 @@ async fn each_command_works_with_its_role_and_says_which_verb_is_missing() {
         &["--unlock"],
     ] {
         let mut args = vec![
-            "default",
+            cluster.ns(),
             "sem",
             "--kubeconfig-path",
             &runner,

@@ -99,7 +99,10 @@ async fn the_command_sees_the_lock_and_its_token() {
     for token in 1..=2 {
         let out = cluster.run("lockheed", &args).await;
         assert_eq!(out.code(), Some(0), "{out:?}");
-        assert_eq!(out.stdout, format!("ledger default writer-1 {token}\n"));
+        assert_eq!(
+            out.stdout,
+            format!("ledger {} writer-1 {token}\n", cluster.ns())
+        );
     }
     assert_eq!(lock(&cluster, "ledger").await.tags, ["books"]);
 
@@ -213,8 +216,10 @@ async fn gives_up_when_the_timeout_runs_out() {
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(out.stdout, "", "the command did not run");
     assert!(
-        out.stderr
-            .contains("lockheed: error: cannot take lock \"deploy\" in namespace default"),
+        out.stderr.contains(&format!(
+            "lockheed: error: cannot take lock \"deploy\" in namespace {}",
+            cluster.ns()
+        )),
         "{out:?}"
     );
     assert!(out.stderr.contains("gave up waiting"), "{out:?}");
@@ -386,8 +391,8 @@ async fn a_signal_while_waiting_stops_waiting() {
 /// the lock at once, but answers it only 30 s later, and waits until the write is stored.
 /// lockheed then waits for the answer: the write is in flight. (The server's request log
 /// cannot tell: it logs a request once it is answered.)
-async fn start_with_the_write_in_flight(cluster: &Cluster) -> Running {
-    cluster.server.inject(
+async fn start_with_the_write_in_flight(cluster: &Cluster) -> Option<Running> {
+    cluster.fake("delays an answer after commit")?.inject(
         Fault::latency(Duration::from_secs(30))
             .after_commit()
             .on(RequestMatcher::any().verb(Verb::Create)),
@@ -414,13 +419,15 @@ async fn start_with_the_write_in_flight(cluster: &Cluster) -> Running {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    running
+    Some(running)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_while_the_lease_is_written_leaves_no_lease() {
     let cluster = Cluster::start().await;
-    let running = start_with_the_write_in_flight(&cluster).await;
+    let Some(running) = start_with_the_write_in_flight(&cluster).await else {
+        return;
+    };
     kill(running.pid(), Signal::SIGTERM).unwrap();
     let out = running.finish().await;
     assert_eq!(out.code(), Some(128 + 15), "{out:?}");
@@ -438,12 +445,18 @@ async fn a_signal_while_the_lease_is_written_leaves_no_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn says_how_to_remove_a_lease_it_could_not_clean_up() {
     let cluster = Cluster::start().await;
-    let running = start_with_the_write_in_flight(&cluster).await;
+    let Some(running) = start_with_the_write_in_flight(&cluster).await else {
+        return;
+    };
+    let server = cluster
+        .server
+        .fake_server()
+        .expect("started on the fake server");
     // The cluster cannot be reached to remove the lease: lockheed gives up after 10 s.
-    cluster.server.partition();
+    server.partition();
     kill(running.pid(), Signal::SIGTERM).unwrap();
     let out = running.finish().await;
-    cluster.server.heal();
+    server.heal();
     assert_eq!(out.code(), Some(128 + 15), "{out:?}");
     assert!(
         out.stderr.contains(

@@ -189,9 +189,11 @@ async fn at_a_terminal_the_wait_is_a_progress_line() {
     held.release().await.unwrap();
     let (status, screen) = terminal.finish().await;
     assert_eq!(status.code(), Some(0), "{screen}");
-    let progress = "\r\x1b[2Klockheed: waiting 2s for lock \"jobs\" in namespace default: \
-                    held by alice (since ";
-    assert!(screen.contains(progress), "{screen:?}");
+    let progress = format!(
+        "\r\x1b[2Klockheed: waiting 2s for lock \"jobs\" in namespace {}: held by alice (since ",
+        cluster.ns()
+    );
+    assert!(screen.contains(&progress), "{screen:?}");
     assert!(
         screen.contains("reason \"db restart\"), 1/1 holders"),
         "{screen:?}"

@@ -1,0 +1,301 @@
+//! The take step: decide on a lock's record and write what takes it, or what queues the
+//! caller. A single [`try_acquire`](crate::Lock::try_acquire) is one take; a waiting
+//! [`acquire`](crate::Lock::acquire) takes once each time the lock may have become free.
+
+use chrono::{DateTime, Utc};
+
+use super::cleanup::{self, Undo};
+use super::settings::{Intent, Settings};
+use super::watched::Watched;
+use crate::backend::{
+    Backend, Changes, Decision, OnUnknown, Record, Start, Swapped, compare_and_swap,
+};
+use crate::error::Error;
+use crate::info::Holder;
+use crate::rules::{self, Acquire, Blocked, Unchanged};
+use crate::state::LockState;
+use crate::state::gotime::GoTime;
+
+/// The write that took a lock (or the lease handed over to a waiter).
+#[derive(Debug)]
+pub(crate) struct Acquired<V> {
+    /// The version written, to compare against at the first renewal.
+    pub(crate) version: V,
+    pub(crate) state: LockState,
+    pub(crate) token: u64,
+    pub(crate) expires: GoTime,
+    /// The holder already held the lock: this acquisition replaced its lease.
+    pub(crate) reentry: bool,
+}
+
+/// What a take did.
+#[derive(Debug)]
+pub(crate) enum Taken<V> {
+    /// The lock is taken.
+    Acquired(Acquired<V>),
+    /// Someone else holds it, or waiters are ahead.
+    Busy(Blocked),
+    /// The lock was handed over to the waiting caller meanwhile, as `record` shows: it takes
+    /// it from there (see [`rules::handed_over`]), instead of deciding as a newcomer would.
+    Handed(Record<V>),
+    /// Someone else holds it, and the caller's place in the queue is now recorded in
+    /// `record`: it waits for its turn, or for the lock to be handed over to it (a lease of its
+    /// own with a token above `floor`). Until the acquire ends, it keeps `Undo::Queue` to
+    /// withdraw.
+    Queued {
+        blocked: Blocked,
+        record: Record<V>,
+        floor: u64,
+        /// The id the place was written with.
+        nonce: String,
+    },
+    /// The write failed and may have happened all the same (a timeout, a 5xx). `cleanup`
+    /// removes what it may have written when dropped armed; a waiter disarms it and keeps
+    /// `undo` with its other pending clean-ups instead.
+    Unknown {
+        error: Error,
+        undo: Undo,
+        cleanup: OnUnknown,
+    },
+}
+
+/// What a decision to write will have done, once written.
+enum Write {
+    Take {
+        token: u64,
+        expires: GoTime,
+        reentry: bool,
+        nonce: String,
+        /// The live holders a forced takeover removes.
+        taken_over: Vec<Holder>,
+    },
+    Queue {
+        blocked: Blocked,
+        floor: u64,
+        nonce: String,
+    },
+}
+
+/// A random id for one attempt's lease (see [`rules::undo_take`]).
+fn nonce() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Decides an acquire by `settings` on `record` (`None`: the lock is not stored) at `now`.
+/// `unchanged_for` and `intent` are as in [`Settings::request`].
+///
+/// # Errors
+///
+/// The rules' errors: a lock of another kind, a token that cannot advance.
+pub(crate) fn decide<V>(
+    settings: &Settings,
+    record: Option<&Record<V>>,
+    now: DateTime<Utc>,
+    unchanged_for: Option<&Unchanged>,
+    intent: Intent,
+    nonce: &str,
+) -> Result<Acquire, Error> {
+    let empty;
+    let (state, reservation) = if let Some(r) = record {
+        (&r.state, r.reservation.as_ref())
+    } else {
+        empty = LockState::empty(&settings.name);
+        (&empty, None)
+    };
+    let request = settings.request(unchanged_for, intent, nonce);
+    rules::acquire(&settings.name, state, reservation, request, now)
+}
+
+/// Takes the lock if the rules allow it on its current record (read first, or as `start`
+/// knows it), writing by compare-and-swap; a conflict reads again (from `view`, the lock's
+/// feed, when there is one) and decides again. A waiter passes what it has `watched` of the
+/// other leases and entries (a single attempt has seen nothing), the take's `intent` (a
+/// waiter queues when the lock is busy; a claim ignores the queue), and what tells the lock
+/// handed over to it (`handed`: its floor and the ids of its place), which stops the take:
+/// a waiter whose write lost the race to the handover must not queue again behind its own
+/// handed lease.
+///
+/// # Errors
+///
+/// The rules' errors; the backend's errors (a transient one after a write's outcome became
+/// known); [`Error::Contended`].
+///
+/// # Cancel safety
+///
+/// If the future is dropped while a write is in flight, what it may have written is removed
+/// in the background.
+pub(crate) async fn take<L: Backend>(
+    locker: &L,
+    settings: &Settings,
+    start: Start<L::Version>,
+    mut watched: Option<&mut Watched>,
+    view: Option<&Changes<L::Version>>,
+    intent: Intent,
+    handed: Option<(u64, &[String])>,
+) -> Result<Taken<L::Version>, Error> {
+    let clock = locker.clock();
+    let decision = |record: Option<&Record<L::Version>>| {
+        if let (Some(record), Some(waited)) = (record, handed)
+            && rules::handed_over(&record.state, &settings.holder, waited).is_some()
+        {
+            return Ok(Decision::Done(Unwritten::Handed(record.clone())));
+        }
+        let unchanged = watched
+            .as_deref_mut()
+            .map(|w| w.observe(record, &settings.holder));
+        let nonce = nonce();
+        let acquire = decide(
+            settings,
+            record,
+            clock.now(),
+            unchanged.as_ref(),
+            intent,
+            &nonce,
+        )?;
+        Ok(to_write(locker, settings, acquire, nonce))
+    };
+    let swapped = compare_and_swap(locker, &settings.name, start, view, decision).await?;
+    if let Swapped::Stored {
+        value: Write::Take {
+            token, taken_over, ..
+        },
+        ..
+    } = &swapped
+        && !taken_over.is_empty()
+    {
+        warn_taken_over(settings, *token, taken_over);
+    }
+    Ok(taken(swapped))
+}
+
+/// Says, at warn level, that the caller took the lock over by force and whom it removed:
+/// their critical sections are no longer protected (they learn it at their next renewal).
+fn warn_taken_over(settings: &Settings, token: u64, taken_over: &[Holder]) {
+    let removed: Vec<String> = taken_over.iter().map(ToString::to_string).collect();
+    tracing::warn!(
+        lock = %settings.name,
+        holder = %settings.holder,
+        token,
+        removed = ?removed,
+        "{} took lock {:?} over by force, removing {}",
+        crate::text::printable(&settings.holder),
+        settings.name,
+        removed.join("; ")
+    );
+}
+
+/// Why a take wrote nothing.
+enum Unwritten<V> {
+    Busy(Blocked),
+    Handed(Record<V>),
+}
+
+/// What to write for a decision, and what to undo if the write's outcome stays unknown.
+fn to_write<L: Backend>(
+    locker: &L,
+    settings: &Settings,
+    acquire: Acquire,
+    nonce: String,
+) -> Decision<Write, Unwritten<L::Version>> {
+    match acquire {
+        Acquire::Busy(blocked) => Decision::Done(Unwritten::Busy(blocked)),
+        Acquire::Queue {
+            state,
+            blocked,
+            floor,
+        } => Decision::Write {
+            state,
+            value: Write::Queue {
+                blocked,
+                floor,
+                nonce: nonce.clone(),
+            },
+            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor, nonce }),
+        },
+        Acquire::Take {
+            state,
+            token,
+            expires,
+            reentry,
+            taken_over,
+        } => {
+            let undo = Undo::Lease {
+                token,
+                nonce: nonce.clone(),
+                reentry,
+            };
+            Decision::Write {
+                state,
+                value: Write::Take {
+                    token,
+                    expires,
+                    reentry,
+                    nonce,
+                    taken_over,
+                },
+                on_unknown: cleanup::on_unknown(locker, settings, undo),
+            }
+        }
+    }
+}
+
+/// What a take did, from how its compare-and-swap ended.
+fn taken<V>(swapped: Swapped<V, Write, Unwritten<V>>) -> Taken<V> {
+    match swapped {
+        Swapped::Stored {
+            version,
+            state,
+            value:
+                Write::Take {
+                    token,
+                    expires,
+                    reentry,
+                    ..
+                },
+        } => Taken::Acquired(Acquired {
+            version,
+            state,
+            token,
+            expires,
+            reentry,
+        }),
+        Swapped::Stored {
+            version,
+            state,
+            value:
+                Write::Queue {
+                    blocked,
+                    floor,
+                    nonce,
+                },
+        } => Taken::Queued {
+            blocked,
+            record: Record::new(state, version),
+            floor,
+            nonce,
+        },
+        Swapped::Unknown {
+            error,
+            pending,
+            value,
+        } => Taken::Unknown {
+            error,
+            undo: match value {
+                Write::Take {
+                    token,
+                    reentry,
+                    nonce,
+                    ..
+                } => Undo::Lease {
+                    token,
+                    nonce,
+                    reentry,
+                },
+                Write::Queue { floor, nonce, .. } => Undo::Queue { floor, nonce },
+            },
+            cleanup: pending,
+        },
+        Swapped::Done(Unwritten::Busy(blocked)) => Taken::Busy(blocked),
+        Swapped::Done(Unwritten::Handed(record)) => Taken::Handed(record),
+    }
+}
