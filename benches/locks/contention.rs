@@ -908,7 +908,7 @@ pub fn heavy_faults(mode: Mode) {
         .unwrap_or(if mode.quick { 1 } else { 3 });
     let window = Duration::from_secs(if mode.quick { 5 } else { 25 });
     let mut table = Table::new(
-        "8. Liveness under heavy faults: 8 contenders in parallel, 4 s leases, a fault every 150 ms",
+        "13. Liveness under heavy faults: 8 contenders in parallel, 4 s leases, a fault every 150 ms",
         &[
             "run",
             "sections",
