@@ -98,73 +98,100 @@ fn getnum(s: &str, fixed: bool) -> Option<(u32, &str)> {
     }
 }
 
-/// Parses `value` as Go's `time.Parse(LAYOUT, value)` does.
-///
-/// # Errors
-///
-/// Go's error message.
-#[allow(clippy::too_many_lines)] // One chunk of the layout after the other, as Go reads it.
-pub(crate) fn parse(value: &str) -> Result<DateTime<Utc>, String> {
-    let mut rest = value;
-    let bad = |rest: &str, elem: &str| cannot_parse(value, rest, elem);
-    // 2006
-    let year: i32 = match rest.get(..4).and_then(|y| y.parse().ok()) {
-        Some(year) => year,
-        None => return Err(bad(rest, "2006")),
-    };
-    rest = &rest[4..];
-    let literal = |rest: &mut &str, lit: &str| -> Result<(), String> {
-        match rest.strip_prefix(lit) {
+/// What is left of a value as Go's `time.Parse` reads it, one chunk of the layout after the
+/// other; errors name the whole value and what was left of it.
+struct Reader<'a> {
+    value: &'a str,
+    rest: &'a str,
+}
+
+impl Reader<'_> {
+    /// Go's error when what is left does not match `layout_elem`.
+    fn bad(&self, layout_elem: &str) -> String {
+        cannot_parse(self.value, self.rest, layout_elem)
+    }
+
+    fn out_of_range(&self, what: &str) -> String {
+        out_of_range(self.value, what)
+    }
+
+    /// A literal of the layout (`-`, `T`, `:`).
+    fn literal(&mut self, lit: &str) -> Result<(), String> {
+        match self.rest.strip_prefix(lit) {
             Some(after) => {
-                *rest = after;
+                self.rest = after;
                 Ok(())
             }
-            None => Err(bad(rest, lit)),
+            None => Err(self.bad(lit)),
         }
-    };
-    literal(&mut rest, "-")?;
-    let (month, after) = getnum(rest, true).ok_or_else(|| bad(rest, "01"))?;
-    if !(1..=12).contains(&month) {
-        return Err(out_of_range(value, "month"));
     }
-    rest = after;
-    literal(&mut rest, "-")?;
-    let (day, after) = getnum(rest, true).ok_or_else(|| bad(rest, "02"))?;
-    rest = after;
-    literal(&mut rest, "T")?;
-    let (hour, after) = getnum(rest, false).ok_or_else(|| bad(rest, "15"))?;
-    if hour >= 24 {
-        return Err(out_of_range(value, "hour"));
-    }
-    rest = after;
-    literal(&mut rest, ":")?;
-    let (minute, after) = getnum(rest, true).ok_or_else(|| bad(rest, "04"))?;
-    if minute >= 60 {
-        return Err(out_of_range(value, "minute"));
-    }
-    rest = after;
-    literal(&mut rest, ":")?;
-    let (second, after) = getnum(rest, true).ok_or_else(|| bad(rest, "05"))?;
-    if second >= 60 {
-        return Err(out_of_range(value, "second"));
-    }
-    rest = after;
-    // .000000: exactly six digits.
-    let micros: u32 = match rest.get(..7) {
-        Some(frac)
-            if (frac.starts_with('.') || frac.starts_with(','))
-                && frac[1..].bytes().all(|b| b.is_ascii_digit()) =>
+
+    /// A number of the layout element `elem` (see [`getnum`]), out of range from `limit` up.
+    fn number(
+        &mut self,
+        elem: &str,
+        fixed: bool,
+        limit: Option<(u32, &str)>,
+    ) -> Result<u32, String> {
+        let (n, after) = getnum(self.rest, fixed).ok_or_else(|| self.bad(elem))?;
+        if let Some((limit, what)) = limit
+            && n >= limit
         {
-            frac[1..].parse().map_err(|_| bad(rest, ".000000"))?
+            return Err(self.out_of_range(what));
         }
-        _ => return Err(bad(rest, ".000000")),
-    };
-    rest = &rest[7..];
-    // Z07:00
-    let offset_seconds = if let Some(after) = rest.strip_prefix('Z') {
-        rest = after;
-        0
-    } else {
+        self.rest = after;
+        Ok(n)
+    }
+
+    /// `2006-01-02`: year, month and day (the day is checked against its month later).
+    fn date(&mut self) -> Result<(i32, u32, u32), String> {
+        let year: i32 = match self.rest.get(..4).and_then(|y| y.parse().ok()) {
+            Some(year) => year,
+            None => return Err(self.bad("2006")),
+        };
+        self.rest = &self.rest[4..];
+        self.literal("-")?;
+        let month = self.number("01", true, None)?;
+        if !(1..=12).contains(&month) {
+            return Err(self.out_of_range("month"));
+        }
+        self.literal("-")?;
+        let day = self.number("02", true, None)?;
+        Ok((year, month, day))
+    }
+
+    /// `15:04:05`: hour (one or two digits), minute and second.
+    fn clock(&mut self) -> Result<(u32, u32, u32), String> {
+        let hour = self.number("15", false, Some((24, "hour")))?;
+        self.literal(":")?;
+        let minute = self.number("04", true, Some((60, "minute")))?;
+        self.literal(":")?;
+        let second = self.number("05", true, Some((60, "second")))?;
+        Ok((hour, minute, second))
+    }
+
+    /// `.000000`: exactly six digits, after a `.` or a `,`.
+    fn micros(&mut self) -> Result<u32, String> {
+        let micros = match self.rest.get(..7) {
+            Some(frac)
+                if (frac.starts_with('.') || frac.starts_with(','))
+                    && frac[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                frac[1..].parse().map_err(|_| self.bad(".000000"))?
+            }
+            _ => return Err(self.bad(".000000")),
+        };
+        self.rest = &self.rest[7..];
+        Ok(micros)
+    }
+
+    /// `Z07:00`: `Z`, or a signed `hh:mm` offset; in seconds east of UTC.
+    fn zone(&mut self) -> Result<i32, String> {
+        if let Some(after) = self.rest.strip_prefix('Z') {
+            self.rest = after;
+            return Ok(0);
+        }
+        let rest = self.rest;
         let parts = (
             rest.get(..1),
             rest.get(1..3),
@@ -172,45 +199,65 @@ pub(crate) fn parse(value: &str) -> Result<DateTime<Utc>, String> {
             rest.get(4..6),
         );
         let (Some(sign), Some(hh), Some(":"), Some(mm)) = parts else {
-            return Err(bad(rest, "Z07:00"));
+            return Err(self.bad("Z07:00"));
         };
         let hours = getnum(hh, true).map(|(h, _)| h);
         let minutes = getnum(mm, true).map(|(m, _)| m);
         let (Some(hours), Some(minutes)) = (hours, minutes) else {
-            return Err(bad(rest, "Z07:00"));
+            return Err(self.bad("Z07:00"));
         };
         let sign = match sign {
             "+" => 1,
             "-" => -1,
-            _ => return Err(bad(rest, "Z07:00")),
+            _ => return Err(self.bad("Z07:00")),
         };
         if hours > 24 {
-            return Err(out_of_range(value, "time zone offset hour"));
+            return Err(self.out_of_range("time zone offset hour"));
         }
         if minutes > 60 {
-            return Err(out_of_range(value, "time zone offset minute"));
+            return Err(self.out_of_range("time zone offset minute"));
         }
-        rest = rest.get(6..).unwrap_or_default();
-        sign * i32::try_from(hours * 3600 + minutes * 60).unwrap_or(0)
-    };
-    if !rest.is_empty() {
-        return Err(format!(
-            "parsing time {}: extra text: {}",
-            quote(value),
-            quote(rest)
-        ));
+        self.rest = rest.get(6..).unwrap_or_default();
+        Ok(sign * i32::try_from(hours * 3600 + minutes * 60).unwrap_or(0))
     }
+
+    /// Nothing may follow the layout.
+    fn end(&self) -> Result<(), String> {
+        if self.rest.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "parsing time {}: extra text: {}",
+            quote(self.value),
+            quote(self.rest)
+        ))
+    }
+}
+
+/// Parses `value` as Go's `time.Parse(LAYOUT, value)` does.
+///
+/// # Errors
+///
+/// Go's error message.
+pub(crate) fn parse(value: &str) -> Result<DateTime<Utc>, String> {
+    let mut reader = Reader { value, rest: value };
+    let (year, month, day) = reader.date()?;
+    reader.literal("T")?;
+    let (hour, minute, second) = reader.clock()?;
+    let micros = reader.micros()?;
+    let offset_seconds = reader.zone()?;
+    reader.end()?;
     let date =
-        NaiveDate::from_ymd_opt(year, month, day).ok_or_else(|| out_of_range(value, "day"))?;
+        NaiveDate::from_ymd_opt(year, month, day).ok_or_else(|| reader.out_of_range("day"))?;
     let naive = date
         .and_hms_micro_opt(hour, minute, second, micros)
-        .ok_or_else(|| out_of_range(value, "second"))?;
-    let offset = FixedOffset::east_opt(offset_seconds).ok_or_else(|| bad(rest, "Z07:00"))?;
+        .ok_or_else(|| reader.out_of_range("second"))?;
+    let offset = FixedOffset::east_opt(offset_seconds).ok_or_else(|| reader.bad("Z07:00"))?;
     offset
         .from_local_datetime(&naive)
         .single()
         .map(|t| t.with_timezone(&Utc))
-        .ok_or_else(|| out_of_range(value, "day"))
+        .ok_or_else(|| reader.out_of_range("day"))
 }
 
 #[cfg(test)]
