@@ -148,88 +148,127 @@ pub(crate) fn flag(query: &BTreeMap<String, String>, key: &str) -> bool {
     query.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
-/// The checks of `ValidateListOptions` (apimachinery's `internalversion/validation`) of a list
-/// or watch, with its messages: `422 Invalid` naming `ListOptions.meta.k8s.io`.
-pub(crate) fn list_options(query: &BTreeMap<String, String>, watch: bool) -> Result<(), ApiError> {
-    let get = |key: &str| query.get(key).map(String::as_str).unwrap_or_default();
-    let (version, matching, token) = (
-        get("resourceVersion"),
-        get("resourceVersionMatch"),
-        get("continue"),
-    );
-    let initial_events = query.contains_key("sendInitialEvents");
-    let mut causes: Vec<(&str, &str, String)> = Vec::new();
-    let forbidden =
-        |field, detail: &str| (field, "FieldValueForbidden", format!("Forbidden: {detail}"));
-    let unsupported = |value: &str, supported: &[&str]| {
-        let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-        (
-            "resourceVersionMatch",
-            "FieldValueNotSupported",
-            format!(
-                "Unsupported value: {value:?}: supported values: {}",
-                supported.join(", ")
-            ),
-        )
-    };
-    if watch {
-        if initial_events && matching != "NotOlderThan" {
+/// One cause of a `422 Invalid` about list options: field, reason, message.
+type Cause = (&'static str, &'static str, String);
+
+/// The list options that `ValidateListOptions` looks at.
+struct ListOptions<'a> {
+    version: &'a str,
+    matching: &'a str,
+    token: &'a str,
+    initial_events: bool,
+}
+
+impl ListOptions<'_> {
+    /// The causes a watch with these options is refused for.
+    fn watch_causes(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let matching = self.matching;
+        if self.initial_events && matching != "NotOlderThan" {
             causes.push(forbidden(
                 "resourceVersionMatch",
                 "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
             ));
         }
-        if !matching.is_empty() {
-            if !initial_events {
-                causes.push(forbidden(
-                    "resourceVersionMatch",
-                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
-                ));
-            }
-            if matching != "NotOlderThan" {
-                causes.push(unsupported(matching, &["NotOlderThan"]));
-            }
-            if !token.is_empty() {
-                causes.push(forbidden(
-                    "resourceVersionMatch",
-                    "resourceVersionMatch is forbidden when continue is provided",
-                ));
-            }
+        if matching.is_empty() {
+            return causes;
         }
-    } else {
+        if !self.initial_events {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if matching != "NotOlderThan" {
+            causes.push(unsupported_match(matching, &["NotOlderThan"]));
+        }
+        if !self.token.is_empty() {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        causes
+    }
+
+    /// The causes a list with these options is refused for.
+    fn list_causes(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let matching = self.matching;
         if !matching.is_empty() {
-            if version.is_empty() {
+            if self.version.is_empty() {
                 causes.push(forbidden(
                     "resourceVersionMatch",
                     "resourceVersionMatch is forbidden unless resourceVersion is provided",
                 ));
             }
-            if !token.is_empty() {
+            if !self.token.is_empty() {
                 causes.push(forbidden(
                     "resourceVersionMatch",
                     "resourceVersionMatch is forbidden when continue is provided",
                 ));
             }
             if matching != "Exact" && matching != "NotOlderThan" {
-                causes.push(unsupported(matching, &["Exact", "NotOlderThan", ""]));
+                causes.push(unsupported_match(matching, &["Exact", "NotOlderThan", ""]));
             }
-            if matching == "Exact" && version == "0" {
+            if matching == "Exact" && self.version == "0" {
                 causes.push(forbidden(
                     "resourceVersionMatch",
                     "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
                 ));
             }
         }
-        if initial_events {
+        if self.initial_events {
             causes.push(forbidden(
                 "sendInitialEvents",
                 "sendInitialEvents is forbidden for list",
             ));
         }
+        causes
     }
+}
+
+/// A `FieldValueForbidden` cause.
+fn forbidden(field: &'static str, detail: &str) -> Cause {
+    (field, "FieldValueForbidden", format!("Forbidden: {detail}"))
+}
+
+/// A `FieldValueNotSupported` cause about `resourceVersionMatch`.
+fn unsupported_match(value: &str, supported: &[&str]) -> Cause {
+    let supported: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+    (
+        "resourceVersionMatch",
+        "FieldValueNotSupported",
+        format!(
+            "Unsupported value: {value:?}: supported values: {}",
+            supported.join(", ")
+        ),
+    )
+}
+
+/// The checks of `ValidateListOptions` (apimachinery's `internalversion/validation`) of a list
+/// or watch, with its messages: `422 Invalid` naming `ListOptions.meta.k8s.io`.
+pub(crate) fn list_options(query: &BTreeMap<String, String>, watch: bool) -> Result<(), ApiError> {
+    let get = |key: &str| query.get(key).map(String::as_str).unwrap_or_default();
+    let options = ListOptions {
+        version: get("resourceVersion"),
+        matching: get("resourceVersionMatch"),
+        token: get("continue"),
+        initial_events: query.contains_key("sendInitialEvents"),
+    };
+    let causes = if watch {
+        options.watch_causes()
+    } else {
+        options.list_causes()
+    };
     if causes.is_empty() {
         return Ok(());
     }
+    Err(invalid_list_options(&causes))
+}
+
+/// The `422 Invalid` about `ListOptions.meta.k8s.io` with these causes.
+fn invalid_list_options(causes: &[Cause]) -> ApiError {
     let summary: Vec<String> = causes.iter().map(|(f, _, m)| format!("{f}: {m}")).collect();
     let summary = match summary.as_slice() {
         [one] => one.clone(),
@@ -248,7 +287,7 @@ pub(crate) fn list_options(query: &BTreeMap<String, String>, watch: bool) -> Res
             .map(|(field, reason, message)| json!({"reason": reason, "message": message, "field": field}))
             .collect::<Vec<_>>(),
     }));
-    Err(err)
+    err
 }
 
 /// Go's `unicode.IsPrint`, near enough: no control characters, no spaces but ' '.
