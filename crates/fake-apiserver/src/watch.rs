@@ -1,10 +1,13 @@
 //! Watch streams: replay, then live events, bookmarks, timeouts, and closing on demand.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Sleep;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{ClientCuts, is_cut};
@@ -106,7 +109,7 @@ async fn deliver(
     tx: &mpsc::Sender<Bytes>,
     bytes: Bytes,
     closers: &mut Closers,
-    deadline: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+    deadline: &mut Pin<&mut Sleep>,
 ) -> Result<(), Ended> {
     loop {
         tokio::select! {
@@ -138,6 +141,21 @@ async fn deliver(
     }
 }
 
+/// Where one watch's events go, and what ends it.
+struct Sink<'a> {
+    tx: &'a mpsc::Sender<Bytes>,
+    closers: &'a mut Closers,
+    /// The watch's timeout.
+    deadline: Pin<&'a mut Sleep>,
+}
+
+impl Sink<'_> {
+    /// Sends one event (see [`deliver`]).
+    async fn send(&mut self, bytes: Bytes) -> Result<(), Ended> {
+        deliver(self.tx, bytes, self.closers, &mut self.deadline).await
+    }
+}
+
 /// Runs one watch until it times out, is closed, or its client goes away, sending
 /// newline-delimited JSON events into `tx`.
 pub(crate) async fn run(
@@ -148,62 +166,85 @@ pub(crate) async fn run(
 ) {
     let WatchStart {
         replay,
-        mut live,
+        live,
         rv,
         after,
     } = start;
-    let mut last_rv = rv;
     let deadline = tokio::time::sleep(params.timeout);
     tokio::pin!(deadline);
-    for event in &replay {
-        if let Some(bytes) = translate(&params, event)
-            && deliver(&tx, bytes, &mut closers, &mut deadline)
-                .await
-                .is_err()
-        {
-            return;
+    let mut sink = Sink {
+        tx: &tx,
+        closers: &mut closers,
+        deadline,
+    };
+    if send_replay(&mut sink, &params, &replay, rv).await.is_ok() {
+        follow(&mut sink, &params, live, after, rv).await;
+    }
+}
+
+/// Sends the events a watch starts with, then, with `sendInitialEvents`, the bookmark that ends
+/// them (at `rv`, where the watch starts).
+async fn send_replay(
+    sink: &mut Sink<'_>,
+    params: &WatchParams,
+    replay: &[Arc<Event>],
+    rv: u64,
+) -> Result<(), Ended> {
+    for event in replay {
+        if let Some(bytes) = translate(params, event) {
+            sink.send(bytes).await?;
         }
     }
-    if params.initial_events_end
-        && deliver(
-            &tx,
-            bookmark(&params.rt, last_rv, true),
-            &mut closers,
-            &mut deadline,
-        )
-        .await
-        .is_err()
-    {
-        return;
+    if params.initial_events_end {
+        sink.send(bookmark(&params.rt, rv, true)).await?;
     }
+    Ok(())
+}
+
+/// When the one bookmark before the timeout is due, if it is.
+///
+/// Like kube-apiserver's cache, one bookmark 2 s before the timeout, so that a client resumes
+/// from as late as possible; the cache schedules it when the watch starts, or for a watch
+/// with initial events when their end's bookmark has gone (on its bookmark timer, about a
+/// second later): too late for a timeout that near.
+fn pre_timeout_bookmark(params: &WatchParams) -> Option<Duration> {
+    let scheduled = Duration::from_secs(u64::from(params.initial_events_end));
+    params
+        .timeout
+        .checked_sub(Duration::from_secs(2))
+        .filter(|&at| params.bookmarks && at > scheduled)
+}
+
+/// Sends live events after revision `after`, and bookmarks, until the watch ends; `rv` is the
+/// revision it is at so far.
+async fn follow(
+    sink: &mut Sink<'_>,
+    params: &WatchParams,
+    mut live: broadcast::Receiver<Arc<Event>>,
+    after: u64,
+    rv: u64,
+) {
+    let mut last_rv = rv;
     let mut ticker = tokio::time::interval_at(
         tokio::time::Instant::now() + params.bookmark_interval,
         params.bookmark_interval,
     );
-    // Like kube-apiserver's cache, one bookmark 2 s before the timeout, so that a client resumes
-    // from as late as possible; the cache schedules it when the watch starts, or for a watch
-    // with initial events when their end's bookmark has gone (on its bookmark timer, about a
-    // second later): too late for a timeout that near.
-    let scheduled = Duration::from_secs(u64::from(params.initial_events_end));
-    let before_the_end = params
-        .timeout
-        .checked_sub(Duration::from_secs(2))
-        .filter(|&at| params.bookmarks && at > scheduled);
+    let before_the_end = pre_timeout_bookmark(params);
     let pre_timeout = tokio::time::sleep(before_the_end.unwrap_or(params.timeout));
     tokio::pin!(pre_timeout);
     let mut pre_timeout_due = before_the_end.is_some();
     loop {
         let bytes = tokio::select! {
             biased;
-            () = closers.shutdown.cancelled() => return,
-            _ = closers.close.changed() => return,
-            () = &mut deadline => return,
-            () = tx.closed() => return,
+            () = sink.closers.shutdown.cancelled() => return,
+            _ = sink.closers.close.changed() => return,
+            () = &mut sink.deadline => return,
+            () = sink.tx.closed() => return,
             received = live.recv() => match received {
                 Ok(event) if event.rv <= after => continue,
                 Ok(event) => {
                     last_rv = event.rv;
-                    match translate(&params, &event) {
+                    match translate(params, &event) {
                         Some(bytes) => bytes,
                         None => continue,
                     }
@@ -218,10 +259,7 @@ pub(crate) async fn run(
                 bookmark(&params.rt, last_rv, false)
             }
         };
-        if deliver(&tx, bytes, &mut closers, &mut deadline)
-            .await
-            .is_err()
-        {
+        if sink.send(bytes).await.is_err() {
             return;
         }
     }
