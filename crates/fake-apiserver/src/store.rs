@@ -710,6 +710,7 @@ impl Store {
         self.write(rt, key, patched, Tracking::Update(manager), dry_run)
     }
 
+    /// Server-side apply of `config` by `manager` to the object at `key` (`current`, if any).
     #[allow(clippy::too_many_arguments)] // The one private step of patch() that apply needs.
     fn apply(
         &mut self,
@@ -721,51 +722,7 @@ impl Store {
         force: bool,
         dry_run: bool,
     ) -> Result<Value, ApiError> {
-        require_object(config)?;
-        let mut normalized = config.clone();
-        if let Err(e) = microtime::normalize(&rt.kind, &mut normalized) {
-            // kube-apiserver finds it only when it converts the merged object: a 500.
-            let gvk = format!("{}, Kind={}", rt.api_version(), rt.kind);
-            return Err(ApiError::new(
-                500,
-                "",
-                format!(
-                    "failed to convert new object ({}/{}; {gvk}) to proper version: unable to \
-                     convert unstructured object to {gvk}: {e}",
-                    meta_str(config, "namespace").unwrap_or_default(),
-                    meta_str(config, "name").unwrap_or(&key.name),
-                ),
-            ));
-        }
-        let config = &normalized;
-        if meta_str(config, "name").is_some_and(|n| n != key.name) {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({}) does not match the name on the URL ({})",
-                meta_str(config, "name").unwrap_or_default(),
-                key.name
-            )));
-        }
-        check_namespace_matches(rt, &key.namespace, config)?;
-        if config["metadata"]
-            .get("managedFields")
-            .is_some_and(|m| !m.is_null())
-        {
-            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
-        }
-        let version = config["apiVersion"].as_str().unwrap_or_default();
-        if version != rt.api_version() {
-            // The decoder knows no such version of the kind (this server serves one).
-            let (group, version) = version.rsplit_once('/').unwrap_or(("", version));
-            let kind = config["kind"].as_str().unwrap_or(&rt.kind);
-            return Err(ApiError::bad_request(format!(
-                "invalid object type: {group}/{version}, Kind={kind}"
-            )));
-        }
-        if let Some(current) = current {
-            check_preconditions(rt, &key.name, &current.object, config)?;
-        } else if meta_str(config, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
-            return Err(ApiError::not_found(rt.resource(), &key.name));
-        }
+        let config = &apply_config(rt, &key, current, config)?;
         let live = current.map_or_else(
             || managed::empty_object(&rt.kind),
             |e| without_managed_fields(&e.object),
@@ -937,6 +894,72 @@ impl Store {
             after: 0,
         })
     }
+}
+
+/// The configuration of a server-side apply to the object at `key` (`current`, if any), its
+/// `MicroTime`s normalized, once it passes kube-apiserver's checks: name, namespace, no
+/// `managedFields`, the served apiVersion, and the preconditions it sets.
+fn apply_config(
+    rt: &ResourceType,
+    key: &ObjectKey,
+    current: Option<&Entry>,
+    config: &Value,
+) -> Result<Value, ApiError> {
+    let config = normalized_apply_config(rt, key, config)?;
+    if meta_str(&config, "name").is_some_and(|n| n != key.name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({})",
+            meta_str(&config, "name").unwrap_or_default(),
+            key.name
+        )));
+    }
+    check_namespace_matches(rt, &key.namespace, &config)?;
+    if config["metadata"]
+        .get("managedFields")
+        .is_some_and(|m| !m.is_null())
+    {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    let version = config["apiVersion"].as_str().unwrap_or_default();
+    if version != rt.api_version() {
+        // The decoder knows no such version of the kind (this server serves one).
+        let (group, version) = version.rsplit_once('/').unwrap_or(("", version));
+        let kind = config["kind"].as_str().unwrap_or(&rt.kind);
+        return Err(ApiError::bad_request(format!(
+            "invalid object type: {group}/{version}, Kind={kind}"
+        )));
+    }
+    if let Some(current) = current {
+        check_preconditions(rt, &key.name, &current.object, &config)?;
+    } else if meta_str(&config, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+        return Err(ApiError::not_found(rt.resource(), &key.name));
+    }
+    Ok(config)
+}
+
+/// An apply configuration (an object) with its `MicroTime`s as kube-apiserver stores them.
+fn normalized_apply_config(
+    rt: &ResourceType,
+    key: &ObjectKey,
+    config: &Value,
+) -> Result<Value, ApiError> {
+    require_object(config)?;
+    let mut normalized = config.clone();
+    if let Err(e) = microtime::normalize(&rt.kind, &mut normalized) {
+        // kube-apiserver finds it only when it converts the merged object: a 500.
+        let gvk = format!("{}, Kind={}", rt.api_version(), rt.kind);
+        return Err(ApiError::new(
+            500,
+            "",
+            format!(
+                "failed to convert new object ({}/{}; {gvk}) to proper version: unable to \
+                 convert unstructured object to {gvk}: {e}",
+                meta_str(config, "namespace").unwrap_or_default(),
+                meta_str(config, "name").unwrap_or(&key.name),
+            ),
+        ));
+    }
+    Ok(normalized)
 }
 
 /// The object without its `metadata.managedFields`.
