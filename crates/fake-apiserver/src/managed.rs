@@ -747,45 +747,13 @@ impl Managed {
             },
         );
         if let Some(last) = &last {
-            let owned: FieldSet = next
-                .entries
-                .values()
-                .flat_map(|e| e.fields.iter().cloned())
-                .collect();
-            let dropped: Vec<&Path> = last.fields.difference(&set).collect();
-            for path in dropped.into_iter().rev() {
-                let kept = owned
-                    .range::<Path, _>(path..)
-                    .next()
-                    .is_some_and(|o| o.starts_with(path));
-                if !kept {
-                    remove(&mut merged, path);
-                }
-            }
+            next.remove_dropped(&mut merged, &last.fields, &set);
         }
         let comparison = Comparison::of(live, &merged, kind);
         let changed = comparison.set();
-        let mut conflicts: Vec<(&Path, &ManagerId)> = next
-            .entries
-            .iter()
-            .filter(|(other, _)| **other != id)
-            .flat_map(|(other, entry)| entry.fields.intersection(&changed).map(move |p| (p, other)))
-            .collect();
-        if manager == LAST_APPLIED_UPGRADER && !conflicts.is_empty() {
-            // kubectl's server-side apply takes over what its client-side apply set
-            // (`lastAppliedManager`).
-            if let Some(allowed) = allowed_by_last_applied(live, api_version, kind) {
-                conflicts.retain(|(path, _)| !allowed.contains(*path));
-            }
-        }
+        let conflicts = next.conflicts(&id, &changed, live, api_version, kind);
         if !conflicts.is_empty() && !force {
-            return Err(conflicts
-                .into_iter()
-                .map(|(path, other)| Conflict {
-                    manager: other.describe(),
-                    field: Display(path).to_string(),
-                })
-                .collect());
+            return Err(conflicts);
         }
         next.disown(&changed, Some(&id));
         next.disown(&comparison.removed, Some(&id));
@@ -798,6 +766,58 @@ impl Managed {
         drop_nulls(&mut merged, config);
         *self = next;
         Ok(merged)
+    }
+
+    /// Removes from `merged` the fields that an applier applied last time (`before`) and no
+    /// longer does (`now`), unless some manager (it included) still owns them or what is in
+    /// them.
+    fn remove_dropped(&self, merged: &mut Value, before: &FieldSet, now: &FieldSet) {
+        let owned: FieldSet = self
+            .entries
+            .values()
+            .flat_map(|e| e.fields.iter().cloned())
+            .collect();
+        let dropped: Vec<&Path> = before.difference(now).collect();
+        for path in dropped.into_iter().rev() {
+            let kept = owned
+                .range::<Path, _>(path..)
+                .next()
+                .is_some_and(|o| o.starts_with(path));
+            if !kept {
+                remove(merged, path);
+            }
+        }
+    }
+
+    /// The fields in `changed` that managers other than the applier `id` own. kubectl's
+    /// server-side apply takes over what its client-side apply set (`lastAppliedManager`).
+    fn conflicts(
+        &self,
+        id: &ManagerId,
+        changed: &FieldSet,
+        live: &Value,
+        api_version: &str,
+        kind: &str,
+    ) -> Vec<Conflict> {
+        let mut conflicts: Vec<(&Path, &ManagerId)> = self
+            .entries
+            .iter()
+            .filter(|(other, _)| *other != id)
+            .flat_map(|(other, entry)| entry.fields.intersection(changed).map(move |p| (p, other)))
+            .collect();
+        if id.manager == LAST_APPLIED_UPGRADER
+            && !conflicts.is_empty()
+            && let Some(allowed) = allowed_by_last_applied(live, api_version, kind)
+        {
+            conflicts.retain(|(path, _)| !allowed.contains(*path));
+        }
+        conflicts
+            .into_iter()
+            .map(|(path, other)| Conflict {
+                manager: other.describe(),
+                field: Display(path).to_string(),
+            })
+            .collect()
     }
 
     /// Merges the oldest update entries into `ancient-changes`, one per apiVersion, while there
