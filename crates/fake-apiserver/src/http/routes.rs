@@ -1,488 +1,28 @@
-//! The HTTP side: one hyper connection per client connection, and the request handler that
-//! applies partitions, faults and access control before dispatching to the store.
+//! Routing: what a request that passed every layer asks for, and the store's answer to it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::TokioIo;
+use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use super::Shared;
-use super::access::Verdict;
-use super::commits::Actor;
-use super::faults::{self, Outcome, PartitionKind};
-use super::log::{RequestRecord, Verb};
-use super::openapi::{self, fields};
-use super::request::{self, RequestInfo, ResourcePath, Route};
-use super::resources::Registry;
-use super::selector::{FieldSelector, LabelSelector};
-use super::status::ApiError;
-use super::store::{ListQuery, PatchBody, Preconditions, Selectors, Store};
-use super::watch::{self, Closers, WatchParams};
-
-/// The media type parameters of aggregated discovery, as clients ask for it in `Accept`.
-const AGGREGATED_DISCOVERY: &str = "g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
-
-/// kube-apiserver refuses request bodies over 3 MiB.
-const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-
-/// A response body: all at once, or a watch stream.
-#[derive(Debug)]
-pub(crate) enum ResponseBody {
-    Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Bytes>),
-}
-
-impl hyper::body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Self::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, Self::Full(None))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Self::Full(None) => SizeHint::with_exact(0),
-            Self::Stream(_) => SizeHint::default(),
-        }
-    }
-}
-
-/// Returned to hyper to make it drop the connection without answering.
-#[derive(Debug)]
-pub(crate) struct Dropped;
-
-impl std::fmt::Display for Dropped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped by the fake API server")
-    }
-}
-
-impl std::error::Error for Dropped {}
-
-/// Serves one TCP connection until it closes or the server stops (`stopped`).
-pub(crate) async fn serve_connection(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    stopped: tokio_util::sync::CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
-    let shutdown = stopped.clone();
-    let service =
-        hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req, stopped.clone()));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        // Errors here are clients going away or injected resets: nothing to report.
-        _ = conn => {}
-        () = shutdown.cancelled() => {}
-    }
-}
-
-fn json_response(status: u16, body: &Value) -> Response<ResponseBody> {
-    let bytes = serde_json::to_vec(body).expect("JSON values always serialize");
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(ResponseBody::Full(Some(Bytes::from(bytes))))
-        .expect("a valid response")
-}
-
-fn error_response(err: &ApiError) -> Response<ResponseBody> {
-    let mut response = json_response(err.code, &err.to_status());
-    if let Some(secs) = err.retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
-}
-
-fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned())
-}
-
-/// What the request is, before anything is done about it.
-fn classify(
-    method: &Method,
-    route: &Route,
-    query: &BTreeMap<String, String>,
-    token: Option<String>,
-) -> RequestInfo {
-    match route {
-        Route::Resource(path) => {
-            let verb =
-                request::verb_of(method, path, request::flag(query, "watch")).unwrap_or(Verb::Get);
-            let name = path.name.clone().or_else(|| {
-                // RBAC authorizes list and watch of one name through the field selector.
-                query.get("fieldSelector").and_then(|s| {
-                    s.split(',').find_map(|term| {
-                        let (field, value) = term.split_once('=')?;
-                        (field.trim() == "metadata.name")
-                            .then(|| value.trim_start_matches('=').trim().to_owned())
-                    })
-                })
-            });
-            RequestInfo {
-                verb,
-                group: path.group.clone(),
-                resource: Some(path.plural.clone()),
-                namespace: path.namespace.clone(),
-                name,
-                token,
-            }
-        }
-        _ => RequestInfo {
-            verb: Verb::Discovery,
-            group: String::new(),
-            resource: None,
-            namespace: None,
-            name: None,
-            token,
-        },
-    }
-}
-
-/// Writes a request's record when it ends, answered or not: a request whose client gave up
-/// (or whose connection dropped) is logged with no status.
-struct Pending<'a> {
-    shared: &'a Shared,
-    record: RequestRecord,
-    started: Instant,
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.record.latency = self.started.elapsed();
-        tracing::debug!(
-            target: "lockheed_fake_apiserver",
-            method = %self.record.method, path = %self.record.path, query = %self.record.query,
-            status = ?self.record.status, "fake API server request"
-        );
-        let record = std::mem::replace(&mut self.record, RequestRecord::placeholder());
-        self.shared.log().record(record);
-    }
-}
-
-/// A request's body, read in full as it arrives.
-enum Body {
-    Read(Bytes),
-    /// Over [`MAX_BODY_BYTES`].
-    TooLarge,
-    /// The connection went away before it was all there.
-    Lost,
-}
-
-tokio::task_local! {
-    /// Set once a blackhole has held the request being handled: it is in the network then,
-    /// and arrives when the blackhole heals, whether or not its client still waits.
-    static IN_THE_NETWORK: Arc<std::sync::atomic::AtomicBool>;
-}
-
-/// Aborts a request's task when its client goes away (the connection drops it), unless a
-/// blackhole held the request: that one is handled when it heals, as TCP delivers what it
-/// retransmitted, and a write lands late.
-struct AbandonUnlessInTheNetwork {
-    task: tokio::task::AbortHandle,
-    in_the_network: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for AbandonUnlessInTheNetwork {
-    fn drop(&mut self) {
-        if !self
-            .in_the_network
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            self.task.abort();
-        }
-    }
-}
-
-/// Handles one request: its body is read as it arrives, then it is handled in a task of its
-/// own, which ends when the server stops, when its client goes away (unless a blackhole held
-/// it: see [`AbandonUnlessInTheNetwork`]), or when it is answered.
-async fn handle(
-    shared: Arc<Shared>,
-    req: Request<Incoming>,
-    stopped: tokio_util::sync::CancellationToken,
-) -> Result<Response<ResponseBody>, Dropped> {
-    let started = Instant::now();
-    // Subscribed at arrival, so that a close or partition from now on reaches this request's
-    // watch even if it comes before the watch starts.
-    let closer = shared.watch_closer.subscribe();
-    let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Body::Read(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Body::TooLarge,
-        Err(_) => Body::Lost,
-    };
-    let in_the_network = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let handled = IN_THE_NETWORK.scope(Arc::clone(&in_the_network), async move {
-        tokio::select! {
-            biased;
-            () = stopped.cancelled() => Err(Dropped),
-            answer = handle_read(&shared, parts, body, closer, started) => answer,
-        }
-    });
-    let task = tokio::spawn(handled);
-    let _abandon = AbandonUnlessInTheNetwork {
-        task: task.abort_handle(),
-        in_the_network,
-    };
-    task.await.unwrap_or(Err(Dropped))
-}
-
-/// Handles a request whose body is read, logging it when it ends.
-async fn handle_read(
-    shared: &Shared,
-    parts: http::request::Parts,
-    body: Body,
-    closer: tokio::sync::watch::Receiver<u64>,
-    started: Instant,
-) -> Result<Response<ResponseBody>, Dropped> {
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_owned();
-    let raw_query = parts.uri.query().unwrap_or_default().to_owned();
-    let route = Route::parse(&path);
-    let query = request::parse_query(&raw_query);
-    let token = bearer_token(&parts.headers);
-    let info = classify(
-        &method,
-        &route,
-        query.as_ref().unwrap_or(&BTreeMap::new()),
-        token,
-    );
-    let mut pending = Pending {
-        shared,
-        record: RequestRecord {
-            method: method.to_string(),
-            verb: info.verb,
-            resource: info.resource.clone(),
-            namespace: info.namespace.clone(),
-            name: info.name.clone(),
-            path,
-            query: raw_query,
-            status: None,
-            latency: Duration::ZERO,
-            user: None,
-        },
-        started,
-    };
-    let result = respond(
-        shared,
-        (&parts, body),
-        &route,
-        query,
-        &info,
-        closer,
-        &mut pending.record,
-    )
-    .await;
-    pending.record.status = result.as_ref().ok().map(|r| r.status().as_u16());
-    result
-}
-
-/// Waits at the network layer: drops the request during a refusing partition, holds it during
-/// a blackhole (of the whole server, or of the client with `token`) until it heals.
-async fn cross_network(shared: &Shared, token: Option<&str>) -> Result<(), Dropped> {
-    loop {
-        match shared.faults().partitioned_as() {
-            None if !faults::is_cut(&shared.client_cuts.borrow(), token) => return Ok(()),
-            None | Some(PartitionKind::Blackhole) => {}
-            Some(PartitionKind::Refuse) => return Err(Dropped),
-        }
-        let _ =
-            IN_THE_NETWORK.try_with(|held| held.store(true, std::sync::atomic::Ordering::SeqCst));
-        let mut link = shared.link_up.subscribe();
-        let mut cuts = shared.client_cuts.subscribe();
-        tokio::select! {
-            _ = link.changed() => {}
-            _ = cuts.changed() => {}
-            () = shared.shutdown.cancelled() => return Err(Dropped),
-            // A blackhole with a deadline heals by itself; look again now and then.
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-    }
-}
-
-#[allow(clippy::too_many_lines)] // One request's path through network, faults, auth and store.
-async fn respond(
-    shared: &Shared,
-    (req, body): (&http::request::Parts, Body),
-    route: &Route,
-    query: Result<BTreeMap<String, String>, ApiError>,
-    info: &RequestInfo,
-    closer: tokio::sync::watch::Receiver<u64>,
-    record: &mut RequestRecord,
-) -> Result<Response<ResponseBody>, Dropped> {
-    cross_network(shared, info.token.as_deref()).await?;
-    let decision = shared.faults().decide(info);
-    if !decision.latency.is_zero() {
-        tokio::select! {
-            () = tokio::time::sleep(decision.latency) => {}
-            () = shared.shutdown.cancelled() => return Err(Dropped),
-        }
-        cross_network(shared, info.token.as_deref()).await?;
-    }
-    let mut after_commit = None;
-    match decision.outcome {
-        Some(Outcome::Hang) => {
-            let mut release = shared.hang_release.subscribe();
-            tokio::select! {
-                _ = release.changed() => {}
-                () = shared.shutdown.cancelled() => {}
-            }
-            return Err(Dropped);
-        }
-        Some(outcome) if decision.after_commit => after_commit = Some(outcome),
-        Some(Outcome::Reset) => return Err(Dropped),
-        Some(Outcome::Fail(err)) => return Ok(error_response(&err)),
-        None => {}
-    }
-    if let Some(access) = shared.access().as_ref() {
-        match access.check(info.token.as_deref(), info) {
-            Verdict::Allowed { user } => record.user = user,
-            Verdict::Denied(err) => return Ok(error_response(&err)),
-        }
-    }
-    let query = match query {
-        Ok(query) => query,
-        Err(err) => return Ok(error_response(&err)),
-    };
-    let content_type = req
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
-        .unwrap_or_default();
-    let method = req.method.clone();
-    let user_agent = req
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let header_text = |name| {
-        req.headers
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let accept = header_text(header::ACCEPT).unwrap_or_default();
-    let if_none_match = header_text(header::IF_NONE_MATCH);
-    let aggregated = accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains(AGGREGATED_DISCOVERY));
-    let body = match body {
-        Body::Read(bytes) => bytes,
-        Body::TooLarge => {
-            return Ok(error_response(&ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
-            )));
-        }
-        Body::Lost => return Err(Dropped),
-    };
-    // The network may have failed while the body was on its way.
-    cross_network(shared, info.token.as_deref()).await?;
-    let incoming = Accepted {
-        actor: Actor {
-            token: info.token.clone(),
-            user: record.user.clone(),
-        },
-        method,
-        closer,
-        aggregated,
-        accept,
-        if_none_match,
-        query,
-        content_type,
-        user_agent,
-        body,
-        warnings: RefCell::default(),
-    };
-    let response = match dispatch(shared, route, &incoming) {
-        Ok(Reply::Json(status, body)) => json_response(status, &body),
-        Ok(Reply::Aggregated(body)) => {
-            let mut response = json_response(200, &body);
-            let content_type = format!("application/json;{AGGREGATED_DISCOVERY}");
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_str(&content_type).expect("a valid header value"),
-            );
-            response
-        }
-        Ok(Reply::Document(answer)) => {
-            let mut response = Response::builder().status(answer.status);
-            for (name, value) in answer.headers {
-                response = response.header(name, value);
-            }
-            response
-                .body(ResponseBody::Full(Some(Bytes::from(answer.body))))
-                .expect("a valid response")
-        }
-        Ok(Reply::Watch(rx)) => Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::TRANSFER_ENCODING, "chunked")
-            .body(ResponseBody::Stream(rx))
-            .expect("a valid response"),
-        Err(err) => error_response(&err),
-    };
-    let mut response = response;
-    for warning in incoming.warnings.take() {
-        if let Ok(value) = HeaderValue::from_str(&warning) {
-            response.headers_mut().append(header::WARNING, value);
-        }
-    }
-    if !decision.latency_after.is_zero() {
-        // Committed; the answer takes its time (the client may give up meanwhile).
-        tokio::select! {
-            () = tokio::time::sleep(decision.latency_after) => {}
-            () = shared.shutdown.cancelled() => return Err(Dropped),
-        }
-    }
-    match after_commit {
-        // The request was handled; its answer is lost.
-        Some(Outcome::Fail(err)) => Ok(error_response(&err)),
-        Some(_) => Err(Dropped),
-        None => Ok(response),
-    }
-}
+use super::{AGGREGATED_DISCOVERY, ResponseBody, error_response, json_response};
+use crate::Shared;
+use crate::commits::Actor;
+use crate::log::Verb;
+use crate::openapi::{self, fields};
+use crate::request::{self, ResourcePath, Route};
+use crate::resources::Registry;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{ListQuery, PatchBody, Preconditions, Selectors, Store};
+use crate::watch::{self, Closers, WatchParams};
 
 /// A request that passed the network, the faults and access control.
-struct Accepted {
+pub(super) struct Accepted {
     /// Who sent it, for the commit log.
     actor: Actor,
     method: Method,
@@ -504,9 +44,50 @@ struct Accepted {
 }
 
 impl Accepted {
+    /// A request that passed the network, the faults and access control, as routing reads it.
+    pub(super) fn new(
+        req: &http::request::Parts,
+        query: BTreeMap<String, String>,
+        body: Bytes,
+        actor: Actor,
+        closer: tokio::sync::watch::Receiver<u64>,
+    ) -> Self {
+        let content_type = req
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+            .unwrap_or_default();
+        let header_text = |name| {
+            req.headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let user_agent = header_text(header::USER_AGENT).unwrap_or_default();
+        let accept = header_text(header::ACCEPT).unwrap_or_default();
+        let aggregated = accept
+            .split(',')
+            .next()
+            .is_some_and(|first| first.contains(AGGREGATED_DISCOVERY));
+        Self {
+            actor,
+            method: req.method.clone(),
+            closer,
+            aggregated,
+            accept,
+            if_none_match: header_text(header::IF_NONE_MATCH),
+            query,
+            content_type,
+            user_agent,
+            body,
+            warnings: RefCell::default(),
+        }
+    }
+
     fn json(&self) -> Result<Value, ApiError> {
         if self.content_type == "application/vnd.kubernetes.protobuf" {
-            return super::protobuf::decode(&self.body).map_err(|e| {
+            return crate::protobuf::decode(&self.body).map_err(|e| {
                 ApiError::new(
                     415,
                     "UnsupportedMediaType",
@@ -515,7 +96,7 @@ impl Accepted {
             });
         }
         serde_json::from_slice(&self.body).map_err(|e| {
-            let go = super::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
+            let go = crate::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
             ApiError::bad_request(format!("the request body is not valid JSON: {go}"))
         })
     }
@@ -538,11 +119,11 @@ impl Accepted {
             return self.json();
         }
         serde_json::from_slice(&self.body).map_err(|e| {
-            let go = super::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
+            let go = crate::gojson::syntax_error(&self.body).unwrap_or_else(|| e.to_string());
             ApiError::bad_request(format!(
                 "the object provided is unrecognized (must be of type {kind}): couldn't get \
                  version/kind; json parse error: {go} ({})",
-                super::gojson::summarize(&self.body)
+                crate::gojson::summarize(&self.body)
             ))
         })
     }
@@ -561,13 +142,13 @@ impl Accepted {
     /// The body of a create or update after field validation (see [`fields::check_body`]).
     fn validated(
         &self,
-        rt: &super::resources::ResourceType,
+        rt: &crate::resources::ResourceType,
         body: Option<Value>,
         directive: fields::Directive,
     ) -> Result<Value, ApiError> {
         let mut body = body.unwrap_or_default();
         self.warn(&fields::check_body(rt, &mut body, directive)?);
-        super::microtime::normalize(&rt.kind, &mut body).map_err(|e| {
+        crate::microtime::normalize(&rt.kind, &mut body).map_err(|e| {
             ApiError::bad_request(format!(
                 "{kind} in version \"{version}\" cannot be handled as a {kind}: {e}",
                 kind = rt.kind,
@@ -609,6 +190,57 @@ enum Reply {
     /// An OpenAPI document (or a redirect, 304 or 406 about one).
     Document(openapi::Answer),
     Watch(mpsc::Receiver<Bytes>),
+}
+
+/// The answer to a request: its route's reply, or the error it met, with the `Warning`s of its
+/// handling.
+pub(super) fn answer(
+    shared: &Shared,
+    route: &Route,
+    incoming: &Accepted,
+) -> Response<ResponseBody> {
+    let mut response = match dispatch(shared, route, incoming) {
+        Ok(reply) => reply.into_response(),
+        Err(err) => error_response(&err),
+    };
+    for warning in incoming.warnings.take() {
+        if let Ok(value) = HeaderValue::from_str(&warning) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+impl Reply {
+    fn into_response(self) -> Response<ResponseBody> {
+        match self {
+            Self::Json(status, body) => json_response(status, &body),
+            Self::Aggregated(body) => {
+                let mut response = json_response(200, &body);
+                let content_type = format!("application/json;{AGGREGATED_DISCOVERY}");
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_str(&content_type).expect("a valid header value"),
+                );
+                response
+            }
+            Self::Document(answer) => {
+                let mut response = Response::builder().status(answer.status);
+                for (name, value) in answer.headers {
+                    response = response.header(name, value);
+                }
+                response
+                    .body(ResponseBody::Full(Some(Bytes::from(answer.body))))
+                    .expect("a valid response")
+            }
+            Self::Watch(rx) => Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::TRANSFER_ENCODING, "chunked")
+                .body(ResponseBody::Stream(rx))
+                .expect("a valid response"),
+        }
+    }
 }
 
 fn dispatch(shared: &Shared, route: &Route, incoming: &Accepted) -> Result<Reply, ApiError> {
@@ -747,7 +379,7 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
 /// A list, a page of one: its options checked as kube-apiserver checks them.
 fn list(
     store: &mut Store,
-    rt: &super::resources::ResourceType,
+    rt: &crate::resources::ResourceType,
     path: &ResourcePath,
     incoming: &Accepted,
 ) -> Result<Value, ApiError> {
@@ -786,7 +418,7 @@ fn list(
 /// does not declare fail a `Strict` patch, or are dropped (with a warning under `Warn`).
 fn validate_patch(
     store: &mut Store,
-    rt: &super::resources::ResourceType,
+    rt: &crate::resources::ResourceType,
     namespace: &str,
     name: &str,
     body: &mut PatchBody,
@@ -830,8 +462,8 @@ fn validate_patch(
 /// Starts a watch: its events flow through a channel into the response body.
 fn start_watch(
     shared: &Shared,
-    store: std::sync::MutexGuard<'_, super::store::Store>,
-    rt: &super::resources::ResourceType,
+    store: std::sync::MutexGuard<'_, crate::store::Store>,
+    rt: &crate::resources::ResourceType,
     path: &ResourcePath,
     incoming: &Accepted,
 ) -> Result<Reply, ApiError> {
@@ -938,7 +570,7 @@ fn patch_body(
 
 fn watch_params(
     shared: &Shared,
-    rt: &super::resources::ResourceType,
+    rt: &crate::resources::ResourceType,
     path: &ResourcePath,
     incoming: &Accepted,
 ) -> Result<WatchParams, ApiError> {
@@ -965,7 +597,7 @@ fn watch_params(
             std::num::IntErrorKind::PosOverflow => "value out of range",
             _ => "invalid syntax",
         };
-        let quoted = super::microtime::quote(version);
+        let quoted = crate::microtime::quote(version);
         return Err(ApiError::new(
             500,
             "",
