@@ -1,5 +1,6 @@
 //! The HTTP side: one hyper connection per client connection, and the request handler that
-//! applies partitions, faults and access control before dispatching to the store.
+//! takes each request through the layers (network, faults, access control: see [`layers`])
+//! and on to routing ([`routes`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -18,15 +19,15 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use self::layers::Halt;
 use self::routes::Accepted;
 use super::Shared;
-use super::access::Verdict;
 use super::commits::Actor;
-use super::faults::{self, Outcome, PartitionKind};
 use super::log::{RequestRecord, Verb};
 use super::request::{self, RequestInfo, Route};
 use super::status::ApiError;
 
+mod layers;
 mod routes;
 
 /// The media type parameters of aggregated discovery, as clients ask for it in `Accept`.
@@ -199,6 +200,21 @@ enum Body {
     Lost,
 }
 
+impl Body {
+    /// The body, or what stops a request whose body is too large (413) or lost.
+    fn bytes(self) -> Result<Bytes, Halt> {
+        match self {
+            Self::Read(bytes) => Ok(bytes),
+            Self::TooLarge => Err(Halt::Answer(ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
+            ))),
+            Self::Lost => Err(Halt::Drop),
+        }
+    }
+}
+
 tokio::task_local! {
     /// Set once a blackhole has held the request being handled: it is in the network then,
     /// and arrives when the blackhole heals, whether or not its client still waits.
@@ -308,30 +324,10 @@ async fn handle_read(
     result
 }
 
-/// Waits at the network layer: drops the request during a refusing partition, holds it during
-/// a blackhole (of the whole server, or of the client with `token`) until it heals.
-async fn cross_network(shared: &Shared, token: Option<&str>) -> Result<(), Dropped> {
-    loop {
-        match shared.faults().partitioned_as() {
-            None if !faults::is_cut(&shared.client_cuts.borrow(), token) => return Ok(()),
-            None | Some(PartitionKind::Blackhole) => {}
-            Some(PartitionKind::Refuse) => return Err(Dropped),
-        }
-        let _ =
-            IN_THE_NETWORK.try_with(|held| held.store(true, std::sync::atomic::Ordering::SeqCst));
-        let mut link = shared.link_up.subscribe();
-        let mut cuts = shared.client_cuts.subscribe();
-        tokio::select! {
-            _ = link.changed() => {}
-            _ = cuts.changed() => {}
-            () = shared.shutdown.cancelled() => return Err(Dropped),
-            // A blackhole with a deadline heals by itself; look again now and then.
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-    }
-}
-
-#[allow(clippy::too_many_lines)] // One request's path through network, faults, auth and store.
+/// Takes a request through the layers, in order: the network, the faults, access control,
+/// the request's own checks (query, body) and the network again (the body took its time), then
+/// routing; and the faults due after it is handled. A layer that stops the request answers
+/// with its error, or drops the connection.
 async fn respond(
     shared: &Shared,
     (req, body): (&http::request::Parts, Body),
@@ -341,70 +337,26 @@ async fn respond(
     closer: tokio::sync::watch::Receiver<u64>,
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, Dropped> {
-    cross_network(shared, info.token.as_deref()).await?;
-    let decision = shared.faults().decide(info);
-    if !decision.latency.is_zero() {
-        tokio::select! {
-            () = tokio::time::sleep(decision.latency) => {}
-            () = shared.shutdown.cancelled() => return Err(Dropped),
-        }
-        cross_network(shared, info.token.as_deref()).await?;
-    }
-    let mut after_commit = None;
-    match decision.outcome {
-        Some(Outcome::Hang) => {
-            let mut release = shared.hang_release.subscribe();
-            tokio::select! {
-                _ = release.changed() => {}
-                () = shared.shutdown.cancelled() => {}
-            }
-            return Err(Dropped);
-        }
-        Some(outcome) if decision.after_commit => after_commit = Some(outcome),
-        Some(Outcome::Reset) => return Err(Dropped),
-        Some(Outcome::Fail(err)) => return Ok(error_response(&err)),
-        None => {}
-    }
-    if let Some(access) = shared.access().as_ref() {
-        match access.check(info.token.as_deref(), info) {
-            Verdict::Allowed { user } => record.user = user,
-            Verdict::Denied(err) => return Ok(error_response(&err)),
-        }
-    }
-    let query = match query {
-        Ok(query) => query,
-        Err(err) => return Ok(error_response(&err)),
+    let token = info.token.as_deref();
+    let layers = async {
+        layers::cross_network(shared, token).await?;
+        let after_commit = layers::inject_faults(shared, info).await?;
+        record.user = layers::check_access(shared, info)?;
+        let query = query?;
+        let body = body.bytes()?;
+        // The network may have failed while the body was on its way.
+        layers::cross_network(shared, token).await?;
+        let actor = Actor {
+            token: info.token.clone(),
+            user: record.user.clone(),
+        };
+        let incoming = Accepted::new(req, query, body, actor, closer);
+        let response = routes::answer(shared, route, &incoming);
+        after_commit.answer(shared, response).await
     };
-    let body = match body {
-        Body::Read(bytes) => bytes,
-        Body::TooLarge => {
-            return Ok(error_response(&ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
-            )));
-        }
-        Body::Lost => return Err(Dropped),
-    };
-    // The network may have failed while the body was on its way.
-    cross_network(shared, info.token.as_deref()).await?;
-    let actor = Actor {
-        token: info.token.clone(),
-        user: record.user.clone(),
-    };
-    let incoming = Accepted::new(req, query, body, actor, closer);
-    let response = routes::answer(shared, route, &incoming);
-    if !decision.latency_after.is_zero() {
-        // Committed; the answer takes its time (the client may give up meanwhile).
-        tokio::select! {
-            () = tokio::time::sleep(decision.latency_after) => {}
-            () = shared.shutdown.cancelled() => return Err(Dropped),
-        }
-    }
-    match after_commit {
-        // The request was handled; its answer is lost.
-        Some(Outcome::Fail(err)) => Ok(error_response(&err)),
-        Some(_) => Err(Dropped),
-        None => Ok(response),
+    match layers.await {
+        Ok(response) => Ok(response),
+        Err(Halt::Answer(err)) => Ok(error_response(&err)),
+        Err(Halt::Drop) => Err(Dropped),
     }
 }
