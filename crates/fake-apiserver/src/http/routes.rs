@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use crate::commits::Actor;
 use crate::log::Verb;
 use crate::openapi::{self, fields};
 use crate::request::{self, ResourcePath, Route};
-use crate::resources::Registry;
+use crate::resources::{Registry, ResourceType};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{ListQuery, PatchBody, Preconditions, Selectors, Store};
@@ -286,6 +287,54 @@ fn dispatch(shared: &Shared, route: &Route, incoming: &Accepted) -> Result<Reply
     }
 }
 
+/// A resource request, resolved: its type, the object or collection it names, and the options
+/// of the write it may be.
+struct Target<'a> {
+    rt: ResourceType,
+    path: &'a ResourcePath,
+    /// Empty for a cluster-scoped resource or a request across namespaces.
+    namespace: &'a str,
+    /// Empty for a collection.
+    name: &'a str,
+    dry_run: bool,
+    /// The `fieldValidation` of a create, update or patch.
+    directive: fields::Directive,
+    /// The field manager of a create, update or patch.
+    manager: String,
+}
+
+impl<'a> Target<'a> {
+    /// The options of a request with `verb` of `rt` at `path`, checked in kube-apiserver's
+    /// order: `dryRun`, `force` (for server-side apply only), `fieldValidation`, the field
+    /// manager.
+    fn new(
+        rt: ResourceType,
+        path: &'a ResourcePath,
+        verb: Verb,
+        incoming: &Accepted,
+    ) -> Result<Self, ApiError> {
+        let dry_run = incoming.dry_run()?;
+        if incoming.query.contains_key("force") && !is_apply(&incoming.content_type) {
+            return Err(patch_options_invalid(
+                "force",
+                "ValueForbidden",
+                "Forbidden: may not be specified for non-apply patch",
+            ));
+        }
+        Ok(Self {
+            rt,
+            path,
+            namespace: path.namespace.as_deref().unwrap_or_default(),
+            name: path.name.as_deref().unwrap_or_default(),
+            dry_run,
+            directive: incoming.field_validation(verb)?,
+            manager: request::field_manager(verb, &incoming.query, &incoming.user_agent)?,
+        })
+    }
+}
+
+/// A request for a resource (a collection or an object in it): its body read, its type
+/// resolved, and its options checked, it goes to the store.
 fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result<Reply, ApiError> {
     if path.subresource.is_some() {
         return Err(ApiError::no_route());
@@ -317,49 +366,49 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
     if rt.namespaced != path.namespace.is_some() && (path.name.is_some() || !rt.namespaced) {
         return Err(ApiError::no_route());
     }
-    let namespace = path.namespace.as_deref().unwrap_or_default();
-    let name = path.name.as_deref().unwrap_or_default();
-    let dry_run = incoming.dry_run()?;
-    if incoming.query.contains_key("force") && !is_apply(&incoming.content_type) {
-        return Err(patch_options_invalid(
-            "force",
-            "ValueForbidden",
-            "Forbidden: may not be specified for non-apply patch",
-        ));
-    }
-    let directive = incoming.field_validation(verb)?;
-    let manager = request::field_manager(verb, &incoming.query, &incoming.user_agent)?;
+    let target = Target::new(rt, path, verb, incoming)?;
+    perform(shared, store, verb, &target, body, incoming)
+}
+
+/// Does what `verb` asks of the store (held) for `target`, with the request's body (the
+/// object of a create or update, the patch of a patch).
+fn perform(
+    shared: &Shared,
+    mut store: MutexGuard<'_, Store>,
+    verb: Verb,
+    target: &Target<'_>,
+    body: Option<Value>,
+    incoming: &Accepted,
+) -> Result<Reply, ApiError> {
+    let Target {
+        rt,
+        path,
+        namespace,
+        name,
+        dry_run,
+        ..
+    } = target;
+    let (namespace, name, dry_run) = (*namespace, *name, *dry_run);
+    let manager = target.manager.as_str();
     let ok = |v| Ok(Reply::Json(200, v));
     match verb {
-        Verb::Get => ok(store.get(&rt, namespace, name)?),
-        Verb::List => ok(list(&mut store, &rt, path, incoming)?),
-        Verb::Watch => start_watch(shared, store, &rt, path, incoming),
+        Verb::Get => ok(store.get(rt, namespace, name)?),
+        Verb::List => ok(list(&mut store, rt, path, incoming)?),
+        Verb::Watch => start_watch(shared, store, rt, path, incoming),
         Verb::Create => {
-            let body = incoming.validated(&rt, body, directive)?;
-            let created = store.create(&rt, namespace, body, &manager, dry_run)?;
+            let body = incoming.validated(rt, body, target.directive)?;
+            let created = store.create(rt, namespace, body, manager, dry_run)?;
             Ok(Reply::Json(201, created))
         }
         Verb::Update => {
-            let body = incoming.validated(&rt, body, directive)?;
-            ok(store.update(&rt, namespace, name, body, &manager, dry_run)?)
+            let body = incoming.validated(rt, body, target.directive)?;
+            ok(store.update(rt, namespace, name, body, manager, dry_run)?)
         }
-        Verb::Patch => {
-            let mut body = patch_body(
-                &incoming.content_type,
-                &incoming.query,
-                body.unwrap_or_default(),
-            )?;
-            validate_patch(
-                &mut store, &rt, namespace, name, &mut body, incoming, &manager,
-            )?;
-            let existed = store.get(&rt, namespace, name).is_ok();
-            let patched = store.patch(&rt, namespace, name, &body, &manager, dry_run)?;
-            Ok(Reply::Json(if existed { 200 } else { 201 }, patched))
-        }
+        Verb::Patch => patch(&mut store, target, body.unwrap_or_default(), incoming),
         Verb::Delete => {
             let (preconditions, options_dry_run) = delete_options(incoming)?;
             ok(store.delete(
-                &rt,
+                rt,
                 namespace,
                 name,
                 &preconditions,
@@ -367,13 +416,34 @@ fn resource(shared: &Shared, path: &ResourcePath, incoming: &Accepted) -> Result
             )?)
         }
         Verb::DeleteCollection => ok(store.delete_collection(
-            &rt,
+            rt,
             path.namespace.as_deref(),
             &incoming.selectors()?,
             dry_run,
         )),
         Verb::Discovery => unreachable!("resource paths have resource verbs"),
     }
+}
+
+/// A patch of any kind, server-side apply included: 201 when it creates the object.
+fn patch(
+    store: &mut Store,
+    target: &Target<'_>,
+    body: Value,
+    incoming: &Accepted,
+) -> Result<Reply, ApiError> {
+    let Target {
+        rt,
+        namespace,
+        name,
+        manager,
+        ..
+    } = target;
+    let mut body = patch_body(&incoming.content_type, &incoming.query, body)?;
+    validate_patch(store, rt, namespace, name, &mut body, incoming, manager)?;
+    let existed = store.get(rt, namespace, name).is_ok();
+    let patched = store.patch(rt, namespace, name, &body, manager, target.dry_run)?;
+    Ok(Reply::Json(if existed { 200 } else { 201 }, patched))
 }
 
 /// A list, a page of one: its options checked as kube-apiserver checks them.
