@@ -75,6 +75,11 @@ mod kubernetes;
 mod lock;
 mod locker;
 mod memory;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod rules;
 mod state;
 pub mod text;
