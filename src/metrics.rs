@@ -2,17 +2,17 @@
 //! facade](https://docs.rs/metrics), so that the application picks the exporter (Prometheus,
 //! OpenTelemetry, a log...) by installing its recorder. The [crate docs](crate#metrics) list
 //! every metric, its labels and what it means; [`describe`] gives the recorder their
-//! descriptions and units.
-//!
-//! Every metric name, label key and description is written here once; the rest of the crate
-//! calls the hooks below, one line each: [`acquisition`] (around `try_acquire` and `acquire`),
-//! [`holding`] (around a guard's renewal task: held locks, hold time, lost locks),
-//! [`renewal_failed`] (keep-alive) and [`Leadership`] (leader election). Without the feature
-//! the hooks are the same signatures doing nothing (the futures are passed through as they
-//! are), so they compile to nothing and the library behaves the same.
-//!
-//! The crate `metrics` is named in this file only, as `::metrics`: this module keeps the name
-//! users look for (`lockheed::metrics`), and shadows nothing anywhere else.
+//! descriptions and units, and the constants name them, for an exporter's configuration.
+
+// Every metric name, label key and description is written here once; the rest of the crate
+// calls the hooks below, one line each: `acquisition` (around `try_acquire` and `acquire`),
+// `holding` (around a guard's renewal task: held locks, hold time, lost locks),
+// `renewal_failed` (keep-alive) and `Leadership` (leader election). Without the feature the
+// hooks are the same signatures doing nothing (the futures are passed through as they are), so
+// they compile to nothing and the library behaves the same.
+//
+// The crate `metrics` is named in this file only, as `::metrics`: this module keeps the name
+// users look for (`lockheed::metrics`), and shadows nothing anywhere else.
 
 #[cfg(feature = "metrics")]
 pub use self::recorded::{
@@ -286,5 +286,55 @@ mod unrecorded {
         pub(crate) fn lead(&mut self) {}
 
         pub(crate) fn follow(&mut self) {}
+    }
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::*;
+
+    /// The rows of the metrics table in `doc` (Markdown, or `//!` lines).
+    fn table_rows(doc: &str) -> Vec<String> {
+        doc.lines()
+            .map(|line| line.trim_start_matches("//!").trim())
+            .filter(|line| line.starts_with("| `lockheed_"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// What the code records, as the tables must say it: name, type and labels.
+    fn recorded() -> Vec<String> {
+        let lock = format!("`{LOCK_LABEL}`");
+        let both = format!("`{LOCK_LABEL}`, `{RESULT_LABEL}`");
+        [
+            (ACQUISITIONS, "counter", both.as_str()),
+            (WAIT_SECONDS, "histogram", &lock),
+            (HOLD_SECONDS, "histogram", &lock),
+            (HELD, "gauge", &lock),
+            (RENEWALS_FAILED, "counter", &lock),
+            (LOCKS_LOST, "counter", &lock),
+            (LEADER_STATUS, "gauge", &lock),
+        ]
+        .iter()
+        .map(|(name, kind, labels)| format!("| `{name}` | {kind} | {labels} |"))
+        .collect()
+    }
+
+    #[test]
+    fn the_readme_and_the_crate_docs_list_every_metric_with_its_type_and_labels() {
+        for (doc, text) in [
+            ("README.md", include_str!("../README.md")),
+            ("src/lib.rs", include_str!("lib.rs")),
+        ] {
+            let rows = table_rows(text);
+            let recorded = recorded();
+            assert_eq!(rows.len(), recorded.len(), "{doc}: {rows:#?}");
+            for (row, expected) in rows.iter().zip(&recorded) {
+                assert!(
+                    row.starts_with(expected),
+                    "{doc}: {row:?} is not {expected:?}"
+                );
+            }
+        }
     }
 }
