@@ -118,9 +118,9 @@ mod recorded {
             "Guards whose lock was lost (not renewed in time, taken over, or yielded to a \
              preferred holder), by lock."
         );
+        // A status, 0 or 1: no unit.
         describe_gauge!(
             LEADER_STATUS,
-            Unit::Count,
             "1 while this process leads the election on a lock, 0 while it campaigns, by lock."
         );
     }

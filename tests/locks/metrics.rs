@@ -239,7 +239,7 @@ fn describe_gives_every_metric_its_kind_unit_and_description() {
             (ACQUISITIONS, "counter", count),
             (HELD, "gauge", count),
             (HOLD_SECONDS, "histogram", seconds),
-            (LEADER_STATUS, "gauge", count),
+            (LEADER_STATUS, "gauge", None),
             (LOCKS_LOST, "counter", count),
             (RENEWALS_FAILED, "counter", count),
             (WAIT_SECONDS, "histogram", seconds),
