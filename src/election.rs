@@ -243,6 +243,7 @@ impl<L: Locker> LeaderElection<L> {
             .clone()
             .on_wait(move |waiting| observe(&leader, waiting));
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut status = crate::metrics::Leadership::new(self.lock.name());
         loop {
             let guard = tokio::select! {
                 biased;
@@ -263,10 +264,12 @@ impl<L: Locker> LeaderElection<L> {
             };
             tracing::info!(lock = %guard.name(), token = term.token, "leading");
             self.took(&guard);
+            status.lead();
             let end = self
                 .lead(&guard, &term, lead(term.clone()), &mut shutdown)
                 .await;
             self.health.stopped();
+            status.follow();
             tracing::info!(lock = %guard.name(), token = term.token, ?end, "stopped leading");
             match guard.release().await {
                 Ok(()) | Err(Error::Lost { .. }) => {}

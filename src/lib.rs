@@ -48,6 +48,28 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Metrics
+//!
+//! With the feature `metrics`, the crate records what operators alert on through the
+//! [`metrics`](https://docs.rs/metrics) facade, for the exporter the application installs
+//! (Prometheus, OpenTelemetry, ...); `lockheed::metrics` names them and describes them to the
+//! recorder (`lockheed::metrics::describe()`). Without the feature nothing is recorded.
+//!
+//! | Metric | Type | Labels | Meaning |
+//! |---|---|---|---|
+//! | `lockheed_acquisitions_total` | counter | `lock`, `result` | calls to take the lock ([`try_acquire`](Lock::try_acquire), [`acquire`](Lock::acquire), [`acquire_timeout`](Lock::acquire_timeout)), by `result`: `acquired`, `held` (`try_acquire` found it held), `timeout` (the acquire timeout ran out), `error` (any other error) |
+//! | `lockheed_wait_seconds` | histogram | `lock` | how long a waiting acquire took to take the lock (not `try_acquire`, nor an acquire that failed) |
+//! | `lockheed_hold_seconds` | histogram | `lock` | how long a guard held the lock: from taking it until it was released, dropped, forgotten or lost |
+//! | `lockheed_held` | gauge | `lock` | guards of this process holding the lock now |
+//! | `lockheed_renewals_failed_total` | counter | `lock` | renewals that failed and are retried (the lock is lost if none succeeds before the lease ends) |
+//! | `lockheed_locks_lost_total` | counter | `lock` | guards whose [`lost`](LockGuard::lost) fired: not renewed in time, taken over, or given up to a preferred holder |
+//! | `lockheed_leader_status` | gauge | `lock` | 1 while this process leads the [election](LeaderElection) on the lock, 0 while it campaigns (client-go's `leader_election_master_status`) |
+//!
+//! `lock` is the lock's name (for an election, its Lease's), which the application bounds;
+//! holder identities are no label (random by default, and pod names change with each restart:
+//! the scrape target says which replica reports). The README's "Metrics" section shows how to
+//! export them to Prometheus, and alerts to start from.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
@@ -75,6 +97,11 @@ mod kubernetes;
 mod lock;
 mod locker;
 mod memory;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod rules;
 mod state;
 pub mod text;

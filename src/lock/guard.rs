@@ -16,6 +16,7 @@ use crate::backend::Changes;
 use crate::error::Error;
 use crate::info::LockInfo;
 use crate::locker::Locker;
+use crate::metrics;
 
 /// A held lock. Dropping it releases the lock in the background (a program about to exit
 /// waits for that with [`Lock::settle`](crate::Lock::settle)); [`release`](Self::release)
@@ -81,10 +82,13 @@ impl<L: Locker> LockGuard<L> {
             holder = %shared.settings.holder,
             token = shared.token,
         );
+        let (name, lost) = (&shared.settings.name, &shared.lost);
         let renewal = if forever {
-            tokio::spawn(watch_unexpiring(Arc::clone(&shared)).instrument(span))
+            let task = metrics::holding(name, lost, watch_unexpiring(Arc::clone(&shared)));
+            tokio::spawn(task.instrument(span))
         } else {
-            tokio::spawn(keep_alive(Arc::clone(&shared)).instrument(span))
+            let task = metrics::holding(name, lost, keep_alive(Arc::clone(&shared)));
+            tokio::spawn(task.instrument(span))
         };
         Self {
             shared,

@@ -75,6 +75,7 @@ pub(crate) async fn keep_alive<L: Backend>(shared: Arc<Holding<L>>) {
                 return shared.lose("the lease is gone: taken over, or expired and taken");
             }
             Err(err) => {
+                crate::metrics::renewal_failed(&shared.settings.name);
                 if err.is_transient() {
                     tracing::warn!(error = %err, "renewing the lease failed; retrying");
                 } else {

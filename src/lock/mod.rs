@@ -32,6 +32,7 @@ use crate::condition::Condition;
 use crate::error::Error;
 use crate::info::Waiting;
 use crate::locker::Locker;
+use crate::metrics::{self, Call};
 use crate::state::kind::{Access, Kind};
 
 /// The default lease duration.
@@ -789,7 +790,7 @@ impl<L: Locker> Lock<L> {
     pub async fn try_acquire(&self) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.try_acquire", lock = %self.name, holder = %self.holder);
-        self.attempt().instrument(span).await
+        metrics::acquisition(&self.name, Call::Try, self.attempt().instrument(span)).await
     }
 
     /// Takes the lock, waiting while someone else holds it (at most the
@@ -848,7 +849,8 @@ impl<L: Locker> Lock<L> {
     pub async fn acquire(&self) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.acquire", lock = %self.name, holder = %self.holder);
-        self.wait(self.acquire_timeout).instrument(span).await
+        let waiting = self.wait(self.acquire_timeout).instrument(span);
+        metrics::acquisition(&self.name, Call::Wait, waiting).await
     }
 
     /// Like [`acquire`](Self::acquire), giving up after `timeout` with [`Error::Timeout`].
@@ -880,7 +882,8 @@ impl<L: Locker> Lock<L> {
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<L>, Error> {
         let span =
             tracing::info_span!("lockheed.acquire", lock = %self.name, holder = %self.holder);
-        self.wait(Some(timeout)).instrument(span).await
+        let waiting = self.wait(Some(timeout)).instrument(span);
+        metrics::acquisition(&self.name, Call::Wait, waiting).await
     }
 
     /// Waits until the background work of this lock (and its clones) has finished: removing

@@ -19,7 +19,11 @@ mod kube_requests;
 mod lease_format;
 mod lease_interop;
 mod liveness;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod rbac;
+#[cfg(feature = "metrics")]
+mod recorder;
 mod suite;
 mod unexpiring;
 mod waiting;
