@@ -3,6 +3,8 @@
 //! to it meanwhile). They run in the background, counted for
 //! [`Lock::settle`](crate::Lock::settle).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -116,11 +118,23 @@ impl<L: Backend> Drop for Pending<L> {
     }
 }
 
-/// Removes what `undo` names from lock `settings.name`, in the background, when dropped armed.
-pub(crate) fn on_unknown<L: Backend>(locker: &L, settings: &Settings, undo: Undo) -> OnUnknown {
+/// Removes what `undo` names from lock `settings.name`, in the background, when dropped armed,
+/// unless `kept` is set by then (the lock was handed over to the caller meanwhile: what the
+/// write may have written is its own).
+pub(crate) fn on_unknown<L: Backend>(
+    locker: &L,
+    settings: &Settings,
+    undo: Undo,
+    kept: &Arc<AtomicBool>,
+) -> OnUnknown {
     let mut cleanup = Cleanup::new(locker, settings);
     cleanup.undos.push(undo);
-    OnUnknown::run(move || cleanup.spawn())
+    let kept = Arc::clone(kept);
+    OnUnknown::run(move || {
+        if !kept.load(Ordering::Acquire) {
+            cleanup.spawn();
+        }
+    })
 }
 
 /// `state` with what `undos` name for `holder` removed; `None` when it holds none of them.

@@ -220,6 +220,30 @@ impl<L: Backend> Holding<L> {
         }
     }
 
+    /// How long one try of a release may go unanswered before it is made again: a tenth of the
+    /// lease, between [`MIN_RELEASE_TRY`] and [`MAX_RELEASE_TRY`] (the most for a lease without
+    /// expiry). A release in flight keeps every waiter out, and a request can be held back
+    /// long: a connection lost without a reset, or kube's client waiting out a 429's
+    /// `Retry-After` (a second, again and again while the server keeps answering 429; issue
+    /// 18's gaps of 2 to 4 s). The write is a compare-and-swap: a try given up that lands
+    /// after all is either refused, or is the release.
+    fn release_try(&self) -> Duration {
+        if self.settings.duration.is_zero() {
+            MAX_RELEASE_TRY
+        } else {
+            (self.settings.duration / 10).clamp(MIN_RELEASE_TRY, MAX_RELEASE_TRY)
+        }
+    }
+
+    /// The error of a release try that was not answered in time (transient: tried again).
+    fn unanswered(&self) -> Error {
+        Error::Backend {
+            object: self.settings.name.clone(),
+            transient: true,
+            source: format!("no answer within {:?}", self.release_try()).into(),
+        }
+    }
+
     /// Removes this holder's lease and applies its tags, handing the lock over to the waiters
     /// whose turn it is.
     ///
@@ -232,6 +256,9 @@ impl<L: Backend> Holding<L> {
         let mut start = Start::Known(Some(self.current(&held)));
         let mut failures = Backoff::new(RELEASE_RETRY, MAX_RELEASE_RETRY);
         let deadline = self.release_deadline(held.expires);
+        // A holder that gave its lease up before it released learns at the end that it lost it
+        // (as a refused write and a read would tell it), unless its release got through.
+        let lost_before = self.past_give_up();
         let mut tries = 1;
         loop {
             // After a failure whose outcome is unknown, a lease found gone was most likely
@@ -264,7 +291,10 @@ impl<L: Backend> Holding<L> {
                 })
             };
             let view = self.view.as_ref();
-            let swapped = compare_and_swap(&self.locker, &settings.name, start, view, decide).await;
+            let swapped = compare_and_swap(&self.locker, &settings.name, start, view, decide);
+            let swapped = tokio::time::timeout(self.release_try(), swapped)
+                .await
+                .unwrap_or_else(|_| Err(self.unanswered()));
             let error = match swapped.and_then(Swapped::known) {
                 Ok(Ok(_)) => {
                     tracing::debug!("lock released");
@@ -284,8 +314,11 @@ impl<L: Backend> Holding<L> {
             // quarter of a second, under 500s).
             let pause = failures.after(&error);
             let in_time = self.clock.now() + pause < deadline;
-            if !error.is_transient() || !in_time {
+            if !error.is_transient() {
                 return Err(error);
+            }
+            if !in_time {
+                return Err(if lost_before { self.lost_error() } else { error });
             }
             tracing::debug!(error = %error, "releasing the lease failed; retrying");
             tries += 1;
@@ -299,5 +332,8 @@ impl<L: Backend> Holding<L> {
 const RELEASE_RETRY: Duration = Duration::from_millis(50);
 /// The longest pause between two tries of a release.
 const MAX_RELEASE_RETRY: Duration = Duration::from_secs(1);
+/// The shortest and longest wait for the answer to one try of a release.
+const MIN_RELEASE_TRY: Duration = Duration::from_millis(200);
+const MAX_RELEASE_TRY: Duration = Duration::from_secs(1);
 /// How long a release of a lease without expiry tries again after transient failures.
 const RELEASE_RETRY_FOR: Duration = Duration::from_secs(30);

@@ -702,7 +702,7 @@ impl<L: Locker> Lock<L> {
                     view,
                 ))
             }
-            Taken::Handed(_) => unreachable!("nothing is handed over to a single attempt"),
+            Taken::Handed(..) => unreachable!("nothing is handed over to a single attempt"),
             Taken::Busy(blocked) | Taken::Queued { blocked, .. } => Err(Error::Held {
                 lock: self.name.clone(),
                 holders: blocked.holders,

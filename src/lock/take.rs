@@ -2,13 +2,16 @@
 //! caller. A single [`try_acquire`](crate::Lock::try_acquire) is one take; a waiting
 //! [`acquire`](crate::Lock::acquire) takes once each time the lock may have become free.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 
 use super::cleanup::{self, Undo};
 use super::settings::{Intent, Settings};
 use super::watched::Watched;
 use crate::backend::{
-    Backend, Changes, Decision, OnUnknown, Record, Start, Swapped, compare_and_swap,
+    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
 };
 use crate::error::Error;
 use crate::info::Holder;
@@ -37,7 +40,8 @@ pub(crate) enum Taken<V> {
     Busy(Blocked),
     /// The lock was handed over to the waiting caller meanwhile, as `record` shows: it takes
     /// it from there (see [`rules::handed_over`]), instead of deciding as a newcomer would.
-    Handed(Record<V>),
+    /// The ids are those its place may carry now (the caller's and this take's).
+    Handed(Record<V>, Vec<String>),
     /// Someone else holds it, and the caller's place in the queue is now recorded in
     /// `record`: it waits for its turn, or for the lock to be handed over to it (a lease of its
     /// own with a token above `floor`). Until the acquire ends, it keeps `Undo::Queue` to
@@ -134,16 +138,29 @@ pub(crate) async fn take<L: Backend>(
     handed: Option<(u64, &[String])>,
 ) -> Result<Taken<L::Version>, Error> {
     let clock = locker.clock();
+    // The ids this take writes its place or lease with: a handover to a place it wrote
+    // carries one of them.
+    let written = Mutex::new(Vec::new());
+    // Set when the lock was handed over to the caller while a write was in flight: the write
+    // no longer matters, and what it may have written is the caller's (see `abandon`).
+    let kept = Arc::new(AtomicBool::new(false));
+    let is_handed = |record: &Record<L::Version>| {
+        let (floor, places) = handed?;
+        let mut ids = places.to_vec();
+        ids.extend(lock(&written).iter().cloned());
+        rules::handed_over(&record.state, &settings.holder, (floor, &ids)).map(|_| ids)
+    };
     let decision = |record: Option<&Record<L::Version>>| {
-        if let (Some(record), Some(waited)) = (record, handed)
-            && rules::handed_over(&record.state, &settings.holder, waited).is_some()
+        if let Some(record) = record
+            && let Some(places) = is_handed(record)
         {
-            return Ok(Decision::Done(Unwritten::Handed(record.clone())));
+            return Ok(Decision::Done(Unwritten::Handed(record.clone(), places)));
         }
         let unchanged = watched
             .as_deref_mut()
             .map(|w| w.observe(record, &settings.holder));
         let nonce = nonce();
+        lock(&written).push(nonce.clone());
         let acquire = decide(
             settings,
             record,
@@ -152,9 +169,32 @@ pub(crate) async fn take<L: Backend>(
             intent,
             &nonce,
         )?;
-        Ok(to_write(locker, settings, acquire, nonce))
+        Ok(to_write(locker, settings, acquire, nonce, &kept))
     };
-    let swapped = compare_and_swap(locker, &settings.name, start, view, decision).await?;
+    let swapped = compare_and_swap(locker, &settings.name, start, view, decision);
+    let swapped = match (view, handed) {
+        (Some(view), Some(_)) => {
+            let mut follow = view.follow();
+            let shown = async {
+                loop {
+                    follow.changed().await;
+                    if let Snapshot::Present(record) = follow.peek()
+                        && let Some(places) = is_handed(&record)
+                    {
+                        // Before the write is dropped, which select! does first.
+                        abandon(&kept);
+                        return (record, places);
+                    }
+                }
+            };
+            tokio::select! {
+                biased;
+                swapped = swapped => swapped?,
+                (record, places) = shown => return Ok(Taken::Handed(record, places)),
+            }
+        }
+        _ => swapped.await?,
+    };
     if let Swapped::Stored {
         value: Write::Take {
             token, taken_over, ..
@@ -166,6 +206,19 @@ pub(crate) async fn take<L: Backend>(
         warn_taken_over(settings, *token, taken_over);
     }
     Ok(taken(swapped))
+}
+
+/// The lock was handed over to a waiter while its write was in flight (a write a kube client
+/// can hold back for seconds, retrying a 429): the waiter takes the handover at once, and the
+/// write, dropped, removes nothing. It was decided on a version before the handover, so it is
+/// refused if it comes after; if it came before, it wrote the place the handover fulfilled.
+fn abandon(kept: &AtomicBool) {
+    tracing::debug!("the lock was handed over while a write was in flight");
+    kept.store(true, Ordering::Release);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Says, at warn level, that the caller took the lock over by force and whom it removed:
@@ -187,7 +240,7 @@ fn warn_taken_over(settings: &Settings, token: u64, taken_over: &[Holder]) {
 /// Why a take wrote nothing.
 enum Unwritten<V> {
     Busy(Blocked),
-    Handed(Record<V>),
+    Handed(Record<V>, Vec<String>),
 }
 
 /// What to write for a decision, and what to undo if the write's outcome stays unknown.
@@ -196,6 +249,7 @@ fn to_write<L: Backend>(
     settings: &Settings,
     acquire: Acquire,
     nonce: String,
+    kept: &Arc<AtomicBool>,
 ) -> Decision<Write, Unwritten<L::Version>> {
     match acquire {
         Acquire::Busy(blocked) => Decision::Done(Unwritten::Busy(blocked)),
@@ -210,7 +264,7 @@ fn to_write<L: Backend>(
                 floor,
                 nonce: nonce.clone(),
             },
-            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor, nonce }),
+            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor, nonce }, kept),
         },
         Acquire::Take {
             state,
@@ -233,7 +287,7 @@ fn to_write<L: Backend>(
                     nonce,
                     taken_over,
                 },
-                on_unknown: cleanup::on_unknown(locker, settings, undo),
+                on_unknown: cleanup::on_unknown(locker, settings, undo, kept),
             }
         }
     }
@@ -296,6 +350,6 @@ fn taken<V>(swapped: Swapped<V, Write, Unwritten<V>>) -> Taken<V> {
             cleanup: pending,
         },
         Swapped::Done(Unwritten::Busy(blocked)) => Taken::Busy(blocked),
-        Swapped::Done(Unwritten::Handed(record)) => Taken::Handed(record),
+        Swapped::Done(Unwritten::Handed(record, places)) => Taken::Handed(record, places),
     }
 }

@@ -323,7 +323,14 @@ impl<'a, L: Backend> Waiter<'a, L> {
         );
         self.state = match taken.await {
             Ok(Taken::Acquired(acquired)) => return Ok(Some(acquired)),
-            Ok(Taken::Handed(record)) => State::Decide(Some(record)),
+            Ok(Taken::Handed(record, places)) => {
+                for place in places {
+                    if !self.places.contains(&place) {
+                        self.places.push(place);
+                    }
+                }
+                State::Decide(Some(record))
+            }
             Ok(Taken::Busy(blocked)) => {
                 // Another waiter wrote first: spread further next time.
                 self.spread = (self.spread * 2).min(SPREAD_MAX);
