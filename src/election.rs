@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::info::{Holder, Waiting};
 use crate::lock::{Lock, LockGuard};
 use crate::locker::Locker;
+use crate::rules;
 
 /// Leader election with a [`Lock`]: usually in a [`LeaseLocker`](crate::LeaseLocker), so
 /// that Go replicas (client-go's `leaderelection`) and Rust ones share the election.
@@ -111,12 +112,12 @@ impl<L: Locker> LeaderElection<L> {
         let duration = lock.duration();
         let clock = lock.locker().clock();
         Self {
-            grace: duration / 10,
+            grace: rules::safety_margin(duration),
             leader: watch::Sender::new(None),
             health: Health {
                 leading: Arc::default(),
                 clock,
-                margin: duration / 10,
+                margin: rules::safety_margin(duration),
             },
             lock,
         }

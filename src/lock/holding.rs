@@ -318,7 +318,11 @@ impl<L: Backend> Holding<L> {
                 return Err(error);
             }
             if !in_time {
-                return Err(if lost_before { self.lost_error() } else { error });
+                return Err(if lost_before {
+                    self.lost_error()
+                } else {
+                    error
+                });
             }
             tracing::debug!(error = %error, "releasing the lease failed; retrying");
             tries += 1;

@@ -624,12 +624,16 @@ impl<L: Locker> Lock<L> {
         match self.renew_interval {
             None => Ok(Some(self.duration / 3)),
             Some(interval) if interval.is_zero() => Ok(None),
-            // The guard gives up a tenth of the duration early: renewals must come before that.
-            Some(interval) if interval >= self.duration * 9 / 10 => Err(self.invalid(&format!(
-                "the renew interval ({interval:?}) must be shorter than the duration ({:?}) \
+            // The guard gives up its safety margin early: renewals must come before that.
+            Some(interval)
+                if interval >= self.duration - crate::rules::safety_margin(self.duration) =>
+            {
+                Err(self.invalid(&format!(
+                    "the renew interval ({interval:?}) must be shorter than the duration ({:?}) \
                  minus the tenth the guard keeps as a safety margin",
-                self.duration
-            ))),
+                    self.duration
+                )))
+            }
             Some(interval) => Ok(Some(interval)),
         }
     }

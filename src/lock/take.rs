@@ -218,7 +218,9 @@ fn abandon(kept: &AtomicBool) {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Says, at warn level, that the caller took the lock over by force and whom it removed:

@@ -26,7 +26,7 @@ pub(crate) use self::decision::{Acquire, Blocked, Request};
 pub(crate) use self::judgement::{Judgement, Slot, Unchanged};
 pub(crate) use self::queue::{handed_over, withdraw, yields};
 use self::writing::apply_tags;
-pub(crate) use self::writing::{duration_millis, expiry, give_up_ms};
+pub(crate) use self::writing::{duration_millis, expiry, give_up_ms, safety_margin};
 
 /// The fencing token of the next acquisition of lock `name`: one more than the last.
 ///

@@ -23,15 +23,22 @@ pub(crate) fn expiry(now: DateTime<Utc>, duration: Duration) -> GoTime {
         .map_or_else(GoTime::forever, |t| GoTime::from(t).min(GoTime::forever()))
 }
 
+/// How long before its lease of `duration` ends a holder stops trusting it: a tenth of the
+/// duration. The guard gives up then (so that it stops before another holder can start), its
+/// renewals must come before then, and a leader's term ends then.
+pub(crate) fn safety_margin(duration: Duration) -> Duration {
+    duration / 10
+}
+
 /// The moment a holder of a lease taken for `duration` stops trusting it when it ends at
-/// `expires`, in Unix milliseconds: a tenth of the duration before, so that it stops before
-/// another holder can start (`i64::MAX` for a lease without expiry). A lease handed over
-/// lasts only the claim window until claimed, and is given up by the same margin.
+/// `expires`, in Unix milliseconds: its [`safety_margin`] before (`i64::MAX` for a lease
+/// without expiry). A lease handed over lasts only the claim window until claimed, and is
+/// given up by the same margin.
 pub(crate) fn give_up_ms(expires: GoTime, duration: Duration) -> i64 {
     if expires.is_forever() {
         return i64::MAX;
     }
-    let margin = i64::try_from((duration / 10).as_millis()).unwrap_or(i64::MAX);
+    let margin = i64::try_from(safety_margin(duration).as_millis()).unwrap_or(i64::MAX);
     expires.to_utc().timestamp_millis().saturating_sub(margin)
 }
 

@@ -421,10 +421,19 @@ async fn a_waiter_that_sees_its_own_take_before_the_answer_keeps_the_lease() {
     // allowance (2 s) after it the waiter takes the lock: that answer comes 10 s late.
     tokio::time::sleep(31 * SECOND).await;
     let writes = RequestMatcher::any().token("waiter").verb(Verb::Update);
-    server.inject(Fault::latency(10 * SECOND).after_commit().on(writes).times(1));
+    server.inject(
+        Fault::latency(10 * SECOND)
+            .after_commit()
+            .on(writes)
+            .times(1),
+    );
     let (taken, guard) = waiter.await.unwrap();
     let injected = server.faults_injected();
-    assert_eq!(injected.values().sum::<u64>(), 1, "{injected:?} at {taken}, lease to {expires}");
+    assert_eq!(
+        injected.values().sum::<u64>(),
+        1,
+        "{injected:?} at {taken}, lease to {expires}"
+    );
     let late = (taken - expires).to_std().unwrap();
     assert!(late < 3 * SECOND, "taken {late:?} after the lease ended");
     tokio::time::sleep(15 * SECOND).await;
@@ -466,6 +475,10 @@ async fn a_release_held_back_by_429s_tries_again_in_a_tenth_of_the_lease() {
         release_took < 1200 * MS,
         "the release took {release_took:?}"
     );
-    assert!(taken - released < 1200 * MS, "taken {:?} after", taken - released);
+    assert!(
+        taken - released < 1200 * MS,
+        "taken {:?} after",
+        taken - released
+    );
     guard.release().await.unwrap();
 }
