@@ -626,7 +626,10 @@ impl<L: Locker> Lock<L> {
             Some(interval) if interval.is_zero() => Ok(None),
             // The guard gives up its safety margin early: renewals must come before that.
             Some(interval)
-                if interval >= self.duration - crate::rules::safety_margin(self.duration) =>
+                if interval
+                    >= self
+                        .duration
+                        .saturating_sub(crate::rules::safety_margin(self.duration)) =>
             {
                 Err(self.invalid(&format!(
                     "the renew interval ({interval:?}) must be shorter than the duration ({:?}) \

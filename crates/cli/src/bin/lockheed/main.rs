@@ -47,7 +47,8 @@ async fn main() -> ExitCode {
         }
     };
     shared::log::init(cli.verbose);
-    match execute(cli).await {
+    // The command's future holds a waiting acquire's whole state: boxed once, here.
+    match Box::pin(execute(cli)).await {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("{PROGRAM}: error: {err:#}");
