@@ -66,7 +66,7 @@ impl Settings {
     /// and `intent` what the take is for.
     pub(crate) fn request<'a>(
         &'a self,
-        unchanged_for: Option<&'a Unchanged>,
+        unchanged_for: Option<&'a dyn Unchanged>,
         intent: Intent,
         nonce: &'a str,
     ) -> Request<'a> {

@@ -95,7 +95,7 @@ pub(crate) fn decide<V>(
     settings: &Settings,
     record: Option<&Record<V>>,
     now: DateTime<Utc>,
-    unchanged_for: Option<&Unchanged>,
+    unchanged_for: Option<&dyn Unchanged>,
     intent: Intent,
     nonce: &str,
 ) -> Result<Acquire, Error> {
@@ -161,14 +161,8 @@ pub(crate) async fn take<L: Backend>(
             .map(|w| w.observe(record, &settings.holder));
         let nonce = nonce();
         lock(&written).push(nonce.clone());
-        let acquire = decide(
-            settings,
-            record,
-            clock.now(),
-            unchanged.as_ref(),
-            intent,
-            &nonce,
-        )?;
+        let unchanged = unchanged.as_ref().map(|u| u as &dyn Unchanged);
+        let acquire = decide(settings, record, clock.now(), unchanged, intent, &nonce)?;
         Ok(to_write(locker, settings, acquire, nonce, &kept))
     };
     let swapped = compare_and_swap(locker, &settings.name, start, view, decision);

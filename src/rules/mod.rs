@@ -381,10 +381,18 @@ pub(crate) fn evict(state: &LockState, holder: Option<&str>) -> Option<(LockStat
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::condition::Condition;
+
+    /// A contender that has watched one holder's lease unchanged for a while.
+    #[derive(Debug)]
+    struct Watched(&'static str, Duration);
+
+    impl Unchanged for Watched {
+        fn unchanged_for(&self, slot: Slot, holder: &str) -> Option<Duration> {
+            (slot == Slot::Lease && holder == self.0).then_some(self.1)
+        }
+    }
 
     /// Releases `holder`'s lease with `token` at `NOW`, with no skew allowance.
     fn rel(state: &LockState, holder: &str, token: u64) -> Option<LockState> {
@@ -644,7 +652,7 @@ mod tests {
         );
         // A contender that watched it unchanged for 10 s of a 30 s lease waits 20 s more,
         // however far its clock is ahead.
-        let seen = BTreeMap::from([((Slot::Lease, "other".to_owned()), Duration::from_secs(10))]);
+        let seen = Watched("other", Duration::from_secs(10));
         judgement.unchanged_for = Some(&seen);
         assert_eq!(
             judgement.remaining(lease, t("2027-01-01T00:00:00Z")),
