@@ -31,14 +31,15 @@ pub(crate) enum Start<V> {
 }
 
 /// What a decision on a lock's current record says to do: write, and return a `W` once
-/// written, or return a `D` without writing.
-pub(crate) enum Decision<W, D> {
+/// written, or return a `D` without writing; `U` is what to do if the write's outcome stays
+/// unknown.
+pub(crate) enum Decision<W, D, U = OnUnknown> {
     /// Store `state`; `value` is what the operation returns once it is stored.
     Write {
         state: LockState,
         value: W,
         /// What to do if the write's outcome stays unknown.
-        on_unknown: OnUnknown,
+        on_unknown: U,
     },
     /// Nothing to write: the operation returns this.
     Done(D),
@@ -46,7 +47,7 @@ pub(crate) enum Decision<W, D> {
 
 /// How a compare-and-swap ended.
 #[derive(Debug)]
-pub(crate) enum Swapped<V, W, D> {
+pub(crate) enum Swapped<V, W, D, U = OnUnknown> {
     /// The decided state was stored, at `version`.
     Stored {
         version: V,
@@ -57,17 +58,12 @@ pub(crate) enum Swapped<V, W, D> {
     Done(D),
     /// The write failed in a way that leaves its outcome unknown: a transient error (a
     /// timeout, a lost connection, a 5xx that may have come after the store acted). `pending`
-    /// is the decision's [`OnUnknown`], still armed: drop it to run it now, keep it to decide
-    /// later, or disarm it once a read shows the write did not matter. `value` is what the
-    /// write would have returned.
-    Unknown {
-        error: Error,
-        pending: OnUnknown,
-        value: W,
-    },
+    /// is the decision's `on_unknown`, still armed: drop it to run it now, keep it to decide
+    /// later, or disarm it once a read shows the write did not matter.
+    Unknown { error: Error, pending: U },
 }
 
-impl<V, W, D> Swapped<V, W, D> {
+impl<V, W, D, U> Swapped<V, W, D, U> {
     /// The outcome for an operation that has nothing to undo: an unknown outcome is its error.
     pub(crate) fn known(self) -> Result<Result<(V, LockState, W), D>, Error> {
         match self {
@@ -85,6 +81,14 @@ impl<V, W, D> Swapped<V, W, D> {
     }
 }
 
+/// What runs if a write's outcome stays unknown: when it is dropped armed.
+/// [`compare_and_swap`] holds it while the write is in flight, and disarms it once the outcome
+/// is known.
+pub(crate) trait Disarm {
+    /// The outcome is known after all: do nothing.
+    fn disarm(self);
+}
+
 /// Work that runs if a write's outcome stays unknown: when it is dropped, unless it was
 /// [disarmed](Self::disarm) first. [`compare_and_swap`] holds it while the write is in flight,
 /// so that a caller who drops the operation mid-write (a timeout) runs it too.
@@ -98,6 +102,7 @@ impl OnUnknown {
     }
 
     /// Runs `work` when dropped armed.
+    #[cfg(test)]
     pub(crate) fn run(work: impl FnOnce() + Send + 'static) -> Self {
         Self(Some(Box::new(work)))
     }
@@ -105,6 +110,12 @@ impl OnUnknown {
     /// The outcome is known after all: do nothing.
     pub(crate) fn disarm(mut self) {
         self.0 = None;
+    }
+}
+
+impl Disarm for OnUnknown {
+    fn disarm(self) {
+        OnUnknown::disarm(self);
     }
 }
 
@@ -143,14 +154,14 @@ impl Drop for OnUnknown {
 ///
 /// # Cancel safety
 ///
-/// Dropping the future while a write is in flight runs that write's [`OnUnknown`].
-pub(crate) async fn compare_and_swap<B: Backend, W, D>(
+/// Dropping the future while a write is in flight runs that write's `on_unknown`.
+pub(crate) async fn compare_and_swap<B: Backend, W, D, U: Disarm>(
     backend: &B,
     name: &str,
     start: Start<B::Version>,
     view: Option<&Changes<B::Version>>,
-    mut decide: impl FnMut(Option<&Record<B::Version>>) -> Result<Decision<W, D>, Error>,
-) -> Result<Swapped<B::Version, W, D>, Error> {
+    mut decide: impl FnMut(Option<&Record<B::Version>>) -> Result<Decision<W, D, U>, Error>,
+) -> Result<Swapped<B::Version, W, D, U>, Error> {
     let mut view = view.map(Changes::follow);
     let mut record = match start {
         Start::Read => backend.read(name).await?,
@@ -182,7 +193,6 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
                 return Ok(Swapped::Unknown {
                     error,
                     pending: on_unknown,
-                    value,
                 });
             }
             Err(error) => {
@@ -199,7 +209,6 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
                 return Ok(Swapped::Unknown {
                     error,
                     pending: on_unknown,
-                    value,
                 });
             }
         };

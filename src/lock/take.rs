@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use super::cleanup::{self, Undo};
+use super::cleanup::{Armed, Undo};
 use super::settings::{Intent, Settings};
 use super::watched::Watched;
 use crate::backend::{
-    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
+    Backend, Changes, Decision, Record, Snapshot, Start, Swapped, compare_and_swap,
 };
 use crate::error::Error;
 use crate::info::Holder;
@@ -33,34 +33,30 @@ pub(crate) struct Acquired<V> {
 
 /// What a take did.
 #[derive(Debug)]
-pub(crate) enum Taken<V> {
+pub(crate) enum Taken<L: Backend> {
     /// The lock is taken.
-    Acquired(Acquired<V>),
+    Acquired(Acquired<L::Version>),
     /// Someone else holds it, or waiters are ahead.
     Busy(Blocked),
     /// The lock was handed over to the waiting caller meanwhile, as `record` shows: it takes
     /// it from there (see [`rules::handed_over`]), instead of deciding as a newcomer would.
     /// The ids are those its place may carry now (the caller's and this take's).
-    Handed(Record<V>, Vec<String>),
+    Handed(Record<L::Version>, Vec<String>),
     /// Someone else holds it, and the caller's place in the queue is now recorded in
     /// `record`: it waits for its turn, or for the lock to be handed over to it (a lease of its
     /// own with a token above `floor`). Until the acquire ends, it keeps `Undo::Queue` to
     /// withdraw.
     Queued {
         blocked: Blocked,
-        record: Record<V>,
+        record: Record<L::Version>,
         floor: u64,
         /// The id the place was written with.
         nonce: String,
     },
     /// The write failed and may have happened all the same (a timeout, a 5xx). `cleanup`
-    /// removes what it may have written when dropped armed; a waiter disarms it and keeps
-    /// `undo` with its other pending clean-ups instead.
-    Unknown {
-        error: Error,
-        undo: Undo,
-        cleanup: OnUnknown,
-    },
+    /// removes what it may have written when dropped armed; a waiter disarms it and keeps its
+    /// undo with its other pending clean-ups instead.
+    Unknown { error: Error, cleanup: Armed<L> },
 }
 
 /// What a decision to write will have done, once written.
@@ -78,6 +74,28 @@ enum Write {
         floor: u64,
         nonce: String,
     },
+}
+
+impl Write {
+    /// What removes what this write may have written.
+    fn undo(&self) -> Undo {
+        match self {
+            Self::Take {
+                token,
+                reentry,
+                nonce,
+                ..
+            } => Undo::Lease {
+                token: *token,
+                nonce: nonce.clone(),
+                reentry: *reentry,
+            },
+            Self::Queue { floor, nonce, .. } => Undo::Queue {
+                floor: *floor,
+                nonce: nonce.clone(),
+            },
+        }
+    }
 }
 
 /// A random id for one attempt's lease (see [`rules::undo_take`]).
@@ -136,7 +154,7 @@ pub(crate) async fn take<L: Backend>(
     view: Option<&Changes<L::Version>>,
     intent: Intent,
     handed: Option<(u64, &[String])>,
-) -> Result<Taken<L::Version>, Error> {
+) -> Result<Taken<L>, Error> {
     let clock = locker.clock();
     // The ids this take writes its place or lease with: a handover to a place it wrote
     // carries one of them.
@@ -246,51 +264,49 @@ fn to_write<L: Backend>(
     acquire: Acquire,
     nonce: String,
     kept: &Arc<AtomicBool>,
-) -> Decision<Write, Unwritten<L::Version>> {
-    match acquire {
-        Acquire::Busy(blocked) => Decision::Done(Unwritten::Busy(blocked)),
+) -> Decision<Write, Unwritten<L::Version>, Armed<L>> {
+    let (state, value) = match acquire {
+        Acquire::Busy(blocked) => return Decision::Done(Unwritten::Busy(blocked)),
         Acquire::Queue {
             state,
             blocked,
             floor,
-        } => Decision::Write {
+        } => (
             state,
-            value: Write::Queue {
+            Write::Queue {
                 blocked,
                 floor,
-                nonce: nonce.clone(),
+                nonce,
             },
-            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor, nonce }, kept),
-        },
+        ),
         Acquire::Take {
             state,
             token,
             expires,
             reentry,
             taken_over,
-        } => {
-            let undo = Undo::Lease {
+        } => (
+            state,
+            Write::Take {
                 token,
-                nonce: nonce.clone(),
+                expires,
                 reentry,
-            };
-            Decision::Write {
-                state,
-                value: Write::Take {
-                    token,
-                    expires,
-                    reentry,
-                    nonce,
-                    taken_over,
-                },
-                on_unknown: cleanup::on_unknown(locker, settings, undo, kept),
-            }
-        }
+                nonce,
+                taken_over,
+            },
+        ),
+    };
+    Decision::Write {
+        on_unknown: Armed::new(locker, settings, value.undo(), kept),
+        state,
+        value,
     }
 }
 
 /// What a take did, from how its compare-and-swap ended.
-fn taken<V>(swapped: Swapped<V, Write, Unwritten<V>>) -> Taken<V> {
+fn taken<L: Backend>(
+    swapped: Swapped<L::Version, Write, Unwritten<L::Version>, Armed<L>>,
+) -> Taken<L> {
     match swapped {
         Swapped::Stored {
             version,
@@ -324,25 +340,8 @@ fn taken<V>(swapped: Swapped<V, Write, Unwritten<V>>) -> Taken<V> {
             floor,
             nonce,
         },
-        Swapped::Unknown {
+        Swapped::Unknown { error, pending, .. } => Taken::Unknown {
             error,
-            pending,
-            value,
-        } => Taken::Unknown {
-            error,
-            undo: match value {
-                Write::Take {
-                    token,
-                    reentry,
-                    nonce,
-                    ..
-                } => Undo::Lease {
-                    token,
-                    nonce,
-                    reentry,
-                },
-                Write::Queue { floor, nonce, .. } => Undo::Queue { floor, nonce },
-            },
             cleanup: pending,
         },
         Swapped::Done(Unwritten::Busy(blocked)) => Taken::Busy(blocked),

@@ -352,15 +352,11 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 self.see(&blocked);
                 State::Decide(Some(record))
             }
-            Ok(Taken::Unknown {
-                error,
-                undo,
-                cleanup,
-            }) => {
+            Ok(Taken::Unknown { error, cleanup }) => {
                 // The write may have happened: the next attempt finds out (and carries on
                 // from there); if the acquire ends first, the clean-up removes it.
                 tracing::debug!(%error, "writing the lock failed; retrying");
-                cleanup.disarm();
+                let undo = cleanup.disarm();
                 match &undo {
                     Undo::Queue { floor, nonce } => {
                         self.floor.get_or_insert(*floor);
