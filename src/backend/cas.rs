@@ -63,17 +63,39 @@ pub(crate) enum Swapped<V, W, D, U = OnUnknown> {
     Unknown { error: Error, pending: U },
 }
 
+/// How a compare-and-swap ended, for an operation that has nothing to undo: its outcome is
+/// known, or it failed.
+#[derive(Debug)]
+pub(crate) enum Known<V, W, D> {
+    /// The decided state was stored, at `version`.
+    Stored {
+        version: V,
+        state: LockState,
+        value: W,
+    },
+    /// The decision wrote nothing.
+    Done(D),
+}
+
 impl<V, W, D, U> Swapped<V, W, D, U> {
-    /// The outcome for an operation that has nothing to undo: an unknown outcome is its error.
-    pub(crate) fn known(self) -> Result<Result<(V, LockState, W), D>, Error> {
+    /// The outcome for an operation that has nothing to undo.
+    ///
+    /// # Errors
+    ///
+    /// An unknown outcome's error.
+    pub(crate) fn known(self) -> Result<Known<V, W, D>, Error> {
         match self {
             Self::Stored {
                 version,
                 state,
                 value,
-            } => Ok(Ok((version, state, value))),
-            Self::Done(value) => Ok(Err(value)),
-            Self::Unknown { error, pending, .. } => {
+            } => Ok(Known::Stored {
+                version,
+                state,
+                value,
+            }),
+            Self::Done(value) => Ok(Known::Done(value)),
+            Self::Unknown { error, pending } => {
                 drop(pending);
                 Err(error)
             }

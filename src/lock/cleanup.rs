@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::backoff::Backoff;
 use super::settings::Settings;
 use crate::backend::{
-    Backend, Decision, Disarm, OnUnknown, Record, Start, Swapped, compare_and_swap,
+    Backend, Decision, Disarm, Known, OnUnknown, Record, Start, Swapped, compare_and_swap,
 };
 use crate::rules;
 use crate::state::LockState;
@@ -231,13 +231,14 @@ async fn remove_if_ours<L: Backend>(
         })
     };
     loop {
-        let error = match compare_and_swap(&locker, &name, Start::Read, None, decide).await {
-            Ok(Swapped::Stored { .. }) => {
+        let swapped = compare_and_swap(&locker, &name, Start::Read, None, decide).await;
+        let error = match swapped.and_then(Swapped::known) {
+            Ok(Known::Stored { .. }) => {
                 tracing::debug!(?undos, "removed what an ended acquire had left");
                 return;
             }
-            Ok(Swapped::Done(_)) => return,
-            Ok(Swapped::Unknown { error, .. }) | Err(error) => error,
+            Ok(Known::Done(_)) => return,
+            Err(error) => error,
         };
         if !error.is_transient() {
             tracing::warn!(%error, ?undos, "cannot remove what an ended acquire left; a lease ends by itself");
