@@ -98,13 +98,44 @@ impl Write {
     }
 }
 
+/// Where a take starts.
+pub(crate) enum Begin<V> {
+    /// Read the lock, or decide on it as known (see [`Start`]).
+    Start(Start<V>),
+    /// The lock as known and what the caller (a waiter) already decided on it: the first
+    /// attempt writes that, and only a conflict decides again.
+    Decided(Box<Decided<V>>),
+}
+
+/// What a waiter decided on the lock as it knows it, to write as it is (boxed where it waits:
+/// a waiter's state lives across its awaits).
+#[derive(Debug)]
+pub(crate) struct Decided<V> {
+    /// The lock as known (`None`: not stored).
+    pub(crate) record: Option<Record<V>>,
+    pub(crate) acquire: Acquire,
+    /// The nonce it was decided with.
+    pub(crate) nonce: String,
+}
+
+impl<V> Begin<V> {
+    /// Where the compare-and-swap starts, and the decision its first attempt writes, if made.
+    fn split(self) -> (Start<V>, Option<Box<Decided<V>>>) {
+        match self {
+            Self::Start(start) => (start, None),
+            Self::Decided(mut decided) => (Start::Known(decided.record.take()), Some(decided)),
+        }
+    }
+}
+
 /// A random id for one attempt's lease (see [`rules::undo_take`]).
 fn nonce() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
-/// Decides an acquire by `settings` on `record` (`None`: the lock is not stored) at `now`.
-/// `unchanged_for` and `intent` are as in [`Settings::request`].
+/// Decides an acquire by `settings` on `record` (`None`: the lock is not stored) at `now`,
+/// for `intent` (as in [`Settings::request`]), with a fresh nonce, returned with the decision
+/// for its write. A waiter first notes in what it has `watched` what `record` shows.
 ///
 /// # Errors
 ///
@@ -113,10 +144,12 @@ pub(crate) fn decide<V>(
     settings: &Settings,
     record: Option<&Record<V>>,
     now: DateTime<Utc>,
-    unchanged_for: Option<&dyn Unchanged>,
+    watched: Option<&mut Watched>,
     intent: Intent,
-    nonce: &str,
-) -> Result<Acquire, Error> {
+) -> Result<(Acquire, String), Error> {
+    let unchanged = watched.map(|w| w.observe(record, &settings.holder));
+    let unchanged = unchanged.as_ref().map(|u| u as &dyn Unchanged);
+    let nonce = nonce();
     let empty;
     let (state, reservation) = if let Some(r) = record {
         (&r.state, r.reservation.as_ref())
@@ -124,16 +157,17 @@ pub(crate) fn decide<V>(
         empty = LockState::empty(&settings.name);
         (&empty, None)
     };
-    let request = settings.request(unchanged_for, intent, nonce);
-    rules::acquire(&settings.name, state, reservation, request, now)
+    let request = settings.request(unchanged, intent, &nonce);
+    let acquire = rules::acquire(&settings.name, state, reservation, request, now)?;
+    Ok((acquire, nonce))
 }
 
-/// Takes the lock if the rules allow it on its current record (read first, or as `start`
-/// knows it), writing by compare-and-swap; a conflict reads again (from `view`, the lock's
-/// feed, when there is one) and decides again. A waiter passes what it has `watched` of the
-/// other leases and entries (a single attempt has seen nothing), the take's `intent` (a
-/// waiter queues when the lock is busy; a claim ignores the queue), and what tells the lock
-/// handed over to it (`handed`: its floor and the ids of its place), which stops the take:
+/// Takes the lock if the rules allow it on its current record (read first, or as `begin`
+/// knows it, decided on already or not), writing by compare-and-swap; a conflict reads again
+/// (from `view`, the lock's feed, when there is one) and decides again. A waiter passes what
+/// it has `watched` of the other leases and entries (a single attempt has seen nothing), the
+/// take's `intent` (a waiter queues when the lock is busy; a claim ignores the queue), and
+/// what tells the lock handed over to it (`handed`: its floor and the ids of its place), which stops the take:
 /// a waiter whose write lost the race to the handover must not queue again behind its own
 /// handed lease.
 ///
@@ -149,7 +183,7 @@ pub(crate) fn decide<V>(
 pub(crate) async fn take<L: Backend>(
     locker: &L,
     settings: &Settings,
-    start: Start<L::Version>,
+    begin: Begin<L::Version>,
     mut watched: Option<&mut Watched>,
     view: Option<&Changes<L::Version>>,
     intent: Intent,
@@ -168,19 +202,24 @@ pub(crate) async fn take<L: Backend>(
         ids.extend(lock(&written).iter().cloned());
         rules::handed_over(&record.state, &settings.holder, (floor, &ids)).map(|_| ids)
     };
+    let (start, mut decided) = begin.split();
     let decision = |record: Option<&Record<L::Version>>| {
         if let Some(record) = record
             && let Some(places) = is_handed(record)
         {
             return Ok(Decision::Done(Unwritten::Handed(record.clone(), places)));
         }
-        let unchanged = watched
-            .as_deref_mut()
-            .map(|w| w.observe(record, &settings.holder));
-        let nonce = nonce();
+        let (acquire, nonce) = match decided.take() {
+            Some(decided) => (decided.acquire, decided.nonce),
+            None => decide(
+                settings,
+                record,
+                clock.now(),
+                watched.as_deref_mut(),
+                intent,
+            )?,
+        };
         lock(&written).push(nonce.clone());
-        let unchanged = unchanged.as_ref().map(|u| u as &dyn Unchanged);
-        let acquire = decide(settings, record, clock.now(), unchanged, intent, &nonce)?;
         Ok(to_write(locker, settings, acquire, nonce, &kept))
     };
     let swapped = compare_and_swap(locker, &settings.name, start, view, decision);
