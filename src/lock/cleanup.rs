@@ -130,6 +130,7 @@ impl<L: Backend> Drop for Pending<L> {
 pub(crate) struct Armed<L: Backend> {
     /// `None` once disarmed or run; boxed, as a write in flight holds it.
     armed: Option<Box<(Cleanup<L>, Undo)>>,
+    /// Set by the take when the lock is handed over while the write is in flight.
     kept: Arc<AtomicBool>,
 }
 

@@ -113,6 +113,7 @@ pub(crate) enum Begin<V> {
 pub(crate) struct Decided<V> {
     /// The lock as known (`None`: not stored).
     pub(crate) record: Option<Record<V>>,
+    /// What the rules decided on it: a take, or a place in the queue.
     pub(crate) acquire: Acquire,
     /// The nonce it was decided with.
     pub(crate) nonce: String,

@@ -26,6 +26,7 @@ struct Seen {
 /// (a lease and an entry each), updated in place at each observation.
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
+    /// By holder: its lease and its entry (see [`index`]).
     seen: BTreeMap<String, [Option<Seen>; 2]>,
 }
 
