@@ -5,7 +5,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use crate::backend::{Backend, Decision, Start, compare_and_swap};
+use crate::backend::{Backend, Decision, Known, Start, compare_and_swap};
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::info::{Holder, LockInfo};
@@ -182,7 +182,7 @@ pub trait Locker: Backend {
             };
             let swapped = compare_and_swap(self, name, Start::Read, None, decide).await?;
             Ok(match swapped.known()? {
-                Ok((_, _, removed)) => {
+                Known::Stored { value: removed, .. } => {
                     // Their critical sections are no longer protected: say so, and whom.
                     let removed_text: Vec<String> =
                         removed.iter().map(ToString::to_string).collect();
@@ -194,7 +194,7 @@ pub trait Locker: Backend {
                     );
                     removed
                 }
-                Err(removed) => removed,
+                Known::Done(removed) => removed,
             })
         }
     }

@@ -31,14 +31,15 @@ pub(crate) enum Start<V> {
 }
 
 /// What a decision on a lock's current record says to do: write, and return a `W` once
-/// written, or return a `D` without writing.
-pub(crate) enum Decision<W, D> {
+/// written, or return a `D` without writing; `U` is what to do if the write's outcome stays
+/// unknown.
+pub(crate) enum Decision<W, D, U = OnUnknown> {
     /// Store `state`; `value` is what the operation returns once it is stored.
     Write {
         state: LockState,
         value: W,
         /// What to do if the write's outcome stays unknown.
-        on_unknown: OnUnknown,
+        on_unknown: U,
     },
     /// Nothing to write: the operation returns this.
     Done(D),
@@ -46,7 +47,7 @@ pub(crate) enum Decision<W, D> {
 
 /// How a compare-and-swap ended.
 #[derive(Debug)]
-pub(crate) enum Swapped<V, W, D> {
+pub(crate) enum Swapped<V, W, D, U = OnUnknown> {
     /// The decided state was stored, at `version`.
     Stored {
         version: V,
@@ -57,32 +58,57 @@ pub(crate) enum Swapped<V, W, D> {
     Done(D),
     /// The write failed in a way that leaves its outcome unknown: a transient error (a
     /// timeout, a lost connection, a 5xx that may have come after the store acted). `pending`
-    /// is the decision's [`OnUnknown`], still armed: drop it to run it now, keep it to decide
-    /// later, or disarm it once a read shows the write did not matter. `value` is what the
-    /// write would have returned.
-    Unknown {
-        error: Error,
-        pending: OnUnknown,
-        value: W,
-    },
+    /// is the decision's `on_unknown`, still armed: drop it to run it now, keep it to decide
+    /// later, or disarm it once a read shows the write did not matter.
+    Unknown { error: Error, pending: U },
 }
 
-impl<V, W, D> Swapped<V, W, D> {
-    /// The outcome for an operation that has nothing to undo: an unknown outcome is its error.
-    pub(crate) fn known(self) -> Result<Result<(V, LockState, W), D>, Error> {
+/// How a compare-and-swap ended, for an operation that has nothing to undo: its outcome is
+/// known, or it failed.
+#[derive(Debug)]
+pub(crate) enum Known<V, W, D> {
+    /// The decided state was stored, at `version`.
+    Stored {
+        version: V,
+        state: LockState,
+        value: W,
+    },
+    /// The decision wrote nothing.
+    Done(D),
+}
+
+impl<V, W, D, U> Swapped<V, W, D, U> {
+    /// The outcome for an operation that has nothing to undo.
+    ///
+    /// # Errors
+    ///
+    /// An unknown outcome's error.
+    pub(crate) fn known(self) -> Result<Known<V, W, D>, Error> {
         match self {
             Self::Stored {
                 version,
                 state,
                 value,
-            } => Ok(Ok((version, state, value))),
-            Self::Done(value) => Ok(Err(value)),
-            Self::Unknown { error, pending, .. } => {
+            } => Ok(Known::Stored {
+                version,
+                state,
+                value,
+            }),
+            Self::Done(value) => Ok(Known::Done(value)),
+            Self::Unknown { error, pending } => {
                 drop(pending);
                 Err(error)
             }
         }
     }
+}
+
+/// What runs if a write's outcome stays unknown: when it is dropped armed.
+/// [`compare_and_swap`] holds it while the write is in flight, and disarms it once the outcome
+/// is known.
+pub(crate) trait Disarm {
+    /// The outcome is known after all: do nothing.
+    fn disarm(self);
 }
 
 /// Work that runs if a write's outcome stays unknown: when it is dropped, unless it was
@@ -98,6 +124,7 @@ impl OnUnknown {
     }
 
     /// Runs `work` when dropped armed.
+    #[cfg(test)]
     pub(crate) fn run(work: impl FnOnce() + Send + 'static) -> Self {
         Self(Some(Box::new(work)))
     }
@@ -105,6 +132,12 @@ impl OnUnknown {
     /// The outcome is known after all: do nothing.
     pub(crate) fn disarm(mut self) {
         self.0 = None;
+    }
+}
+
+impl Disarm for OnUnknown {
+    fn disarm(self) {
+        OnUnknown::disarm(self);
     }
 }
 
@@ -143,14 +176,14 @@ impl Drop for OnUnknown {
 ///
 /// # Cancel safety
 ///
-/// Dropping the future while a write is in flight runs that write's [`OnUnknown`].
-pub(crate) async fn compare_and_swap<B: Backend, W, D>(
+/// Dropping the future while a write is in flight runs that write's `on_unknown`.
+pub(crate) async fn compare_and_swap<B: Backend, W, D, U: Disarm>(
     backend: &B,
     name: &str,
     start: Start<B::Version>,
     view: Option<&Changes<B::Version>>,
-    mut decide: impl FnMut(Option<&Record<B::Version>>) -> Result<Decision<W, D>, Error>,
-) -> Result<Swapped<B::Version, W, D>, Error> {
+    mut decide: impl FnMut(Option<&Record<B::Version>>) -> Result<Decision<W, D, U>, Error>,
+) -> Result<Swapped<B::Version, W, D, U>, Error> {
     let mut view = view.map(Changes::follow);
     let mut record = match start {
         Start::Read => backend.read(name).await?,
@@ -182,7 +215,6 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
                 return Ok(Swapped::Unknown {
                     error,
                     pending: on_unknown,
-                    value,
                 });
             }
             Err(error) => {
@@ -199,7 +231,6 @@ pub(crate) async fn compare_and_swap<B: Backend, W, D>(
                 return Ok(Swapped::Unknown {
                     error,
                     pending: on_unknown,
-                    value,
                 });
             }
         };

@@ -17,7 +17,7 @@ mod feed;
 mod record;
 mod store;
 
-pub(crate) use self::cas::{Decision, OnUnknown, Start, Swapped, compare_and_swap};
+pub(crate) use self::cas::{Decision, Disarm, Known, OnUnknown, Start, Swapped, compare_and_swap};
 pub use self::feed::{Changes, Feeds, Publisher, Snapshot, Source};
 pub use self::record::{Record, Reservation, StoredStates, Written};
 pub use self::store::Backend;

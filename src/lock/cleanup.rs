@@ -3,6 +3,7 @@
 //! to it meanwhile). They run in the background, counted for
 //! [`Lock::settle`](crate::Lock::settle).
 
+use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -11,7 +12,9 @@ use tracing::Instrument;
 
 use super::backoff::Backoff;
 use super::settings::Settings;
-use crate::backend::{Backend, Decision, OnUnknown, Record, Start, Swapped, compare_and_swap};
+use crate::backend::{
+    Backend, Decision, Disarm, Known, OnUnknown, Record, Start, Swapped, compare_and_swap,
+};
 use crate::rules;
 use crate::state::LockState;
 
@@ -118,23 +121,63 @@ impl<L: Backend> Drop for Pending<L> {
     }
 }
 
-/// Removes what `undo` names from lock `settings.name`, in the background, when dropped armed,
-/// unless `kept` is set by then (the lock was handed over to the caller meanwhile: what the
-/// write may have written is its own).
-pub(crate) fn on_unknown<L: Backend>(
-    locker: &L,
-    settings: &Settings,
-    undo: Undo,
-    kept: &Arc<AtomicBool>,
-) -> OnUnknown {
-    let mut cleanup = Cleanup::new(locker, settings);
-    cleanup.undos.push(undo);
-    let kept = Arc::clone(kept);
-    OnUnknown::run(move || {
-        if !kept.load(Ordering::Acquire) {
+/// What one write of a take may have left, if its outcome stays unknown: removed in the
+/// background when dropped armed, unless `kept` is set by then (the lock was handed over to the
+/// caller meanwhile: what the write may have written is its own). The undo is held here
+/// only: [disarmed](Self::disarm), it is handed to the waiter that keeps it with its other
+/// pending clean-ups.
+#[must_use = "dropping it removes what the write may have written"]
+pub(crate) struct Armed<L: Backend> {
+    /// `None` once disarmed or run; boxed, as a write in flight holds it.
+    armed: Option<Box<(Cleanup<L>, Undo)>>,
+    /// Set by the take when the lock is handed over while the write is in flight.
+    kept: Arc<AtomicBool>,
+}
+
+impl<L: Backend> Armed<L> {
+    /// Arms the removal of `undo` from lock `settings.name`.
+    pub(crate) fn new(locker: &L, settings: &Settings, undo: Undo, kept: &Arc<AtomicBool>) -> Self {
+        Self {
+            armed: Some(Box::new((Cleanup::new(locker, settings), undo))),
+            kept: Arc::clone(kept),
+        }
+    }
+
+    /// Removes nothing now, and returns what the write may have left.
+    pub(crate) fn disarm(mut self) -> Undo {
+        let Some((_, undo)) = self.armed.take().map(|armed| *armed) else {
+            unreachable!("only dropping or disarming it, which consume it, empties it")
+        };
+        undo
+    }
+}
+
+impl<L: Backend> Disarm for Armed<L> {
+    fn disarm(self) {
+        let _ = Armed::disarm(self);
+    }
+}
+
+impl<L: Backend> fmt::Debug for Armed<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let undo = self.armed.as_ref().map(|armed| &armed.1);
+        let kept = self.kept.load(Ordering::Acquire);
+        f.debug_struct("Armed")
+            .field("undo", &undo)
+            .field("kept", &kept)
+            .finish()
+    }
+}
+
+impl<L: Backend> Drop for Armed<L> {
+    fn drop(&mut self) {
+        if let Some((mut cleanup, undo)) = self.armed.take().map(|armed| *armed)
+            && !self.kept.load(Ordering::Acquire)
+        {
+            cleanup.undos.push(undo);
             cleanup.spawn();
         }
-    })
+    }
 }
 
 /// `state` with what `undos` name for `holder` removed; `None` when it holds none of them.
@@ -189,13 +232,14 @@ async fn remove_if_ours<L: Backend>(
         })
     };
     loop {
-        let error = match compare_and_swap(&locker, &name, Start::Read, None, decide).await {
-            Ok(Swapped::Stored { .. }) => {
+        let swapped = compare_and_swap(&locker, &name, Start::Read, None, decide).await;
+        let error = match swapped.and_then(Swapped::known) {
+            Ok(Known::Stored { .. }) => {
                 tracing::debug!(?undos, "removed what an ended acquire had left");
                 return;
             }
-            Ok(Swapped::Done(_)) => return,
-            Ok(Swapped::Unknown { error, .. }) | Err(error) => error,
+            Ok(Known::Done(_)) => return,
+            Err(error) => error,
         };
         if !error.is_transient() {
             tracing::warn!(%error, ?undos, "cannot remove what an ended acquire left; a lease ends by itself");

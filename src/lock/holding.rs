@@ -13,7 +13,8 @@ use super::backoff::Backoff;
 use super::settings::Settings;
 use super::take::Acquired;
 use crate::backend::{
-    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
+    Backend, Changes, Decision, Known, OnUnknown, Record, Snapshot, Start, Swapped,
+    compare_and_swap,
 };
 use crate::clock::Clock;
 use crate::error::Error;
@@ -185,8 +186,12 @@ impl<L: Backend> Holding<L> {
         };
         let swapped = self.write(known, decide).await?;
         let (version, state, expires) = match swapped.known()? {
-            Ok(stored) => stored,
-            Err(yielded) => return Ok(yielded),
+            Known::Stored {
+                version,
+                state,
+                value,
+            } => (version, state, value),
+            Known::Done(yielded) => return Ok(yielded),
         };
         *held = Held {
             version,
@@ -296,11 +301,11 @@ impl<L: Backend> Holding<L> {
                 .await
                 .unwrap_or_else(|_| Err(self.unanswered()));
             let error = match swapped.and_then(Swapped::known) {
-                Ok(Ok(_)) => {
+                Ok(Known::Stored { .. }) => {
                     tracing::debug!("lock released");
                     return Ok(());
                 }
-                Ok(Err(())) => {
+                Ok(Known::Done(())) => {
                     tracing::debug!(
                         "nothing to release: the lock was deleted, or released already"
                     );

@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use self::background::Background;
 use self::settings::{Intent, Settings, WaitObserver};
-use self::take::Taken;
+use self::take::{Begin, Taken};
 use self::waiter::Waiter;
 use crate::backend::{Snapshot, Start};
 use crate::condition::Condition;
@@ -626,7 +626,10 @@ impl<L: Locker> Lock<L> {
             Some(interval) if interval.is_zero() => Ok(None),
             // The guard gives up its safety margin early: renewals must come before that.
             Some(interval)
-                if interval >= self.duration - crate::rules::safety_margin(self.duration) =>
+                if interval
+                    >= self
+                        .duration
+                        .saturating_sub(crate::rules::safety_margin(self.duration)) =>
             {
                 Err(self.invalid(&format!(
                     "the renew interval ({interval:?}) must be shorter than the duration ({:?}) \
@@ -689,9 +692,10 @@ impl<L: Locker> Lock<L> {
             _ => (Start::Read, false),
         };
         let once = Intent::Once;
+        let start = Begin::Start(start);
         let mut taken = take::take(&self.locker, &settings, start, None, None, once, None).await?;
         if from_view && matches!(taken, Taken::Busy(_)) {
-            let start = Start::Read;
+            let start = Begin::Start(Start::Read);
             taken = take::take(&self.locker, &settings, start, None, None, once, None).await?;
         }
         match taken {

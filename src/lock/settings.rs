@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::background::Background;
 use crate::condition::Condition;
 use crate::info::Waiting;
-use crate::rules::{Judgement, Request, Unchanged};
+use crate::rules::{Judgement, Queue, Request, Unchanged};
 use crate::state::kind::Kind;
 
 /// The settings of a [`Lock`](crate::Lock), checked before any request: a valid name, a kind,
@@ -66,7 +66,7 @@ impl Settings {
     /// and `intent` what the take is for.
     pub(crate) fn request<'a>(
         &'a self,
-        unchanged_for: Option<&'a Unchanged>,
+        unchanged_for: Option<&'a dyn Unchanged>,
         intent: Intent,
         nonce: &'a str,
     ) -> Request<'a> {
@@ -75,8 +75,11 @@ impl Settings {
             kind: self.kind,
             reason: self.reason.as_deref(),
             nonce,
-            queue: intent == Intent::Waits && self.fifo,
-            fair: self.fifo && intent != Intent::Claims,
+            queue: match (self.fifo, intent) {
+                (false, _) | (true, Intent::Claims) => Queue::Ignores,
+                (true, Intent::Once) => Queue::Respects,
+                (true, Intent::Waits) => Queue::Joins,
+            },
             duration: self.duration,
             tags: &self.tags,
             reset_tags: self.reset_tags,

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 
-use super::cleanup::{self, Undo};
+use super::cleanup::{Armed, Undo};
 use super::settings::{Intent, Settings};
 use super::watched::Watched;
 use crate::backend::{
-    Backend, Changes, Decision, OnUnknown, Record, Snapshot, Start, Swapped, compare_and_swap,
+    Backend, Changes, Decision, Record, Snapshot, Start, Swapped, compare_and_swap,
 };
 use crate::error::Error;
 use crate::info::Holder;
@@ -33,34 +33,30 @@ pub(crate) struct Acquired<V> {
 
 /// What a take did.
 #[derive(Debug)]
-pub(crate) enum Taken<V> {
+pub(crate) enum Taken<L: Backend> {
     /// The lock is taken.
-    Acquired(Acquired<V>),
+    Acquired(Acquired<L::Version>),
     /// Someone else holds it, or waiters are ahead.
     Busy(Blocked),
     /// The lock was handed over to the waiting caller meanwhile, as `record` shows: it takes
     /// it from there (see [`rules::handed_over`]), instead of deciding as a newcomer would.
     /// The ids are those its place may carry now (the caller's and this take's).
-    Handed(Record<V>, Vec<String>),
+    Handed(Record<L::Version>, Vec<String>),
     /// Someone else holds it, and the caller's place in the queue is now recorded in
     /// `record`: it waits for its turn, or for the lock to be handed over to it (a lease of its
     /// own with a token above `floor`). Until the acquire ends, it keeps `Undo::Queue` to
     /// withdraw.
     Queued {
         blocked: Blocked,
-        record: Record<V>,
+        record: Record<L::Version>,
         floor: u64,
         /// The id the place was written with.
         nonce: String,
     },
     /// The write failed and may have happened all the same (a timeout, a 5xx). `cleanup`
-    /// removes what it may have written when dropped armed; a waiter disarms it and keeps
-    /// `undo` with its other pending clean-ups instead.
-    Unknown {
-        error: Error,
-        undo: Undo,
-        cleanup: OnUnknown,
-    },
+    /// removes what it may have written when dropped armed; a waiter disarms it and keeps its
+    /// undo with its other pending clean-ups instead.
+    Unknown { error: Error, cleanup: Armed<L> },
 }
 
 /// What a decision to write will have done, once written.
@@ -80,13 +76,67 @@ enum Write {
     },
 }
 
+impl Write {
+    /// What removes what this write may have written.
+    fn undo(&self) -> Undo {
+        match self {
+            Self::Take {
+                token,
+                reentry,
+                nonce,
+                ..
+            } => Undo::Lease {
+                token: *token,
+                nonce: nonce.clone(),
+                reentry: *reentry,
+            },
+            Self::Queue { floor, nonce, .. } => Undo::Queue {
+                floor: *floor,
+                nonce: nonce.clone(),
+            },
+        }
+    }
+}
+
+/// Where a take starts.
+pub(crate) enum Begin<V> {
+    /// Read the lock, or decide on it as known (see [`Start`]).
+    Start(Start<V>),
+    /// The lock as known and what the caller (a waiter) already decided on it: the first
+    /// attempt writes that, and only a conflict decides again.
+    Decided(Box<Decided<V>>),
+}
+
+/// What a waiter decided on the lock as it knows it, to write as it is (boxed where it waits:
+/// a waiter's state lives across its awaits).
+#[derive(Debug)]
+pub(crate) struct Decided<V> {
+    /// The lock as known (`None`: not stored).
+    pub(crate) record: Option<Record<V>>,
+    /// What the rules decided on it: a take, or a place in the queue.
+    pub(crate) acquire: Acquire,
+    /// The nonce it was decided with.
+    pub(crate) nonce: String,
+}
+
+impl<V> Begin<V> {
+    /// Where the compare-and-swap starts, and the decision its first attempt writes, if made.
+    fn split(self) -> (Start<V>, Option<Box<Decided<V>>>) {
+        match self {
+            Self::Start(start) => (start, None),
+            Self::Decided(mut decided) => (Start::Known(decided.record.take()), Some(decided)),
+        }
+    }
+}
+
 /// A random id for one attempt's lease (see [`rules::undo_take`]).
 fn nonce() -> String {
     format!("{:016x}", fastrand::u64(..))
 }
 
-/// Decides an acquire by `settings` on `record` (`None`: the lock is not stored) at `now`.
-/// `unchanged_for` and `intent` are as in [`Settings::request`].
+/// Decides an acquire by `settings` on `record` (`None`: the lock is not stored) at `now`,
+/// for `intent` (as in [`Settings::request`]), with a fresh nonce, returned with the decision
+/// for its write. A waiter first notes in what it has `watched` what `record` shows.
 ///
 /// # Errors
 ///
@@ -95,10 +145,12 @@ pub(crate) fn decide<V>(
     settings: &Settings,
     record: Option<&Record<V>>,
     now: DateTime<Utc>,
-    unchanged_for: Option<&Unchanged>,
+    watched: Option<&mut Watched>,
     intent: Intent,
-    nonce: &str,
-) -> Result<Acquire, Error> {
+) -> Result<(Acquire, String), Error> {
+    let unchanged = watched.map(|w| w.observe(record, &settings.holder));
+    let unchanged = unchanged.as_ref().map(|u| u as &dyn Unchanged);
+    let nonce = nonce();
     let empty;
     let (state, reservation) = if let Some(r) = record {
         (&r.state, r.reservation.as_ref())
@@ -106,16 +158,17 @@ pub(crate) fn decide<V>(
         empty = LockState::empty(&settings.name);
         (&empty, None)
     };
-    let request = settings.request(unchanged_for, intent, nonce);
-    rules::acquire(&settings.name, state, reservation, request, now)
+    let request = settings.request(unchanged, intent, &nonce);
+    let acquire = rules::acquire(&settings.name, state, reservation, request, now)?;
+    Ok((acquire, nonce))
 }
 
-/// Takes the lock if the rules allow it on its current record (read first, or as `start`
-/// knows it), writing by compare-and-swap; a conflict reads again (from `view`, the lock's
-/// feed, when there is one) and decides again. A waiter passes what it has `watched` of the
-/// other leases and entries (a single attempt has seen nothing), the take's `intent` (a
-/// waiter queues when the lock is busy; a claim ignores the queue), and what tells the lock
-/// handed over to it (`handed`: its floor and the ids of its place), which stops the take:
+/// Takes the lock if the rules allow it on its current record (read first, or as `begin`
+/// knows it, decided on already or not), writing by compare-and-swap; a conflict reads again
+/// (from `view`, the lock's feed, when there is one) and decides again. A waiter passes what
+/// it has `watched` of the other leases and entries (a single attempt has seen nothing), the
+/// take's `intent` (a waiter queues when the lock is busy; a claim ignores the queue), and
+/// what tells the lock handed over to it (`handed`: its floor and the ids of its place), which stops the take:
 /// a waiter whose write lost the race to the handover must not queue again behind its own
 /// handed lease.
 ///
@@ -131,12 +184,12 @@ pub(crate) fn decide<V>(
 pub(crate) async fn take<L: Backend>(
     locker: &L,
     settings: &Settings,
-    start: Start<L::Version>,
+    begin: Begin<L::Version>,
     mut watched: Option<&mut Watched>,
     view: Option<&Changes<L::Version>>,
     intent: Intent,
     handed: Option<(u64, &[String])>,
-) -> Result<Taken<L::Version>, Error> {
+) -> Result<Taken<L>, Error> {
     let clock = locker.clock();
     // The ids this take writes its place or lease with: a handover to a place it wrote
     // carries one of them.
@@ -150,25 +203,24 @@ pub(crate) async fn take<L: Backend>(
         ids.extend(lock(&written).iter().cloned());
         rules::handed_over(&record.state, &settings.holder, (floor, &ids)).map(|_| ids)
     };
+    let (start, mut decided) = begin.split();
     let decision = |record: Option<&Record<L::Version>>| {
         if let Some(record) = record
             && let Some(places) = is_handed(record)
         {
             return Ok(Decision::Done(Unwritten::Handed(record.clone(), places)));
         }
-        let unchanged = watched
-            .as_deref_mut()
-            .map(|w| w.observe(record, &settings.holder));
-        let nonce = nonce();
+        let (acquire, nonce) = match decided.take() {
+            Some(decided) => (decided.acquire, decided.nonce),
+            None => decide(
+                settings,
+                record,
+                clock.now(),
+                watched.as_deref_mut(),
+                intent,
+            )?,
+        };
         lock(&written).push(nonce.clone());
-        let acquire = decide(
-            settings,
-            record,
-            clock.now(),
-            unchanged.as_ref(),
-            intent,
-            &nonce,
-        )?;
         Ok(to_write(locker, settings, acquire, nonce, &kept))
     };
     let swapped = compare_and_swap(locker, &settings.name, start, view, decision);
@@ -252,51 +304,49 @@ fn to_write<L: Backend>(
     acquire: Acquire,
     nonce: String,
     kept: &Arc<AtomicBool>,
-) -> Decision<Write, Unwritten<L::Version>> {
-    match acquire {
-        Acquire::Busy(blocked) => Decision::Done(Unwritten::Busy(blocked)),
+) -> Decision<Write, Unwritten<L::Version>, Armed<L>> {
+    let (state, value) = match acquire {
+        Acquire::Busy(blocked) => return Decision::Done(Unwritten::Busy(blocked)),
         Acquire::Queue {
             state,
             blocked,
             floor,
-        } => Decision::Write {
+        } => (
             state,
-            value: Write::Queue {
+            Write::Queue {
                 blocked,
                 floor,
-                nonce: nonce.clone(),
+                nonce,
             },
-            on_unknown: cleanup::on_unknown(locker, settings, Undo::Queue { floor, nonce }, kept),
-        },
+        ),
         Acquire::Take {
             state,
             token,
             expires,
             reentry,
             taken_over,
-        } => {
-            let undo = Undo::Lease {
+        } => (
+            state,
+            Write::Take {
                 token,
-                nonce: nonce.clone(),
+                expires,
                 reentry,
-            };
-            Decision::Write {
-                state,
-                value: Write::Take {
-                    token,
-                    expires,
-                    reentry,
-                    nonce,
-                    taken_over,
-                },
-                on_unknown: cleanup::on_unknown(locker, settings, undo, kept),
-            }
-        }
+                nonce,
+                taken_over,
+            },
+        ),
+    };
+    Decision::Write {
+        on_unknown: Armed::new(locker, settings, value.undo(), kept),
+        state,
+        value,
     }
 }
 
 /// What a take did, from how its compare-and-swap ended.
-fn taken<V>(swapped: Swapped<V, Write, Unwritten<V>>) -> Taken<V> {
+fn taken<L: Backend>(
+    swapped: Swapped<L::Version, Write, Unwritten<L::Version>, Armed<L>>,
+) -> Taken<L> {
     match swapped {
         Swapped::Stored {
             version,
@@ -330,25 +380,8 @@ fn taken<V>(swapped: Swapped<V, Write, Unwritten<V>>) -> Taken<V> {
             floor,
             nonce,
         },
-        Swapped::Unknown {
+        Swapped::Unknown { error, pending, .. } => Taken::Unknown {
             error,
-            pending,
-            value,
-        } => Taken::Unknown {
-            error,
-            undo: match value {
-                Write::Take {
-                    token,
-                    reentry,
-                    nonce,
-                    ..
-                } => Undo::Lease {
-                    token,
-                    nonce,
-                    reentry,
-                },
-                Write::Queue { floor, nonce, .. } => Undo::Queue { floor, nonce },
-            },
             cleanup: pending,
         },
         Swapped::Done(Unwritten::Busy(blocked)) => Taken::Busy(blocked),

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::backoff::{self, Backoff};
 use super::cleanup::{Pending, Undo};
 use super::settings::{Intent, Settings};
-use super::take::{self, Acquired, Taken};
+use super::take::{self, Acquired, Begin, Decided, Taken};
 use super::watched::Watched;
 use crate::backend::{Backend, Changes, Record, Snapshot, Start};
 use crate::error::Error;
@@ -57,8 +57,8 @@ enum State<V> {
     /// The lock looks free, but other waiters were woken by the same change: pause a random
     /// moment, then look again (unfair waiting only).
     Spread,
-    /// The rules allow taking the lock, or queueing: write.
-    Take(Option<Record<V>>),
+    /// The rules allow taking the lock, or queueing, as decided: write that.
+    Take(Box<Decided<V>>),
     /// The lock was handed over to this waiter too long ago to trust the handed lease as it is
     /// (by this waiter's clock): take it with a write while that lease is still there.
     Claim(Record<V>),
@@ -224,8 +224,11 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 until(deadline, pause).await.ok_or_else(|| self.timeout())?;
                 self.state = self.look();
             }
-            State::Take(record) => return self.take(record, Intent::Waits).await,
-            State::Claim(record) => return self.take(Some(record), Intent::Claims).await,
+            State::Take(decided) => return self.take(Begin::Decided(decided), Intent::Waits).await,
+            State::Claim(record) => {
+                let begin = Begin::Start(Start::Known(Some(record)));
+                return self.take(begin, Intent::Claims).await;
+            }
             State::Blocked(blocked) => {
                 self.see(&blocked);
                 let woken = until(deadline, self.wake(&blocked)).await;
@@ -269,16 +272,10 @@ impl<'a, L: Backend> Waiter<'a, L> {
             self.state = State::Claim(record.clone());
             return Ok(None);
         }
-        let unchanged = self.watched.observe(record.as_ref(), &self.settings.holder);
-        let waits = Intent::Waits;
-        let decision = take::decide(
-            self.settings,
-            record.as_ref(),
-            now,
-            Some(&unchanged),
-            waits,
-            "",
-        )?;
+        let watched = Some(&mut self.watched);
+        // What is decided here is what the take writes (with this nonce).
+        let (decision, nonce) =
+            take::decide(self.settings, record.as_ref(), now, watched, Intent::Waits)?;
         let needs_turn = self.turn.is_none() && self.feed.is_some();
         self.state = match decision {
             Acquire::Busy(blocked) => {
@@ -294,7 +291,13 @@ impl<'a, L: Backend> Waiter<'a, L> {
             Acquire::Take { .. } if self.woken && self.feed.is_some() && !self.settings.fifo => {
                 State::Spread
             }
-            Acquire::Take { .. } | Acquire::Queue { .. } => State::Take(record),
+            acquire @ (Acquire::Take { .. } | Acquire::Queue { .. }) => {
+                State::Take(Box::new(Decided {
+                    record,
+                    acquire,
+                    nonce,
+                }))
+            }
         };
         Ok(None)
     }
@@ -303,10 +306,9 @@ impl<'a, L: Backend> Waiter<'a, L> {
     /// over to it.
     async fn take(
         &mut self,
-        record: Option<Record<L::Version>>,
+        begin: Begin<L::Version>,
         intent: Intent,
     ) -> Result<Option<Acquired<L::Version>>, Error> {
-        let start = Start::Known(record);
         // A claim takes a lock handed over already; queueing must stop if it is.
         let handed = self
             .floor
@@ -315,7 +317,7 @@ impl<'a, L: Backend> Waiter<'a, L> {
         let taken = take::take(
             self.locker,
             self.settings,
-            start,
+            begin,
             Some(&mut self.watched),
             self.feed.as_ref(),
             intent,
@@ -352,15 +354,11 @@ impl<'a, L: Backend> Waiter<'a, L> {
                 self.see(&blocked);
                 State::Decide(Some(record))
             }
-            Ok(Taken::Unknown {
-                error,
-                undo,
-                cleanup,
-            }) => {
+            Ok(Taken::Unknown { error, cleanup }) => {
                 // The write may have happened: the next attempt finds out (and carries on
                 // from there); if the acquire ends first, the clean-up removes it.
                 tracing::debug!(%error, "writing the lock failed; retrying");
-                cleanup.disarm();
+                let undo = cleanup.disarm();
                 match &undo {
                     Undo::Queue { floor, nonce } => {
                         self.floor.get_or_insert(*floor);

@@ -24,13 +24,24 @@ pub(crate) struct Request<'a> {
     pub(crate) reason: Option<&'a str>,
     /// A random id of this attempt, written with its lease (see [`undo_take`]).
     pub(crate) nonce: &'a str,
-    /// The caller waits in the queue (a waiting `acquire`): when the lock is busy it takes a
-    /// place at the end, and keeps it fresh while it waits. A single attempt does not.
-    pub(crate) queue: bool,
-    /// The caller takes its turn: waiters queued ahead of it keep it out. A caller that opted
-    /// out of fair waiting ignores the queue, as Go lockheed clients do.
-    pub(crate) fair: bool,
+    /// How the caller stands to the lock's queue of waiters.
+    pub(crate) queue: Queue,
     pub(crate) judgement: Judgement<'a>,
+}
+
+/// How a caller stands to the lock's queue of waiters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queue {
+    /// It waits in the queue (a waiting `acquire`, when waiting is fair): waiters queued ahead
+    /// keep it out, and when the lock is busy it takes a place at the end and keeps it fresh
+    /// while it waits.
+    Joins,
+    /// It takes its turn but takes no place (a single attempt, when waiting is fair): waiters
+    /// queued ahead keep it out.
+    Respects,
+    /// It ignores the queue: a caller that opted out of fair waiting, as Go lockheed clients
+    /// do, or a waiter that claims the lock handed over to it (its turn came).
+    Ignores,
 }
 
 /// Who keeps a caller from taking a lock, and when that can change by time alone.

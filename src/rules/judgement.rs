@@ -1,7 +1,7 @@
 //! How a contender judges whether another holder's lease, or another waiter's place in the
 //! queue, has ended, without trusting the other side's clock too far.
 
-use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,8 +16,14 @@ pub(crate) enum Slot {
     Queue,
 }
 
-/// How long a contender has seen each lease and queue entry unchanged, by slot and holder.
-pub(crate) type Unchanged = BTreeMap<(Slot, String), Duration>;
+/// How long a contender has seen each other lease and queue entry unchanged, asked by slot and
+/// holder. The rules only ask; the contender's watch (`lock::watched`) answers from what it
+/// keeps, with nothing built or allocated per question.
+pub(crate) trait Unchanged: fmt::Debug {
+    /// How long `holder`'s lease or entry (by `slot`) has been seen unchanged; `None`: not
+    /// watched.
+    fn unchanged_for(&self, slot: Slot, holder: &str) -> Option<Duration>;
+}
 
 /// How a contender judges whether another holder's lease (or another waiter's entry) has
 /// ended.
@@ -33,7 +39,7 @@ pub(crate) struct Judgement<'a> {
     pub(crate) skew_allowance: Duration,
     /// How long this contender has seen each other lease and entry unchanged (when it has
     /// been watching; `None` for a single attempt).
-    pub(crate) unchanged_for: Option<&'a Unchanged>,
+    pub(crate) unchanged_for: Option<&'a dyn Unchanged>,
 }
 
 impl Judgement<'_> {
@@ -87,9 +93,9 @@ impl Judgement<'_> {
         };
         let seen = self
             .unchanged_for
-            .and_then(|m| m.get(&(slot, holder.to_owned())));
+            .and_then(|watched| watched.unchanged_for(slot, holder));
         let by_watch = match (duration, seen) {
-            (Some(duration), Some(seen)) => duration.saturating_sub(*seen),
+            (Some(duration), Some(seen)) => duration.saturating_sub(seen),
             _ => Duration::ZERO,
         };
         by_wall.max(by_watch)

@@ -22,7 +22,7 @@ use crate::state::gotime::GoTime;
 use crate::state::kind::{Access, Kind, MUTEX, SEMAPHORE};
 use crate::state::{Lease, LockState};
 
-pub(crate) use self::decision::{Acquire, Blocked, Request};
+pub(crate) use self::decision::{Acquire, Blocked, Queue, Request};
 pub(crate) use self::judgement::{Judgement, Slot, Unchanged};
 pub(crate) use self::queue::{handed_over, withdraw, yields};
 use self::writing::apply_tags;
@@ -106,7 +106,7 @@ fn blockers(
             exclusive: !lease.shared,
         })
         .collect();
-    if request.fair && !reentry {
+    if request.queue != Queue::Ignores && !reentry {
         all.extend(
             queue::ahead(state, request.holder, &judgement, now).map(|entry| Blocker {
                 holder: Holder::from_entry(entry),
@@ -190,7 +190,7 @@ pub(crate) fn acquire(
             holders: blocking.into_iter().map(|b| b.holder).collect(),
             max_holders: kind.capacity(),
         };
-        if request.queue {
+        if request.queue == Queue::Joins {
             return Ok(queue::wait_in_line(
                 name, state, kind, &request, blocked, now,
             ));
@@ -381,10 +381,18 @@ pub(crate) fn evict(state: &LockState, holder: Option<&str>) -> Option<(LockStat
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::condition::Condition;
+
+    /// A contender that has watched one holder's lease unchanged for a while.
+    #[derive(Debug)]
+    struct Watched(&'static str, Duration);
+
+    impl Unchanged for Watched {
+        fn unchanged_for(&self, slot: Slot, holder: &str) -> Option<Duration> {
+            (slot == Slot::Lease && holder == self.0).then_some(self.1)
+        }
+    }
 
     /// Releases `holder`'s lease with `token` at `NOW`, with no skew allowance.
     fn rel(state: &LockState, holder: &str, token: u64) -> Option<LockState> {
@@ -416,8 +424,7 @@ mod tests {
             kind: Kind::Mutex,
             reason: None,
             nonce: "n",
-            queue: false,
-            fair: true,
+            queue: Queue::Respects,
             duration: Duration::from_secs(30),
             tags,
             reset_tags: false,
@@ -644,7 +651,7 @@ mod tests {
         );
         // A contender that watched it unchanged for 10 s of a 30 s lease waits 20 s more,
         // however far its clock is ahead.
-        let seen = BTreeMap::from([((Slot::Lease, "other".to_owned()), Duration::from_secs(10))]);
+        let seen = Watched("other", Duration::from_secs(10));
         judgement.unchanged_for = Some(&seen);
         assert_eq!(
             judgement.remaining(lease, t("2027-01-01T00:00:00Z")),
@@ -743,7 +750,7 @@ mod tests {
     /// A waiting request by `holder` for `kind`.
     fn waits(holder: &str, kind: Kind) -> Request<'_> {
         Request {
-            queue: true,
+            queue: Queue::Joins,
             ..want(holder, kind)
         }
     }
@@ -889,7 +896,7 @@ mod tests {
         // ...and, seen too late to trust, b takes the lock while its lease is still there,
         // the queue notwithstanding (its turn came): a new acquisition, with the next token.
         let late = Request {
-            fair: false,
+            queue: Queue::Ignores,
             ..want("b", Kind::Mutex)
         };
         let at = t("2026-11-22T10:00:16Z");
@@ -1068,7 +1075,7 @@ mod tests {
         let mut state = held_by("a", "2026-11-22T10:00:10Z");
         state = queue(&state, waits("b", Kind::Mutex)).0;
         let unfair = Request {
-            fair: false,
+            queue: Queue::Ignores,
             ..want("go", Kind::Mutex)
         };
         let later = t("2026-11-22T10:00:15Z");

@@ -22,7 +22,7 @@ use super::keys::{FENCING_ANNOTATION, KUBE_LOCK_ANNOTATION, QUEUE_ANNOTATION, ST
 use crate::condition::Condition;
 use crate::error::Error;
 use crate::info::LockInfo;
-use crate::rules::{self, Judgement, Request};
+use crate::rules::{self, Judgement, Queue, Request};
 use crate::state::LockState;
 use crate::state::kind::{Access, Kind};
 
@@ -377,8 +377,7 @@ fn rules_decide(state: &LockState) {
                 force: None,
                 reason: None,
                 nonce: "n",
-                queue,
-                fair: true,
+                queue: if queue { Queue::Joins } else { Queue::Respects },
                 judgement: Judgement {
                     skew_allowance: Duration::from_secs(2),
                     unchanged_for: None,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::History;
-use crate::rules::{self, Acquire, Judgement, Request};
+use crate::rules::{self, Acquire, Judgement, Queue, Request};
 use crate::state::LockState;
 use crate::state::gotime::GoTime;
 use crate::state::kind::{Access, Kind, RWLOCK, SEMAPHORE};
@@ -227,7 +227,7 @@ impl Replay<'_> {
         let tag_choices = self.tag_choices();
         let kind = self.kind(shared);
         for now in times.into_iter().flatten() {
-            for (queue, fair) in [(true, true), (false, true), (false, false)] {
+            for queue in [Queue::Joins, Queue::Respects, Queue::Ignores] {
                 for skew in [Duration::ZERO, Duration::from_secs(3600)] {
                     for (tags, reset_tags) in &tag_choices {
                         let request = Request {
@@ -240,7 +240,6 @@ impl Replay<'_> {
                             reason: reason.as_deref(),
                             nonce: &nonce,
                             queue,
-                            fair,
                             judgement: Judgement {
                                 skew_allowance: skew,
                                 unchanged_for: None,

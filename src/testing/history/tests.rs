@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{History, Report, Section, Violation};
-use crate::rules::{self, Acquire, Judgement, Request};
+use crate::rules::{self, Acquire, Judgement, Queue, Request};
 use crate::state::LockState;
 use crate::state::kind::{Access, Kind};
 use lockheed_fake_apiserver::{Commit, Operation};
@@ -78,8 +78,7 @@ impl Script {
             force: None,
             reason: None,
             nonce: "n",
-            queue,
-            fair: true,
+            queue: if queue { Queue::Joins } else { Queue::Respects },
             judgement: Judgement::default(),
         }
     }

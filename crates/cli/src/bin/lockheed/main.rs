@@ -59,7 +59,8 @@ async fn main() -> ExitCode {
 /// Runs the subcommand, returning the exit code.
 async fn execute(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Run(args) => run::run(&cli.cluster, args).await,
+        // It holds a waiting acquire's whole state: boxed, as the other commands need not be.
+        Command::Run(args) => Box::pin(run::run(&cli.cluster, args)).await,
         Command::List(args) => list::list(&cli.cluster, args).await,
         Command::Show(args) => show::show(&cli.cluster, args).await,
         Command::Release(args) => release::release(&cli.cluster, args).await,
