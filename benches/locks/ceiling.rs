@@ -31,7 +31,7 @@ fn config_map(name: &str) -> ConfigMap {
     cm
 }
 
-async fn create(api: &Api<ConfigMap>, name: &str) -> ConfigMap {
+pub async fn create(api: &Api<ConfigMap>, name: &str) -> ConfigMap {
     api.create(&PostParams::default(), &config_map(name))
         .await
         .expect("create")
@@ -39,12 +39,73 @@ async fn create(api: &Api<ConfigMap>, name: &str) -> ConfigMap {
 
 /// Replaces `current` with a new value of key `n`, carrying its resourceVersion (a
 /// compare-and-swap, as every lock write is), and returns what was stored.
-async fn put(api: &Api<ConfigMap>, mut current: ConfigMap, n: u64) -> ConfigMap {
+pub async fn put(api: &Api<ConfigMap>, mut current: ConfigMap, n: u64) -> ConfigMap {
     current.data = Some([("n".to_owned(), n.to_string())].into());
     let name = current.metadata.name.clone().expect("named");
     api.replace(&name, &PostParams::default(), &current)
         .await
         .expect("replace")
+}
+
+/// Another client's watch of one ConfigMap, telling when each value of `n` is delivered.
+pub struct Delivered {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(u64, Instant)>,
+    watching: tokio::task::JoinHandle<()>,
+}
+
+impl Delivered {
+    /// Watches `current` through `watcher` from its resourceVersion on.
+    pub async fn watch(watcher: &Api<ConfigMap>, current: &ConfigMap) -> Self {
+        let name = current.metadata.name.as_deref().expect("named");
+        let rv = current
+            .metadata
+            .resource_version
+            .as_deref()
+            .expect("a version");
+        let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+        let mut events = watcher.watch(&params, rv).await.expect("watch").boxed();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let watching = tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                if let WatchEvent::Modified(cm) = event {
+                    let n: u64 = cm
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("n"))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    if tx.send((n, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self { rx, watching }
+    }
+
+    /// PUTs `n` into `current` and waits until the watch delivers it: what was stored, and
+    /// how long from the start of the PUT.
+    pub async fn put(
+        &mut self,
+        api: &Api<ConfigMap>,
+        current: ConfigMap,
+        n: u64,
+    ) -> (ConfigMap, Duration) {
+        let started = Instant::now();
+        let stored = put(api, current, n).await;
+        loop {
+            let (seen, at) = self.rx.recv().await.expect("the watch goes on");
+            if seen == n {
+                return (stored, at - started);
+            }
+        }
+    }
+}
+
+impl Drop for Delivered {
+    fn drop(&mut self) {
+        self.watching.abort();
+    }
 }
 
 pub async fn run(mode: Mode) -> Ceiling {
@@ -94,43 +155,15 @@ pub async fn run(mode: Mode) -> Ceiling {
 
     // A PUT until another client's watch delivers it: the floor under a handover.
     let watcher: Api<ConfigMap> = Api::namespaced(server.client_for_token("watcher"), "default");
-    let rv = current
-        .metadata
-        .resource_version
-        .clone()
-        .expect("a version");
-    let params = WatchParams::default().fields("metadata.name=ceiling");
-    let mut events = watcher.watch(&params, &rv).await.expect("watch").boxed();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watching = tokio::spawn(async move {
-        while let Some(Ok(event)) = events.next().await {
-            if let WatchEvent::Modified(cm) = event {
-                let n: u64 = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("n"))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                if tx.send((n, Instant::now())).is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let mut seen = Delivered::watch(&watcher, &current).await;
     let mut delivered = Vec::with_capacity(rounds);
     for i in 0..rounds as u64 {
         let n = 1_000_000 + i;
-        let started = Instant::now();
-        current = put(&api, current, n).await;
-        loop {
-            let (seen, at) = rx.recv().await.expect("the watch goes on");
-            if seen == n {
-                delivered.push(at - started);
-                break;
-            }
-        }
+        let took;
+        (current, took) = seen.put(&api, current, n).await;
+        delivered.push(took);
     }
-    watching.abort();
+    drop(seen);
     let put_to_event_p50 = percentile(&mut delivered, 50.0);
     table.row(vec![
         "PUT → another client's watch event".into(),

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use kube::api::Api;
 
 use crate::Mode;
+use crate::ceiling::{Delivered, create, put};
 use crate::plane::ControlPlane;
 use crate::report::{Table, figure, ms, num, percentile};
 use crate::sides::Side;
@@ -55,24 +55,6 @@ impl Floors {
     }
 }
 
-async fn create(api: &Api<ConfigMap>, name: &str) -> ConfigMap {
-    let mut cm = ConfigMap::default();
-    cm.metadata.name = Some(name.to_owned());
-    api.create(&PostParams::default(), &cm)
-        .await
-        .expect("create")
-}
-
-/// Replaces `current` with a new value `n`, carrying its resourceVersion (a compare-and-swap,
-/// as every lock write is), and returns what was stored.
-async fn put(api: &Api<ConfigMap>, mut current: ConfigMap, n: u64) -> ConfigMap {
-    current.data = Some([("n".to_owned(), n.to_string())].into());
-    let name = current.metadata.name.clone().expect("named");
-    api.replace(&name, &PostParams::default(), &current)
-        .await
-        .expect("replace")
-}
-
 /// Samples of sequential GETs, PUTs, PUTs until another client's watch event, and the same
 /// after [`IDLE`] each (`idle_rounds` of them).
 async fn sequential(side: &Side, rounds: usize, idle_rounds: usize) -> [Vec<Duration>; 4] {
@@ -91,29 +73,7 @@ async fn sequential(side: &Side, rounds: usize, idle_rounds: usize) -> [Vec<Dura
         puts.push(started.elapsed());
     }
     let watcher: Api<ConfigMap> = Api::namespaced(side.plain_client().await, side.namespace());
-    let rv = current
-        .metadata
-        .resource_version
-        .clone()
-        .expect("a version");
-    let params = WatchParams::default().fields("metadata.name=floor");
-    let mut events = watcher.watch(&params, &rv).await.expect("watch").boxed();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let watching = tokio::spawn(async move {
-        while let Some(Ok(event)) = events.next().await {
-            if let WatchEvent::Modified(cm) = event {
-                let n: u64 = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get("n"))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                if tx.send((n, Instant::now())).is_err() {
-                    return;
-                }
-            }
-        }
-    });
+    let mut seen = Delivered::watch(&watcher, &current).await;
     let mut delivered = [Vec::with_capacity(rounds), Vec::with_capacity(idle_rounds)];
     let mut n = 1_000_000;
     for (idle, samples) in delivered.iter_mut().enumerate() {
@@ -122,18 +82,12 @@ async fn sequential(side: &Side, rounds: usize, idle_rounds: usize) -> [Vec<Dura
                 tokio::time::sleep(IDLE).await;
             }
             n += 1;
-            let started = Instant::now();
-            current = put(&api, current, n).await;
-            loop {
-                let (seen, at) = rx.recv().await.expect("the watch goes on");
-                if seen == n {
-                    samples.push(at - started);
-                    break;
-                }
-            }
+            let took;
+            (current, took) = seen.put(&api, current, n).await;
+            samples.push(took);
         }
     }
-    watching.abort();
+    drop(seen);
     let [hot, idle] = delivered;
     [gets, puts, hot, idle]
 }
