@@ -48,20 +48,25 @@ fn process(server: &FakeApiServer, clock: &Arc<TokioClock>, token: &str) -> Kube
     KubeLocker::new(server.client_for_token(token), "default").with_clock(clock.clone())
 }
 
-/// `holder` holding lock `name`: a 10 s lease renewed every 2 s.
-async fn holding(
-    server: &FakeApiServer,
-    clock: &Arc<TokioClock>,
-    name: &str,
-    holder: &str,
-) -> LockGuard<KubeLocker> {
-    Lock::new(name, process(server, clock, holder))
+/// `holder` holding lock `name` through `locker`: a 10 s lease renewed every 2 s.
+async fn hold(locker: KubeLocker, name: &str, holder: &str) -> LockGuard<KubeLocker> {
+    Lock::new(name, locker)
         .with_holder(holder)
         .with_duration(10 * SECOND)
         .with_renew_interval(2 * SECOND)
         .acquire()
         .await
         .unwrap()
+}
+
+/// `holder` holding lock `name` in a process of its own (see [`hold`]).
+async fn holding(
+    server: &FakeApiServer,
+    clock: &Arc<TokioClock>,
+    name: &str,
+    holder: &str,
+) -> LockGuard<KubeLocker> {
+    hold(process(server, clock, holder), name, holder).await
 }
 
 /// Waits for `lost` (a minute at most), and says when it fired.
@@ -224,20 +229,14 @@ fn process_of(cluster: &TestCluster, clock: &Arc<TokioClock>, name: &str) -> Kub
     KubeLocker::new(cluster.client_for(name), cluster.namespace()).with_clock(clock.clone())
 }
 
-/// `holder` holding lock `name` on the test's server: a 10 s lease renewed every 2 s.
+/// `holder` holding lock `name` on the test's server (see [`hold`]).
 async fn holding_on(
     cluster: &TestCluster,
     clock: &Arc<TokioClock>,
     name: &str,
     holder: &str,
 ) -> LockGuard<KubeLocker> {
-    Lock::new(name, process_of(cluster, clock, holder))
-        .with_holder(holder)
-        .with_duration(10 * SECOND)
-        .with_renew_interval(2 * SECOND)
-        .acquire()
-        .await
-        .unwrap()
+    hold(process_of(cluster, clock, holder), name, holder).await
 }
 
 /// A lock's ConfigMap deleted while held: `lost()` fires at the next renewal (or, for a lease
