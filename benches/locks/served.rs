@@ -40,6 +40,16 @@ impl Served {
     }
 }
 
+impl Served {
+    /// The server and the runtime it runs on, for a caller that keeps them otherwise (it must
+    /// drop the server first, and shut the runtime down in the background, as `Drop` does).
+    pub fn into_parts(mut self) -> (FakeApiServer, Runtime) {
+        let server = self.server.take().expect("running");
+        let runtime = self.runtime.take().expect("running");
+        (server, runtime)
+    }
+}
+
 impl Deref for Served {
     type Target = FakeApiServer;
 

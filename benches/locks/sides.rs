@@ -6,10 +6,11 @@
 
 use kube::config::KubeConfigOptions;
 use lockheed::KubeLocker;
-use lockheed::testing::{FakeApiServer, TestCluster};
+use lockheed::testing::TestCluster;
 use tokio::runtime::Runtime;
 
 use crate::report::Counts;
+use crate::served::Served;
 
 /// One server of a side-by-side scenario; it stops (the fake) when dropped.
 pub struct Side {
@@ -21,17 +22,7 @@ pub struct Side {
 impl Side {
     /// The fake server, on a runtime and thread of its own (see `served.rs`).
     pub async fn fake() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("fake-apiserver")
-            .enable_all()
-            .build()
-            .expect("a runtime for the server");
-        let server = runtime
-            .spawn(FakeApiServer::builder().start())
-            .await
-            .expect("the server's start")
-            .expect("server starts");
+        let (server, runtime) = Served::start().await.into_parts();
         Self {
             cluster: Some(TestCluster::on(server)),
             runtime: Some(runtime),
