@@ -225,8 +225,8 @@ impl<L: Backend> Holding<L> {
         }
     }
 
-    /// How long one try of a release may go unanswered before it is made again: a tenth of the
-    /// lease, between [`MIN_RELEASE_TRY`] and [`MAX_RELEASE_TRY`] (the most for a lease without
+    /// How long one try of a release may go unanswered before it is made again: the lease's
+    /// [safety margin](rules::safety_margin) (a tenth), between [`MIN_RELEASE_TRY`] and [`MAX_RELEASE_TRY`] (the most for a lease without
     /// expiry). A release in flight keeps every waiter out, and a request can be held back
     /// long: a connection lost without a reset, or kube's client waiting out a 429's
     /// `Retry-After` (a second, again and again while the server keeps answering 429; issue
@@ -236,7 +236,7 @@ impl<L: Backend> Holding<L> {
         if self.settings.duration.is_zero() {
             MAX_RELEASE_TRY
         } else {
-            (self.settings.duration / 10).clamp(MIN_RELEASE_TRY, MAX_RELEASE_TRY)
+            rules::safety_margin(self.settings.duration).clamp(MIN_RELEASE_TRY, MAX_RELEASE_TRY)
         }
     }
 
